@@ -1,0 +1,625 @@
+//! Loading manifests: YAML parsing with located errors, merging several files, validation.
+
+use crate::error::{Diagnostic, ManifestError};
+use crate::locate::{Locations, Position};
+use crate::schema::{File, Id, Image, Manifest};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The sections that hold containers, in the order LinuxKit allocates their ids.
+pub const CONTAINER_SECTIONS: [&str; 3] = ["onboot", "onshutdown", "services"];
+
+/// Where a merged entry came from: which file, and its index in that file's section.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    file: usize,
+    index: usize,
+}
+
+/// One or more manifest files merged into one, remembering where every entry came from so that
+/// later stages can point at the file and line of a problem.
+#[derive(Debug, Clone, Default)]
+pub struct ManifestSet {
+    /// The merged manifest.
+    pub manifest: Manifest,
+    files: Vec<(String, Locations)>,
+    origins: HashMap<(&'static str, usize), Origin>,
+    kernel_origin: Option<usize>,
+}
+
+fn section_list<'a>(m: &'a Manifest, section: &str) -> &'a [Image] {
+    match section {
+        "onboot" => &m.onboot,
+        "onshutdown" => &m.onshutdown,
+        _ => &m.services,
+    }
+}
+
+fn static_section(section: &str) -> &'static str {
+    match section {
+        "onboot" => "onboot",
+        "onshutdown" => "onshutdown",
+        "services" => "services",
+        "files" => "files",
+        "volumes" => "volumes",
+        "init" => "init",
+        _ => "kernel",
+    }
+}
+
+impl ManifestSet {
+    /// Read and merge files in order: kernel fields of later files override, lists append.
+    pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<Self, ManifestError> {
+        let mut set = ManifestSet::default();
+        for p in paths {
+            let p = p.as_ref();
+            let text = std::fs::read_to_string(p).map_err(|source| ManifestError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            set.add(&p.display().to_string(), &text)?;
+        }
+        set.validate()?;
+        Ok(set)
+    }
+
+    /// Parse one document from memory and merge it. Call [`ManifestSet::validate`] when done.
+    pub fn add(&mut self, name: &str, text: &str) -> Result<(), ManifestError> {
+        let m = parse_document(name, text)?;
+        let file = self.files.len();
+        self.files.push((name.to_string(), Locations::index(text)));
+        let base = &mut self.manifest;
+        let k = m.kernel;
+        if !k.image.is_empty() {
+            base.kernel.image = k.image;
+            self.kernel_origin = Some(file);
+        }
+        if !k.cmdline.is_empty() {
+            base.kernel.cmdline = k.cmdline;
+        }
+        if !k.binary.is_empty() {
+            base.kernel.binary = k.binary;
+        }
+        if k.tar.is_some() {
+            base.kernel.tar = k.tar;
+        }
+        if k.ucode.is_some() {
+            base.kernel.ucode = k.ucode;
+        }
+        let mut record = |section: &'static str, start: usize, count: usize| {
+            for i in 0..count {
+                self.origins
+                    .insert((section, start + i), Origin { file, index: i });
+            }
+        };
+        record("init", base.init.len(), m.init.len());
+        record("onboot", base.onboot.len(), m.onboot.len());
+        record("onshutdown", base.onshutdown.len(), m.onshutdown.len());
+        record("services", base.services.len(), m.services.len());
+        record("files", base.files.len(), m.files.len());
+        record("volumes", base.volumes.len(), m.volumes.len());
+        base.init.extend(m.init);
+        base.onboot.extend(m.onboot);
+        base.onshutdown.extend(m.onshutdown);
+        base.services.extend(m.services);
+        base.files.extend(m.files);
+        base.volumes.extend(m.volumes);
+        if m.trust.is_some() {
+            base.trust = m.trust;
+        }
+        Ok(())
+    }
+
+    /// A diagnostic pointing at `field` (dotted, may be empty) of entry `index` of `section` in
+    /// the merged manifest.
+    pub fn diagnostic(
+        &self,
+        section: &str,
+        index: usize,
+        field: &str,
+        message: String,
+    ) -> Diagnostic {
+        let section = static_section(section);
+        let (file, path) = match (section, self.origins.get(&(section, index))) {
+            ("kernel", _) => (self.kernel_origin.unwrap_or(0), join_field("kernel", field)),
+            (_, Some(o)) => (
+                o.file,
+                join_field(&format!("{section}[{}]", o.index), field),
+            ),
+            (_, None) => (0, join_field(&format!("{section}[{index}]"), field)),
+        };
+        let (name, pos) = match self.files.get(file) {
+            Some((name, locs)) => (name.clone(), locs.find(&path)),
+            None => ("<manifest>".to_string(), None),
+        };
+        Diagnostic {
+            file: name,
+            line: pos.map(|p| p.line),
+            column: pos.map(|p| p.column),
+            path,
+            message,
+            help: None,
+        }
+    }
+
+    /// Check what the schema alone cannot: required keys, unique names, id references, file
+    /// entries that make sense.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        let m = &self.manifest;
+        let mut names: HashMap<&str, &'static str> = HashMap::new();
+        for section in CONTAINER_SECTIONS {
+            for (i, img) in section_list(m, section).iter().enumerate() {
+                if img.name.is_empty() {
+                    return Err(self.missing(section, i, "name", "a container needs a name"));
+                }
+                if img.image.is_empty() {
+                    return Err(self.missing(
+                        section,
+                        i,
+                        "image",
+                        "a container needs an image reference",
+                    ));
+                }
+                let previous = names.insert(&img.name, section);
+                if section == "services" && previous == Some("services") {
+                    let first = section_list(m, section)
+                        .iter()
+                        .position(|x| x.name == img.name)
+                        .unwrap_or(0);
+                    let mut d = self.diagnostic(
+                        section,
+                        i,
+                        "name",
+                        format!("duplicate service name `{}`", img.name),
+                    );
+                    d.help = Some(format!(
+                        "service names must be unique, as services run side by side; `{}` is first used at {}",
+                        img.name,
+                        self.where_is(section, first, "name")
+                    ));
+                    return Err(d.into());
+                }
+            }
+        }
+        for section in CONTAINER_SECTIONS {
+            for (i, img) in section_list(m, section).iter().enumerate() {
+                self.check_id(section, i, "uid", img.uid.as_ref())?;
+                self.check_id(section, i, "gid", img.gid.as_ref())?;
+                for (j, id) in img.additional_gids.iter().flatten().enumerate() {
+                    self.check_id(section, i, &format!("additionalGids[{j}]"), Some(id))?;
+                }
+            }
+        }
+        let mut volumes = HashMap::new();
+        for (i, v) in m.volumes.iter().enumerate() {
+            if v.name.is_empty()
+                || !v
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            {
+                let mut d = self.diagnostic(
+                    "volumes",
+                    i,
+                    "name",
+                    format!("invalid volume name `{}`", v.name),
+                );
+                d.help = Some("use lowercase letters, digits, `_` and `-`".into());
+                return Err(d.into());
+            }
+            if volumes.insert(&v.name, i).is_some() {
+                return Err(self
+                    .diagnostic(
+                        "volumes",
+                        i,
+                        "name",
+                        format!("duplicate volume name `{}`", v.name),
+                    )
+                    .into());
+            }
+        }
+        for (i, f) in m.files.iter().enumerate() {
+            self.check_file(i, f)?;
+            self.check_id("files", i, "uid", f.uid.as_ref())?;
+            self.check_id("files", i, "gid", f.gid.as_ref())?;
+        }
+        Ok(())
+    }
+
+    fn where_is(&self, section: &str, index: usize, field: &str) -> String {
+        let d = self.diagnostic(section, index, field, String::new());
+        match (d.line, d.column) {
+            (Some(l), Some(c)) => format!("{}:{l}:{c}", d.file),
+            _ => d.file,
+        }
+    }
+
+    fn missing(&self, section: &str, index: usize, key: &str, why: &str) -> ManifestError {
+        let mut d = self.diagnostic(section, index, "", format!("missing key `{key}`"));
+        d.help = Some(format!("{why}: add `{key}:` to this entry"));
+        d.into()
+    }
+
+    fn check_id(
+        &self,
+        section: &str,
+        index: usize,
+        field: &str,
+        id: Option<&Id>,
+    ) -> Result<(), ManifestError> {
+        match id {
+            Some(Id::Name(name)) if !name.is_empty() && name != "root" => {
+                let known = CONTAINER_SECTIONS
+                    .iter()
+                    .flat_map(|s| section_list(&self.manifest, s))
+                    .any(|img| &img.name == name);
+                if known {
+                    return Ok(());
+                }
+                let mut d =
+                    self.diagnostic(section, index, field, format!("cannot find id `{name}`"));
+                d.help = Some("a named uid or gid must be `root` or the name of a container in onboot, onshutdown or services".into());
+                Err(d.into())
+            }
+            Some(Id::Num(n)) if *n < 0 || *n > i64::from(u32::MAX) => Err(self
+                .diagnostic(
+                    section,
+                    index,
+                    field,
+                    format!("id {n} is out of range (0 to 4294967295)"),
+                )
+                .into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_file(&self, i: usize, f: &File) -> Result<(), ManifestError> {
+        let err = |field: &str, msg: String, help: &str| -> ManifestError {
+            let mut d = self.diagnostic("files", i, field, msg);
+            d.help = Some(help.to_string());
+            d.into()
+        };
+        if f.path.trim_start_matches('/').is_empty() {
+            return Err(err(
+                "path",
+                "file path is empty".into(),
+                "give the path of the file in the image, such as `etc/motd`",
+            ));
+        }
+        if f.path.split('/').any(|c| c == "..") {
+            return Err(err(
+                "path",
+                format!("file path `{}` contains `..`", f.path),
+                "paths are inside the image; remove `..`",
+            ));
+        }
+        let kinds = [
+            ("contents", f.contents.is_some()),
+            ("source", !f.source.is_empty()),
+            ("metadata", !f.metadata.is_empty()),
+            ("symlink", !f.symlink.is_empty()),
+            ("directory", f.directory),
+        ];
+        let set: Vec<&str> = kinds
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(k, _)| *k)
+            .collect();
+        if set.len() > 1 {
+            return Err(err(
+                set[1],
+                format!(
+                    "specified both `{}` and `{}` for file {}",
+                    set[0], set[1], f.path
+                ),
+                "a file entry takes exactly one of contents, source, metadata, symlink or directory",
+            ));
+        }
+        if set.is_empty() {
+            return Err(err(
+                "",
+                format!("contents of file {} not specified", f.path),
+                "add one of contents, source, metadata, symlink or `directory: true`",
+            ));
+        }
+        if !f.metadata.is_empty() && f.metadata != "yaml" && f.metadata != "json" {
+            return Err(err(
+                "metadata",
+                format!("unsupported metadata type `{}`", f.metadata),
+                "use `yaml` or `json`",
+            ));
+        }
+        if !f.mode.is_empty() && u32::from_str_radix(&f.mode, 8).map_or(true, |m| m > 0o7777) {
+            return Err(err(
+                "mode",
+                format!("cannot parse file mode `{}` as an octal value", f.mode),
+                "write the mode in octal, quoted, such as \"0644\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn join_field(base: &str, field: &str) -> String {
+    match field {
+        "" => base.to_string(),
+        f if f.starts_with('[') => format!("{base}{f}"),
+        f => format!("{base}.{f}"),
+    }
+}
+
+/// Parse one YAML document into a manifest, with a located, helpful error.
+pub fn parse_document(name: &str, text: &str) -> Result<Manifest, Diagnostic> {
+    if text.trim().is_empty() {
+        return Ok(Manifest::default());
+    }
+    serde_norway::from_str::<Manifest>(text).map_err(|e| serde_diagnostic(name, text, &e))
+}
+
+/// Parse an `org.mobyproject.config` image label (JSON or YAML).
+pub fn parse_label(image: &str, text: &str) -> Result<Image, Diagnostic> {
+    let label_name = format!("label org.mobyproject.config of {image}");
+    let img: Image =
+        serde_norway::from_str(text).map_err(|e| serde_diagnostic(&label_name, text, &e))?;
+    for (key, value) in [("name", &img.name), ("image", &img.image)] {
+        if !value.is_empty() {
+            return Err(Diagnostic {
+                file: label_name,
+                line: None,
+                column: None,
+                path: key.into(),
+                message: format!("{key} cannot be set in an image label"),
+                help: Some("remove it from the label; the manifest names the container".into()),
+            });
+        }
+    }
+    Ok(img)
+}
+
+/// Turn a serde_norway error into a diagnostic: position, key path, message, and a suggestion
+/// for misspelt keys.
+fn serde_diagnostic(name: &str, text: &str, e: &serde_norway::Error) -> Diagnostic {
+    let full = e.to_string();
+    let mut pos = e.location().map(|l| Position {
+        line: l.line(),
+        column: l.column(),
+    });
+    // serde_norway renders "path: message at line L column C"; split those apart.
+    let body = match full.rfind(" at line ") {
+        Some(i) => &full[..i],
+        None => full.as_str(),
+    };
+    let (path, message) = match body.split_once(": ") {
+        Some((p, m)) if !p.contains(' ') && !p.is_empty() => (p.to_string(), m.to_string()),
+        _ => (String::new(), body.to_string()),
+    };
+    let mut help = None;
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once('`') {
+            let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            let best = candidates
+                .iter()
+                .map(|c| (strsim::damerau_levenshtein(field, c), *c))
+                .min();
+            help = Some(match best {
+                Some((d, c)) if d <= 3 => format!("did you mean `{c}`?"),
+                _ => format!("valid keys here: {}", candidates.join(", ")),
+            });
+            let key_path = if path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            if let Some(p) = Locations::index(text).key(&key_path) {
+                pos = Some(p);
+            }
+            return Diagnostic {
+                file: name.into(),
+                line: pos.map(|p| p.line),
+                column: pos.map(|p| p.column),
+                path: key_path,
+                message: format!("unknown key `{field}`"),
+                help,
+            };
+        }
+    }
+    if path.is_empty()
+        && message.starts_with("invalid type")
+        && message.ends_with("expected struct Manifest")
+    {
+        return Diagnostic {
+            file: name.into(),
+            line: pos.map(|p| p.line),
+            column: pos.map(|p| p.column),
+            path,
+            message: "this document is not a manifest: a manifest is a mapping".into(),
+            help: Some(
+                "start with top-level keys such as `kernel:`, `init:`, `onboot:` and `services:`"
+                    .into(),
+            ),
+        };
+    }
+    if message.starts_with("invalid type") || message.starts_with("invalid value") {
+        help = Some(expectation_help(&path));
+    }
+    Diagnostic {
+        file: name.into(),
+        line: pos.map(|p| p.line),
+        column: pos.map(|p| p.column),
+        path,
+        message,
+        help,
+    }
+}
+
+fn expectation_help(path: &str) -> String {
+    let key = path.rsplit('.').next().unwrap_or(path);
+    let key = key.split('[').next().unwrap_or(key);
+    match key {
+        "readonly" | "noNewPrivileges" | "directory" | "optional" | "createInRoot" => {
+            format!("`{key}` takes true or false")
+        }
+        "oomScoreAdj" | "major" | "minor" => format!("`{key}` takes an integer"),
+        "uid" | "gid" | "additionalGids" => format!("`{key}` takes a number or a container name"),
+        "mode" => "`mode` takes an octal string such as \"0644\"".into(),
+        _ => format!("check the type of `{key}` against the manifest reference (docs/manifest.md)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(docs: &[(&str, &str)]) -> Result<ManifestSet, ManifestError> {
+        let mut set = ManifestSet::default();
+        for (name, text) in docs {
+            set.add(name, text)?;
+        }
+        set.validate()?;
+        Ok(set)
+    }
+
+    fn err(docs: &[(&str, &str)]) -> String {
+        match load(docs) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_located_with_suggestion() {
+        let e = err(&[(
+            "m.yml",
+            "onboot:\n  - name: a\n    image: b\n    capabilties: [X]\n",
+        )]);
+        assert!(
+            e.starts_with("m.yml:4:5: onboot[0].capabilties: unknown key `capabilties`"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean `capabilities`?"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let e = err(&[(
+            "m.yml",
+            "services:\n  - name: x\n    image: y\n    readonly: \"maybe\"\n",
+        )]);
+        assert!(
+            e.starts_with("m.yml:4:15: services[0].readonly: invalid type"),
+            "{e}"
+        );
+        assert!(e.contains("true or false"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_service_across_files() {
+        let e = err(&[
+            ("a.yml", "services:\n  - name: dup\n    image: x\n"),
+            (
+                "b.yml",
+                "kernel:\n  image: k\nservices:\n  - name: dup\n    image: y\n",
+            ),
+        ]);
+        assert!(
+            e.starts_with("b.yml:4:11: services[0].name: duplicate service name `dup`"),
+            "{e}"
+        );
+        assert!(e.contains("first used at a.yml:2:11"), "{e}");
+    }
+
+    #[test]
+    fn missing_image() {
+        let e = err(&[(
+            "m.yml",
+            "services:\n  - name: noimage\n    command: [/bin/true]\n",
+        )]);
+        assert!(
+            e.starts_with("m.yml:2:5: services[0]: missing key `image`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_uid_name() {
+        let e = err(&[(
+            "m.yml",
+            "services:\n  - name: a\n    image: b\n    uid: nobody-here\n",
+        )]);
+        assert!(
+            e.starts_with("m.yml:4:10: services[0].uid: cannot find id `nobody-here`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn file_conflicts() {
+        let e = err(&[(
+            "m.yml",
+            "files:\n  - path: etc/x\n    contents: a\n    source: /etc/hostname\n",
+        )]);
+        assert!(
+            e.starts_with("m.yml:4:13: files[0].source: specified both `contents` and `source`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn merge_overrides_kernel_and_appends_lists() {
+        let set = load(&[
+            ("a.yml", "kernel:\n  image: k1\n  cmdline: c1\ninit: [i1]\nonboot:\n  - name: a\n    image: x\n"),
+            ("b.yml", "kernel:\n  image: k2\n  binary: bz\ninit: [i2]\nonboot:\n  - name: b\n    image: y\n"),
+        ])
+        .expect("valid");
+        let m = set.manifest;
+        assert_eq!(m.kernel.image, "k2");
+        assert_eq!(m.kernel.cmdline, "c1");
+        assert_eq!(m.kernel.binary, "bz");
+        assert_eq!(m.init, vec!["i1", "i2"]);
+        assert_eq!(
+            m.onboot.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
+    }
+
+    #[test]
+    fn label_may_not_name_the_container() {
+        assert!(parse_label("img", r#"{"name": "x"}"#).is_err());
+        let l = parse_label(
+            "img",
+            r#"{"binds.add": ["/a:/b"], "capabilities": ["all"], "pid": "host"}"#,
+        )
+        .expect("ok");
+        assert_eq!(l.pid.as_deref(), Some("host"));
+    }
+
+    #[test]
+    fn bad_yaml_is_located() {
+        let e = err(&[(
+            "m.yml",
+            "kernel:\n  image: k\n  cmdline: \"console=ttyS0\nservices:\n  - name: x\n",
+        )]);
+        assert!(e.starts_with("m.yml:"), "{e}");
+        assert!(
+            e.contains("line")
+                || e.split(':')
+                    .nth(1)
+                    .is_some_and(|l| l.parse::<u32>().is_ok()),
+            "{e}"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parser_never_panics(s in "\\PC{0,200}") {
+            let _ = parse_document("fuzz.yml", &s);
+            let _ = Locations::index(&s);
+        }
+
+        #[test]
+        fn parser_never_panics_on_yamlish(s in "([a-z:\\- \\[\\]{}\"'\n]|services|image|name|onboot){0,60}") {
+            let _ = parse_document("fuzz.yml", &s);
+            let _ = Locations::index(&s);
+        }
+    }
+}
