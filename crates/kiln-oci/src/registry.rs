@@ -1,0 +1,1 @@
+//! The registry client: pull and push over the OCI distribution API.

@@ -1,0 +1,719 @@
+//! The content-addressed image store: an OCI image layout on disk.
+//!
+//! ```text
+//! ROOT/oci-layout          {"imageLayoutVersion": "1.0.0"}
+//! ROOT/index.json          one entry per named image, name in org.opencontainers.image.ref.name
+//! ROOT/blobs/sha256/HEX    manifests, indexes, configs, layers
+//! ROOT/tmp/                blobs being written (removed by `gc`)
+//! ```
+//!
+//! Every blob is hashed while it is written to `tmp/`, checked against the digest it should have,
+//! fsynced and renamed into place, so a blob path always holds exactly its content. The index is
+//! rewritten the same way under an exclusive lock. Writers hold a shared lock on `gc.lock` while
+//! they add blobs that no index entry references yet; `gc` takes it exclusively.
+
+use crate::digest::{Digest, HashingWriter};
+use crate::reference::Reference;
+use crate::spec::{self, Descriptor, ImageConfig, Index, Manifest};
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Largest JSON blob (manifest, index, config) kiln reads into memory.
+pub const MAX_JSON_BLOB: u64 = 8 << 20;
+
+/// Errors of the image store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Content did not hash to the digest it was announced with.
+    #[error(
+        "digest mismatch for {what}: expected {expected}, got {actual}; the source is corrupt or was changed, fetch it again"
+    )]
+    DigestMismatch {
+        /// What was being stored.
+        what: String,
+        /// The announced digest.
+        expected: String,
+        /// The digest of the content received.
+        actual: String,
+    },
+    /// The image is not in the store.
+    #[error("image {0} is not in the store; run `kiln cache pull {0}` or `kiln cache import FILE`")]
+    NotFound(String),
+    /// A blob the image needs is missing.
+    #[error("blob {digest} of {image} is missing from the store; pull the image again")]
+    MissingBlob {
+        /// The image.
+        image: String,
+        /// The blob.
+        digest: String,
+    },
+    /// The image has no manifest for the platform asked for.
+    #[error("image {image} has no linux/{arch} variant (it has: {available})")]
+    NoPlatform {
+        /// The image.
+        image: String,
+        /// The architecture asked for.
+        arch: String,
+        /// The platforms it has.
+        available: String,
+    },
+    /// A JSON blob could not be parsed.
+    #[error("{what} is not valid: {source}")]
+    Json {
+        /// Which blob.
+        what: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A blob is larger than kiln accepts for its kind.
+    #[error("{what} is {size} bytes, more than the {limit} kiln accepts")]
+    TooLarge {
+        /// Which blob.
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// An invalid reference or digest.
+    #[error(transparent)]
+    Reference(#[from] crate::reference::ReferenceError),
+    /// An invalid digest.
+    #[error(transparent)]
+    Digest(#[from] crate::digest::DigestError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An image resolved for one platform: its manifest and config.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The reference it was resolved from, normalised.
+    pub reference: String,
+    /// Digest of the platform manifest.
+    pub digest: Digest,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The parsed config.
+    pub config: ImageConfig,
+}
+
+/// An entry of the store's index: a name and what it points to.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The image name.
+    pub name: String,
+    /// The manifest or index it names.
+    pub descriptor: Descriptor,
+}
+
+/// What `gc` removed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GcStats {
+    /// Blobs removed.
+    pub blobs: usize,
+    /// Bytes freed.
+    pub bytes: u64,
+}
+
+/// An open store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Held while blobs are being added; keeps `gc` from removing them before they are named.
+pub struct WriteGuard {
+    _file: File,
+}
+
+impl Store {
+    /// The default location: `$KILN_CACHE`, else `kiln` under the user's cache directory.
+    pub fn default_root() -> PathBuf {
+        if let Some(p) = std::env::var_os("KILN_CACHE") {
+            return PathBuf::from(p);
+        }
+        dirs::cache_dir()
+            .unwrap_or_else(std::env::temp_dir)
+            .join("kiln")
+    }
+
+    /// Open the store at `root`, creating it if needed.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let root = root.into();
+        for d in [root.join("blobs/sha256"), root.join("tmp")] {
+            fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        let store = Store { root };
+        let layout = store.root.join("oci-layout");
+        if !layout.exists() {
+            store.write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = store.root.join("index.json");
+        if !index.exists() {
+            let _lock = store.lock("index.lock", true)?;
+            if !index.exists() {
+                store.write_index(&Index::default())?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn lock(&self, name: &str, exclusive: bool) -> Result<File, StoreError> {
+        let path = self.root.join(name);
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        if exclusive { f.lock() } else { f.lock_shared() }.map_err(io_err(&path))?;
+        Ok(f)
+    }
+
+    /// Take the shared write lock (see the module docs).
+    pub fn write_guard(&self) -> Result<WriteGuard, StoreError> {
+        Ok(WriteGuard {
+            _file: self.lock("gc.lock", false)?,
+        })
+    }
+
+    /// Where the blob `d` lives.
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    /// Whether the blob is present.
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Start writing a blob.
+    pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
+        let tmp = tempfile::Builder::new()
+            .prefix("blob-")
+            .suffix(".partial")
+            .tempfile_in(self.root.join("tmp"))
+            .map_err(io_err(&self.root.join("tmp")))?;
+        let file = tmp.reopen().map_err(io_err(tmp.path()))?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            tmp,
+            writer: HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    /// Store `data`, checking it against `expected` when given.
+    pub fn put_bytes(
+        &self,
+        data: &[u8],
+        expected: Option<&Digest>,
+        what: &str,
+    ) -> Result<Digest, StoreError> {
+        let actual = Digest::of(data);
+        if let Some(e) = expected {
+            if *e != actual {
+                return Err(StoreError::DigestMismatch {
+                    what: what.into(),
+                    expected: e.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        if !self.has_blob(&actual) {
+            let mut w = self.blob_writer()?;
+            w.write_all(data).map_err(io_err(&self.root))?;
+            w.commit(Some(&actual), what)?;
+        }
+        Ok(actual)
+    }
+
+    /// Store everything `reader` yields, checking it against `expected` when given.
+    pub fn put_reader(
+        &self,
+        reader: &mut dyn Read,
+        expected: Option<&Digest>,
+        what: &str,
+    ) -> Result<(Digest, u64), StoreError> {
+        let mut w = self.blob_writer()?;
+        io::copy(reader, &mut w).map_err(io_err(&self.root))?;
+        w.commit(expected, what)
+    }
+
+    /// Open a blob for reading.
+    pub fn open_blob(&self, d: &Digest) -> Result<File, StoreError> {
+        let p = self.blob_path(d);
+        File::open(&p).map_err(io_err(&p))
+    }
+
+    /// Read a JSON blob (bounded by [`MAX_JSON_BLOB`]).
+    pub fn read_json_blob(&self, d: &Digest, what: &str) -> Result<Vec<u8>, StoreError> {
+        let f = self.open_blob(d)?;
+        let size = f.metadata().map_err(io_err(&self.blob_path(d)))?.len();
+        if size > MAX_JSON_BLOB {
+            return Err(StoreError::TooLarge {
+                what: what.into(),
+                size,
+                limit: MAX_JSON_BLOB,
+            });
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        f.take(MAX_JSON_BLOB)
+            .read_to_end(&mut buf)
+            .map_err(io_err(&self.blob_path(d)))?;
+        Ok(buf)
+    }
+
+    fn parse_blob<T: serde::de::DeserializeOwned>(
+        &self,
+        d: &Digest,
+        what: &str,
+    ) -> Result<T, StoreError> {
+        let data = self.read_json_blob(d, what)?;
+        serde_json::from_slice(&data).map_err(|source| StoreError::Json {
+            what: what.into(),
+            source,
+        })
+    }
+
+    fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<(), StoreError> {
+        let dir = path.parent().unwrap_or(&self.root);
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
+        tmp.write_all(data).map_err(io_err(tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
+        tmp.persist(path).map_err(|e| StoreError::Io {
+            path: path.to_path_buf(),
+            source: e.error,
+        })?;
+        sync_dir(dir);
+        Ok(())
+    }
+
+    /// The index as it is on disk.
+    pub fn read_index(&self) -> Result<Index, StoreError> {
+        let path = self.root.join("index.json");
+        let data = fs::read(&path).map_err(io_err(&path))?;
+        serde_json::from_slice(&data).map_err(|source| StoreError::Json {
+            what: path.display().to_string(),
+            source,
+        })
+    }
+
+    fn write_index(&self, index: &Index) -> Result<(), StoreError> {
+        let data = serde_json::to_vec_pretty(index).map_err(|source| StoreError::Json {
+            what: "index".into(),
+            source,
+        })?;
+        self.write_atomic(&self.root.join("index.json"), &data)
+    }
+
+    /// Name `descriptor` as `name` (replacing what the name pointed to before).
+    pub fn tag(&self, name: &Reference, mut descriptor: Descriptor) -> Result<(), StoreError> {
+        let name = name.canonical().to_string();
+        let _lock = self.lock("index.lock", true)?;
+        let mut index = self.read_index()?;
+        index
+            .manifests
+            .retain(|d| d.annotations.get(spec::ANNOTATION_REF_NAME) != Some(&name));
+        descriptor
+            .annotations
+            .insert(spec::ANNOTATION_REF_NAME.into(), name);
+        index.manifests.push(descriptor);
+        index.manifests.sort_by(|a, b| {
+            a.annotations
+                .get(spec::ANNOTATION_REF_NAME)
+                .cmp(&b.annotations.get(spec::ANNOTATION_REF_NAME))
+        });
+        self.write_index(&index)
+    }
+
+    /// Remove the name; returns whether it existed. Blobs stay until `gc`.
+    pub fn untag(&self, name: &Reference) -> Result<bool, StoreError> {
+        let name = name.canonical().to_string();
+        let _lock = self.lock("index.lock", true)?;
+        let mut index = self.read_index()?;
+        let before = index.manifests.len();
+        index
+            .manifests
+            .retain(|d| d.annotations.get(spec::ANNOTATION_REF_NAME) != Some(&name));
+        let removed = index.manifests.len() != before;
+        if removed {
+            self.write_index(&index)?;
+        }
+        Ok(removed)
+    }
+
+    /// All named images.
+    pub fn list(&self) -> Result<Vec<Entry>, StoreError> {
+        Ok(self
+            .read_index()?
+            .manifests
+            .into_iter()
+            .filter_map(|d| {
+                Some(Entry {
+                    name: d.annotations.get(spec::ANNOTATION_REF_NAME)?.clone(),
+                    descriptor: d,
+                })
+            })
+            .collect())
+    }
+
+    /// What `name` points to, if anything.
+    pub fn lookup(&self, name: &Reference) -> Result<Option<Descriptor>, StoreError> {
+        let key = name.canonical().to_string();
+        if let Some(e) = self.list()?.into_iter().find(|e| e.name == key) {
+            return Ok(Some(e.descriptor));
+        }
+        // A reference by digest alone resolves to any manifest blob with that digest.
+        if let (Some(d), None) = (&name.digest, &name.tag) {
+            let digest: Digest = d.parse()?;
+            if self.has_blob(&digest) {
+                let data = self.read_json_blob(&digest, d)?;
+                let media = media_type_of(&data);
+                return Ok(Some(Descriptor {
+                    media_type: media,
+                    digest: d.clone(),
+                    size: data.len() as u64,
+                    platform: None,
+                    annotations: Default::default(),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Resolve `name` to the image for `linux/arch`.
+    pub fn resolve(&self, name: &Reference, arch: &str) -> Result<Image, StoreError> {
+        let desc = self
+            .lookup(name)?
+            .ok_or_else(|| StoreError::NotFound(name.to_string()))?;
+        self.resolve_descriptor(&name.to_string(), &desc, arch)
+    }
+
+    /// Resolve a manifest or index descriptor to the image for `linux/arch`.
+    pub fn resolve_descriptor(
+        &self,
+        image: &str,
+        desc: &Descriptor,
+        arch: &str,
+    ) -> Result<Image, StoreError> {
+        let arch = spec::normalize_arch(arch);
+        let mut digest: Digest = desc.digest.parse()?;
+        let missing = |d: &Digest| StoreError::MissingBlob {
+            image: image.into(),
+            digest: d.to_string(),
+        };
+        if !self.has_blob(&digest) {
+            return Err(missing(&digest));
+        }
+        let data = self.read_json_blob(&digest, image)?;
+        if spec::is_index(&media_type_of(&data)) {
+            let index: Index =
+                serde_json::from_slice(&data).map_err(|source| StoreError::Json {
+                    what: format!("index of {image}"),
+                    source,
+                })?;
+            let chosen = select_platform(&index, arch).ok_or_else(|| StoreError::NoPlatform {
+                image: image.into(),
+                arch: arch.into(),
+                available: platforms(&index),
+            })?;
+            digest = chosen.digest.parse()?;
+            if !self.has_blob(&digest) {
+                return Err(StoreError::NotFound(format!("{image} (linux/{arch})")));
+            }
+        }
+        let manifest: Manifest = self.parse_blob(&digest, &format!("manifest of {image}"))?;
+        let config_digest: Digest = manifest.config.digest.parse()?;
+        if !self.has_blob(&config_digest) {
+            return Err(missing(&config_digest));
+        }
+        let config: ImageConfig = self.parse_blob(&config_digest, &format!("config of {image}"))?;
+        for layer in &manifest.layers {
+            let d: Digest = layer.digest.parse()?;
+            if !self.has_blob(&d) {
+                return Err(missing(&d));
+            }
+        }
+        Ok(Image {
+            reference: image.into(),
+            digest,
+            manifest,
+            config,
+        })
+    }
+
+    /// A layer blob, decompressed (gzip, zstd or none, detected from its first bytes).
+    pub fn open_layer(&self, layer: &Descriptor) -> Result<Box<dyn Read + Send>, StoreError> {
+        let d: Digest = layer.digest.parse()?;
+        let f = self.open_blob(&d)?;
+        decompress(BufReader::with_capacity(1 << 20, f)).map_err(io_err(&self.blob_path(&d)))
+    }
+
+    /// Every blob reachable from a named image.
+    pub fn reachable(&self) -> Result<BTreeSet<Digest>, StoreError> {
+        let mut live = BTreeSet::new();
+        let mut todo: Vec<Digest> = Vec::new();
+        for e in self.list()? {
+            todo.push(e.descriptor.digest.parse()?);
+        }
+        while let Some(d) = todo.pop() {
+            if !live.insert(d.clone()) || !self.has_blob(&d) {
+                continue;
+            }
+            let Ok(data) = self.read_json_blob(&d, "blob") else {
+                continue;
+            };
+            let Ok(value) = serde_json::from_slice::<serde_json::Value>(&data) else {
+                continue;
+            };
+            let children = ["manifests", "layers"]
+                .iter()
+                .filter_map(|k| value.get(k)?.as_array())
+                .flatten()
+                .chain(value.get("config"));
+            for c in children {
+                if let Some(Ok(cd)) = c
+                    .get("digest")
+                    .and_then(|v| v.as_str())
+                    .map(str::parse::<Digest>)
+                {
+                    todo.push(cd);
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    /// Remove blobs no name reaches and abandoned temporary files.
+    pub fn gc(&self) -> Result<GcStats, StoreError> {
+        let _exclusive = self.lock("gc.lock", true)?;
+        let live = self.reachable()?;
+        let mut stats = GcStats::default();
+        let dir = self.root.join("blobs/sha256");
+        for e in fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let keep = format!("sha256:{name}")
+                .parse::<Digest>()
+                .is_ok_and(|d| live.contains(&d));
+            if !keep {
+                stats.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(e.path()).map_err(io_err(&e.path()))?;
+                stats.blobs += 1;
+            }
+        }
+        let tmp = self.root.join("tmp");
+        for e in fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
+            let _ = fs::remove_file(e.path());
+        }
+        Ok(stats)
+    }
+}
+
+/// Pick the manifest for linux/`arch` from an index.
+pub fn select_platform<'a>(index: &'a Index, arch: &str) -> Option<&'a Descriptor> {
+    let arch = spec::normalize_arch(arch);
+    index.manifests.iter().find(|m| {
+        m.platform
+            .as_ref()
+            .is_some_and(|p| p.os == "linux" && spec::normalize_arch(&p.architecture) == arch)
+    })
+}
+
+fn platforms(index: &Index) -> String {
+    let v: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(|m| m.platform.as_ref())
+        .map(|p| {
+            format!(
+                "{}/{}{}",
+                p.os,
+                p.architecture,
+                p.variant
+                    .as_ref()
+                    .map(|v| format!("/{v}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// The media type a JSON manifest or index declares, or guessed from its shape.
+pub fn media_type_of(data: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Probe>(data) {
+        Ok(Probe {
+            media_type: Some(m),
+            ..
+        }) => m,
+        Ok(Probe {
+            manifests: Some(_), ..
+        }) => spec::MEDIA_OCI_INDEX.into(),
+        _ => spec::MEDIA_OCI_MANIFEST.into(),
+    }
+}
+
+/// Wrap `r` in the decompressor its magic bytes call for.
+pub fn decompress<R: BufRead + Send + 'static>(mut r: R) -> io::Result<Box<dyn Read + Send>> {
+    let head = r.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(r)))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Ok(Box::new(zstd::stream::read::Decoder::with_buffer(r)?))
+    } else {
+        Ok(Box::new(r))
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// A blob being written: hashed as it goes, verified and moved into place by `commit`.
+pub struct BlobWriter {
+    store: Store,
+    tmp: tempfile::NamedTempFile,
+    writer: HashingWriter<io::BufWriter<File>>,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+impl BlobWriter {
+    /// Verify against `expected` (if given), fsync and move into place. On mismatch the
+    /// temporary file is removed and nothing is stored.
+    pub fn commit(
+        self,
+        expected: Option<&Digest>,
+        what: &str,
+    ) -> Result<(Digest, u64), StoreError> {
+        let (buf, digest, size) = self.writer.finish();
+        let tmp_path = self.tmp.path().to_path_buf();
+        let file = buf.into_inner().map_err(|e| StoreError::Io {
+            path: tmp_path.clone(),
+            source: e.into_error(),
+        })?;
+        if let Some(e) = expected {
+            if *e != digest {
+                return Err(StoreError::DigestMismatch {
+                    what: what.into(),
+                    expected: e.to_string(),
+                    actual: digest.to_string(),
+                });
+            }
+        }
+        let dest = self.store.blob_path(&digest);
+        if !dest.exists() {
+            file.sync_all().map_err(io_err(&tmp_path))?;
+            self.tmp.persist(&dest).map_err(|e| StoreError::Io {
+                path: dest.clone(),
+                source: e.error,
+            })?;
+            if let Some(parent) = dest.parent() {
+                sync_dir(parent);
+            }
+        }
+        Ok((digest, size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_are_verified_and_atomic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let d = store.put_bytes(b"hello", None, "test").expect("put");
+        assert_eq!(fs::read(store.blob_path(&d)).expect("read"), b"hello");
+        let wrong = Digest::of(b"other");
+        let err = store
+            .put_reader(&mut &b"hello!"[..], Some(&wrong), "layer x")
+            .expect_err("mismatch");
+        assert!(
+            err.to_string().contains("digest mismatch for layer x"),
+            "{err}"
+        );
+        assert!(!store.has_blob(&wrong));
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
+            0,
+            "temporary file left behind"
+        );
+    }
+
+    #[test]
+    fn tag_lookup_untag_gc() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let cfg = store
+            .put_bytes(br#"{"architecture":"amd64","os":"linux"}"#, None, "config")
+            .expect("cfg");
+        let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": spec::MEDIA_OCI_MANIFEST,
+            "config": {"mediaType": spec::MEDIA_OCI_CONFIG, "digest": cfg.to_string(), "size": 37}, "layers": []});
+        let data = serde_json::to_vec(&manifest).expect("json");
+        let md = store.put_bytes(&data, None, "manifest").expect("manifest");
+        let orphan = store.put_bytes(b"orphan", None, "orphan").expect("orphan");
+        let r: Reference = "example.com/a/b".parse().expect("ref");
+        let desc = Descriptor {
+            media_type: spec::MEDIA_OCI_MANIFEST.into(),
+            digest: md.to_string(),
+            size: data.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        };
+        store.tag(&r, desc).expect("tag");
+        let img = store.resolve(&r, "x86_64").expect("resolve");
+        assert_eq!(img.config.architecture, "amd64");
+        let stats = store.gc().expect("gc");
+        assert_eq!(stats.blobs, 1);
+        assert!(!store.has_blob(&orphan) && store.has_blob(&md) && store.has_blob(&cfg));
+        assert!(store.untag(&r).expect("untag"));
+        assert!(matches!(
+            store.resolve(&r, "amd64"),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
