@@ -1,0 +1,710 @@
+//! Assembly: manifest + images -> the root filesystem as one entry stream, laid out as LinuxKit
+//! lays it out:
+//!
+//! ```text
+//! boot/kernel, boot/cmdline, boot/ucode.cpio   from the kernel image (its kernel.tar merged at /)
+//! /...                                         the init images, merged in order
+//! containers/volumes/NAME/{lower,tmp,merged}   volumes (lower/ holds the volume's image, if any)
+//! containers/onboot/NNN-NAME/                  config.json, runtime.json, rootfs/ (read-only) or
+//! containers/onshutdown/NNN-NAME/                lower/ + tmp/ + rootfs/ (writable, an overlay)
+//! containers/services/NAME/
+//! files                                        the manifest's files section
+//! ```
+//!
+//! An image used by several containers is written once; the others mount it from there.
+
+use crate::entry::{Entry, Kind, Sink};
+use crate::error::AssembleError;
+use crate::layers::{Flattener, entry_from_tar, normalize};
+use crate::oci_config::{self, to_go_json};
+use kiln_manifest::{CONTAINER_SECTIONS, Image, ManifestSet};
+use kiln_oci::{Reference, Store};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::PathBuf;
+
+/// Where init images point /etc/resolv.conf: a writable place.
+pub const RESOLV_SYMLINK: &str = "/run/resolvconf/resolv.conf";
+
+const HOSTS: &str = "127.0.0.1       localhost\n::1     localhost ip6-localhost ip6-loopback\nfe00::0 ip6-localnet\nff00::0 ip6-mcastprefix\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n";
+const RESOLV: &str = "\n# no resolv.conf configured\n";
+const EXCLUDED: [&str; 6] = [
+    ".dockerenv",
+    "Dockerfile",
+    "dev/console",
+    "dev/pts",
+    "dev/shm",
+    "etc/hostname",
+];
+/// Directories every image gets (as root-owned 0755), and in what order missing ones are added.
+const TOUCH_DIRS: [&str; 6] = ["dev", "dev/pts", "dev/shm", "etc", "proc", "sys"];
+
+/// How to assemble.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Architecture of the images to use.
+    pub arch: String,
+    /// SOURCE_DATE_EPOCH: the time of generated entries, and the latest time any entry may have.
+    pub source_date_epoch: Option<u64>,
+    /// Directory `files` sources are read relative to.
+    pub base_dir: PathBuf,
+    /// Add the Dockerfile LinuxKit's `docker` output carries.
+    pub dockerfile: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            arch: "amd64".into(),
+            source_date_epoch: None,
+            base_dir: PathBuf::from("."),
+            dockerfile: false,
+        }
+    }
+}
+
+struct Emitter<'a> {
+    sink: &'a mut dyn Sink,
+    epoch: Option<u64>,
+}
+
+impl Emitter<'_> {
+    fn now(&self) -> u64 {
+        self.epoch.unwrap_or(0)
+    }
+
+    fn add(&mut self, mut entry: Entry, data: &mut dyn Read) -> Result<(), AssembleError> {
+        if let Some(e) = self.epoch {
+            entry.mtime = entry.mtime.min(e);
+        }
+        self.sink.add(&entry, data).map_err(AssembleError::Output)
+    }
+
+    fn dir(&mut self, path: &str, mode: u32) -> Result<(), AssembleError> {
+        let e = Entry::dir(path, mode, self.now());
+        self.add(e, &mut std::io::empty())
+    }
+
+    fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<(), AssembleError> {
+        let e = Entry::file(path, mode, data.len() as u64, self.now());
+        self.add(e, &mut &data[..])
+    }
+
+    /// The directories leading to `prefix` (which ends in `/`), as LinuxKit writes them.
+    fn prefix_dirs(&mut self, prefix: &str) -> Result<(), AssembleError> {
+        let trimmed = prefix.trim_end_matches('/');
+        if trimmed.is_empty() {
+            return Ok(());
+        }
+        let mut path = String::new();
+        for part in trimmed.split('/') {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(part);
+            self.dir(&path, 0o755)?;
+        }
+        Ok(())
+    }
+}
+
+/// The images of the manifest, resolved once.
+struct Images<'a> {
+    store: &'a Store,
+    arch: &'a str,
+    cache: HashMap<String, kiln_oci::Image>,
+}
+
+impl Images<'_> {
+    fn get(
+        &mut self,
+        set: &ManifestSet,
+        reference: &str,
+        section: &str,
+        index: usize,
+        field: &str,
+    ) -> Result<kiln_oci::Image, AssembleError> {
+        let locate =
+            |msg: String| -> AssembleError { set.diagnostic(section, index, field, msg).into() };
+        let r: Reference = reference
+            .parse()
+            .map_err(|e: kiln_oci::ReferenceError| locate(e.to_string()))?;
+        let key = r.to_string();
+        if let Some(i) = self.cache.get(&key) {
+            return Ok(i.clone());
+        }
+        let img = match self.store.resolve(&r, self.arch) {
+            Ok(i) => i,
+            Err(
+                e @ (kiln_oci::StoreError::NotFound(_) | kiln_oci::StoreError::NoPlatform { .. }),
+            ) => return Err(locate(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        self.cache.insert(key, img.clone());
+        Ok(img)
+    }
+}
+
+/// Every image reference the manifest uses, normalised, for pulling before assembly.
+pub fn image_references(set: &ManifestSet) -> Vec<(String, String)> {
+    let m = &set.manifest;
+    let mut out = Vec::new();
+    let mut push = |r: &str, loc: String| out.push((r.to_string(), loc));
+    if !m.kernel.image.is_empty() {
+        push(&m.kernel.image, "kernel.image".into());
+    }
+    for (i, r) in m.init.iter().enumerate() {
+        push(r, format!("init[{i}]"));
+    }
+    for (i, v) in m
+        .volumes
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !v.image.is_empty())
+    {
+        push(&v.image, format!("volumes[{i}].image"));
+    }
+    for section in CONTAINER_SECTIONS {
+        for (i, img) in section_images(m, section).iter().enumerate() {
+            push(&img.image, format!("{section}[{i}].image"));
+        }
+    }
+    out
+}
+
+fn section_images<'m>(m: &'m kiln_manifest::Manifest, section: &str) -> &'m [Image] {
+    match section {
+        "onboot" => &m.onboot,
+        "onshutdown" => &m.onshutdown,
+        _ => &m.services,
+    }
+}
+
+/// Assemble the root filesystem of `set` from `store` into `sink`.
+pub fn assemble(
+    set: &ManifestSet,
+    store: &Store,
+    opts: &Options,
+    sink: &mut dyn Sink,
+) -> Result<(), AssembleError> {
+    let m = &set.manifest;
+    let mut images = Images {
+        store,
+        arch: &opts.arch,
+        cache: HashMap::new(),
+    };
+    let mut out = Emitter {
+        sink,
+        epoch: opts.source_date_epoch,
+    };
+
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut next = 100u32;
+    for section in CONTAINER_SECTIONS {
+        for img in section_images(m, section) {
+            ids.insert(img.name.clone(), next);
+            next += 1;
+        }
+    }
+
+    if !m.kernel.image.is_empty() {
+        let kernel = images.get(set, &m.kernel.image, "kernel", 0, "image")?;
+        kernel_files(store, &kernel, set, &mut out)?;
+    }
+    for (i, r) in m.init.iter().enumerate() {
+        let img = images.get(set, r, "init", i, "")?;
+        image_tar(store, &img, "", Some(RESOLV_SYMLINK), &mut out)?;
+    }
+    for (i, v) in m.volumes.iter().enumerate() {
+        let base = format!("containers/volumes/{}", v.name);
+        out.prefix_dirs(&format!("{base}/lower/"))?;
+        if !v.image.is_empty() {
+            let img = images.get(set, &v.image, "volumes", i, "image")?;
+            image_tar(
+                store,
+                &img,
+                &format!("{base}/lower/"),
+                Some(RESOLV_SYMLINK),
+                &mut out,
+            )?;
+        }
+        out.dir(&format!("{base}/tmp"), 0o755)?;
+        out.dir(&format!("{base}/merged"), 0o755)?;
+    }
+    let mut extracted: HashMap<String, String> = HashMap::new();
+    for section in CONTAINER_SECTIONS {
+        for (i, yaml) in section_images(m, section).iter().enumerate() {
+            let img = images.get(set, &yaml.image, section, i, "image")?;
+            let name = if section == "services" {
+                yaml.name.clone()
+            } else {
+                format!("{i:03}-{}", yaml.name)
+            };
+            let prefix = format!("containers/{section}/{name}");
+            let yaml = bind_volumes(set, section, i, yaml)?;
+            let exec = img.config.config.clone().unwrap_or_default();
+            let label = match exec
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("org.mobyproject.config"))
+            {
+                Some(text) => kiln_manifest::parse_label(&img.reference, text)?,
+                None => Image::default(),
+            };
+            let bundle = oci_config::bundle(&yaml, &label, &exec, &ids).map_err(|(field, msg)| {
+                let mut d = set.diagnostic(section, i, &field, msg);
+                d.help = Some(format!("the value comes from the manifest or from the org.mobyproject.config label of {}", img.reference));
+                AssembleError::from(d)
+            })?;
+            container(store, &img, &prefix, &bundle, &mut extracted, &mut out)?;
+        }
+    }
+    files(set, opts, &ids, &mut out)?;
+    if opts.dockerfile {
+        out.file(
+            "Dockerfile",
+            0o644,
+            b"\nFROM scratch\n\nCOPY . ./\n\nENTRYPOINT [\"/bin/rc.init\"]\n",
+        )?;
+    }
+    Ok(())
+}
+
+/// Rewrite binds that name a volume to the volume's merged directory.
+fn bind_volumes(
+    set: &ManifestSet,
+    section: &str,
+    index: usize,
+    yaml: &Image,
+) -> Result<Image, AssembleError> {
+    let mut img = yaml.clone();
+    let rewrite = |list: &mut Option<Vec<String>>, field: &str| -> Result<(), AssembleError> {
+        for (j, b) in list.iter_mut().flatten().enumerate() {
+            let mut parts: Vec<String> = b.split(':').map(String::from).collect();
+            if parts[0].starts_with('/') {
+                continue;
+            }
+            let Some(vol) = set.manifest.volumes.iter().find(|v| v.name == parts[0]) else {
+                let mut d = set.diagnostic(
+                    section,
+                    index,
+                    &format!("{field}[{j}]"),
+                    format!("volume `{}` is not defined", parts[0]),
+                );
+                d.help = Some("a bind source is an absolute path or the name of a volume in the volumes section".into());
+                return Err(d.into());
+            };
+            if vol.readonly && parts.get(2).map(String::as_str) != Some("ro") {
+                let mut d = set.diagnostic(
+                    section,
+                    index,
+                    &format!("{field}[{j}]"),
+                    format!(
+                        "volume `{}` is read-only, but is bound read-write",
+                        vol.name
+                    ),
+                );
+                d.help = Some(format!(
+                    "bind it with `:ro`, as in {}:{}:ro",
+                    parts[0],
+                    parts.get(1).map(String::as_str).unwrap_or("/dest")
+                ));
+                return Err(d.into());
+            }
+            parts[0] = format!("/containers/volumes/{}/merged", vol.name);
+            *b = parts.join(":");
+        }
+        Ok(())
+    };
+    rewrite(&mut img.binds, "binds")?;
+    rewrite(&mut img.binds_add, "binds.add")?;
+    for (j, mount) in img.mounts.iter_mut().flatten().enumerate() {
+        if mount.kind != "bind" || mount.source.starts_with('/') {
+            continue;
+        }
+        let Some(vol) = set.manifest.volumes.iter().find(|v| v.name == mount.source) else {
+            return Err(set
+                .diagnostic(
+                    section,
+                    index,
+                    &format!("mounts[{j}].source"),
+                    format!("volume `{}` is not defined", mount.source),
+                )
+                .into());
+        };
+        let opts = mount.options.clone().unwrap_or_default();
+        let ro = opts
+            .iter()
+            .find(|o| *o == "ro" || *o == "rw")
+            .is_some_and(|o| o == "ro");
+        if vol.readonly && !ro {
+            return Err(set
+                .diagnostic(
+                    section,
+                    index,
+                    &format!("mounts[{j}]"),
+                    format!(
+                        "volume `{}` is read-only, but is mounted read-write; add the `ro` option",
+                        vol.name
+                    ),
+                )
+                .into());
+        }
+        mount.source = format!("/containers/volumes/{}/merged", vol.name);
+    }
+    Ok(img)
+}
+
+/// One image flattened under `prefix`, with LinuxKit's adjustments: files Docker adds are
+/// dropped, /etc/hosts and /etc/resolv.conf replaced, and the mount points every container
+/// needs (dev, proc, sys, ...) created.
+fn image_tar(
+    store: &Store,
+    img: &kiln_oci::Image,
+    prefix: &str,
+    resolv: Option<&str>,
+    out: &mut Emitter<'_>,
+) -> Result<(), AssembleError> {
+    out.prefix_dirs(prefix)?;
+    let mut seen: HashSet<String> = HashSet::new();
+    let now = out.now();
+    Flattener::new(store, img).run(&mut |entry, data| {
+        let rel = entry.path.as_str();
+        if EXCLUDED.contains(&rel) || rel == "etc/hosts" || rel == "etc/resolv.conf" {
+            return Ok(());
+        }
+        let mut e = entry.clone();
+        if TOUCH_DIRS.contains(&rel) {
+            e = Entry::dir(rel, 0o755, now);
+        }
+        seen.insert(rel.to_string());
+        e.path = format!("{prefix}{rel}");
+        if let Kind::Hardlink(t) = &e.kind {
+            e.kind = Kind::Hardlink(format!("{prefix}{t}"));
+        }
+        out.add(e, data)
+    })?;
+    for name in [
+        "dev",
+        "dev/pts",
+        "dev/shm",
+        "etc",
+        "etc/hosts",
+        "etc/mtab",
+        "etc/resolv.conf",
+        "proc",
+        "sys",
+    ] {
+        if seen.contains(name) {
+            continue;
+        }
+        let path = format!("{prefix}{name}");
+        match name {
+            "etc/hosts" => out.file(&path, 0o644, HOSTS.as_bytes())?,
+            "etc/mtab" => out.add(
+                Entry::symlink(path, "/proc/mounts", 0o755, now),
+                &mut std::io::empty(),
+            )?,
+            "etc/resolv.conf" => match resolv {
+                Some(target) => out.add(
+                    Entry::symlink(path, target, 0o644, now),
+                    &mut std::io::empty(),
+                )?,
+                None => out.file(&path, 0o644, RESOLV.as_bytes())?,
+            },
+            _ => out.dir(&path, 0o755)?,
+        }
+    }
+    Ok(())
+}
+
+fn container(
+    store: &Store,
+    img: &kiln_oci::Image,
+    prefix: &str,
+    bundle: &oci_config::Bundle,
+    extracted: &mut HashMap<String, String>,
+    out: &mut Emitter<'_>,
+) -> Result<(), AssembleError> {
+    let root_dir = format!(
+        "{prefix}/{}",
+        if bundle.readonly { "rootfs" } else { "lower" }
+    );
+    let (root, found_elsewhere) = match extracted.get(&img.reference) {
+        Some(r) => {
+            out.prefix_dirs(&format!("{prefix}/"))?;
+            (r.clone(), true)
+        }
+        None => {
+            image_tar(store, img, &format!("{root_dir}/"), None, out)?;
+            extracted.insert(img.reference.clone(), root_dir.clone());
+            (root_dir, false)
+        }
+    };
+    out.file(
+        &format!("{prefix}/config.json"),
+        0o644,
+        &to_go_json(&bundle.config),
+    )?;
+    let rootfs_mounts: Vec<Value> = if bundle.readonly {
+        if found_elsewhere {
+            out.dir(&format!("{prefix}/rootfs"), 0o755)?;
+        }
+        vec![
+            json!({"destination": format!("/{prefix}/rootfs"), "source": format!("/{root}"), "options": ["bind"]}),
+        ]
+    } else {
+        out.dir(&format!("{prefix}/tmp"), 0o755)?;
+        out.dir(&format!("{prefix}/rootfs"), 0o755)?;
+        vec![
+            json!({"destination": format!("/{prefix}/tmp"), "type": "tmpfs", "source": "tmpfs"}),
+            json!({"destination": format!("/{prefix}/tmp"), "options": ["remount", "private"]}),
+            json!({"destination": format!("/{prefix}/rootfs"), "type": "overlay", "source": "overlay", "options": [
+                format!("lowerdir=/{root}"), format!("upperdir=/{prefix}/tmp/upper"), format!("workdir=/{prefix}/tmp/work")]}),
+        ]
+    };
+    out.file(
+        &format!("{prefix}/runtime.json"),
+        0o644,
+        &to_go_json(&bundle.runtime.to_json(rootfs_mounts)),
+    )
+}
+
+/// boot/kernel, boot/cmdline, boot/ucode.cpio and the kernel.tar contents.
+fn kernel_files(
+    store: &Store,
+    img: &kiln_oci::Image,
+    set: &ManifestSet,
+    out: &mut Emitter<'_>,
+) -> Result<(), AssembleError> {
+    let k = &set.manifest.kernel;
+    let binary = if k.binary.is_empty() {
+        "kernel"
+    } else {
+        k.binary.as_str()
+    };
+    let tar_name = match k.tar.as_deref() {
+        None => Some("kernel.tar"),
+        Some("none") | Some("") => None,
+        Some(t) => Some(t),
+    };
+    let ucode = k.ucode.as_deref().filter(|u| !u.is_empty());
+    let (mut found_kernel, mut found_tar, mut boot) = (false, false, false);
+    let now = out.now();
+    Flattener::new(store, img).run(&mut |entry, data| {
+        let rel = entry.path.as_str();
+        if rel == binary && entry.kind == Kind::File {
+            found_kernel = true;
+            if !boot {
+                out.dir("boot", 0o755)?;
+                boot = true;
+            }
+            out.file("boot/cmdline", 0o644, k.cmdline.as_bytes())?;
+            let e = Entry {
+                path: "boot/kernel".into(),
+                mtime: now,
+                uid: 0,
+                gid: 0,
+                xattrs: Vec::new(),
+                ..entry.clone()
+            };
+            out.add(e, data)?;
+        } else if Some(rel) == tar_name && entry.kind == Kind::File {
+            found_tar = true;
+            modules_tar(img, data, out)?;
+        } else if Some(rel) == ucode && entry.kind == Kind::File {
+            if !boot {
+                out.dir("boot", 0o755)?;
+                boot = true;
+            }
+            let e = Entry {
+                path: "boot/ucode.cpio".into(),
+                mtime: now,
+                uid: 0,
+                gid: 0,
+                xattrs: Vec::new(),
+                ..entry.clone()
+            };
+            out.add(e, data)?;
+        }
+        Ok(())
+    })?;
+    let missing = |file: &str| AssembleError::KernelFile {
+        image: img.reference.clone(),
+        file: file.into(),
+    };
+    if !found_kernel {
+        return Err(missing(binary));
+    }
+    if let (Some(t), false) = (tar_name, found_tar) {
+        return Err(missing(t));
+    }
+    if let (Some(u), false) = (ucode, boot && ucode.is_some()) {
+        return Err(missing(u));
+    }
+    Ok(())
+}
+
+/// The kernel image's modules tarball, merged at /.
+fn modules_tar(
+    img: &kiln_oci::Image,
+    data: &mut dyn Read,
+    out: &mut Emitter<'_>,
+) -> Result<(), AssembleError> {
+    let hostile = |path: &str, why: String| AssembleError::HostileLayer {
+        image: img.reference.clone(),
+        layer: "kernel.tar".into(),
+        path: path.into(),
+        why,
+    };
+    let io = |e| AssembleError::Layer {
+        image: img.reference.clone(),
+        layer: "kernel.tar".into(),
+        source: e,
+    };
+    let mut archive = tar::Archive::new(data);
+    for member in archive.entries().map_err(io)? {
+        let mut member = member.map_err(io)?;
+        let raw = String::from_utf8_lossy(&member.path_bytes()).to_string();
+        let path = match normalize(&raw) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(why) => return Err(hostile(&raw, why)),
+        };
+        let Some(mut entry) = entry_from_tar(&mut member, path.clone()).map_err(io)? else {
+            continue;
+        };
+        if let Kind::Hardlink(t) = &entry.kind {
+            match normalize(t) {
+                Ok(Some(t)) => entry.kind = Kind::Hardlink(t),
+                _ => {
+                    return Err(hostile(
+                        &path,
+                        format!("hard link to `{t}`, outside the image"),
+                    ));
+                }
+            }
+        }
+        out.add(entry, &mut member)?;
+    }
+    Ok(())
+}
+
+fn files(
+    set: &ManifestSet,
+    opts: &Options,
+    ids: &HashMap<String, u32>,
+    out: &mut Emitter<'_>,
+) -> Result<(), AssembleError> {
+    let mut added: HashSet<String> = HashSet::new();
+    for (i, f) in set.manifest.files.iter().enumerate() {
+        let path = f.path.trim_start_matches('/').to_string();
+        let mut mode = if f.directory { 0o700 } else { 0o600 };
+        if !f.mode.is_empty() {
+            mode = u32::from_str_radix(&f.mode, 8).map_err(|_| {
+                AssembleError::from(set.diagnostic(
+                    "files",
+                    i,
+                    "mode",
+                    format!("cannot parse `{}` as an octal mode", f.mode),
+                ))
+            })?;
+        }
+        let mut dir_mode = mode;
+        for (r, x) in [(0o700, 0o100), (0o070, 0o010), (0o007, 0o001)] {
+            if dir_mode & r != 0 {
+                dir_mode |= x;
+            }
+        }
+        let id = |v: &Option<kiln_manifest::Id>, field: &str| -> Result<u64, AssembleError> {
+            match v {
+                None => Ok(0),
+                Some(kiln_manifest::Id::Num(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
+                Some(kiln_manifest::Id::Name(n)) if n.is_empty() || n == "root" => Ok(0),
+                Some(kiln_manifest::Id::Name(n)) => {
+                    ids.get(n).map(|v| u64::from(*v)).ok_or_else(|| {
+                        set.diagnostic("files", i, field, format!("cannot find id `{n}`"))
+                            .into()
+                    })
+                }
+            }
+        };
+        let (uid, gid) = (id(&f.uid, "uid")?, id(&f.gid, "gid")?);
+        let contents: Option<Vec<u8>> = if f.directory || !f.symlink.is_empty() {
+            None
+        } else if let Some(c) = &f.contents {
+            Some(c.clone().into_bytes())
+        } else if !f.source.is_empty() {
+            let source = match f.source.strip_prefix("~/") {
+                Some(rest) => std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_default()
+                    .join(rest),
+                None => opts.base_dir.join(&f.source),
+            };
+            match std::fs::read(&source) {
+                Ok(d) => Some(d),
+                Err(_) if f.optional => continue,
+                Err(e) => {
+                    let d = set.diagnostic("files", i, "source", String::new());
+                    return Err(AssembleError::Source {
+                        location: format!(
+                            "{}:{}:{}: files[{i}].source",
+                            d.file,
+                            d.line.unwrap_or(0),
+                            d.column.unwrap_or(0)
+                        ),
+                        path: source.display().to_string(),
+                        source: e,
+                    });
+                }
+            }
+        } else {
+            Some(crate::metadata::render(&set.manifest, &f.metadata).into_bytes())
+        };
+        let now = out.now();
+        if let Some(parent) = path.rfind('/').map(|p| &path[..p]) {
+            let mut dir = String::new();
+            for part in parent.split('/').filter(|p| !p.is_empty() && *p != ".") {
+                if !dir.is_empty() {
+                    dir.push('/');
+                }
+                dir.push_str(part);
+                if added.insert(dir.clone()) {
+                    let e = Entry {
+                        uid,
+                        gid,
+                        ..Entry::dir(dir.clone(), dir_mode, now)
+                    };
+                    out.add(e, &mut std::io::empty())?;
+                }
+            }
+        }
+        added.insert(path.clone());
+        let base = Entry {
+            uid,
+            gid,
+            ..Entry::dir(path.clone(), mode, now)
+        };
+        match contents {
+            None if f.directory => out.add(base, &mut std::io::empty())?,
+            None => out.add(
+                Entry {
+                    kind: Kind::Symlink(f.symlink.clone()),
+                    ..base
+                },
+                &mut std::io::empty(),
+            )?,
+            Some(data) => out.add(
+                Entry {
+                    kind: Kind::File,
+                    size: data.len() as u64,
+                    ..base
+                },
+                &mut &data[..],
+            )?,
+        }
+    }
+    Ok(())
+}

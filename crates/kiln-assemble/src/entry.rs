@@ -1,0 +1,134 @@
+//! The entry stream: the interface between assembly and the output writers.
+//!
+//! Assembly produces the root filesystem as a sequence of [`Entry`] values, each followed by its
+//! data; a [`Sink`] (a tar writer, a cpio writer, ...) consumes them one at a time. Parents always
+//! come before their children. Nothing is buffered: data flows from the layer blob to the output.
+
+use std::io::{self, Read};
+
+/// What an entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file; its data follows.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link to the target.
+    Symlink(String),
+    /// A hard link to an earlier entry (a path relative to the root).
+    Hardlink(String),
+    /// A character device.
+    Char {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A block device.
+    Block {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A named pipe.
+    Fifo,
+}
+
+/// One file system entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path relative to the root, without leading or trailing `/`.
+    pub path: String,
+    /// What it is.
+    pub kind: Kind,
+    /// Permission bits (including setuid, setgid, sticky).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: u64,
+    /// Size of the data that follows (regular files only).
+    pub size: u64,
+    /// Extended attributes (such as `security.capability`).
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl Entry {
+    /// A directory entry.
+    pub fn dir(path: impl Into<String>, mode: u32, mtime: u64) -> Self {
+        Entry {
+            path: path.into(),
+            kind: Kind::Dir,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+            size: 0,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// A regular file entry of `size` bytes.
+    pub fn file(path: impl Into<String>, mode: u32, size: u64, mtime: u64) -> Self {
+        Entry {
+            path: path.into(),
+            kind: Kind::File,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+            size,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// A symlink entry.
+    pub fn symlink(
+        path: impl Into<String>,
+        target: impl Into<String>,
+        mode: u32,
+        mtime: u64,
+    ) -> Self {
+        Entry {
+            path: path.into(),
+            kind: Kind::Symlink(target.into()),
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+            size: 0,
+            xattrs: Vec::new(),
+        }
+    }
+}
+
+/// Consumes the entry stream.
+pub trait Sink {
+    /// Add one entry; `data` yields exactly `entry.size` bytes for regular files.
+    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()>;
+}
+
+impl<S: Sink + ?Sized> Sink for &mut S {
+    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
+        (**self).add(entry, data)
+    }
+}
+
+/// A sink that records entries and the sha256-free content, for tests and listings.
+#[derive(Debug, Default)]
+pub struct Collect {
+    /// Every entry with its data, in order.
+    pub entries: Vec<(Entry, Vec<u8>)>,
+}
+
+impl Sink for Collect {
+    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
+        let mut buf = Vec::new();
+        data.take(entry.size).read_to_end(&mut buf)?;
+        self.entries.push((entry.clone(), buf));
+        Ok(())
+    }
+}

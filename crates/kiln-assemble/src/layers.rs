@@ -1,0 +1,406 @@
+//! Flattening an image's layers into one entry stream, per the OCI image spec: whiteouts
+//! (`.wh.NAME`) and opaque directories (`.wh..wh..opq`) hide what lower layers put there, upper
+//! layers replace lower entries, and an upper non-directory hides a lower directory's contents.
+//!
+//! Two passes over the layers: the first reads headers only and builds the final tree (paths and
+//! metadata, no data); the second streams the layers again and emits each entry that survives,
+//! directories first at their first appearance with their final metadata, so that parents always
+//! precede children. Memory grows with the number of paths, never with file sizes.
+//!
+//! Hostile layers are refused: a path that climbs out of the root with `..`, an entry beneath a
+//! symlink (writing it would follow the link), an entry beneath a non-directory, a hard link to
+//! a path that does not exist in the image. Absolute paths are taken relative to the root.
+
+use crate::entry::{Entry, Kind};
+use crate::error::AssembleError;
+use kiln_oci::{Image, Store};
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+
+#[derive(Debug, Clone)]
+enum Node {
+    /// A directory with its final metadata (`None` when only implied by its children).
+    Dir(Option<Entry>),
+    /// Anything else: which layer and which member of it provides the final version.
+    Other {
+        layer: usize,
+        ordinal: usize,
+        symlink: bool,
+    },
+}
+
+/// Normalise a path from an archive: relative to the root, `.` and empty components removed,
+/// `..` resolved lexically. `Ok(None)` is the root itself; `Err` a path that escapes the root.
+pub fn normalize(raw: &str) -> Result<Option<String>, String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in raw.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(format!("path `{raw}` climbs out of the root"));
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    Ok(if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join("/"))
+    })
+}
+
+fn parent_of(path: &str) -> Option<&str> {
+    path.rfind('/').map(|i| &path[..i])
+}
+
+fn base_of(path: &str) -> &str {
+    path.rfind('/').map_or(path, |i| &path[i + 1..])
+}
+
+/// The entry a tar member describes, or `None` for members that are not file system entries.
+pub fn entry_from_tar<R: Read>(
+    member: &mut tar::Entry<'_, R>,
+    path: String,
+) -> Result<Option<Entry>, std::io::Error> {
+    let h = member.header();
+    let kind = match h.entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
+        tar::EntryType::Directory => Kind::Dir,
+        tar::EntryType::Symlink => Kind::Symlink(
+            member
+                .link_name()?
+                .map(|l| l.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        ),
+        tar::EntryType::Link => Kind::Hardlink(
+            member
+                .link_name()?
+                .map(|l| l.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        ),
+        tar::EntryType::Char => Kind::Char {
+            major: h.device_major()?.unwrap_or(0),
+            minor: h.device_minor()?.unwrap_or(0),
+        },
+        tar::EntryType::Block => Kind::Block {
+            major: h.device_major()?.unwrap_or(0),
+            minor: h.device_minor()?.unwrap_or(0),
+        },
+        tar::EntryType::Fifo => Kind::Fifo,
+        _ => return Ok(None),
+    };
+    let size = if kind == Kind::File { member.size() } else { 0 };
+    let mut xattrs = Vec::new();
+    if let Some(exts) = member.pax_extensions()? {
+        for ext in exts.flatten() {
+            if let Ok(key) = ext.key() {
+                if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                    xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+    }
+    let h = member.header();
+    Ok(Some(Entry {
+        path,
+        kind,
+        mode: h.mode()? & 0o7777,
+        uid: h.uid()?,
+        gid: h.gid()?,
+        mtime: h.mtime().unwrap_or(0),
+        size,
+        xattrs,
+    }))
+}
+
+/// Flattens one image.
+pub struct Flattener<'a> {
+    store: &'a Store,
+    image: &'a Image,
+    tree: BTreeMap<String, Node>,
+}
+
+impl<'a> Flattener<'a> {
+    /// Prepare to flatten `image` from `store`.
+    pub fn new(store: &'a Store, image: &'a Image) -> Self {
+        Flattener {
+            store,
+            image,
+            tree: BTreeMap::new(),
+        }
+    }
+
+    fn hostile(&self, layer: usize, path: &str, why: String) -> AssembleError {
+        AssembleError::HostileLayer {
+            image: self.image.reference.clone(),
+            layer: self
+                .image
+                .manifest
+                .layers
+                .get(layer)
+                .map(|l| l.digest.clone())
+                .unwrap_or_default(),
+            path: path.to_string(),
+            why,
+        }
+    }
+
+    fn io(&self, layer: usize, e: std::io::Error) -> AssembleError {
+        AssembleError::Layer {
+            image: self.image.reference.clone(),
+            layer: self
+                .image
+                .manifest
+                .layers
+                .get(layer)
+                .map(|l| l.digest.clone())
+                .unwrap_or_default(),
+            source: e,
+        }
+    }
+
+    /// Remove `path` (if `with_self`) and everything beneath it that came from layers below `layer`.
+    fn hide(&mut self, path: &str, layer: usize, with_self: bool) {
+        let below = |n: &Node| match n {
+            Node::Other { layer: l, .. } => *l < layer,
+            Node::Dir(_) => true,
+        };
+        let prefix = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        let doomed: Vec<String> = self
+            .tree
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(_, n)| below(n))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            self.tree.remove(&k);
+        }
+        if with_self && self.tree.get(path).is_some_and(below) {
+            self.tree.remove(path);
+        }
+    }
+
+    fn index_layer(&mut self, layer: usize) -> Result<(), AssembleError> {
+        let desc = self.image.manifest.layers[layer].clone();
+        let reader = self.store.open_layer(&desc)?;
+        let mut archive = tar::Archive::new(reader);
+        let members = archive.entries().map_err(|e| self.io(layer, e))?;
+        for (ordinal, member) in members.enumerate() {
+            let mut member = member.map_err(|e| self.io(layer, e))?;
+            let raw = member.path_bytes();
+            let raw = String::from_utf8_lossy(&raw).to_string();
+            let path = match normalize(&raw) {
+                Ok(Some(p)) => p,
+                Ok(None) => continue,
+                Err(why) => return Err(self.hostile(layer, &raw, why)),
+            };
+            let base = base_of(&path).to_string();
+            let parent = parent_of(&path).unwrap_or("").to_string();
+            if base == ".wh..wh..opq" {
+                self.hide(&parent, layer, false);
+                continue;
+            }
+            if base.starts_with(".wh..wh.") {
+                continue;
+            }
+            if let Some(name) = base.strip_prefix(".wh.") {
+                let target = if parent.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{parent}/{name}")
+                };
+                self.hide(&target, layer, true);
+                continue;
+            }
+            self.check_ancestors(layer, &path)?;
+            let Some(entry) =
+                entry_from_tar(&mut member, path.clone()).map_err(|e| self.io(layer, e))?
+            else {
+                continue;
+            };
+            if let Kind::Hardlink(target) = &entry.kind {
+                let t = match normalize(target) {
+                    Ok(Some(t)) => t,
+                    _ => {
+                        return Err(self.hostile(
+                            layer,
+                            &path,
+                            format!("hard link to `{target}`, outside the image"),
+                        ));
+                    }
+                };
+                match self.tree.get(&t) {
+                    Some(Node::Other { .. }) => {}
+                    _ => {
+                        return Err(self.hostile(
+                            layer,
+                            &path,
+                            format!("hard link to `{target}`, which is not a file of the image"),
+                        ));
+                    }
+                }
+            }
+            match entry.kind {
+                Kind::Dir => {
+                    if !matches!(self.tree.get(&path), Some(Node::Dir(_))) {
+                        self.tree.remove(&path);
+                    }
+                    self.tree.insert(path, Node::Dir(Some(entry)));
+                }
+                _ => {
+                    // A non-directory replaces whatever was there, including a directory's contents.
+                    self.hide(&path, usize::MAX, false);
+                    let symlink = matches!(entry.kind, Kind::Symlink(_));
+                    self.tree.insert(
+                        path,
+                        Node::Other {
+                            layer,
+                            ordinal,
+                            symlink,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_ancestors(&mut self, layer: usize, path: &str) -> Result<(), AssembleError> {
+        let mut end = 0;
+        while let Some(i) = path[end..].find('/') {
+            let ancestor = &path[..end + i];
+            match self.tree.get(ancestor) {
+                Some(Node::Dir(_)) => {}
+                Some(Node::Other { symlink: true, .. }) => {
+                    return Err(self.hostile(layer, path, format!("it lies beneath the symlink `{ancestor}`; applying it would write through the link")));
+                }
+                Some(Node::Other { .. }) => {
+                    return Err(self.hostile(
+                        layer,
+                        path,
+                        format!("its parent `{ancestor}` is not a directory"),
+                    ));
+                }
+                None => {
+                    self.tree.insert(ancestor.to_string(), Node::Dir(None));
+                }
+            }
+            end += i + 1;
+        }
+        Ok(())
+    }
+
+    /// Emit the flattened image: `emit` is called for each surviving entry with its data.
+    pub fn run(
+        mut self,
+        emit: &mut dyn FnMut(&Entry, &mut dyn Read) -> Result<(), AssembleError>,
+    ) -> Result<(), AssembleError> {
+        let layers = self.image.manifest.layers.len();
+        for l in 0..layers {
+            self.index_layer(l)?;
+        }
+        let mut emitted: HashSet<String> = HashSet::new();
+        for layer in 0..layers {
+            let desc = self.image.manifest.layers[layer].clone();
+            let reader = self.store.open_layer(&desc)?;
+            let mut archive = tar::Archive::new(reader);
+            let members = archive.entries().map_err(|e| self.io(layer, e))?;
+            for (ordinal, member) in members.enumerate() {
+                let mut member = member.map_err(|e| self.io(layer, e))?;
+                let raw = member.path_bytes();
+                let Ok(Some(path)) = normalize(&String::from_utf8_lossy(&raw)) else {
+                    continue;
+                };
+                match self.tree.get(&path) {
+                    Some(Node::Dir(_)) => self.ensure_dir(&path, &mut emitted, emit)?,
+                    Some(Node::Other {
+                        layer: l,
+                        ordinal: o,
+                        ..
+                    }) if *l == layer && *o == ordinal => {
+                        if let Some(parent) = parent_of(&path) {
+                            self.ensure_dir(parent, &mut emitted, emit)?;
+                        }
+                        let Some(mut entry) =
+                            entry_from_tar(&mut member, path).map_err(|e| self.io(layer, e))?
+                        else {
+                            continue;
+                        };
+                        if let Kind::Hardlink(t) = &entry.kind {
+                            entry.kind =
+                                Kind::Hardlink(normalize(t).ok().flatten().unwrap_or_default());
+                        }
+                        emit(&entry, &mut member)?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let dirs: Vec<String> = self
+            .tree
+            .iter()
+            .filter(|(_, n)| matches!(n, Node::Dir(_)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for d in dirs {
+            self.ensure_dir(&d, &mut emitted, emit)?;
+        }
+        Ok(())
+    }
+
+    fn ensure_dir(
+        &self,
+        path: &str,
+        emitted: &mut HashSet<String>,
+        emit: &mut dyn FnMut(&Entry, &mut dyn Read) -> Result<(), AssembleError>,
+    ) -> Result<(), AssembleError> {
+        if emitted.contains(path) {
+            return Ok(());
+        }
+        if let Some(parent) = parent_of(path) {
+            self.ensure_dir(parent, emitted, emit)?;
+        }
+        let entry = match self.tree.get(path) {
+            Some(Node::Dir(Some(e))) => e.clone(),
+            _ => Entry::dir(path, 0o755, 0),
+        };
+        emit(&entry, &mut std::io::empty())?;
+        emitted.insert(path.to_string());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn normalize_paths() {
+        assert_eq!(normalize("./a//b/").ok().flatten().as_deref(), Some("a/b"));
+        assert_eq!(
+            normalize("/etc/passwd").ok().flatten().as_deref(),
+            Some("etc/passwd")
+        );
+        assert_eq!(normalize("a/../b").ok().flatten().as_deref(), Some("b"));
+        assert_eq!(normalize("./").ok().flatten(), None);
+        assert!(normalize("../x").is_err());
+        assert!(normalize("a/../../x").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn normalized_paths_stay_inside(s in "[a./]{0,30}") {
+            if let Ok(Some(p)) = normalize(&s) {
+                proptest::prop_assert!(!p.starts_with('/'));
+                proptest::prop_assert!(p.split('/').all(|c| c != ".." && c != "." && !c.is_empty()));
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The kernel+initrd output: the entry stream split into the kernel, its command line and a
+//! compressed newc initrd (with CPU microcode prepended, uncompressed, when the kernel image
+//! has it).
+
+use crate::cpio::CpioSink;
+use kiln_assemble::{Entry, Sink};
+use std::io::{self, BufWriter, Read, Write};
+
+/// Initrd compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip (the default; every kernel reads it).
+    Gzip,
+    /// zstd (smaller and faster to unpack; kernels from 5.9).
+    Zstd,
+    /// None.
+    None,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gzip" | "gz" => Ok(Compression::Gzip),
+            "zstd" | "zst" => Ok(Compression::Zstd),
+            "none" => Ok(Compression::None),
+            _ => Err(format!("unknown compression `{s}`: use gzip, zstd or none")),
+        }
+    }
+}
+
+enum Compressor<W: Write> {
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Plain(W),
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Gzip(w) => w.write(buf),
+            Compressor::Zstd(w) => w.write(buf),
+            Compressor::Plain(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Gzip(w) => w.flush(),
+            Compressor::Zstd(w) => w.flush(),
+            Compressor::Plain(w) => w.flush(),
+        }
+    }
+}
+
+impl<W: Write> Compressor<W> {
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::Gzip(w) => w.finish(),
+            Compressor::Zstd(w) => w.finish(),
+            Compressor::Plain(w) => Ok(w),
+        }
+    }
+}
+
+enum Initrd<W: Write> {
+    /// Nothing written yet: microcode may still be prepended.
+    Pending(Option<W>),
+    Open(CpioSink<Compressor<BufWriter<W>>>),
+}
+
+/// Splits the stream: `boot/kernel` to the kernel writer, `boot/cmdline` kept as a string,
+/// `boot/ucode.cpio` and everything else to the initrd.
+pub struct KernelInitrd<K: Write, I: Write> {
+    kernel: K,
+    initrd: Initrd<I>,
+    compression: Compression,
+    cmdline: Vec<u8>,
+    found_kernel: bool,
+}
+
+impl<K: Write, I: Write> KernelInitrd<K, I> {
+    /// Write the kernel to `kernel` and the initrd to `initrd`.
+    pub fn new(kernel: K, initrd: I, compression: Compression) -> Self {
+        KernelInitrd {
+            kernel,
+            initrd: Initrd::Pending(Some(initrd)),
+            compression,
+            cmdline: Vec::new(),
+            found_kernel: false,
+        }
+    }
+
+    fn open(&mut self) -> io::Result<&mut CpioSink<Compressor<BufWriter<I>>>> {
+        if let Initrd::Pending(w) = &mut self.initrd {
+            let w = BufWriter::with_capacity(
+                1 << 20,
+                w.take()
+                    .ok_or_else(|| io::Error::other("initrd writer lost"))?,
+            );
+            let c = match self.compression {
+                Compression::Gzip => Compressor::Gzip(
+                    flate2::GzBuilder::new()
+                        .mtime(0)
+                        .write(w, flate2::Compression::default()),
+                ),
+                Compression::Zstd => {
+                    let mut enc = zstd::stream::write::Encoder::new(w, 9)?;
+                    enc.include_checksum(true)?;
+                    Compressor::Zstd(enc)
+                }
+                Compression::None => Compressor::Plain(w),
+            };
+            self.initrd = Initrd::Open(CpioSink::new(c));
+        }
+        match &mut self.initrd {
+            Initrd::Open(s) => Ok(s),
+            Initrd::Pending(_) => Err(io::Error::other("initrd not open")),
+        }
+    }
+
+    /// Finish: returns the kernel writer, the initrd writer and the command line.
+    pub fn finish(mut self) -> io::Result<(K, I, String)> {
+        if !self.found_kernel {
+            return Err(io::Error::other(
+                "the image has no kernel: the manifest needs a kernel section",
+            ));
+        }
+        self.open()?;
+        let initrd = match self.initrd {
+            Initrd::Open(s) => s
+                .finish()?
+                .finish()?
+                .into_inner()
+                .map_err(|e| e.into_error())?,
+            Initrd::Pending(_) => return Err(io::Error::other("initrd not open")),
+        };
+        Ok((
+            self.kernel,
+            initrd,
+            String::from_utf8_lossy(&self.cmdline).into_owned(),
+        ))
+    }
+}
+
+impl<K: Write, I: Write> Sink for KernelInitrd<K, I> {
+    fn add(&mut self, e: &Entry, data: &mut dyn Read) -> io::Result<()> {
+        match e.path.as_str() {
+            "boot/kernel" => {
+                self.found_kernel = true;
+                io::copy(&mut data.take(e.size), &mut self.kernel).map(|_| ())
+            }
+            "boot/cmdline" => {
+                self.cmdline.clear();
+                data.take(e.size).read_to_end(&mut self.cmdline).map(|_| ())
+            }
+            "boot/ucode.cpio" => match &mut self.initrd {
+                Initrd::Pending(Some(w)) => io::copy(&mut data.take(e.size), w).map(|_| ()),
+                _ => Err(io::Error::other(
+                    "microcode must come before the rest of the initrd",
+                )),
+            },
+            _ => self.open()?.add(e, data),
+        }
+    }
+}
