@@ -384,11 +384,15 @@ fn serde_diagnostic(name: &str, text: &str, e: &serde_norway::Error) -> Diagnost
         line: l.line(),
         column: l.column(),
     });
-    // serde_norway renders "path: message at line L column C"; split those apart.
-    let body = match full.rfind(" at line ") {
-        Some(i) => &full[..i],
-        None => full.as_str(),
+    // serde_norway renders "path: message at line L column C"; drop that suffix when it repeats
+    // the position we report (a syntax error's second position, "while scanning a quoted scalar
+    // at line 3 column 12", says where the construct began and is kept).
+    let suffix = pos.map(|p| format!(" at line {} column {}", p.line, p.column));
+    let body = match suffix.as_deref() {
+        Some(s) => full.replacen(s, "", 1),
+        None => full.clone(),
     };
+    let body = body.as_str();
     let (path, message) = match body.split_once(": ") {
         Some((p, m)) if !p.contains(' ') && !p.is_empty() => (p.to_string(), m.to_string()),
         _ => (String::new(), body.to_string()),

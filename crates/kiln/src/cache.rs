@@ -55,6 +55,15 @@ pub enum CacheCommand {
         #[command(flatten)]
         opts: ImageOpts,
     },
+    /// Give an image of the store another name
+    Tag {
+        /// The existing image
+        source: String,
+        /// The new name
+        target: String,
+        #[command(flatten)]
+        opts: ImageOpts,
+    },
     /// Pull images from their registries into the store
     Pull {
         /// Images to pull
@@ -176,6 +185,18 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
                 out.flush()?;
                 out.commit()?;
             }
+        }
+        CacheCommand::Tag {
+            source,
+            target,
+            opts,
+        } => {
+            let store = opts.store()?;
+            let (src, dst): (Reference, Reference) = (source.parse()?, target.parse()?);
+            let desc = store
+                .lookup(&src)?
+                .with_context(|| format!("image {src} is not in the store"))?;
+            store.tag(&dst, desc)?;
         }
         CacheCommand::Pull { images, opts } => {
             let store = opts.store()?;

@@ -1,0 +1,221 @@
+//! kiln against a real registry (Debian's docker-registry, distribution v2.8) started on
+//! 127.0.0.1 and a free port, with skopeo as the independent peer.
+//!
+//! In CI (CI=true) a missing docker-registry or skopeo fails the test; elsewhere it is skipped.
+
+mod common;
+use common::*;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn prerequisites() -> bool {
+    let missing: Vec<&str> = ["docker-registry", "skopeo"]
+        .into_iter()
+        .filter(|t| !have(t))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI needs {missing:?}: run scripts/install-deps.sh");
+    }
+    eprintln!("skipping: {missing:?} not installed (scripts/install-deps.sh installs them)");
+    false
+}
+
+fn start_registry() -> Registry {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n", dir.path().join("data").display()),
+    )
+    .expect("config");
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start docker-registry");
+    // Ready when it accepts connections (bounded wait, polling).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "docker-registry did not start on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Registry {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+fn cache_args(cmd: &mut Command, cache: &Path) {
+    cmd.arg("--cache").arg(cache);
+}
+
+fn digest_of(cache: &Path, name: &str) -> String {
+    let mut cmd = kiln();
+    cmd.args(["cache", "ls", "--json"]);
+    cache_args(&mut cmd, cache);
+    let v: serde_json::Value = serde_json::from_str(&run_ok(&mut cmd)).expect("json");
+    v.as_array()
+        .expect("array")
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {v}"))["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string()
+}
+
+#[test]
+fn push_pull_and_skopeo_interop() {
+    if !prerequisites() || conformance_dir().is_none() {
+        return;
+    }
+    let reg = start_registry();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cache = fixture_store(tmp.path());
+    let remote = format!("{}/kiln-test/svc:1", reg.addr);
+
+    // kiln pushes; a fresh kiln store pulls the same digest back.
+    let mut tag = kiln();
+    tag.args(["cache", "tag", "kiln-test/svc:1", &remote]);
+    cache_args(&mut tag, &cache);
+    run_ok(&mut tag);
+    let mut push = kiln();
+    push.args(["cache", "push", &remote]);
+    cache_args(&mut push, &cache);
+    run_ok(&mut push);
+    let fresh = tmp.path().join("fresh");
+    let mut pull = kiln();
+    pull.args(["cache", "pull", &remote]);
+    cache_args(&mut pull, &fresh);
+    run_ok(&mut pull);
+    assert_eq!(
+        digest_of(&fresh, &remote),
+        digest_of(&cache, "docker.io/kiln-test/svc:1")
+    );
+
+    // skopeo reads what kiln pushed.
+    let layout = tmp.path().join("skopeo-layout");
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{remote}"))
+            .arg(format!("oci:{}:svc", layout.display())),
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
+            .expect("json");
+    assert_eq!(
+        index["manifests"][0]["digest"].as_str(),
+        Some(digest_of(&cache, "docker.io/kiln-test/svc:1").as_str()),
+        "skopeo saw another manifest"
+    );
+
+    // skopeo pushes; kiln pulls it and can use it.
+    let conf = conformance_dir().expect("corpus");
+    let other = format!("{}/elsewhere/plain:2", reg.addr);
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!(
+                "oci-archive:{}",
+                conf.join("images/plain.tar").display()
+            ))
+            .arg(format!("docker://{other}")),
+    );
+    let mut pull = kiln();
+    pull.args(["cache", "pull", &other]);
+    cache_args(&mut pull, &fresh);
+    run_ok(&mut pull);
+    assert_eq!(
+        digest_of(&fresh, &other),
+        digest_of(&cache, "docker.io/kiln-test/plain:1")
+    );
+}
+
+#[test]
+fn cold_build_through_a_mirror() {
+    if !prerequisites() || conformance_dir().is_none() {
+        return;
+    }
+    let reg = start_registry();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cache = fixture_store(tmp.path());
+    for img in ["kernel:6.6.0", "init:1", "runtime:1", "plain:1", "svc:1"] {
+        let remote = format!("{}/kiln-test/{img}", reg.addr);
+        let mut tag = kiln();
+        tag.args(["cache", "tag", &format!("kiln-test/{img}"), &remote]);
+        cache_args(&mut tag, &cache);
+        run_ok(&mut tag);
+        let mut push = kiln();
+        push.args(["cache", "push", &remote]);
+        cache_args(&mut push, &cache);
+        run_ok(&mut push);
+    }
+    // An empty store, and the manifest names docker.io images: the mirror serves them.
+    let cold = tmp.path().join("cold");
+    let dir = conformance_dir().expect("corpus").join("01-minimal");
+    let out_cold = tmp.path().join("cold.tar");
+    let mut build = kiln();
+    build
+        .current_dir(&dir)
+        .args(["build", "--format", "tar", "-o"])
+        .arg(&out_cold)
+        .arg("--mirror")
+        .arg(format!("docker.io=http://{}", reg.addr))
+        .arg("manifest.yml");
+    cache_args(&mut build, &cold);
+    run_ok(&mut build);
+    let out_warm = tmp.path().join("warm.tar");
+    let mut build = kiln();
+    build
+        .current_dir(&dir)
+        .args(["build", "--format", "tar", "-o"])
+        .arg(&out_warm)
+        .arg("manifest.yml");
+    cache_args(&mut build, &cache);
+    run_ok(&mut build);
+    assert_eq!(
+        std::fs::read(&out_cold).expect("cold"),
+        std::fs::read(&out_warm).expect("warm"),
+        "a build from the registry differs from one from the imported images"
+    );
+}
