@@ -490,16 +490,31 @@ fn kernel_files(
         Some(t) => Some(t),
     };
     let ucode = k.ucode.as_deref().filter(|u| !u.is_empty());
-    let (mut found_kernel, mut found_tar, mut boot) = (false, false, false);
+    let (mut found_kernel, mut found_tar, mut found_ucode) = (false, false, false);
     let now = out.now();
+    out.dir("boot", 0o755)?;
+    // Microcode first (a pass of its own): it must lead the initrd, whatever the layer order.
+    if let Some(u) = ucode {
+        Flattener::new(store, img).run(&mut |entry, data| {
+            if entry.path == u && entry.kind == Kind::File {
+                found_ucode = true;
+                let e = Entry {
+                    path: "boot/ucode.cpio".into(),
+                    mtime: now,
+                    uid: 0,
+                    gid: 0,
+                    xattrs: Vec::new(),
+                    ..entry.clone()
+                };
+                out.add(e, data)?;
+            }
+            Ok(())
+        })?;
+    }
     Flattener::new(store, img).run(&mut |entry, data| {
         let rel = entry.path.as_str();
         if rel == binary && entry.kind == Kind::File {
             found_kernel = true;
-            if !boot {
-                out.dir("boot", 0o755)?;
-                boot = true;
-            }
             out.file("boot/cmdline", 0o644, k.cmdline.as_bytes())?;
             let e = Entry {
                 path: "boot/kernel".into(),
@@ -513,20 +528,6 @@ fn kernel_files(
         } else if Some(rel) == tar_name && entry.kind == Kind::File {
             found_tar = true;
             modules_tar(img, data, out)?;
-        } else if Some(rel) == ucode && entry.kind == Kind::File {
-            if !boot {
-                out.dir("boot", 0o755)?;
-                boot = true;
-            }
-            let e = Entry {
-                path: "boot/ucode.cpio".into(),
-                mtime: now,
-                uid: 0,
-                gid: 0,
-                xattrs: Vec::new(),
-                ..entry.clone()
-            };
-            out.add(e, data)?;
         }
         Ok(())
     })?;
@@ -540,7 +541,7 @@ fn kernel_files(
     if let (Some(t), false) = (tar_name, found_tar) {
         return Err(missing(t));
     }
-    if let (Some(u), false) = (ucode, boot && ucode.is_some()) {
+    if let (Some(u), false) = (ucode, found_ucode) {
         return Err(missing(u));
     }
     Ok(())

@@ -76,6 +76,8 @@ pub struct KernelInitrd<K: Write, I: Write> {
     compression: Compression,
     cmdline: Vec<u8>,
     found_kernel: bool,
+    /// The `boot` directory, held back so that microcode can still lead the initrd.
+    boot_dir: Option<Entry>,
 }
 
 impl<K: Write, I: Write> KernelInitrd<K, I> {
@@ -87,6 +89,7 @@ impl<K: Write, I: Write> KernelInitrd<K, I> {
             compression,
             cmdline: Vec::new(),
             found_kernel: false,
+            boot_dir: None,
         }
     }
 
@@ -110,7 +113,11 @@ impl<K: Write, I: Write> KernelInitrd<K, I> {
                 }
                 Compression::None => Compressor::Plain(w),
             };
-            self.initrd = Initrd::Open(CpioSink::new(c));
+            let mut sink = CpioSink::new(c);
+            if let Some(boot) = self.boot_dir.take() {
+                sink.add(&boot, &mut io::empty())?;
+            }
+            self.initrd = Initrd::Open(sink);
         }
         match &mut self.initrd {
             Initrd::Open(s) => Ok(s),
@@ -159,6 +166,10 @@ impl<K: Write, I: Write> Sink for KernelInitrd<K, I> {
                     "microcode must come before the rest of the initrd",
                 )),
             },
+            "boot" if matches!(self.initrd, Initrd::Pending(_)) => {
+                self.boot_dir = Some(e.clone());
+                Ok(())
+            }
             _ => self.open()?.add(e, data),
         }
     }

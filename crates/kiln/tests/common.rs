@@ -104,3 +104,82 @@ pub fn listing(tar_bytes: &[u8]) -> (BTreeMap<String, String>, BTreeMap<String, 
     }
     (lines, contents)
 }
+
+/// One member of a crafted layer: raw path (written verbatim, even `..`), kind and data.
+pub enum Member<'a> {
+    /// A regular file.
+    File(&'a str, &'a [u8]),
+    /// A directory.
+    Dir(&'a str),
+    /// A symlink to a target.
+    Symlink(&'a str, &'a str),
+    /// A hard link to a target.
+    Hardlink(&'a str, &'a str),
+}
+
+/// A layer tar whose member names are written raw, bypassing the tar crate's path checks.
+pub fn raw_layer(members: &[Member<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for m in members {
+        let mut h = tar::Header::new_old();
+        let (name, kind, data, link): (&str, tar::EntryType, &[u8], Option<&str>) = match m {
+            Member::File(n, d) => (n, tar::EntryType::Regular, d, None),
+            Member::Dir(n) => (n, tar::EntryType::Directory, b"", None),
+            Member::Symlink(n, t) => (n, tar::EntryType::Symlink, b"", Some(t)),
+            Member::Hardlink(n, t) => (n, tar::EntryType::Link, b"", Some(t)),
+        };
+        let raw = h.as_old_mut();
+        raw.name[..name.len()].copy_from_slice(name.as_bytes());
+        if let Some(t) = link {
+            raw.linkname[..t.len()].copy_from_slice(t.as_bytes());
+        }
+        h.set_entry_type(kind);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_size(data.len() as u64);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_cksum();
+        b.append(&h, data).expect("append");
+    }
+    b.into_inner().expect("tar")
+}
+
+fn sha(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// An OCI-layout tar holding one image named `name` with the given (uncompressed) layers.
+pub fn oci_archive(name: &str, layers: &[Vec<u8>]) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+    let config = serde_json::to_vec(&serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/true"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}})).expect("json");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&config), "size": config.len()},
+        "layers": layers.iter().map(|l| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(l), "size": l.len()})).collect::<Vec<_>>(),
+    })).expect("json");
+    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(&manifest), "size": manifest.len(),
+        "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name}}]})).expect("json");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |path: String, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, data).expect("append");
+    };
+    for blob in layers
+        .iter()
+        .map(Vec::as_slice)
+        .chain([config.as_slice(), manifest.as_slice()])
+    {
+        add(format!("blobs/sha256/{}", &sha(blob)[7..]), blob);
+    }
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json".into(), &index);
+    b.into_inner().expect("tar")
+}
