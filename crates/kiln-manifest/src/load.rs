@@ -65,7 +65,7 @@ impl ManifestSet {
 
     /// Parse one document from memory and merge it. Call [`ManifestSet::validate`] when done.
     pub fn add(&mut self, name: &str, text: &str) -> Result<(), ManifestError> {
-        let m = parse_document(name, text)?;
+        let m = parse_document(name, text).map_err(ManifestError::Invalid)?;
         let file = self.files.len();
         self.files.push((name.to_string(), Locations::index(text)));
         let base = &mut self.manifest;
@@ -349,28 +349,28 @@ fn join_field(base: &str, field: &str) -> String {
 }
 
 /// Parse one YAML document into a manifest, with a located, helpful error.
-pub fn parse_document(name: &str, text: &str) -> Result<Manifest, Diagnostic> {
+pub fn parse_document(name: &str, text: &str) -> Result<Manifest, Box<Diagnostic>> {
     if text.trim().is_empty() {
         return Ok(Manifest::default());
     }
-    serde_norway::from_str::<Manifest>(text).map_err(|e| serde_diagnostic(name, text, &e))
+    serde_norway::from_str::<Manifest>(text).map_err(|e| Box::new(serde_diagnostic(name, text, &e)))
 }
 
 /// Parse an `org.mobyproject.config` image label (JSON or YAML).
-pub fn parse_label(image: &str, text: &str) -> Result<Image, Diagnostic> {
+pub fn parse_label(image: &str, text: &str) -> Result<Image, Box<Diagnostic>> {
     let label_name = format!("label org.mobyproject.config of {image}");
     let img: Image =
         serde_norway::from_str(text).map_err(|e| serde_diagnostic(&label_name, text, &e))?;
     for (key, value) in [("name", &img.name), ("image", &img.image)] {
         if !value.is_empty() {
-            return Err(Diagnostic {
+            return Err(Box::new(Diagnostic {
                 file: label_name,
                 line: None,
                 column: None,
                 path: key.into(),
                 message: format!("{key} cannot be set in an image label"),
                 help: Some("remove it from the label; the manifest names the container".into()),
-            });
+            }));
         }
     }
     Ok(img)
@@ -398,8 +398,8 @@ fn serde_diagnostic(name: &str, text: &str, e: &serde_norway::Error) -> Diagnost
         _ => (String::new(), body.to_string()),
     };
     let mut help = None;
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((field, expected)) = rest.split_once('`') {
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once('`') {
             let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
             let best = candidates
                 .iter()
@@ -426,7 +426,6 @@ fn serde_diagnostic(name: &str, text: &str, e: &serde_norway::Error) -> Diagnost
                 help,
             };
         }
-    }
     if path.is_empty()
         && message.starts_with("invalid type")
         && message.ends_with("expected struct Manifest")

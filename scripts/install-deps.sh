@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install what kiln's build, tests and quick start need on Debian 12. Idempotent.
+set -euo pipefail
+pkgs=(docker-registry skopeo cpio zstd gzip tar python3 time)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}"
+fi
+command -v cargo >/dev/null || { echo "kiln needs a Rust toolchain (cargo) on PATH" >&2; exit 1; }
