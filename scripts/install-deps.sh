@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what kiln's build, tests and quick start need on Debian 12. Idempotent.
 set -euo pipefail
-pkgs=(docker-registry skopeo cpio zstd gzip tar python3 time)
+pkgs=(docker-registry skopeo cpio zstd gzip tar python3 time bc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

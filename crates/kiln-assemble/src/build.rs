@@ -249,7 +249,8 @@ pub fn assemble(
                 .as_ref()
                 .and_then(|l| l.get("org.mobyproject.config"))
             {
-                Some(text) => kiln_manifest::parse_label(&img.reference, text).map_err(AssembleError::Manifest)?,
+                Some(text) => kiln_manifest::parse_label(&img.reference, text)
+                    .map_err(AssembleError::Manifest)?,
                 None => Image::default(),
             };
             let bundle = oci_config::bundle(&yaml, &label, &exec, &ids).map_err(|(field, msg)| {

@@ -96,9 +96,10 @@ pub fn entry_from_tar<R: Read>(
     if let Some(exts) = member.pax_extensions()? {
         for ext in exts.flatten() {
             if let Ok(key) = ext.key()
-                && let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                    xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
-                }
+                && let Some(name) = key.strip_prefix("SCHILY.xattr.")
+            {
+                xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+            }
         }
     }
     let h = member.header();

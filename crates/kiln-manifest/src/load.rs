@@ -399,33 +399,34 @@ fn serde_diagnostic(name: &str, text: &str, e: &serde_norway::Error) -> Diagnost
     };
     let mut help = None;
     if let Some(rest) = message.strip_prefix("unknown field `")
-        && let Some((field, expected)) = rest.split_once('`') {
-            let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-            let best = candidates
-                .iter()
-                .map(|c| (strsim::damerau_levenshtein(field, c), *c))
-                .min();
-            help = Some(match best {
-                Some((d, c)) if d <= 3 => format!("did you mean `{c}`?"),
-                _ => format!("valid keys here: {}", candidates.join(", ")),
-            });
-            let key_path = if path.is_empty() {
-                field.to_string()
-            } else {
-                format!("{path}.{field}")
-            };
-            if let Some(p) = Locations::index(text).key(&key_path) {
-                pos = Some(p);
-            }
-            return Diagnostic {
-                file: name.into(),
-                line: pos.map(|p| p.line),
-                column: pos.map(|p| p.column),
-                path: key_path,
-                message: format!("unknown key `{field}`"),
-                help,
-            };
+        && let Some((field, expected)) = rest.split_once('`')
+    {
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let best = candidates
+            .iter()
+            .map(|c| (strsim::damerau_levenshtein(field, c), *c))
+            .min();
+        help = Some(match best {
+            Some((d, c)) if d <= 3 => format!("did you mean `{c}`?"),
+            _ => format!("valid keys here: {}", candidates.join(", ")),
+        });
+        let key_path = if path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
+        if let Some(p) = Locations::index(text).key(&key_path) {
+            pos = Some(p);
         }
+        return Diagnostic {
+            file: name.into(),
+            line: pos.map(|p| p.line),
+            column: pos.map(|p| p.column),
+            path: key_path,
+            message: format!("unknown key `{field}`"),
+            help,
+        };
+    }
     if path.is_empty()
         && message.starts_with("invalid type")
         && message.ends_with("expected struct Manifest")

@@ -130,9 +130,10 @@ impl MarkedEventReceiver for Walker {
             }
             Event::Alias(_) => {
                 if !self.is_expecting_key()
-                    && let Some(p) = self.next_value_path() {
-                        self.locations.values.insert(p, pos);
-                    }
+                    && let Some(p) = self.next_value_path()
+                {
+                    self.locations.values.insert(p, pos);
+                }
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 let is_map = matches!(ev, Event::MappingStart(..));

@@ -155,9 +155,10 @@ pub fn credentials(host: &str) -> RegistryAuth {
         if let Some(auth) = entry.get("auth").and_then(|v| v.as_str()) {
             use base64::Engine as _;
             if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(auth)
-                && let Some((u, p)) = String::from_utf8_lossy(&raw).split_once(':') {
-                    return RegistryAuth::Basic(u.into(), p.into());
-                }
+                && let Some((u, p)) = String::from_utf8_lossy(&raw).split_once(':')
+            {
+                return RegistryAuth::Basic(u.into(), p.into());
+            }
         }
     }
     RegistryAuth::Anonymous

@@ -234,13 +234,14 @@ impl Store {
     ) -> Result<Digest, StoreError> {
         let actual = Digest::of(data);
         if let Some(e) = expected
-            && *e != actual {
-                return Err(StoreError::DigestMismatch {
-                    what: what.into(),
-                    expected: e.to_string(),
-                    actual: actual.to_string(),
-                });
-            }
+            && *e != actual
+        {
+            return Err(StoreError::DigestMismatch {
+                what: what.into(),
+                expected: e.to_string(),
+                actual: actual.to_string(),
+            });
+        }
         if !self.has_blob(&actual) {
             let mut w = self.blob_writer()?;
             w.write_all(data).map_err(io_err(&self.root))?;
@@ -634,13 +635,14 @@ impl BlobWriter {
             source: e.into_error(),
         })?;
         if let Some(e) = expected
-            && *e != digest {
-                return Err(StoreError::DigestMismatch {
-                    what: what.into(),
-                    expected: e.to_string(),
-                    actual: digest.to_string(),
-                });
-            }
+            && *e != digest
+        {
+            return Err(StoreError::DigestMismatch {
+                what: what.into(),
+                expected: e.to_string(),
+                actual: digest.to_string(),
+            });
+        }
         let dest = self.store.blob_path(&digest);
         if !dest.exists() {
             file.sync_all().map_err(io_err(&tmp_path))?;

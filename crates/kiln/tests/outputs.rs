@@ -168,7 +168,12 @@ fn kernel_initrd_is_a_valid_newc_cpio() {
             String::from_utf8_lossy(&listed.stderr)
         );
         let names = String::from_utf8_lossy(&listed.stdout);
-        for want in ["init", "bin/busybox", "etc/hosts", "lib/modules/6.6.0-kiln/modules.dep"] {
+        for want in [
+            "init",
+            "bin/busybox",
+            "etc/hosts",
+            "lib/modules/6.6.0-kiln/modules.dep",
+        ] {
             assert!(
                 names.lines().any(|l| l == want),
                 "{case}: {want} missing from the initrd:\n{names}"
