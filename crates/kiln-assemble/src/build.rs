@@ -166,19 +166,11 @@ pub fn image_references(set: &ManifestSet) -> Vec<(String, String)> {
         push(&v.image, format!("volumes[{i}].image"));
     }
     for section in CONTAINER_SECTIONS {
-        for (i, img) in section_images(m, section).iter().enumerate() {
+        for (i, img) in m.containers(section).iter().enumerate() {
             push(&img.image, format!("{section}[{i}].image"));
         }
     }
     out
-}
-
-fn section_images<'m>(m: &'m kiln_manifest::Manifest, section: &str) -> &'m [Image] {
-    match section {
-        "onboot" => &m.onboot,
-        "onshutdown" => &m.onshutdown,
-        _ => &m.services,
-    }
 }
 
 /// Assemble the root filesystem of `set` from `store` into `sink`.
@@ -202,7 +194,7 @@ pub fn assemble(
     let mut ids: HashMap<String, u32> = HashMap::new();
     let mut next = 100u32;
     for section in CONTAINER_SECTIONS {
-        for img in section_images(m, section) {
+        for img in m.containers(section) {
             ids.insert(img.name.clone(), next);
             next += 1;
         }
@@ -234,7 +226,7 @@ pub fn assemble(
     }
     let mut extracted: HashMap<String, String> = HashMap::new();
     for section in CONTAINER_SECTIONS {
-        for (i, yaml) in section_images(m, section).iter().enumerate() {
+        for (i, yaml) in m.containers(section).iter().enumerate() {
             let img = images.get(set, &yaml.image, section, i, "image")?;
             let name = if section == "services" {
                 yaml.name.clone()
@@ -499,15 +491,7 @@ fn kernel_files(
         Flattener::new(store, img).run(&mut |entry, data| {
             if entry.path == u && entry.kind == Kind::File {
                 found_ucode = true;
-                let e = Entry {
-                    path: "boot/ucode.cpio".into(),
-                    mtime: now,
-                    uid: 0,
-                    gid: 0,
-                    xattrs: Vec::new(),
-                    ..entry.clone()
-                };
-                out.add(e, data)?;
+                out.add(entry.moved_to("boot/ucode.cpio", now), data)?;
             }
             Ok(())
         })?;
@@ -517,15 +501,7 @@ fn kernel_files(
         if rel == binary && entry.kind == Kind::File {
             found_kernel = true;
             out.file("boot/cmdline", 0o644, k.cmdline.as_bytes())?;
-            let e = Entry {
-                path: "boot/kernel".into(),
-                mtime: now,
-                uid: 0,
-                gid: 0,
-                xattrs: Vec::new(),
-                ..entry.clone()
-            };
-            out.add(e, data)?;
+            out.add(entry.moved_to("boot/kernel", now), data)?;
         } else if Some(rel) == tar_name && entry.kind == Kind::File {
             found_tar = true;
             modules_tar(img, data, out)?;

@@ -57,11 +57,11 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// A directory entry.
-    pub fn dir(path: impl Into<String>, mode: u32, mtime: u64) -> Self {
+    /// A root-owned entry of `kind` with no data and no extended attributes.
+    pub fn new(path: impl Into<String>, kind: Kind, mode: u32, mtime: u64) -> Self {
         Entry {
             path: path.into(),
-            kind: Kind::Dir,
+            kind,
             mode,
             uid: 0,
             gid: 0,
@@ -71,17 +71,16 @@ impl Entry {
         }
     }
 
+    /// A directory entry.
+    pub fn dir(path: impl Into<String>, mode: u32, mtime: u64) -> Self {
+        Entry::new(path, Kind::Dir, mode, mtime)
+    }
+
     /// A regular file entry of `size` bytes.
     pub fn file(path: impl Into<String>, mode: u32, size: u64, mtime: u64) -> Self {
         Entry {
-            path: path.into(),
-            kind: Kind::File,
-            mode,
-            uid: 0,
-            gid: 0,
-            mtime,
             size,
-            xattrs: Vec::new(),
+            ..Entry::new(path, Kind::File, mode, mtime)
         }
     }
 
@@ -92,15 +91,15 @@ impl Entry {
         mode: u32,
         mtime: u64,
     ) -> Self {
+        Entry::new(path, Kind::Symlink(target.into()), mode, mtime)
+    }
+
+    /// This entry (its kind, mode, size and data) under another path, root-owned, at `mtime`,
+    /// without extended attributes.
+    pub fn moved_to(&self, path: impl Into<String>, mtime: u64) -> Self {
         Entry {
-            path: path.into(),
-            kind: Kind::Symlink(target.into()),
-            mode,
-            uid: 0,
-            gid: 0,
-            mtime,
-            size: 0,
-            xattrs: Vec::new(),
+            size: self.size,
+            ..Entry::new(path, self.kind.clone(), self.mode, mtime)
         }
     }
 }

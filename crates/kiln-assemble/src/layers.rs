@@ -132,16 +132,19 @@ impl<'a> Flattener<'a> {
         }
     }
 
+    fn layer_digest(&self, layer: usize) -> String {
+        self.image
+            .manifest
+            .layers
+            .get(layer)
+            .map(|l| l.digest.clone())
+            .unwrap_or_default()
+    }
+
     fn hostile(&self, layer: usize, path: &str, why: String) -> AssembleError {
         AssembleError::HostileLayer {
             image: self.image.reference.clone(),
-            layer: self
-                .image
-                .manifest
-                .layers
-                .get(layer)
-                .map(|l| l.digest.clone())
-                .unwrap_or_default(),
+            layer: self.layer_digest(layer),
             path: path.to_string(),
             why,
         }
@@ -150,13 +153,7 @@ impl<'a> Flattener<'a> {
     fn io(&self, layer: usize, e: std::io::Error) -> AssembleError {
         AssembleError::Layer {
             image: self.image.reference.clone(),
-            layer: self
-                .image
-                .manifest
-                .layers
-                .get(layer)
-                .map(|l| l.digest.clone())
-                .unwrap_or_default(),
+            layer: self.layer_digest(layer),
             source: e,
         }
     }

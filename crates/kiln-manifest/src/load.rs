@@ -27,14 +27,6 @@ pub struct ManifestSet {
     kernel_origin: Option<usize>,
 }
 
-fn section_list<'a>(m: &'a Manifest, section: &str) -> &'a [Image] {
-    match section {
-        "onboot" => &m.onboot,
-        "onshutdown" => &m.onshutdown,
-        _ => &m.services,
-    }
-}
-
 fn static_section(section: &str) -> &'static str {
     match section {
         "onboot" => "onboot",
@@ -148,7 +140,7 @@ impl ManifestSet {
         let m = &self.manifest;
         let mut names: HashMap<&str, &'static str> = HashMap::new();
         for section in CONTAINER_SECTIONS {
-            for (i, img) in section_list(m, section).iter().enumerate() {
+            for (i, img) in m.containers(section).iter().enumerate() {
                 if img.name.is_empty() {
                     return Err(self.missing(section, i, "name", "a container needs a name"));
                 }
@@ -162,7 +154,8 @@ impl ManifestSet {
                 }
                 let previous = names.insert(&img.name, section);
                 if section == "services" && previous == Some("services") {
-                    let first = section_list(m, section)
+                    let first = m
+                        .containers(section)
                         .iter()
                         .position(|x| x.name == img.name)
                         .unwrap_or(0);
@@ -182,7 +175,7 @@ impl ManifestSet {
             }
         }
         for section in CONTAINER_SECTIONS {
-            for (i, img) in section_list(m, section).iter().enumerate() {
+            for (i, img) in m.containers(section).iter().enumerate() {
                 self.check_id(section, i, "uid", img.uid.as_ref())?;
                 self.check_id(section, i, "gid", img.gid.as_ref())?;
                 for (j, id) in img.additional_gids.iter().flatten().enumerate() {
@@ -251,7 +244,7 @@ impl ManifestSet {
             Some(Id::Name(name)) if !name.is_empty() && name != "root" => {
                 let known = CONTAINER_SECTIONS
                     .iter()
-                    .flat_map(|s| section_list(&self.manifest, s))
+                    .flat_map(|s| self.manifest.containers(s))
                     .any(|img| &img.name == name);
                 if known {
                     return Ok(());

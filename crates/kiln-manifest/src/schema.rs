@@ -37,6 +37,18 @@ pub struct Manifest {
     pub trust: Option<Trust>,
 }
 
+impl Manifest {
+    /// The containers of `section` (`onboot`, `onshutdown` or `services`; anything else is
+    /// `services`).
+    pub fn containers(&self, section: &str) -> &[Image] {
+        match section {
+            "onboot" => &self.onboot,
+            "onshutdown" => &self.onshutdown,
+            _ => &self.services,
+        }
+    }
+}
+
 /// `kernel:`: which image holds the kernel and how to boot it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -221,24 +221,12 @@ fn import_docker_save(
             } else {
                 spec::MEDIA_OCI_LAYER
             };
-            layers.push(Descriptor {
-                media_type: media.into(),
-                digest: d.to_string(),
-                size,
-                platform: None,
-                annotations: Default::default(),
-            });
+            layers.push(Descriptor::new(media, &d, size));
         }
         let manifest = Manifest {
             schema_version: 2,
             media_type: Some(spec::MEDIA_OCI_MANIFEST.into()),
-            config: Descriptor {
-                media_type: spec::MEDIA_OCI_CONFIG.into(),
-                digest: config.to_string(),
-                size: config_size,
-                platform: None,
-                annotations: Default::default(),
-            },
+            config: Descriptor::new(spec::MEDIA_OCI_CONFIG, config, config_size),
             layers,
             annotations: Default::default(),
         };
@@ -247,13 +235,7 @@ fn import_docker_save(
             why: e.to_string(),
         })?;
         let md = store.put_bytes(&data, None, "manifest")?;
-        let desc = Descriptor {
-            media_type: spec::MEDIA_OCI_MANIFEST.into(),
-            digest: md.to_string(),
-            size: data.len() as u64,
-            platform: None,
-            annotations: Default::default(),
-        };
+        let desc = Descriptor::new(spec::MEDIA_OCI_MANIFEST, md, data.len() as u64);
         for tag in e.repo_tags.iter().flatten() {
             let r: Reference = tag.parse().map_err(StoreError::from)?;
             store.tag(&r, desc.clone())?;

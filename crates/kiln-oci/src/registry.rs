@@ -292,13 +292,7 @@ async fn pull_async(
     .buffer_unordered(parallel)
     .try_collect::<Vec<()>>()
     .await?;
-    let desc = Descriptor {
-        media_type: top_media,
-        digest: top.to_string(),
-        size: data.len() as u64,
-        platform: None,
-        annotations: Default::default(),
-    };
+    let desc = Descriptor::new(top_media, &top, data.len() as u64);
     store.tag(r, desc)?;
     store.resolve(r, &opts.arch)?;
     Ok(top)

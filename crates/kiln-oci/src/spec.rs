@@ -47,6 +47,19 @@ pub struct Descriptor {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl Descriptor {
+    /// A descriptor with no platform and no annotations.
+    pub fn new(media_type: impl Into<String>, digest: impl ToString, size: u64) -> Self {
+        Descriptor {
+            media_type: media_type.into(),
+            digest: digest.to_string(),
+            size,
+            platform: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
 /// A platform: OS, architecture, variant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Platform {

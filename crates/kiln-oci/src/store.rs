@@ -391,14 +391,11 @@ impl Store {
             let digest: Digest = d.parse()?;
             if self.has_blob(&digest) {
                 let data = self.read_json_blob(&digest, d)?;
-                let media = media_type_of(&data);
-                return Ok(Some(Descriptor {
-                    media_type: media,
-                    digest: d.clone(),
-                    size: data.len() as u64,
-                    platform: None,
-                    annotations: Default::default(),
-                }));
+                return Ok(Some(Descriptor::new(
+                    media_type_of(&data),
+                    d,
+                    data.len() as u64,
+                )));
             }
         }
         Ok(None)
@@ -697,13 +694,7 @@ mod tests {
         let md = store.put_bytes(&data, None, "manifest").expect("manifest");
         let orphan = store.put_bytes(b"orphan", None, "orphan").expect("orphan");
         let r: Reference = "example.com/a/b".parse().expect("ref");
-        let desc = Descriptor {
-            media_type: spec::MEDIA_OCI_MANIFEST.into(),
-            digest: md.to_string(),
-            size: data.len() as u64,
-            platform: None,
-            annotations: Default::default(),
-        };
+        let desc = Descriptor::new(spec::MEDIA_OCI_MANIFEST, &md, data.len() as u64);
         store.tag(&r, desc).expect("tag");
         let img = store.resolve(&r, "x86_64").expect("resolve");
         assert_eq!(img.config.architecture, "amd64");

@@ -103,6 +103,18 @@ fn digest_of(cache: &Path, name: &str) -> String {
         .to_string()
 }
 
+/// Name the store's image `local` as `remote` and push it there with kiln.
+fn push_as(cache: &Path, local: &str, remote: &str) {
+    let mut tag = kiln();
+    tag.args(["cache", "tag", local, remote]);
+    cache_args(&mut tag, cache);
+    run_ok(&mut tag);
+    let mut push = kiln();
+    push.args(["cache", "push", remote]);
+    cache_args(&mut push, cache);
+    run_ok(&mut push);
+}
+
 #[test]
 fn push_pull_and_skopeo_interop() {
     if !prerequisites() || conformance_dir().is_none() {
@@ -114,14 +126,7 @@ fn push_pull_and_skopeo_interop() {
     let remote = format!("{}/kiln-test/svc:1", reg.addr);
 
     // kiln pushes; a fresh kiln store pulls the same digest back.
-    let mut tag = kiln();
-    tag.args(["cache", "tag", "kiln-test/svc:1", &remote]);
-    cache_args(&mut tag, &cache);
-    run_ok(&mut tag);
-    let mut push = kiln();
-    push.args(["cache", "push", &remote]);
-    cache_args(&mut push, &cache);
-    run_ok(&mut push);
+    push_as(&cache, "kiln-test/svc:1", &remote);
     let fresh = tmp.path().join("fresh");
     let mut pull = kiln();
     pull.args(["cache", "pull", &remote]);
@@ -181,14 +186,7 @@ fn cold_build_through_a_mirror() {
     let cache = fixture_store(tmp.path());
     for img in ["kernel:6.6.0", "init:1", "runtime:1", "plain:1", "svc:1"] {
         let remote = format!("{}/kiln-test/{img}", reg.addr);
-        let mut tag = kiln();
-        tag.args(["cache", "tag", &format!("kiln-test/{img}"), &remote]);
-        cache_args(&mut tag, &cache);
-        run_ok(&mut tag);
-        let mut push = kiln();
-        push.args(["cache", "push", &remote]);
-        cache_args(&mut push, &cache);
-        run_ok(&mut push);
+        push_as(&cache, &format!("kiln-test/{img}"), &remote);
     }
     // An empty store, and the manifest names docker.io images: the mirror serves them.
     let cold = tmp.path().join("cold");
