@@ -141,6 +141,15 @@ impl<'a> Flattener<'a> {
             .unwrap_or_default()
     }
 
+    /// Layer `layer` of the image as a tar archive, decompressed.
+    fn open_layer(
+        &self,
+        layer: usize,
+    ) -> Result<tar::Archive<Box<dyn Read + Send>>, AssembleError> {
+        let reader = self.store.open_layer(&self.image.manifest.layers[layer])?;
+        Ok(tar::Archive::new(reader))
+    }
+
     fn hostile(&self, layer: usize, path: &str, why: String) -> AssembleError {
         AssembleError::HostileLayer {
             image: self.image.reference.clone(),
@@ -185,9 +194,7 @@ impl<'a> Flattener<'a> {
     }
 
     fn index_layer(&mut self, layer: usize) -> Result<(), AssembleError> {
-        let desc = self.image.manifest.layers[layer].clone();
-        let reader = self.store.open_layer(&desc)?;
-        let mut archive = tar::Archive::new(reader);
+        let mut archive = self.open_layer(layer)?;
         let members = archive.entries().map_err(|e| self.io(layer, e))?;
         for (ordinal, member) in members.enumerate() {
             let mut member = member.map_err(|e| self.io(layer, e))?;
@@ -305,9 +312,7 @@ impl<'a> Flattener<'a> {
         }
         let mut emitted: HashSet<String> = HashSet::new();
         for layer in 0..layers {
-            let desc = self.image.manifest.layers[layer].clone();
-            let reader = self.store.open_layer(&desc)?;
-            let mut archive = tar::Archive::new(reader);
+            let mut archive = self.open_layer(layer)?;
             let members = archive.entries().map_err(|e| self.io(layer, e))?;
             for (ordinal, member) in members.enumerate() {
                 let mut member = member.map_err(|e| self.io(layer, e))?;

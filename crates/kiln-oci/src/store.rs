@@ -233,15 +233,7 @@ impl Store {
         what: &str,
     ) -> Result<Digest, StoreError> {
         let actual = Digest::of(data);
-        if let Some(e) = expected
-            && *e != actual
-        {
-            return Err(StoreError::DigestMismatch {
-                what: what.into(),
-                expected: e.to_string(),
-                actual: actual.to_string(),
-            });
-        }
+        verify(expected, &actual, what)?;
         if !self.has_blob(&actual) {
             let mut w = self.blob_writer()?;
             w.write_all(data).map_err(io_err(&self.root))?;
@@ -595,6 +587,18 @@ pub fn decompress<R: BufRead + Send + 'static>(mut r: R) -> io::Result<Box<dyn R
     }
 }
 
+/// Fail with `DigestMismatch` when `expected` is given and differs from `actual`.
+fn verify(expected: Option<&Digest>, actual: &Digest, what: &str) -> Result<(), StoreError> {
+    match expected {
+        Some(e) if e != actual => Err(StoreError::DigestMismatch {
+            what: what.into(),
+            expected: e.to_string(),
+            actual: actual.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
@@ -631,15 +635,7 @@ impl BlobWriter {
             path: tmp_path.clone(),
             source: e.into_error(),
         })?;
-        if let Some(e) = expected
-            && *e != digest
-        {
-            return Err(StoreError::DigestMismatch {
-                what: what.into(),
-                expected: e.to_string(),
-                actual: digest.to_string(),
-            });
-        }
+        verify(expected, &digest, what)?;
         let dest = self.store.blob_path(&digest);
         if !dest.exists() {
             file.sync_all().map_err(io_err(&tmp_path))?;
