@@ -1,8 +1,9 @@
 //! The `kiln` command: argument parsing, progress and output. The work is done by the library
-//! crates (kiln-manifest, kiln-oci, kiln-assemble, kiln-format).
+//! crates (kiln-manifest, kiln-oci, kiln-assemble, kiln-format, kiln-build, kiln-runtime).
 
 mod build;
 mod cache;
+mod image;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -56,6 +57,12 @@ enum Command {
     /// Manage the image store
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Build and import images
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Build LinuxKit-format packages (build.yml and a Dockerfile)
+    #[command(subcommand)]
+    Pkg(image::PkgCommand),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +82,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(args) => build::run(args),
         Command::Cache(cmd) => cache::run(cmd),
+        Command::Image(cmd) => image::run_image(cmd),
+        Command::Pkg(cmd) => image::run_pkg(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,232 @@
+//! The build context: a directory, filtered by `.dockerignore`, and the expansion of COPY/ADD
+//! source patterns against it (or against another stage's root filesystem).
+//!
+//! `.dockerignore` follows Docker's rules: one pattern per line, `#` comments, `**` for any
+//! number of directories, `!` to re-include, the last matching pattern wins, and a pattern that
+//! matches a directory excludes everything beneath it.
+
+use globset::{Glob, GlobBuilder, GlobMatcher};
+use sha2::{Digest as _, Sha256};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Compiled `.dockerignore` patterns.
+#[derive(Debug, Default, Clone)]
+pub struct Ignore {
+    rules: Vec<(GlobMatcher, bool)>,
+}
+
+fn glob(pattern: &str) -> Result<GlobMatcher, String> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map(|g: Glob| g.compile_matcher())
+        .map_err(|e| format!("bad pattern {pattern:?}: {e}"))
+}
+
+impl Ignore {
+    /// Parse `.dockerignore` text. Errors name the line.
+    pub fn parse(text: &str) -> Result<Ignore, String> {
+        let mut rules = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (include, pattern) = match line.strip_prefix('!') {
+                Some(p) => (true, p.trim()),
+                None => (false, line),
+            };
+            let cleaned = clean(pattern);
+            if cleaned.is_empty() {
+                continue;
+            }
+            let m = glob(&cleaned).map_err(|e| format!(".dockerignore:{}: {e}", n + 1))?;
+            rules.push((m, include));
+        }
+        Ok(Ignore { rules })
+    }
+
+    /// Whether the context-relative path `rel` is excluded.
+    pub fn excludes(&self, rel: &str) -> bool {
+        let mut excluded = false;
+        for (m, include) in &self.rules {
+            // A pattern matches the path itself or any of its parent directories.
+            let mut hit = m.is_match(rel);
+            let mut p = rel;
+            while !hit && let Some((parent, _)) = p.rsplit_once('/') {
+                hit = m.is_match(parent);
+                p = parent;
+            }
+            if hit {
+                excluded = !include;
+            }
+        }
+        excluded
+    }
+}
+
+/// Clean a path lexically: no leading `/`, no `.` components, `..` resolved (never above the
+/// start).
+pub fn clean(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
+}
+
+/// A build context directory.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The directory.
+    pub root: PathBuf,
+    /// Its `.dockerignore`.
+    pub ignore: Ignore,
+}
+
+impl Context {
+    /// Open the context at `root`, reading its `.dockerignore`.
+    pub fn open(root: &Path) -> Result<Context, String> {
+        let path = root.join(".dockerignore");
+        let ignore = match fs::read_to_string(&path) {
+            Ok(text) => Ignore::parse(&text)?,
+            Err(_) => Ignore::default(),
+        };
+        Ok(Context {
+            root: root.to_path_buf(),
+            ignore,
+        })
+    }
+}
+
+fn has_wildcards(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// The paths (relative to `root`) that the source `pattern` names, sorted. `ignore` hides
+/// excluded paths. Symlinks in the pattern's directories are not followed out of `root`.
+pub fn expand_sources(
+    root: &Path,
+    pattern: &str,
+    ignore: Option<&Ignore>,
+) -> Result<Vec<String>, String> {
+    let cleaned = clean(pattern);
+    let excluded = |rel: &str| ignore.is_some_and(|i| !rel.is_empty() && i.excludes(rel));
+    if !has_wildcards(&cleaned) {
+        let path = crate::fsops::resolve_in_root(root, &cleaned, true);
+        if fs::symlink_metadata(&path).is_err() || excluded(&cleaned) {
+            return Err(format!("{pattern:?} not found in the build context"));
+        }
+        return Ok(vec![cleaned]);
+    }
+    let matcher = glob(&cleaned)?;
+    let depth = cleaned.split('/').count();
+    let mut found = Vec::new();
+    let walk = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .max_depth(depth)
+        .sort_by_file_name();
+    for entry in walk.into_iter().filter_map(Result::ok) {
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        let rel = rel.to_string_lossy().to_string();
+        if rel.split('/').count() == depth && matcher.is_match(&rel) && !excluded(&rel) {
+            found.push(rel);
+        }
+    }
+    if found.is_empty() {
+        return Err(format!("no file in the build context matches {pattern:?}"));
+    }
+    Ok(found)
+}
+
+/// A digest of the files under `path` (names, types, modes, owners, sizes, contents, link
+/// targets; not modification times), skipping what `skip` says: the cache key of a COPY source.
+pub fn hash_tree(path: &Path, skip: &dyn Fn(&Path) -> bool) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    let walk = walkdir::WalkDir::new(path)
+        .sort_by_file_name()
+        .follow_links(false);
+    let mut it = walk.into_iter();
+    while let Some(entry) = it.next() {
+        let entry = entry.map_err(std::io::Error::other)?;
+        if entry.depth() > 0 && skip(entry.path()) {
+            if entry.file_type().is_dir() {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        let meta = entry.path().symlink_metadata()?;
+        let rel = entry.path().strip_prefix(path).unwrap_or(entry.path());
+        h.update(rel.to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update(format!("{:o} {} {}\0", meta.mode(), meta.uid(), meta.gid()));
+        if meta.file_type().is_symlink() {
+            h.update(fs::read_link(entry.path())?.to_string_lossy().as_bytes());
+        } else if meta.is_file() {
+            h.update(meta.len().to_le_bytes());
+            let mut f = fs::File::open(entry.path())?;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+        }
+        h.update([0xff]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockerignore_rules() {
+        let i = Ignore::parse("# comment\n*.log\nbuild/\n!build/keep.txt\n**/*.tmp\n/secret\n")
+            .expect("parse");
+        assert!(i.excludes("a.log"));
+        assert!(!i.excludes("dir/a.log"));
+        assert!(i.excludes("build/out.o"));
+        assert!(!i.excludes("build/keep.txt"));
+        assert!(i.excludes("x/y/z.tmp"));
+        assert!(i.excludes("secret"));
+        assert!(i.excludes("secret/inner"));
+        assert!(!i.excludes("src/main.c"));
+    }
+
+    #[test]
+    fn sources_expand_sorted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in ["b.txt", "a.txt", "c.md", "sub/d.txt"] {
+            let p = dir.path().join(f);
+            fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            fs::write(p, f).expect("write");
+        }
+        let ignore = Ignore::parse("b.txt").expect("parse");
+        assert_eq!(
+            expand_sources(dir.path(), "*.txt", Some(&ignore)).expect("glob"),
+            vec!["a.txt"]
+        );
+        assert_eq!(
+            expand_sources(dir.path(), "./sub/../*.md", None).expect("glob"),
+            vec!["c.md"]
+        );
+        assert!(expand_sources(dir.path(), "b.txt", Some(&ignore)).is_err());
+        assert!(expand_sources(dir.path(), "*.none", None).is_err());
+    }
+}

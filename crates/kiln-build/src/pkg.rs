@@ -1,0 +1,319 @@
+//! `kiln pkg build`: LinuxKit's package format. A package is a directory with a `build.yml`
+//! (image, org, tag, dockerfile, arches, network, disable-cache, config, buildArgs,
+//! extra-sources) and a Dockerfile. Its tag is a content hash of the directory (and its extra
+//! sources), with `-dirty` appended while git reports uncommitted changes in it. `config`
+//! becomes the image's `org.mobyproject.config` label. A build argument written
+//! `@lkt:pkg:PATH` is replaced by the image name of the package at PATH.
+
+use crate::builder::{BuildOptions, Built, build};
+use crate::context::hash_tree;
+use crate::error::{BuildError, io_err};
+use kiln_oci::{Reference, Store};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The label LinuxKit reads a package's runtime settings from.
+pub const CONFIG_LABEL: &str = "org.mobyproject.config";
+
+/// A package's `build.yml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BuildYml {
+    /// Image name (without org and tag).
+    pub image: String,
+    /// Organisation (the image name's namespace); `linuxkit` by default.
+    #[serde(default)]
+    pub org: Option<String>,
+    /// A fixed tag instead of the content hash (`{{.Hash}}` stands for the hash).
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// The Dockerfile, relative to the package (default `Dockerfile`).
+    #[serde(default)]
+    pub dockerfile: Option<String>,
+    /// Architectures the package builds for.
+    #[serde(default)]
+    pub arches: Option<Vec<String>>,
+    /// Whether RUN steps may use the network.
+    #[serde(default)]
+    pub network: Option<bool>,
+    /// Build without the step cache.
+    #[serde(default)]
+    pub disable_cache: Option<bool>,
+    /// Runtime settings, stored as the `org.mobyproject.config` label.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    /// Build arguments, `NAME=VALUE`.
+    #[serde(default, rename = "buildArgs")]
+    pub build_args: Option<Vec<String>>,
+    /// Extra directories hashed into the tag, `SRC:DST` (relative to the package).
+    #[serde(default)]
+    pub extra_sources: Option<Vec<String>>,
+    /// Accepted for compatibility; unused.
+    #[serde(default)]
+    pub gitrepo: Option<String>,
+    /// Accepted for compatibility; kiln verifies digests, not signatures.
+    #[serde(default)]
+    pub disable_content_trust: Option<bool>,
+}
+
+/// A package directory and what its build.yml says.
+#[derive(Debug, Clone)]
+pub struct Package {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Its build.yml.
+    pub spec: BuildYml,
+    /// The content tag.
+    pub tag: String,
+}
+
+impl Package {
+    /// Read the package in `dir`.
+    pub fn load(dir: &Path) -> Result<Package, BuildError> {
+        let file = dir.join("build.yml");
+        let text = fs::read_to_string(&file).map_err(io_err(&file))?;
+        let spec: BuildYml = serde_norway::from_str(&text).map_err(|e| BuildError::Package {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
+        if spec.image.is_empty() || spec.image.contains([':', '/', '@']) {
+            return Err(BuildError::Package {
+                file,
+                message: format!(
+                    "image {:?}: give a bare name; org and tag are separate keys",
+                    spec.image
+                ),
+            });
+        }
+        if let Some(cfg) = &spec.config {
+            let text = serde_json::to_string(cfg).unwrap_or_default();
+            kiln_manifest::parse_label(&spec.image, &text).map_err(|d| BuildError::Package {
+                file: file.clone(),
+                message: format!("config: {d}"),
+            })?;
+        }
+        let tag = content_tag(dir, &spec, 0)?;
+        let tag = match &spec.tag {
+            Some(t) => t.replace("{{.Hash}}", &tag),
+            None => tag,
+        };
+        Ok(Package {
+            dir: dir.to_path_buf(),
+            spec,
+            tag,
+        })
+    }
+
+    /// The image name: `org/image:tag`.
+    pub fn reference(&self, org: Option<&str>) -> String {
+        let org = org.or(self.spec.org.as_deref()).unwrap_or("linuxkit");
+        format!("{org}/{}:{}", self.spec.image, self.tag)
+    }
+
+    /// The `org.mobyproject.config` label value, if the package has a config.
+    pub fn label(&self) -> Option<String> {
+        let cfg = self.spec.config.as_ref()?;
+        let text = serde_json::to_string(cfg).ok()?;
+        let image = kiln_manifest::parse_label(&self.spec.image, &text).ok()?;
+        let mut v = serde_json::to_value(&image).ok()?;
+        if let Some(m) = v.as_object_mut() {
+            m.retain(|k, v| !(matches!(k.as_str(), "name" | "image") && v.as_str() == Some("")));
+        }
+        serde_json::to_string(&v).ok()
+    }
+}
+
+/// The content hash of a package: its files (and extra sources), 40 hex digits, `-dirty` when
+/// git reports uncommitted changes there.
+fn content_tag(dir: &Path, spec: &BuildYml, depth: usize) -> Result<String, BuildError> {
+    let mut h = Sha256::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    for src in spec.extra_sources.iter().flatten() {
+        let s = src.split_once(':').map_or(src.as_str(), |(s, _)| s);
+        dirs.push(dir.join(s));
+    }
+    for d in &dirs {
+        let sum =
+            hash_tree(d, &|p| p.file_name().is_some_and(|n| n == ".git")).map_err(io_err(d))?;
+        h.update(sum.as_bytes());
+    }
+    // A package built FROM another changes when that one does.
+    for arg in spec.build_args.iter().flatten() {
+        if let Some(path) = arg
+            .split_once('=')
+            .and_then(|(_, v)| v.strip_prefix("@lkt:pkg:"))
+        {
+            if depth > 32 {
+                return Err(BuildError::Package {
+                    file: dir.join("build.yml"),
+                    message: "packages depend on each other in a cycle".into(),
+                });
+            }
+            let dep = dir.join(path);
+            let file = dep.join("build.yml");
+            let text = fs::read_to_string(&file).map_err(io_err(&file))?;
+            let dep_spec: BuildYml =
+                serde_norway::from_str(&text).map_err(|e| BuildError::Package {
+                    file: file.clone(),
+                    message: e.to_string(),
+                })?;
+            h.update(content_tag(&dep, &dep_spec, depth + 1)?.as_bytes());
+        }
+    }
+    let mut tag = hex::encode(h.finalize())[..40].to_string();
+    if dirs.iter().any(|d| git_dirty(d)) {
+        tag.push_str("-dirty");
+    }
+    Ok(tag)
+}
+
+fn git_dirty(dir: &Path) -> bool {
+    Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["status", "--porcelain", "--untracked-files=all", "--", "."])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .is_some_and(|o| !o.stdout.is_empty())
+}
+
+/// Options for building packages.
+#[derive(Clone)]
+pub struct PkgOptions {
+    /// Base build options (registry, arch, progress, ...); context, Dockerfile and tags are set
+    /// per package.
+    pub base: BuildOptions,
+    /// Override every package's org.
+    pub org: Option<String>,
+    /// Build even when the image is already in the store.
+    pub force: bool,
+}
+
+/// What happened to one package.
+#[derive(Debug, Clone)]
+pub struct PkgResult {
+    /// The package directory.
+    pub dir: PathBuf,
+    /// The image name.
+    pub reference: String,
+    /// The build, or `None` when the image was already in the store.
+    pub built: Option<Built>,
+}
+
+/// Build the packages in `dirs`, a package named by `@lkt:pkg:` in another's build arguments
+/// first.
+pub fn build_packages(
+    store: &Store,
+    dirs: &[PathBuf],
+    opts: &PkgOptions,
+) -> Result<Vec<PkgResult>, BuildError> {
+    let mut order: Vec<PathBuf> = Vec::new();
+    for d in dirs {
+        visit(d, &mut order, &mut Vec::new())?;
+    }
+    let mut results = Vec::new();
+    let mut refs: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for dir in order {
+        let pkg = Package::load(&dir)?;
+        let reference = pkg.reference(opts.org.as_deref());
+        let r: Reference = reference.parse().map_err(|e| BuildError::Package {
+            file: dir.join("build.yml"),
+            message: format!("image name {reference:?}: {e}"),
+        })?;
+        let canonical = fs::canonicalize(&dir).map_err(io_err(&dir))?;
+        refs.insert(canonical, reference.clone());
+        let arch = kiln_oci::spec::normalize_arch(&opts.base.arch).to_string();
+        if let Some(arches) = &pkg.spec.arches
+            && !arches
+                .iter()
+                .any(|a| kiln_oci::spec::normalize_arch(a) == arch)
+        {
+            return Err(BuildError::Package {
+                file: dir.join("build.yml"),
+                message: format!(
+                    "the package builds for {} only, not {arch}",
+                    arches.join(", ")
+                ),
+            });
+        }
+        if !opts.force && store.resolve(&r, &arch).is_ok() {
+            results.push(PkgResult {
+                dir,
+                reference,
+                built: None,
+            });
+            continue;
+        }
+        let mut b = opts.base.clone();
+        b.context = dir.clone();
+        b.dockerfile = dir.join(pkg.spec.dockerfile.as_deref().unwrap_or("Dockerfile"));
+        b.tags = vec![r];
+        b.no_cache |= pkg.spec.disable_cache.unwrap_or(false);
+        b.network = if pkg.spec.network.unwrap_or(false) {
+            kiln_runtime::Network::Host
+        } else {
+            kiln_runtime::Network::None
+        };
+        for arg in pkg.spec.build_args.iter().flatten() {
+            let (k, v) = arg.split_once('=').unwrap_or((arg, ""));
+            let v = match v.strip_prefix("@lkt:pkg:") {
+                Some(path) => {
+                    let p = fs::canonicalize(dir.join(path)).map_err(io_err(dir.join(path)))?;
+                    refs.get(&p).cloned().ok_or_else(|| BuildError::Package {
+                        file: dir.join("build.yml"),
+                        message: format!("buildArgs {k}: package {path} was not built"),
+                    })?
+                }
+                None => v.to_string(),
+            };
+            b.build_args.push((k.to_string(), v));
+        }
+        if let Some(label) = pkg.label() {
+            b.labels.insert(CONFIG_LABEL.into(), label);
+        }
+        b.labels
+            .insert("org.opencontainers.image.revision".into(), pkg.tag.clone());
+        let built = build(store, &b)?;
+        results.push(PkgResult {
+            dir,
+            reference,
+            built: Some(built),
+        });
+    }
+    Ok(results)
+}
+
+/// Depth-first: the packages `dir` depends on (through `@lkt:pkg:`), then `dir`.
+fn visit(dir: &Path, order: &mut Vec<PathBuf>, stack: &mut Vec<PathBuf>) -> Result<(), BuildError> {
+    let canonical = fs::canonicalize(dir).map_err(io_err(dir))?;
+    if order
+        .iter()
+        .any(|d| fs::canonicalize(d).is_ok_and(|c| c == canonical))
+    {
+        return Ok(());
+    }
+    if stack.contains(&canonical) {
+        return Err(BuildError::Package {
+            file: dir.join("build.yml"),
+            message: "packages depend on each other in a cycle".into(),
+        });
+    }
+    stack.push(canonical);
+    let pkg = Package::load(dir)?;
+    for arg in pkg.spec.build_args.iter().flatten() {
+        if let Some(path) = arg
+            .split_once('=')
+            .and_then(|(_, v)| v.strip_prefix("@lkt:pkg:"))
+        {
+            visit(&dir.join(path), order, stack)?;
+        }
+    }
+    stack.pop();
+    order.push(dir.to_path_buf());
+    Ok(())
+}

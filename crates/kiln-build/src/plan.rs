@@ -1,0 +1,232 @@
+//! Stages and their dependencies: which stages the target needs, and in which waves they can be
+//! built (stages of one wave do not depend on each other and are built in parallel).
+
+use crate::dockerfile::{Args, Dockerfile, Instruction};
+use crate::error::BuildError;
+use crate::shell_lex::{expand, split_words};
+
+/// One `FROM ... [AS name]` stage.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// Position among the stages.
+    pub index: usize,
+    /// The `AS` name, lower-cased.
+    pub name: Option<String>,
+    /// The FROM instruction.
+    pub from: Instruction,
+    /// The base as written (before expansion).
+    pub base: String,
+    /// The instructions after FROM.
+    pub body: Vec<Instruction>,
+}
+
+/// Where a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// `FROM scratch`.
+    Scratch,
+    /// An earlier stage.
+    Stage(usize),
+    /// An image reference.
+    Image(String),
+}
+
+/// The stages of a Dockerfile, the global ARGs and the build order.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// ARG instructions before the first FROM.
+    pub global_args: Vec<Instruction>,
+    /// All stages.
+    pub stages: Vec<Stage>,
+    /// The stage to build.
+    pub target: usize,
+    /// Waves of stage indexes: each wave depends only on earlier waves.
+    pub waves: Vec<Vec<usize>>,
+}
+
+/// Split a Dockerfile into stages, pick the target and order what it needs. `global_vars` are
+/// the values used to expand FROM lines (global ARGs and build arguments).
+pub fn plan(
+    file: &str,
+    df: &Dockerfile,
+    target: Option<&str>,
+    global_vars: &[(String, String)],
+) -> Result<Plan, BuildError> {
+    let err = |line: usize, message: String| BuildError::Dockerfile {
+        file: file.to_string(),
+        line,
+        message,
+    };
+    let mut global_args = Vec::new();
+    let mut stages: Vec<Stage> = Vec::new();
+    for ins in &df.instructions {
+        if ins.keyword == "FROM" {
+            let Args::Shell(text) = &ins.args else {
+                return Err(err(ins.line, "FROM takes an image name".into()));
+            };
+            let words = split_words(text, df.escape);
+            let (base, name) = match words.as_slice() {
+                [base] => (base.clone(), None),
+                [base, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => {
+                    (base.clone(), Some(name.to_ascii_lowercase()))
+                }
+                _ => {
+                    return Err(err(
+                        ins.line,
+                        format!("FROM {text}: expected `FROM image [AS name]`"),
+                    ));
+                }
+            };
+            if let Some(n) = &name {
+                if stages.iter().any(|s| s.name.as_deref() == Some(n)) {
+                    return Err(err(ins.line, format!("stage name {n:?} is used twice")));
+                }
+                if !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    || !n.starts_with(|c: char| c.is_ascii_alphabetic())
+                {
+                    return Err(err(ins.line, format!("invalid stage name {n:?}")));
+                }
+            }
+            stages.push(Stage {
+                index: stages.len(),
+                name,
+                from: ins.clone(),
+                base,
+                body: Vec::new(),
+            });
+        } else if let Some(stage) = stages.last_mut() {
+            stage.body.push(ins.clone());
+        } else {
+            global_args.push(ins.clone());
+        }
+    }
+    let target = match target {
+        None => stages.len() - 1,
+        Some(t) => find_stage(&stages, &t.to_ascii_lowercase(), stages.len()).ok_or_else(|| {
+            let names: Vec<_> = stages.iter().filter_map(|s| s.name.clone()).collect();
+            err(
+                1,
+                format!(
+                    "target stage {t:?} not found; stages are: {}",
+                    names.join(", ")
+                ),
+            )
+        })?,
+    };
+    // Dependencies of each stage: its base and every COPY --from that names a stage.
+    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
+    for s in &stages {
+        if let Base::Stage(i) =
+            base_of(&stages, s, df.escape, global_vars).map_err(|m| err(s.from.line, m))?
+        {
+            deps[s.index].push(i);
+        }
+        for ins in &s.body {
+            if let Some(from) = ins.flag("from").and_then(|f| f.value.clone())
+                && let Some(i) = find_stage(&stages, &from.to_ascii_lowercase(), s.index)
+            {
+                deps[s.index].push(i);
+            }
+        }
+    }
+    // Waves: repeatedly take the needed stages whose dependencies are done.
+    let mut needed = vec![false; stages.len()];
+    let mut stack = vec![target];
+    while let Some(i) = stack.pop() {
+        if !needed[i] {
+            needed[i] = true;
+            stack.extend(deps[i].iter().copied());
+        }
+    }
+    let mut done = vec![false; stages.len()];
+    let mut waves = Vec::new();
+    loop {
+        let wave: Vec<usize> = (0..stages.len())
+            .filter(|&i| needed[i] && !done[i] && deps[i].iter().all(|&d| done[d]))
+            .collect();
+        if wave.is_empty() {
+            break;
+        }
+        for &i in &wave {
+            done[i] = true;
+        }
+        waves.push(wave);
+    }
+    Ok(Plan {
+        global_args,
+        stages,
+        target,
+        waves,
+    })
+}
+
+/// A stage by name or by index, among the stages before `before`.
+pub fn find_stage(stages: &[Stage], name: &str, before: usize) -> Option<usize> {
+    if let Ok(i) = name.parse::<usize>() {
+        return (i < before && i < stages.len()).then_some(i);
+    }
+    stages[..before.min(stages.len())]
+        .iter()
+        .find(|s| s.name.as_deref() == Some(name))
+        .map(|s| s.index)
+}
+
+/// What stage `s` starts from, after expanding its FROM line with `vars`.
+pub fn base_of(
+    stages: &[Stage],
+    s: &Stage,
+    escape: char,
+    vars: &[(String, String)],
+) -> Result<Base, String> {
+    let base = expand(&s.base, vars, escape).map_err(|e| e.0)?;
+    if base.is_empty() {
+        return Err(format!("FROM {}: the image name is empty", s.base));
+    }
+    if base.eq_ignore_ascii_case("scratch") {
+        return Ok(Base::Scratch);
+    }
+    Ok(
+        match find_stage(stages, &base.to_ascii_lowercase(), s.index) {
+            Some(i) if base.parse::<usize>().is_err() => Base::Stage(i),
+            _ => Base::Image(base),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::parse;
+
+    #[test]
+    fn only_needed_stages_in_waves() {
+        let df = parse(
+            "Dockerfile",
+            "ARG BASE=debian\nFROM $BASE AS a\nFROM scratch AS unused\nFROM debian AS b\nFROM a AS final\nCOPY --from=b /x /x\n",
+        )
+        .expect("parse");
+        let vars = vec![("BASE".to_string(), "debian".to_string())];
+        let p = plan("Dockerfile", &df, None, &vars).expect("plan");
+        assert_eq!(p.target, 3);
+        assert_eq!(p.waves, vec![vec![0, 2], vec![3]]);
+        let p = plan("Dockerfile", &df, Some("unused"), &vars).expect("plan");
+        assert_eq!(p.waves, vec![vec![1]]);
+        let e = plan("Dockerfile", &df, Some("nope"), &vars).expect_err("no such target");
+        assert!(
+            e.to_string().contains("stages are: a, unused, b, final"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_stage_names_are_refused() {
+        let df = parse("Dockerfile", "FROM scratch AS x\nFROM scratch AS X\n").expect("parse");
+        let e = plan("Dockerfile", &df, None, &[]).expect_err("dup");
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:2: stage name \"x\" is used twice"
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! Unpacking a layer tar into a directory in overlayfs' format, so that it can serve as a
+//! lower directory: `.wh.NAME` becomes a 0/0 character device, `.wh..wh..opq` the
+//! `trusted.overlay.opaque` attribute on its directory. Hostile members are refused: paths that
+//! climb out, entries beneath a symlink or a non-directory, hard links to paths that are not in
+//! the layer.
+
+use crate::error::{BuildError, io_err};
+use kiln_assemble::layers::{entry_from_tar, normalize};
+use kiln_assemble::{Entry, Kind};
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{PermissionsExt, lchown, symlink};
+use std::path::{Path, PathBuf};
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+/// The attribute overlayfs reads to treat a directory as opaque.
+pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// Unpack the (uncompressed) layer `reader` into the empty directory `dest`. `layer` names the
+/// layer in errors.
+pub fn unpack(reader: impl Read, dest: &Path, layer: &str) -> Result<(), BuildError> {
+    let mut archive = tar::Archive::new(reader);
+    let bad = |path: &str, message: String| BuildError::Layer {
+        layer: layer.to_string(),
+        path: path.to_string(),
+        message,
+    };
+    let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
+    for member in archive.entries().map_err(io_err(dest))? {
+        let mut member = member.map_err(io_err(dest))?;
+        let raw = String::from_utf8_lossy(&member.path_bytes()).to_string();
+        let rel = match normalize(&raw) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(m) => return Err(bad(&raw, m)),
+        };
+        let (parent, base) = match rel.rsplit_once('/') {
+            Some((p, b)) => (Some(p), b),
+            None => (None, rel.as_str()),
+        };
+        let parent_dir = match parent {
+            Some(p) => ensure_dir(dest, p).map_err(|m| bad(&raw, m))?,
+            None => dest.to_path_buf(),
+        };
+        if base == OPAQUE {
+            xattr::set(&parent_dir, OPAQUE_XATTR, b"y").map_err(io_err(&parent_dir))?;
+            continue;
+        }
+        if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX) {
+            let target = parent_dir.join(hidden);
+            remove_existing(&target)?;
+            mknod(&target, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
+                .map_err(|e| io_err(&target)(e.into()))?;
+            continue;
+        }
+        let Some(entry) = entry_from_tar(&mut member, rel.clone()).map_err(io_err(dest))? else {
+            continue;
+        };
+        let target = parent_dir.join(base);
+        create(&entry, &target, dest, &mut member).map_err(|e| match e {
+            Create::Bad(m) => bad(&raw, m),
+            Create::Io(e) => io_err(&target)(e),
+        })?;
+        if entry.kind == Kind::Dir {
+            dir_times.push((target, entry.mtime));
+        }
+    }
+    for (dir, mtime) in dir_times.iter().rev() {
+        set_mtime(dir, *mtime).map_err(io_err(dir))?;
+    }
+    Ok(())
+}
+
+enum Create {
+    Bad(String),
+    Io(io::Error),
+}
+
+impl From<io::Error> for Create {
+    fn from(e: io::Error) -> Self {
+        Create::Io(e)
+    }
+}
+
+/// Make sure every component of `rel` under `root` is a real directory, creating missing ones.
+fn ensure_dir(root: &Path, rel: &str) -> Result<PathBuf, String> {
+    let mut p = root.to_path_buf();
+    for part in rel.split('/') {
+        p.push(part);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!("writes beneath the symlink `{part}`"));
+            }
+            Ok(_) => return Err(format!("writes beneath `{part}`, which is not a directory")),
+            Err(_) => {
+                fs::create_dir(&p).map_err(|e| e.to_string())?;
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(p)
+}
+
+fn remove_existing(path: &Path) -> Result<(), BuildError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(io_err(path)),
+        Ok(_) => fs::remove_file(path).map_err(io_err(path)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn create(entry: &Entry, target: &Path, root: &Path, data: &mut impl Read) -> Result<(), Create> {
+    let existing = fs::symlink_metadata(target).ok();
+    if !(entry.kind == Kind::Dir && existing.as_ref().is_some_and(|m| m.is_dir())) {
+        remove_existing(target).map_err(|e| Create::Bad(e.to_string()))?;
+    }
+    match &entry.kind {
+        Kind::Dir => {
+            if !target.is_dir() {
+                fs::create_dir(target)?;
+            }
+        }
+        Kind::File => {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(target)?;
+            io::copy(data, &mut f)?;
+        }
+        Kind::Symlink(to) => symlink(to, target)?,
+        Kind::Hardlink(to) => {
+            let Ok(Some(rel)) = normalize(to) else {
+                return Err(Create::Bad(format!(
+                    "hard link to `{to}` outside the layer"
+                )));
+            };
+            let source = root.join(&rel);
+            match fs::symlink_metadata(&source) {
+                Ok(m) if !m.is_dir() => {
+                    if let Some(parent) = rel.rsplit_once('/').map(|(p, _)| p) {
+                        ensure_dir(root, parent).map_err(Create::Bad)?;
+                    }
+                    fs::hard_link(&source, target)?;
+                }
+                _ => {
+                    return Err(Create::Bad(format!(
+                        "hard link to `{to}`, which is not an earlier file of this layer"
+                    )));
+                }
+            }
+            return Ok(());
+        }
+        Kind::Char { major, minor } | Kind::Block { major, minor } => {
+            let kind = if matches!(entry.kind, Kind::Char { .. }) {
+                SFlag::S_IFCHR
+            } else {
+                SFlag::S_IFBLK
+            };
+            mknod(
+                target,
+                kind,
+                Mode::empty(),
+                makedev((*major).into(), (*minor).into()),
+            )
+            .map_err(|e| Create::Io(e.into()))?;
+        }
+        Kind::Fifo => {
+            nix::unistd::mkfifo(target, Mode::empty()).map_err(|e| Create::Io(e.into()))?;
+        }
+    }
+    let id =
+        |n: u64| u32::try_from(n).map_err(|_| Create::Bad(format!("owner {n} is out of range")));
+    lchown(target, Some(id(entry.uid)?), Some(id(entry.gid)?))?;
+    if !matches!(entry.kind, Kind::Symlink(_)) {
+        fs::set_permissions(target, fs::Permissions::from_mode(entry.mode))?;
+    }
+    for (name, value) in &entry.xattrs {
+        // Attributes the file system refuses (for example trusted.* on some) are skipped.
+        let _ = xattr::set(target, name, value);
+    }
+    if entry.kind != Kind::Dir {
+        set_mtime(target, entry.mtime)?;
+    }
+    Ok(())
+}
+
+/// Set a path's modification time without following a final symlink.
+pub(crate) fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
+    let t = nix::sys::time::TimeSpec::new(i64::try_from(mtime).unwrap_or(i64::MAX), 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
+}

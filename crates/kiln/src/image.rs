@@ -1,0 +1,255 @@
+//! `kiln image build|import` and `kiln pkg build|show-tag`.
+
+use crate::ImageOpts;
+use crate::cache::registry_options;
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use kiln_build::pkg::{Package, PkgOptions, build_packages};
+use kiln_build::{BuildOptions, ImportOptions};
+use kiln_oci::Reference;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Build an image from a Dockerfile, without a daemon
+    Build(BuildArgs),
+    /// Make an image from a root filesystem directory or tarball (like `docker import`)
+    Import {
+        /// Directory or tar archive (plain, gzip or zstd)
+        source: PathBuf,
+        /// Name for the image
+        name: String,
+        /// Environment variable for the image config, KEY=VALUE; repeatable
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// Default command, as a JSON array or a shell string
+        #[arg(long)]
+        cmd: Option<String>,
+        #[command(flatten)]
+        images: ImageOpts,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Build context directory
+    context: PathBuf,
+    /// The Dockerfile (default: CONTEXT/Dockerfile)
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Name for the image; repeatable
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// The stage to build
+    #[arg(long)]
+    target: Option<String>,
+    /// Build argument NAME=VALUE; repeatable
+    #[arg(long = "build-arg")]
+    build_args: Vec<String>,
+    /// Label NAME=VALUE added to the image; repeatable
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Do not use the step cache
+    #[arg(long)]
+    no_cache: bool,
+    /// Networking for RUN steps: host (default) or none
+    #[arg(long, default_value = "host")]
+    network: String,
+    /// Platform to build for, as linux/ARCH (default: --arch)
+    #[arg(long)]
+    platform: Option<String>,
+    /// Write the image digest to this file
+    #[arg(long)]
+    iidfile: Option<PathBuf>,
+    #[command(flatten)]
+    images: ImageOpts,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PkgCommand {
+    /// Build packages (directories with build.yml and a Dockerfile)
+    Build {
+        /// Package directories
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Build even if the image is already in the store
+        #[arg(long)]
+        force: bool,
+        /// Do not use the step cache
+        #[arg(long)]
+        no_cache: bool,
+        /// Override the packages' org
+        #[arg(long)]
+        org: Option<String>,
+        /// Push the images to their registry after building
+        #[arg(long)]
+        push: bool,
+        #[command(flatten)]
+        images: ImageOpts,
+    },
+    /// Print a package's image name with its content tag
+    ShowTag {
+        /// Package directories
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Override the packages' org
+        #[arg(long)]
+        org: Option<String>,
+    },
+}
+
+fn pair(s: &str, what: &str) -> anyhow::Result<(String, String)> {
+    let (k, v) = s
+        .split_once('=')
+        .with_context(|| format!("{what} {s:?}: write NAME=VALUE"))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn epoch() -> anyhow::Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => {
+            Ok(Some(v.parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH={v}: not a number of seconds")
+            })?))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn progress() -> kiln_build::Progress {
+    Arc::new(|line: &str| eprintln!("{line}"))
+}
+
+fn base_options(images: &ImageOpts) -> anyhow::Result<BuildOptions> {
+    let mut b = BuildOptions::new(".", "Dockerfile");
+    b.arch = kiln_oci::spec::normalize_arch(&images.arch).to_string();
+    b.registry = registry_options(images)?;
+    b.source_date_epoch = epoch()?;
+    b.progress = Some(progress());
+    Ok(b)
+}
+
+pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
+    match cmd {
+        ImageCommand::Build(a) => {
+            let store = a.images.store()?;
+            let mut b = base_options(&a.images)?;
+            b.dockerfile = a
+                .file
+                .clone()
+                .unwrap_or_else(|| a.context.join("Dockerfile"));
+            b.context = a.context.clone();
+            b.target = a.target.clone();
+            b.no_cache = a.no_cache;
+            if let Some(p) = &a.platform {
+                b.arch = p.rsplit('/').next().unwrap_or(p).to_string();
+            }
+            b.network = match a.network.as_str() {
+                "host" | "default" => kiln_runtime::Network::Host,
+                "none" => kiln_runtime::Network::None,
+                other => anyhow::bail!("--network {other}: use host or none"),
+            };
+            for s in &a.build_args {
+                b.build_args.push(pair(s, "--build-arg")?);
+            }
+            for s in &a.labels {
+                let (k, v) = pair(s, "--label")?;
+                b.labels.insert(k, v);
+            }
+            for t in &a.tags {
+                b.tags.push(
+                    t.parse::<Reference>()
+                        .with_context(|| format!("--tag {t}"))?,
+                );
+            }
+            let built = kiln_build::build(&store, &b)?;
+            eprintln!(
+                "built {} ({} steps run, {} cached)",
+                built.manifest, built.executed, built.cached
+            );
+            if let Some(f) = &a.iidfile {
+                std::fs::write(f, built.manifest.to_string())
+                    .with_context(|| format!("writing {}", f.display()))?;
+            }
+            println!("{}", built.manifest);
+        }
+        ImageCommand::Import {
+            source,
+            name,
+            env,
+            cmd,
+            images,
+        } => {
+            let store = images.store()?;
+            let r: Reference = name.parse().with_context(|| format!("image name {name}"))?;
+            let cmd = match cmd {
+                Some(c) if c.trim_start().starts_with('[') => Some(
+                    serde_json::from_str::<Vec<String>>(&c)
+                        .with_context(|| format!("--cmd {c}: not a JSON array of strings"))?,
+                ),
+                Some(c) => Some(vec!["/bin/sh".into(), "-c".into(), c]),
+                None => None,
+            };
+            let opts = ImportOptions {
+                arch: kiln_oci::spec::normalize_arch(&images.arch).to_string(),
+                env,
+                cmd,
+                source_date_epoch: epoch()?,
+            };
+            let (digest, _) = kiln_build::import(&store, &source, &r, &opts)
+                .with_context(|| format!("importing {}", source.display()))?;
+            println!("{r}\t{digest}");
+        }
+    }
+    Ok(())
+}
+
+pub fn run_pkg(cmd: PkgCommand) -> anyhow::Result<()> {
+    match cmd {
+        PkgCommand::Build {
+            dirs,
+            force,
+            no_cache,
+            org,
+            push,
+            images,
+        } => {
+            let store = images.store()?;
+            let mut base = base_options(&images)?;
+            base.no_cache = no_cache;
+            let opts = PkgOptions { base, org, force };
+            let results = build_packages(&store, &dirs, &opts)?;
+            for r in &results {
+                match &r.built {
+                    Some(b) => eprintln!(
+                        "{}: built {} ({} steps run, {} cached)",
+                        r.dir.display(),
+                        r.reference,
+                        b.executed,
+                        b.cached
+                    ),
+                    None => eprintln!(
+                        "{}: {} is already in the store (use --force to rebuild)",
+                        r.dir.display(),
+                        r.reference
+                    ),
+                }
+                if push {
+                    let reference: Reference = r.reference.parse()?;
+                    kiln_oci::registry::push(&store, &reference, &registry_options(&images)?)
+                        .with_context(|| format!("pushing {}", r.reference))?;
+                    eprintln!("pushed {}", r.reference);
+                }
+                println!("{}", r.reference);
+            }
+        }
+        PkgCommand::ShowTag { dirs, org } => {
+            for d in dirs {
+                let p = Package::load(&d)?;
+                println!("{}", p.reference(org.as_deref()));
+            }
+        }
+    }
+    Ok(())
+}
