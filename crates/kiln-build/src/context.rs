@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Default, Clone)]
 pub struct Ignore {
     rules: Vec<(GlobMatcher, bool)>,
+    /// The `!` patterns as written (cleaned), to know which excluded directories to enter.
+    exceptions: Vec<String>,
 }
 
 fn glob(pattern: &str) -> Result<GlobMatcher, String> {
@@ -31,6 +33,7 @@ impl Ignore {
     /// Parse `.dockerignore` text. Errors name the line.
     pub fn parse(text: &str) -> Result<Ignore, String> {
         let mut rules = Vec::new();
+        let mut exceptions = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -46,8 +49,11 @@ impl Ignore {
             }
             let m = glob(&cleaned).map_err(|e| format!(".dockerignore:{}: {e}", n + 1))?;
             rules.push((m, include));
+            if include {
+                exceptions.push(cleaned);
+            }
         }
-        Ok(Ignore { rules })
+        Ok(Ignore { rules, exceptions })
     }
 
     /// Whether the context-relative path `rel` is excluded.
@@ -66,6 +72,30 @@ impl Ignore {
             }
         }
         excluded
+    }
+}
+
+impl Ignore {
+    /// Whether the directory `rel` and everything beneath it is excluded: it is excluded and no
+    /// `!` pattern can re-include something inside it.
+    pub fn prunes(&self, rel: &str) -> bool {
+        let prefix = format!("{rel}/");
+        self.excludes(rel)
+            && !self.exceptions.iter().any(|e| {
+                e.starts_with(&prefix)
+                    || e.split('/')
+                        .next()
+                        .is_some_and(|first| first.contains(['*', '?', '[']))
+            })
+    }
+
+    /// Whether the path `rel` (a directory when `dir`) is left out of the context.
+    pub fn skips(&self, rel: &str, dir: bool) -> bool {
+        if dir {
+            self.prunes(rel)
+        } else {
+            self.excludes(rel)
+        }
     }
 }
 
@@ -203,6 +233,8 @@ mod tests {
         assert!(!i.excludes("dir/a.log"));
         assert!(i.excludes("build/out.o"));
         assert!(!i.excludes("build/keep.txt"));
+        assert!(!i.prunes("build"), "an exception lies beneath");
+        assert!(i.prunes("secret"));
         assert!(i.excludes("x/y/z.tmp"));
         assert!(i.excludes("secret"));
         assert!(i.excludes("secret/inner"));

@@ -646,8 +646,10 @@ fn copy(e: &Engine, st: &mut State, ins: &Instruction) -> Result<(), BuildError>
     let context_root = e.context.root.clone();
     let skip = |p: &Path| -> bool {
         ignore.is_some_and(|i| {
-            p.strip_prefix(&context_root)
-                .is_ok_and(|rel| i.excludes(&rel.to_string_lossy()))
+            p.strip_prefix(&context_root).is_ok_and(|rel| {
+                let dir = fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+                i.skips(&rel.to_string_lossy(), dir)
+            })
         })
     };
     let mut material = format!(
