@@ -183,3 +183,75 @@ pub fn oci_archive(name: &str, layers: &[Vec<u8>]) -> Vec<u8> {
     add("index.json".into(), &index);
     b.into_inner().expect("tar")
 }
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A store shared by the tests of this build (under the target directory), holding the Debian
+/// base image as `debian:bookworm` (from scripts/base-image.sh). Packages built into it by one
+/// test are reused by the next; kiln's store is safe for concurrent use.
+pub fn shared_store() -> PathBuf {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shared-store");
+    let probe = kiln()
+        .args(["cache", "ls", "--cache"])
+        .arg(&cache)
+        .output()
+        .expect("spawn kiln");
+    if !String::from_utf8_lossy(&probe.stdout).contains("debian:bookworm") {
+        let out = run_ok(Command::new("bash").arg(repo_root().join("scripts/base-image.sh")));
+        run_ok(
+            kiln()
+                .args(["image", "import"])
+                .arg(out.trim())
+                .arg("debian:bookworm")
+                .arg("--cache")
+                .arg(&cache),
+        );
+    }
+    cache
+}
+
+/// Build the packages under pkg/ named in `names` into `cache`; returns their image names.
+pub fn build_packages(cache: &Path, names: &[&str]) -> Vec<String> {
+    let mut cmd = kiln();
+    cmd.args(["pkg", "build", "--cache"]).arg(cache);
+    for n in names {
+        cmd.arg(repo_root().join("pkg").join(n));
+    }
+    run_ok(&mut cmd).lines().map(str::to_string).collect()
+}
+
+/// Boot a kernel and initrd under qemu (TCG) with the serial console captured; returns what
+/// the guest printed. The guest must power off (or panic) before `timeout_secs`.
+pub fn boot(
+    kernel: &Path,
+    initrd: &Path,
+    cmdline: &str,
+    extra: &[&str],
+    timeout_secs: u64,
+) -> String {
+    let mut cmd = Command::new("timeout");
+    cmd.arg(timeout_secs.to_string())
+        .args([
+            "qemu-system-x86_64",
+            "-M",
+            "pc",
+            "-accel",
+            "tcg",
+            "-m",
+            "1024",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(cmdline)
+        .args(extra);
+    let out = cmd.output().expect("spawn qemu");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
