@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests (real registry, skopeo).
+# The whole test suite: formatting, lints, unit and integration tests (real registry, skopeo,
+# Dockerfile builds against BuildKit's results, runc, qemu boots). Needs root (containers, mounts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh

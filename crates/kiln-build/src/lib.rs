@@ -12,6 +12,7 @@
 //! ```
 
 mod builder;
+pub mod bundle;
 pub mod context;
 mod diff;
 pub mod dockerfile;

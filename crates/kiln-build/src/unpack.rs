@@ -73,6 +73,27 @@ pub fn unpack(reader: impl Read, dest: &Path, layer: &str) -> Result<(), BuildEr
     Ok(())
 }
 
+/// Write one entry of a flattened image (paths already normalised and checked) under `root`.
+pub(crate) fn write_entry(
+    root: &Path,
+    entry: &Entry,
+    data: &mut dyn Read,
+) -> Result<(), BuildError> {
+    let target = root.join(&entry.path);
+    create(entry, &target, root, data).map_err(|e| match e {
+        Create::Bad(m) => BuildError::Layer {
+            layer: "flattened image".into(),
+            path: entry.path.clone(),
+            message: m,
+        },
+        Create::Io(e) => io_err(&target)(e),
+    })?;
+    if entry.kind == Kind::Dir {
+        set_mtime(&target, entry.mtime).map_err(io_err(&target))?;
+    }
+    Ok(())
+}
+
 enum Create {
     Bad(String),
     Io(io::Error),
@@ -113,7 +134,7 @@ fn remove_existing(path: &Path) -> Result<(), BuildError> {
     }
 }
 
-fn create(entry: &Entry, target: &Path, root: &Path, data: &mut impl Read) -> Result<(), Create> {
+fn create(entry: &Entry, target: &Path, root: &Path, data: &mut dyn Read) -> Result<(), Create> {
     let existing = fs::symlink_metadata(target).ok();
     if !(entry.kind == Kind::Dir && existing.as_ref().is_some_and(|m| m.is_dir())) {
         remove_existing(target).map_err(|e| Create::Bad(e.to_string()))?;

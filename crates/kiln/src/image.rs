@@ -29,6 +29,18 @@ pub enum ImageCommand {
         #[command(flatten)]
         images: ImageOpts,
     },
+    /// Unpack an image as an OCI runtime bundle (rootfs/ and config.json) for runc or kiln
+    Unpack(UnpackArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UnpackArgs {
+    /// The image
+    image: String,
+    /// Bundle directory to create (rootfs/ and config.json)
+    dir: PathBuf,
+    #[command(flatten)]
+    images: ImageOpts,
 }
 
 #[derive(Args, Debug)]
@@ -173,6 +185,16 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
                     .with_context(|| format!("writing {}", f.display()))?;
             }
             println!("{}", built.manifest);
+        }
+        ImageCommand::Unpack(u) => {
+            let store = u.images.store()?;
+            let r: Reference = u
+                .image
+                .parse()
+                .with_context(|| format!("image name {}", u.image))?;
+            kiln_build::bundle::unpack_bundle(&store, &r, &u.images.arch, &u.dir)
+                .with_context(|| format!("unpacking {r} into {}", u.dir.display()))?;
+            eprintln!("unpacked {r} into {}", u.dir.display());
         }
         ImageCommand::Import {
             source,
