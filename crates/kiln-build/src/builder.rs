@@ -55,6 +55,8 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<u64>,
     /// Where progress lines go.
     pub progress: Option<Progress>,
+    /// How new layers are compressed.
+    pub compression: crate::diff::LayerCompression,
 }
 
 impl std::fmt::Debug for BuildOptions {
@@ -83,6 +85,7 @@ impl BuildOptions {
             network: Network::Host,
             source_date_epoch: None,
             progress: None,
+            compression: crate::diff::LayerCompression::default(),
         }
     }
 }
@@ -500,18 +503,35 @@ impl Engine {
             st.key = key;
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let lowers = self.lowers(&st.layers)?;
         let overlay = Overlay::writable(&self.ws.scratch(), &lowers)?;
+        let mounted = std::time::Instant::now();
         action(&overlay.merged)?;
+        let acted = std::time::Instant::now();
         let (upper, _scratch) = overlay.finish()?;
         diff::prune_copied_up(&upper, &lowers)?;
+        let pruned = std::time::Instant::now();
         let layer: Option<Layer> = if diff::is_empty(&upper)? {
             None
         } else {
-            let layer = diff::write_layer(&self.ws.store, &upper, self.opts.source_date_epoch)?;
+            let layer = diff::write_layer(
+                &self.ws.store,
+                &upper,
+                self.opts.source_date_epoch,
+                self.opts.compression,
+            )?;
             self.ws.adopt(&upper, &self.ws.layer_path(&layer.diff_id))?;
             Some(layer)
         };
+        tracing::info!(
+            "line {}: layers ready in {:.2?}, step {:.2?}, prune {:.2?}, layer {:.2?}",
+            ins.line,
+            mounted - started,
+            acted - mounted,
+            pruned - acted,
+            pruned.elapsed()
+        );
         self.ws.cache_put(&key, layer.as_ref())?;
         self.executed.fetch_add(1, Ordering::Relaxed);
         st.config.add_history(history, layer.is_none());

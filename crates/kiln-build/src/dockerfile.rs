@@ -418,4 +418,20 @@ mod tests {
         let i = one("RUN [not json\n");
         assert_eq!(i.args, Args::Shell("[not json".into()));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parser_never_panics(s in "\\PC{0,300}") {
+            let _ = parse("fuzz", &s);
+        }
+
+        #[test]
+        fn parser_never_panics_on_dockerfile_like_text(
+            s in "(FROM|RUN|COPY|ADD|ENV|ARG|<<EOF|EOF|--from=|\\[\"|\"\\]|#|\\\\|`|\n| |[a-z$=:{}]){0,80}"
+        ) {
+            if let Ok(df) = parse("fuzz", &s) {
+                proptest::prop_assert!(df.instructions.iter().any(|i| i.keyword == "FROM"));
+            }
+        }
+    }
 }

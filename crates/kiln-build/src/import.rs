@@ -4,12 +4,10 @@
 use crate::diff::{self, Layer};
 use crate::error::{BuildError, io_err};
 use crate::image::{self, ImageConfig};
-use flate2::Compression;
-use flate2::write::GzEncoder;
-use kiln_oci::spec::{Descriptor, MEDIA_OCI_LAYER_GZIP};
+use kiln_oci::spec::Descriptor;
 use kiln_oci::{Digest, HashingWriter, Reference, Store};
 use std::fs;
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader};
 use std::path::Path;
 
 /// Options for an import.
@@ -23,6 +21,8 @@ pub struct ImportOptions {
     pub cmd: Option<Vec<String>>,
     /// SOURCE_DATE_EPOCH: creation time, and a cap on file times for directory imports.
     pub source_date_epoch: Option<u64>,
+    /// How the layer is compressed.
+    pub compression: crate::diff::LayerCompression,
 }
 
 /// Import `source` (a directory, or a tar that may be gzip/zstd compressed) as `name`.
@@ -35,22 +35,23 @@ pub fn import(
     let _guard = store.write_guard()?;
     let meta = fs::metadata(source).map_err(io_err(source))?;
     let layer = if meta.is_dir() {
-        diff::write_tree(store, source, opts.source_date_epoch)?
+        diff::write_tree(store, source, opts.source_date_epoch, opts.compression)?
     } else {
         let f = fs::File::open(source).map_err(io_err(source))?;
         let mut reader =
             kiln_oci::decompress(BufReader::with_capacity(1 << 20, f)).map_err(io_err(source))?;
         check_tar(source)?;
-        let blob = store.blob_writer()?;
-        let mut w = HashingWriter::new(GzEncoder::new(blob, Compression::default()));
+        let mut w = HashingWriter::new(diff::Compressor::start(
+            store.blob_writer()?,
+            opts.compression,
+        ));
         io::copy(&mut reader, &mut w).map_err(io_err(source))?;
         let (gz, diff_id, _) = w.finish();
-        let mut blob = gz.finish().map_err(io_err(source))?;
-        blob.flush().map_err(io_err(source))?;
+        let blob = gz.finish().map_err(io_err(source))?;
         let (digest, size) = blob.commit(None, "imported layer")?;
         Layer {
             diff_id,
-            descriptor: Descriptor::new(MEDIA_OCI_LAYER_GZIP, digest, size),
+            descriptor: Descriptor::new(opts.compression.media_type(), digest, size),
         }
     };
     let mut config = ImageConfig::scratch(&opts.arch);

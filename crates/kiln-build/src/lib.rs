@@ -14,7 +14,7 @@
 mod builder;
 pub mod bundle;
 pub mod context;
-mod diff;
+pub mod diff;
 pub mod dockerfile;
 mod error;
 pub mod fsops;
@@ -29,6 +29,7 @@ mod unpack;
 mod workspace;
 
 pub use builder::{BuildOptions, Built, Progress, build, platform_args};
+pub use diff::LayerCompression;
 pub use error::BuildError;
 pub use import::{ImportOptions, import};
 pub use unpack::unpack;

@@ -374,4 +374,19 @@ mod tests {
             "echo \"apple\" 'b' $A\n"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn expansion_never_panics(s in "([$\\{}:+\\-#%?'\"\\\\ a-zA-Z_]){0,60}") {
+            let _ = expand(&s, &vars(), '\\');
+            let _ = expand(&s, &vars(), '`');
+            let _ = expand_heredoc(&s, &vars(), '\\');
+            let _ = split_words(&s, '\\');
+        }
+
+        #[test]
+        fn plain_words_expand_to_themselves(s in "[a-zA-Z0-9_./-]{0,40}") {
+            proptest::prop_assert_eq!(expand(&s, &vars(), '\\').expect("plain"), s);
+        }
+    }
 }

@@ -221,3 +221,88 @@ pub(crate) fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
     )
     .map_err(io::Error::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o755);
+            h.set_size(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            match kind {
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    b.append_link(&mut h, path, link).expect("link")
+                }
+                _ => {
+                    // Raw names, so that `..` reaches the archive unchanged.
+                    let name = path.as_bytes();
+                    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+                    h.set_cksum();
+                    b.append(&h, std::io::empty()).expect("append")
+                }
+            }
+        }
+        b.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn hostile_members_are_refused_and_nothing_escapes() {
+        use tar::EntryType::{Directory, Link, Regular, Symlink};
+        let cases: Vec<Vec<(&str, tar::EntryType, &str)>> = vec![
+            vec![("../escape", Regular, "")],
+            vec![("a", Symlink, "/"), ("a/etc/passwd", Regular, "")],
+            vec![("a", Symlink, ".."), ("a/x", Regular, "")],
+            vec![("f", Regular, ""), ("f/x", Regular, "")],
+            vec![("h", Link, "../../etc/passwd")],
+            vec![("d", Directory, ""), ("d/../../x", Regular, "")],
+        ];
+        for entries in cases {
+            let outer = tempfile::tempdir().expect("tempdir");
+            let dest = outer.path().join("root");
+            fs::create_dir(&dest).expect("mkdir");
+            let data = tar_of(&entries);
+            let r = unpack(&data[..], &dest, "sha256:test");
+            assert!(r.is_err(), "{entries:?} was accepted");
+            let escaped: Vec<_> = fs::read_dir(outer.path())
+                .expect("read")
+                .flatten()
+                .filter(|e| e.file_name() != "root")
+                .collect();
+            assert!(escaped.is_empty(), "{entries:?} wrote outside: {escaped:?}");
+        }
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_whiteouts() {
+        use tar::EntryType::{Directory, Regular};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = tar_of(&[
+            ("etc", Directory, ""),
+            ("etc/.wh.issue", Regular, ""),
+            ("etc/.wh..wh..opq", Regular, ""),
+        ]);
+        unpack(&data[..], dir.path(), "sha256:test").expect("unpack");
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let m = fs::symlink_metadata(dir.path().join("etc/issue")).expect("whiteout");
+        assert!(m.file_type().is_char_device() && m.rdev() == 0);
+        assert_eq!(
+            xattr::get(dir.path().join("etc"), OPAQUE_XATTR).expect("xattr"),
+            Some(b"y".to_vec())
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let _ = unpack(&data[..], dir.path(), "sha256:fuzz");
+        }
+    }
+}

@@ -65,7 +65,7 @@ impl<W: Write> Compressor<W> {
 enum Initrd<W: Write> {
     /// Nothing written yet: microcode may still be prepended.
     Pending(Option<W>),
-    Open(CpioSink<Compressor<BufWriter<W>>>),
+    Open(Box<CpioSink<Compressor<BufWriter<W>>>>),
 }
 
 /// Splits the stream: `boot/kernel` to the kernel writer, `boot/cmdline` kept as a string,
@@ -117,7 +117,7 @@ impl<K: Write, I: Write> KernelInitrd<K, I> {
             if let Some(boot) = self.boot_dir.take() {
                 sink.add(&boot, &mut io::empty())?;
             }
-            self.initrd = Initrd::Open(sink);
+            self.initrd = Initrd::Open(Box::new(sink));
         }
         match &mut self.initrd {
             Initrd::Open(s) => Ok(s),

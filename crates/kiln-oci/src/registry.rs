@@ -40,6 +40,19 @@ pub enum RegistryError {
     Runtime(#[source] std::io::Error),
 }
 
+/// A progress callback: image, blob digest, bytes so far, blob size.
+pub type ProgressFn = dyn Fn(&str, &str, u64, u64) + Send + Sync;
+
+/// Called as blobs download.
+#[derive(Clone)]
+pub struct PullProgress(pub std::sync::Arc<ProgressFn>);
+
+impl std::fmt::Debug for PullProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PullProgress")
+    }
+}
+
 /// How to reach registries.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
@@ -51,6 +64,8 @@ pub struct RegistryOptions {
     pub arch: String,
     /// Parallel layer downloads.
     pub parallel: usize,
+    /// Download progress, for a progress display.
+    pub progress: Option<PullProgress>,
 }
 
 /// Parse `REGISTRY=URL` mirror flags.
@@ -286,8 +301,8 @@ async fn pull_async(
     blobs.extend(manifest.layers.iter().cloned());
     let parallel = opts.parallel.max(1);
     futures_util::stream::iter(blobs.into_iter().map(|b| {
-        let (c, auth, t) = (&c, &auth, &t);
-        async move { fetch_blob(store, c, auth, t, r, &b).await }
+        let (c, auth, t, p) = (&c, &auth, &t, opts.progress.as_ref());
+        async move { fetch_blob(store, c, auth, t, r, &b, p).await }
     }))
     .buffer_unordered(parallel)
     .try_collect::<Vec<()>>()
@@ -305,6 +320,7 @@ async fn fetch_blob(
     t: &Target,
     r: &Reference,
     b: &Descriptor,
+    progress: Option<&PullProgress>,
 ) -> Result<(), RegistryError> {
     let expected: Digest = b.digest.parse().map_err(StoreError::from)?;
     if store.has_blob(&expected) {
@@ -322,9 +338,14 @@ async fn fetch_blob(
             .await
             .map_err(|e| e.to_string())?;
         let mut w = store.blob_writer().map_err(|e| e.to_string())?;
+        let mut done = 0u64;
         while let Some(chunk) = stream.stream.next().await {
             let chunk = chunk.map_err(|e| e.to_string())?;
             w.write_all(&chunk).map_err(|e| e.to_string())?;
+            done += chunk.len() as u64;
+            if let Some(p) = progress {
+                (p.0)(&r.to_string(), &b.digest, done, b.size);
+            }
         }
         w.commit(Some(&expected), &what)
             .map(|_| ())

@@ -94,6 +94,7 @@ pub fn registry_options(o: &ImageOpts) -> anyhow::Result<RegistryOptions> {
         insecure: o.insecure.clone(),
         arch: o.arch.clone(),
         parallel: 4,
+        progress: crate::progress::pull_bars(),
     })
 }
 

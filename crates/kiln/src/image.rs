@@ -5,7 +5,7 @@ use crate::cache::registry_options;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use kiln_build::pkg::{Package, PkgOptions, build_packages};
-use kiln_build::{BuildOptions, ImportOptions};
+use kiln_build::{BuildOptions, ImportOptions, LayerCompression};
 use kiln_oci::Reference;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +26,9 @@ pub enum ImageCommand {
         /// Default command, as a JSON array or a shell string
         #[arg(long)]
         cmd: Option<String>,
+        /// Layer compression: gzip (any consumer), zstd (faster, smaller; Docker 23+) or none
+        #[arg(long, default_value = "gzip", value_parser = parse_compression)]
+        compression: LayerCompression,
         #[command(flatten)]
         images: ImageOpts,
     },
@@ -74,6 +77,9 @@ pub struct BuildArgs {
     /// Write the image digest to this file
     #[arg(long)]
     iidfile: Option<PathBuf>,
+    /// Layer compression: gzip (any consumer), zstd (faster, smaller; Docker 23+) or none
+    #[arg(long, default_value = "gzip", value_parser = parse_compression)]
+    compression: LayerCompression,
     #[command(flatten)]
     images: ImageOpts,
 }
@@ -97,6 +103,9 @@ pub enum PkgCommand {
         /// Push the images to their registry after building
         #[arg(long)]
         push: bool,
+        /// Layer compression: gzip (any consumer), zstd (faster, smaller; Docker 23+) or none
+        #[arg(long, default_value = "gzip", value_parser = parse_compression)]
+        compression: LayerCompression,
         #[command(flatten)]
         images: ImageOpts,
     },
@@ -109,6 +118,15 @@ pub enum PkgCommand {
         #[arg(long)]
         org: Option<String>,
     },
+}
+
+fn parse_compression(s: &str) -> Result<LayerCompression, String> {
+    match s {
+        "gzip" => Ok(LayerCompression::Gzip),
+        "zstd" => Ok(LayerCompression::Zstd),
+        "none" => Ok(LayerCompression::None),
+        other => Err(format!("{other}: use gzip, zstd or none")),
+    }
 }
 
 fn pair(s: &str, what: &str) -> anyhow::Result<(String, String)> {
@@ -154,6 +172,7 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
             b.context = a.context.clone();
             b.target = a.target.clone();
             b.no_cache = a.no_cache;
+            b.compression = a.compression;
             if let Some(p) = &a.platform {
                 b.arch = p.rsplit('/').next().unwrap_or(p).to_string();
             }
@@ -201,6 +220,7 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
             name,
             env,
             cmd,
+            compression,
             images,
         } => {
             let store = images.store()?;
@@ -218,6 +238,7 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
                 env,
                 cmd,
                 source_date_epoch: epoch()?,
+                compression,
             };
             let (digest, _) = kiln_build::import(&store, &source, &r, &opts)
                 .with_context(|| format!("importing {}", source.display()))?;
@@ -235,11 +256,13 @@ pub fn run_pkg(cmd: PkgCommand) -> anyhow::Result<()> {
             no_cache,
             org,
             push,
+            compression,
             images,
         } => {
             let store = images.store()?;
             let mut base = base_options(&images)?;
             base.no_cache = no_cache;
+            base.compression = compression;
             let opts = PkgOptions { base, org, force };
             let results = build_packages(&store, &dirs, &opts)?;
             for r in &results {

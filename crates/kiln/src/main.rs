@@ -4,6 +4,7 @@
 mod build;
 mod cache;
 mod image;
+mod progress;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
