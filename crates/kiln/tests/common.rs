@@ -255,3 +255,54 @@ pub fn boot(
     let out = cmd.output().expect("spawn qemu");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// An OCI-layout tar holding one multi-platform image named `name`: an index with one manifest
+/// per `(architecture, layer)`.
+pub fn oci_index_archive(name: &str, platforms: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut blobs: Vec<Vec<u8>> = Vec::new();
+    let mut entries = Vec::new();
+    for (arch, layer) in platforms {
+        let config = serde_json::to_vec(&serde_json::json!({"architecture": arch, "os": "linux", "config": {"Cmd": ["/bin/true"]}, "rootfs": {"type": "layers", "diff_ids": [sha(layer)]}})).expect("json");
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": layer.len()}],
+        })).expect("json");
+        entries.push(serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(&manifest), "size": manifest.len(), "platform": {"architecture": arch, "os": "linux"}}));
+        blobs.extend([layer.clone(), config, manifest]);
+    }
+    let image_index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries})).expect("json");
+    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha(&image_index), "size": image_index.len(),
+        "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name}}]})).expect("json");
+    blobs.push(image_index);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |path: String, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, data).expect("append");
+    };
+    for blob in &blobs {
+        add(format!("blobs/sha256/{}", &sha(blob)[7..]), blob);
+    }
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json".into(), &index);
+    b.into_inner().expect("tar")
+}
+
+/// Every blob in the store at `cache` holds what its name says.
+pub fn assert_store_consistent(cache: &Path) {
+    for e in std::fs::read_dir(cache.join("blobs/sha256"))
+        .expect("blobs")
+        .flatten()
+    {
+        let data = std::fs::read(e.path()).expect("read blob");
+        assert_eq!(
+            hex::encode(Sha256::digest(&data)),
+            e.file_name().to_string_lossy(),
+            "blob {} does not hold what its name says",
+            e.path().display()
+        );
+    }
+}

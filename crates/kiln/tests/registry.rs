@@ -217,3 +217,99 @@ fn cold_build_through_a_mirror() {
         "a build from the registry differs from one from the imported images"
     );
 }
+
+#[test]
+fn kill_during_pull_leaves_a_sound_store() {
+    if !prerequisites() {
+        return;
+    }
+    let reg = start_registry();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A 96 MB incompressible layer, so the pull is still running when it is killed.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let big: Vec<u8> = (0..96 * 1024 * 1024 / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    let archive = dir.path().join("big.tar");
+    std::fs::write(
+        &archive,
+        oci_archive(
+            "kiln-test/big:1",
+            &[raw_layer(&[
+                Member::File("big", &big),
+                Member::File("marker", b"whole\n"),
+            ])],
+        ),
+    )
+    .expect("write");
+    let source = dir.path().join("source");
+    let mut import = kiln();
+    import.args(["cache", "import"]).arg(&archive);
+    cache_args(&mut import, &source);
+    run_ok(&mut import);
+    let remote = format!("{}/kiln-test/big:1", reg.addr);
+    push_as(&source, "kiln-test/big:1", &remote);
+
+    let cold = dir.path().join("cold");
+    let mut pull = kiln();
+    pull.args(["cache", "pull", &remote]);
+    cache_args(&mut pull, &cold);
+    let mut child = pull
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Kill it once part of the layer has arrived.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let partial = std::fs::read_dir(cold.join("tmp"))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.metadata().is_ok_and(|m| m.len() > 1 << 20))
+            })
+            .unwrap_or(false);
+        if partial {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pull never started writing");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the pull finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    assert_store_consistent(&cold);
+    let mut ls = kiln();
+    ls.args(["cache", "ls"]);
+    cache_args(&mut ls, &cold);
+    assert!(
+        !run_ok(&mut ls).contains("big"),
+        "a half-pulled image is named in the store"
+    );
+    // Pulling again completes, and the image is whole.
+    let mut again = kiln();
+    again.args(["cache", "pull", &remote]);
+    cache_args(&mut again, &cold);
+    run_ok(&mut again);
+    assert_store_consistent(&cold);
+    let bundle = dir.path().join("bundle");
+    let mut unpack = kiln();
+    unpack.args(["image", "unpack", &remote]).arg(&bundle);
+    cache_args(&mut unpack, &cold);
+    run_ok(&mut unpack);
+    assert_eq!(
+        std::fs::read(bundle.join("rootfs/big")).expect("big").len(),
+        big.len()
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/marker")).expect("marker"),
+        "whole\n"
+    );
+}
