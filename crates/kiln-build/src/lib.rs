@@ -33,3 +33,4 @@ pub use diff::LayerCompression;
 pub use error::BuildError;
 pub use import::{ImportOptions, import};
 pub use unpack::unpack;
+pub use workspace::clear_build_cache;

@@ -250,8 +250,14 @@ pub fn build_packages(
             continue;
         }
         let mut b = opts.base.clone();
-        b.context = dir.clone();
-        b.dockerfile = dir.join(pkg.spec.dockerfile.as_deref().unwrap_or("Dockerfile"));
+        // extra-sources SRC:DST are copied into the build context at DST, as LinuxKit does.
+        let staged = stage_context(&dir, pkg.spec.extra_sources.as_deref().unwrap_or(&[]))?;
+        b.context = staged
+            .as_ref()
+            .map_or_else(|| dir.clone(), |t| t.path().to_path_buf());
+        b.dockerfile = b
+            .context
+            .join(pkg.spec.dockerfile.as_deref().unwrap_or("Dockerfile"));
         b.tags = vec![r];
         b.no_cache |= pkg.spec.disable_cache.unwrap_or(false);
         b.network = if pkg.spec.network.unwrap_or(false) {
@@ -286,6 +292,51 @@ pub fn build_packages(
         });
     }
     Ok(results)
+}
+
+/// A temporary build context: the package directory plus its extra sources, or `None` when the
+/// package has none (the directory itself is the context).
+fn stage_context(dir: &Path, extra: &[String]) -> Result<Option<tempfile::TempDir>, BuildError> {
+    if extra.is_empty() {
+        return Ok(None);
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("kiln-pkg")
+        .tempdir()
+        .map_err(io_err(dir))?;
+    let attrs = crate::fsops::Attrs {
+        keep_owner: true,
+        ..Default::default()
+    };
+    let none = |_: &Path| false;
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        crate::fsops::copy_tree(
+            &entry.path(),
+            &tmp.path().join(entry.file_name()),
+            attrs,
+            &none,
+        )?;
+    }
+    for spec in extra {
+        let (src, dst) = spec.split_once(':').ok_or_else(|| BuildError::Package {
+            file: dir.join("build.yml"),
+            message: format!("extra-sources {spec:?}: write SRC:DST"),
+        })?;
+        let dst = crate::context::clean(dst);
+        if dst.is_empty() {
+            return Err(BuildError::Package {
+                file: dir.join("build.yml"),
+                message: format!("extra-sources {spec:?}: DST must name a path inside the context"),
+            });
+        }
+        let target = tmp.path().join(&dst);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        crate::fsops::copy_tree(&dir.join(src), &target, attrs, &none)?;
+    }
+    Ok(Some(tmp))
 }
 
 /// Depth-first: the packages `dir` depends on (through `@lkt:pkg:`), then `dir`.

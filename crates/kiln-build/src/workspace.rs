@@ -38,6 +38,34 @@ pub struct CachedLayer {
     pub descriptor: Descriptor,
 }
 
+/// Remove the build cache of `store` (cached steps, unpacked layers, scratch space) while no
+/// build runs. Returns the bytes freed.
+pub fn clear_build_cache(store: &Store) -> Result<u64, BuildError> {
+    let _exclusive = store.exclusive_guard()?;
+    let root = store.root().join("build");
+    let mut bytes = 0;
+    for e in walkdir::WalkDir::new(&root).into_iter().flatten() {
+        if e.file_type().is_file() {
+            bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    // Stale overlay mounts of a killed build would keep files busy: detach them first.
+    for e in walkdir::WalkDir::new(root.join("tmp"))
+        .max_depth(3)
+        .into_iter()
+        .flatten()
+    {
+        if e.file_name() == "m" {
+            let _ = nix::mount::umount2(e.path(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    match std::fs::remove_dir_all(&root) {
+        Ok(()) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_err(&root)(e)),
+    }
+}
+
 impl Workspace {
     /// The working area of `store`.
     pub fn open(store: &Store) -> Result<Workspace, BuildError> {

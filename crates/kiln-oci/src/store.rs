@@ -193,6 +193,13 @@ impl Store {
         Ok(f)
     }
 
+    /// Take the lock `gc` takes: no build, pull or import runs while it is held.
+    pub fn exclusive_guard(&self) -> Result<WriteGuard, StoreError> {
+        Ok(WriteGuard {
+            _file: self.lock("gc.lock", true)?,
+        })
+    }
+
     /// Take the shared write lock (see the module docs).
     pub fn write_guard(&self) -> Result<WriteGuard, StoreError> {
         Ok(WriteGuard {

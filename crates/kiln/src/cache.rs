@@ -28,6 +28,9 @@ pub enum CacheCommand {
     },
     /// Remove blobs no image uses and abandoned partial downloads
     Clean {
+        /// Also drop the build cache (cached steps and unpacked layers of `kiln image build`)
+        #[arg(long)]
+        build_cache: bool,
         #[command(flatten)]
         images: ImageOpts,
     },
@@ -154,8 +157,16 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        CacheCommand::Clean { images } => {
-            let stats = images.store()?.gc()?;
+        CacheCommand::Clean {
+            build_cache,
+            images,
+        } => {
+            let store = images.store()?;
+            if build_cache {
+                let bytes = kiln_build::clear_build_cache(&store)?;
+                println!("removed the build cache, {bytes} bytes");
+            }
+            let stats = store.gc()?;
             println!("removed {} blobs, {} bytes", stats.blobs, stats.bytes);
         }
         CacheCommand::Import { file, name, images } => {
