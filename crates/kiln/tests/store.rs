@@ -121,7 +121,7 @@ fn concurrent_processes_share_a_store() {
     for i in 0..6 {
         let path = dir.path().join(format!("img{i}.tar"));
         let big: Vec<u8> = (0..2_000_000u32)
-            .map(|n| (n.wrapping_mul(2_654_435_761) >> (i + 3)) as u8)
+            .map(|n| (n.wrapping_mul(2_654_435_761) >> (i + 3)).to_le_bytes()[0])
             .collect();
         let name = format!("kiln-test/c{i}:1");
         std::fs::write(
