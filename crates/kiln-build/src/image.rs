@@ -121,17 +121,7 @@ impl ImageConfig {
 
     /// The layers' diff ids.
     pub fn diff_ids(&self) -> Vec<String> {
-        self.0
-            .get("rootfs")
-            .and_then(|r| r.get("diff_ids"))
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
+        strings(self.0.get("rootfs").and_then(|r| r.get("diff_ids")))
     }
 
     /// Record a step in the history.
@@ -174,6 +164,18 @@ impl ImageConfig {
             }
         }
     }
+}
+
+/// The strings of a JSON array (none when it is absent or not an array).
+pub fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// RFC 3339 time of `epoch` seconds, or of now.

@@ -218,17 +218,12 @@ fn command_list(st: &State, ins: &Instruction) -> Value {
 }
 
 fn shell(st: &State) -> Vec<String> {
-    st.config
-        .get("Shell")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .filter(|v: &Vec<String>| !v.is_empty())
-        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+    let shell = crate::image::strings(st.config.get("Shell"));
+    if shell.is_empty() {
+        vec!["/bin/sh".into(), "-c".into()]
+    } else {
+        shell
+    }
 }
 
 fn healthcheck(e: &Engine, st: &State, ins: &Instruction) -> Result<Value, BuildError> {

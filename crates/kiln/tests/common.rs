@@ -165,23 +165,12 @@ pub fn oci_archive(name: &str, layers: &[Vec<u8>]) -> Vec<u8> {
     let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
         "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(&manifest), "size": manifest.len(),
         "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name}}]})).expect("json");
-    let mut b = tar::Builder::new(Vec::new());
-    let mut add = |path: String, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        b.append_data(&mut h, path, data).expect("append");
-    };
-    for blob in layers
+    let blobs: Vec<&[u8]> = layers
         .iter()
         .map(Vec::as_slice)
         .chain([config.as_slice(), manifest.as_slice()])
-    {
-        add(format!("blobs/sha256/{}", &sha(blob)[7..]), blob);
-    }
-    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add("index.json".into(), &index);
-    b.into_inner().expect("tar")
+        .collect();
+    layout_tar(&blobs, &index)
 }
 
 /// The repository root.
@@ -276,6 +265,12 @@ pub fn oci_index_archive(name: &str, platforms: &[(&str, Vec<u8>)]) -> Vec<u8> {
         "mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha(&image_index), "size": image_index.len(),
         "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name}}]})).expect("json");
     blobs.push(image_index);
+    let blobs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+    layout_tar(&blobs, &index)
+}
+
+/// An OCI image layout as a tar: the blobs, `oci-layout` and `index.json`.
+fn layout_tar(blobs: &[&[u8]], index: &[u8]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |path: String, data: &[u8]| {
         let mut h = tar::Header::new_gnu();
@@ -283,11 +278,11 @@ pub fn oci_index_archive(name: &str, platforms: &[(&str, Vec<u8>)]) -> Vec<u8> {
         h.set_mode(0o644);
         b.append_data(&mut h, path, data).expect("append");
     };
-    for blob in &blobs {
+    for blob in blobs {
         add(format!("blobs/sha256/{}", &sha(blob)[7..]), blob);
     }
     add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add("index.json".into(), &index);
+    add("index.json".into(), index);
     b.into_inner().expect("tar")
 }
 

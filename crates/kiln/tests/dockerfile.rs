@@ -6,14 +6,13 @@
 
 mod common;
 
-use common::{kiln, run_ok};
+use common::{kiln, shared_store};
 use kiln_oci::{Reference, Store};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const CONFIG_FIELDS: &[&str] = &[
     "Env",
@@ -33,28 +32,9 @@ const CONFIG_FIELDS: &[&str] = &[
 /// One path of a flattened file system: type, mode, uid, gid, size, content digest or target.
 type Node = (char, u32, u64, u64, u64, String);
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The Debian base tarball (made once by scripts/base-image.sh).
-pub fn base_tarball() -> PathBuf {
-    let out = run_ok(Command::new("bash").arg(repo().join("scripts/base-image.sh")));
-    PathBuf::from(out.trim())
-}
-
+/// Lexically cleaned archive path, as kiln and listing.py clean it.
 fn norm(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
+    kiln_build::context::clean(p)
 }
 
 fn remove_tree(fs: &mut BTreeMap<String, Node>, path: &str) {
@@ -204,16 +184,7 @@ fn reduce(store: &Store, name: &str) -> Value {
 #[test]
 fn dockerfile_cases_match_buildkit() {
     let cases_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dockerfile/cases");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let cache = tmp.path().join("cache");
-    run_ok(
-        kiln()
-            .args(["image", "import"])
-            .arg(base_tarball())
-            .arg("debian:bookworm")
-            .arg("--cache")
-            .arg(&cache),
-    );
+    let cache = shared_store();
     let store = Store::open(&cache).expect("store");
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&cases_dir)
         .expect("cases")
