@@ -313,3 +313,33 @@ fn kill_during_pull_leaves_a_sound_store() {
         "whole\n"
     );
 }
+
+#[test]
+fn pkg_build_pushes_to_a_registry() {
+    if !prerequisites() {
+        return;
+    }
+    let reg = start_registry();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pkg = dir.path().join("p");
+    std::fs::create_dir(&pkg).expect("mkdir");
+    std::fs::write(pkg.join("build.yml"), "image: pushed\n").expect("write");
+    std::fs::write(pkg.join("hello.txt"), "pushed by kiln pkg build\n").expect("write");
+    std::fs::write(pkg.join("Dockerfile"), "FROM scratch\nCOPY hello.txt /\n").expect("write");
+    let cache = dir.path().join("cache");
+    let org = format!("{}/kiln-test", reg.addr);
+    let mut build = kiln();
+    build
+        .args(["pkg", "build", "--push", "--org", &org])
+        .arg(&pkg);
+    cache_args(&mut build, &cache);
+    let name = run_ok(&mut build).trim().to_string();
+    assert!(name.starts_with(&format!("{org}/pushed:")), "{name}");
+    let inspect = run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{name}")),
+    );
+    let v: serde_json::Value = serde_json::from_str(&inspect).expect("skopeo json");
+    assert_eq!(v["Layers"].as_array().map(Vec::len), Some(1), "{inspect}");
+}
