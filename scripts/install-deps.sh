@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Install what kiln's build, tests and quick start need on Debian 12. Idempotent.
 #   docker-registry, skopeo: a real registry and a peer client for the registry tests
-#   debootstrap: the Debian base image; qemu-system-x86: booting what kiln builds
+#   debootstrap: the Debian base image; qemu-system-x86, qemu-utils: booting what kiln builds
 #   runc: the peer runtime the multi-stage example runs under
 set -euo pipefail
-pkgs=(docker-registry skopeo cpio zstd gzip tar python3 time bc debootstrap qemu-system-x86 runc git)
+pkgs=(docker-registry skopeo cpio zstd gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

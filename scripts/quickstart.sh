@@ -23,9 +23,7 @@ init:
   - kiln/hello-init
 YAML
 $kiln build -f kernel+initrd --name hello --dir "$out" "$out/hello.yml"
-echo "booting $out/hello-kernel + hello-initrd.img in qemu (TCG):"
-timeout 300 qemu-system-x86_64 -M pc -accel tcg -m 512 -nographic -no-reboot \
-  -kernel "$out/hello-kernel" -initrd "$out/hello-initrd.img" -append "console=ttyS0 quiet panic=-1" \
-  | tee "$out/console.log"
+echo "booting it: kiln run qemu $out/hello"
+timeout 300 "$kiln" run qemu --mem 512 --networking none "$out/hello" | tee "$out/console.log"
 grep -q "Hello from kiln" "$out/console.log"
 echo "built and booted: $out"

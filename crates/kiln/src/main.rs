@@ -1,10 +1,11 @@
 //! The `kiln` command: argument parsing, progress and output. The work is done by the library
-//! crates (kiln-manifest, kiln-oci, kiln-assemble, kiln-format, kiln-build, kiln-runtime).
+//! crates (kiln-manifest, kiln-oci, kiln-assemble, kiln-format, kiln-build, kiln-runtime, kiln-vm).
 
 mod build;
 mod cache;
 mod image;
 mod progress;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -64,6 +65,9 @@ enum Command {
     /// Build LinuxKit-format packages (build.yml and a Dockerfile)
     #[command(subcommand)]
     Pkg(image::PkgCommand),
+    /// Boot a built system
+    #[command(subcommand)]
+    Run(run::RunCommand),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +89,10 @@ fn main() -> ExitCode {
         Command::Cache(cmd) => cache::run(cmd),
         Command::Image(cmd) => image::run_image(cmd),
         Command::Pkg(cmd) => image::run_pkg(cmd),
+        Command::Run(cmd) => match run::run(cmd) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,94 @@
+//! `kiln run qemu NAME`: boot what `kiln build -f kernel+initrd` wrote.
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use kiln_vm::{Accel, Disk, Networking, Publish, Qemu};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand, Debug)]
+pub enum RunCommand {
+    /// Boot NAME-kernel, NAME-initrd.img and NAME-cmdline in qemu, the serial console on this
+    /// terminal; the exit code is qemu's (0 after the guest powers off)
+    Qemu(QemuArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct QemuArgs {
+    /// The NAME given to `kiln build` (a path prefix: dir/NAME works)
+    name: PathBuf,
+    /// Virtual CPUs
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// Memory in MiB
+    #[arg(long, default_value_t = 1024)]
+    mem: u32,
+    /// Disk image PATH[,size=1G], created when missing (qcow2 by extension, else raw); repeatable
+    #[arg(long = "disk")]
+    disks: Vec<String>,
+    /// Networking: user (qemu's slirp, with DHCP), tap:DEVICE, or none
+    #[arg(long, default_value = "user")]
+    networking: String,
+    /// Publish HOST:GUEST[/tcp|/udp] from the host to the guest (user networking); repeatable
+    #[arg(long = "publish", short = 'p')]
+    publish: Vec<String>,
+    /// Accelerator: auto (KVM when /dev/kvm is usable and KILN_KVM is not 0), kvm or tcg
+    #[arg(long, default_value = "auto")]
+    accel: String,
+    /// Extra kernel command-line arguments, appended to NAME-cmdline
+    #[arg(long)]
+    append: Option<String>,
+    /// Run in the background; the state directory gets pid, console.log and the qemu arguments
+    #[arg(long, value_name = "STATE_DIR")]
+    detached: Option<PathBuf>,
+}
+
+pub fn run(cmd: RunCommand) -> anyhow::Result<ExitCode> {
+    let RunCommand::Qemu(a) = cmd;
+    let mut q = Qemu::from_name(&a.name)?;
+    q.cpus = a.cpus;
+    q.mem_mb = a.mem;
+    for d in &a.disks {
+        q.disks.push(d.parse::<Disk>()?);
+    }
+    q.networking = match a.networking.as_str() {
+        "user" => Networking::User,
+        "none" => Networking::None,
+        other => match other.strip_prefix("tap:") {
+            Some(dev) if !dev.is_empty() => Networking::Tap(dev.to_string()),
+            _ => anyhow::bail!("--networking {other}: use user, tap:DEVICE or none"),
+        },
+    };
+    for p in &a.publish {
+        q.publish.push(p.parse::<Publish>()?);
+    }
+    if !q.publish.is_empty() && q.networking != Networking::User {
+        anyhow::bail!("--publish needs --networking user");
+    }
+    q.accel = match a.accel.as_str() {
+        "auto" => Accel::Auto,
+        "kvm" => Accel::Kvm,
+        "tcg" => Accel::Tcg,
+        other => anyhow::bail!("--accel {other}: use auto, kvm or tcg"),
+    };
+    if let Some(extra) = &a.append {
+        q.cmdline = format!("{} {extra}", q.cmdline).trim().to_string();
+    }
+    if let Some(state) = &a.detached {
+        let pid = q
+            .start_detached(state)
+            .with_context(|| format!("starting {} in the background", a.name.display()))?;
+        println!("{pid}");
+        eprintln!(
+            "started qemu (pid {pid}); console in {}",
+            state.join("console.log").display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = q.run()?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
