@@ -421,29 +421,23 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction) -> Result<(), BuildError> 
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tkiln\n",
         )
         .map_err(io_err(&hosts))?;
-        let container = Container {
-            rootfs: root.to_path_buf(),
-            args: args.clone(),
-            env: env.clone(),
-            cwd: cwd.clone(),
-            uid,
-            gid,
-            additional_gids: groups,
-            hostname: "kiln".into(),
-            network,
-            mounts: vec![
-                Mount::Bind {
-                    source: resolv.clone(),
-                    target: "/etc/resolv.conf".into(),
-                    readonly: false,
-                },
-                Mount::Bind {
-                    source: hosts.clone(),
-                    target: "/etc/hosts".into(),
-                    readonly: false,
-                },
-            ],
-        };
+        let mut container = Container::new(root, args.clone());
+        container.env = env.clone();
+        container.cwd = cwd.clone();
+        (container.uid, container.gid, container.additional_gids) = (uid, gid, groups);
+        container.network = network;
+        container.mounts = vec![
+            Mount::Bind {
+                source: resolv.clone(),
+                target: "/etc/resolv.conf".into(),
+                readonly: false,
+            },
+            Mount::Bind {
+                source: hosts.clone(),
+                target: "/etc/hosts".into(),
+                readonly: false,
+            },
+        ];
         let parents = parent_times(
             root,
             &["proc", "dev", "sys", "etc/resolv.conf", "etc/hosts"],

@@ -9,6 +9,8 @@
 //! prepared before the fork: the hook itself does not allocate.
 #![allow(unsafe_code)]
 
+pub mod bundle;
+
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -72,6 +74,56 @@ pub enum Mount {
         /// Path in the container.
         target: String,
     },
+    /// A mount as an OCI runtime config describes it.
+    Oci {
+        /// Source (a host path for binds, a name otherwise).
+        source: String,
+        /// Path in the container.
+        target: String,
+        /// File system type (empty for binds).
+        fstype: String,
+        /// Options: flags (`ro`, `nosuid`, `rbind`, `rprivate`, ...) and data (`mode=755`).
+        options: Vec<String>,
+    },
+}
+
+/// A namespace kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NsKind {
+    /// Process ids.
+    Pid,
+    /// Network.
+    Net,
+    /// Mounts.
+    Mount,
+    /// System V IPC.
+    Ipc,
+    /// Host name.
+    Uts,
+    /// Control groups.
+    Cgroup,
+}
+
+impl NsKind {
+    fn flag(self) -> CloneFlags {
+        match self {
+            NsKind::Pid => CloneFlags::CLONE_NEWPID,
+            NsKind::Net => CloneFlags::CLONE_NEWNET,
+            NsKind::Mount => CloneFlags::CLONE_NEWNS,
+            NsKind::Ipc => CloneFlags::CLONE_NEWIPC,
+            NsKind::Uts => CloneFlags::CLONE_NEWUTS,
+            NsKind::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        }
+    }
+}
+
+/// A namespace to create (no path) or join (the path of an existing one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// Which kind.
+    pub kind: NsKind,
+    /// Join this one instead of creating one.
+    pub path: Option<PathBuf>,
 }
 
 /// A process to run in a container.
@@ -97,6 +149,35 @@ pub struct Container {
     pub network: Network,
     /// Extra mounts, made after /proc, /dev and /sys.
     pub mounts: Vec<Mount>,
+    /// Mount /proc, /dev (with the usual devices) and /sys before `mounts` (builds do; OCI
+    /// bundles list their own).
+    pub standard_mounts: bool,
+    /// The namespaces to create or join; `None`: new mount, PID, UTS and IPC namespaces, and a
+    /// new network namespace when `network` is `None`.
+    pub namespaces: Option<Vec<Namespace>>,
+    /// Make the root file system read-only.
+    pub readonly_root: bool,
+}
+
+impl Container {
+    /// A container running `args` on `rootfs` as root, with builder defaults.
+    pub fn new(rootfs: impl Into<PathBuf>, args: Vec<String>) -> Self {
+        Container {
+            rootfs: rootfs.into(),
+            args,
+            env: Vec::new(),
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+            hostname: "kiln".into(),
+            network: Network::Host,
+            mounts: Vec::new(),
+            standard_mounts: true,
+            namespaces: None,
+            readonly_root: false,
+        }
+    }
 }
 
 /// Mount points /proc, /dev and /sys need in the root filesystem.
@@ -115,13 +196,106 @@ struct Prepared {
     shm_dir: CString,
     devices: Vec<(CString, CString)>,
     dev_links: Vec<(CString, CString)>,
-    mounts: Vec<(Option<CString>, CString, &'static str, MsFlags, bool)>,
+    mounts: Vec<PreparedMount>,
+    standard_mounts: bool,
+    readonly_root: bool,
+    joins: Vec<(std::fs::File, CloneFlags)>,
+    unshare: CloneFlags,
     hostname: CString,
     cwd: CString,
     uid: Uid,
     gid: Gid,
     groups: Vec<Gid>,
-    network: Network,
+}
+
+/// One mount, ready for the system call.
+struct PreparedMount {
+    source: Option<CString>,
+    target: CString,
+    fstype: Option<CString>,
+    flags: MsFlags,
+    data: Option<CString>,
+    /// Remount read-only after a bind.
+    readonly_bind: bool,
+    /// Propagation to set afterwards.
+    propagation: MsFlags,
+    /// Failure is tolerated (cgroup and mqueue, which a kernel may lack).
+    optional: bool,
+    /// The target is a file (a bind of a file), not a directory.
+    file_target: bool,
+}
+
+/// Split OCI mount options into flags, propagation and data.
+fn mount_options(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
+    let mut flags = MsFlags::empty();
+    let mut propagation = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in options {
+        match o.as_str() {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" | "defaults" => {}
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
+            "remount" => flags |= MsFlags::MS_REMOUNT,
+            "bind" => flags |= MsFlags::MS_BIND,
+            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
+            "private" => propagation = MsFlags::MS_PRIVATE,
+            "rprivate" => propagation = MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+            "shared" => propagation = MsFlags::MS_SHARED,
+            "rshared" => propagation = MsFlags::MS_SHARED | MsFlags::MS_REC,
+            "slave" => propagation = MsFlags::MS_SLAVE,
+            "rslave" => propagation = MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, propagation, data)
+}
+
+/// Mount on the host side (kiln-init's runtime.json mounts): `target` is created first, and an
+/// overlay's upper and work directories too.
+pub fn mount_host(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    options: &[String],
+) -> Result<(), RuntimeError> {
+    let (flags, propagation, data) = mount_options(options);
+    let prep = |source: io::Error| RuntimeError::Prepare {
+        path: target.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(target).map_err(prep)?;
+    for d in &data {
+        if let Some(dir) = d
+            .strip_prefix("upperdir=")
+            .or_else(|| d.strip_prefix("workdir="))
+        {
+            fs::create_dir_all(dir).map_err(prep)?;
+        }
+    }
+    let none: Option<&str> = None;
+    let only_propagation = source.is_empty() && fstype.is_empty() && flags.is_empty();
+    if !only_propagation {
+        let data = data.join(",");
+        mount(
+            (!source.is_empty()).then_some(source),
+            target,
+            (!fstype.is_empty()).then_some(fstype),
+            flags,
+            (!data.is_empty()).then_some(data.as_str()),
+        )
+        .map_err(|e| prep(errno(e)))?;
+    }
+    if !propagation.is_empty() {
+        mount(none, target, none, propagation, none).map_err(|e| prep(errno(e)))?;
+    }
+    Ok(())
 }
 
 fn cstr(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
@@ -149,7 +323,19 @@ impl Container {
                     want.push((in_root(&self.rootfs, target), source.is_dir()));
                 }
                 Mount::Tmpfs { target } => want.push((in_root(&self.rootfs, target), true)),
+                Mount::Oci {
+                    source,
+                    target,
+                    fstype,
+                    ..
+                } => {
+                    let file = fstype.is_empty() && Path::new(source).is_file();
+                    want.push((in_root(&self.rootfs, target), !file));
+                }
             }
+        }
+        if !self.standard_mounts {
+            want.drain(..STANDARD_MOUNTPOINTS.len());
         }
         for (path, dir) in want {
             if fs::symlink_metadata(&path).is_ok() {
@@ -187,25 +373,88 @@ impl Container {
         let p = |rel: &str| cstr(in_root(root, rel).as_os_str().as_bytes());
         let mut mounts = Vec::new();
         for m in &self.mounts {
-            match m {
+            mounts.push(match m {
                 Mount::Bind {
                     source,
                     target,
                     readonly,
-                } => mounts.push((
-                    Some(cstr(source.as_os_str().as_bytes())?),
-                    p(target)?,
-                    "",
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    *readonly,
-                )),
-                Mount::Tmpfs { target } => mounts.push((
-                    None,
-                    p(target)?,
-                    "tmpfs",
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    false,
-                )),
+                } => PreparedMount {
+                    source: Some(cstr(source.as_os_str().as_bytes())?),
+                    target: p(target)?,
+                    fstype: None,
+                    flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+                    data: None,
+                    readonly_bind: *readonly,
+                    propagation: MsFlags::empty(),
+                    optional: false,
+                    file_target: source.is_file(),
+                },
+                Mount::Tmpfs { target } => PreparedMount {
+                    source: Some(cstr("tmpfs")?),
+                    target: p(target)?,
+                    fstype: Some(cstr("tmpfs")?),
+                    flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    data: None,
+                    readonly_bind: false,
+                    propagation: MsFlags::empty(),
+                    optional: false,
+                    file_target: false,
+                },
+                Mount::Oci {
+                    source,
+                    target,
+                    fstype,
+                    options,
+                } => {
+                    let (mut flags, propagation, data) = mount_options(options);
+                    let bind = flags.contains(MsFlags::MS_BIND) || fstype == "bind";
+                    if fstype == "bind" {
+                        flags |= MsFlags::MS_BIND;
+                    }
+                    let readonly_bind = bind && flags.contains(MsFlags::MS_RDONLY);
+                    let data = data.join(",");
+                    PreparedMount {
+                        source: (!source.is_empty()).then(|| cstr(source)).transpose()?,
+                        target: p(target)?,
+                        fstype: (!bind && !fstype.is_empty())
+                            .then(|| cstr(fstype))
+                            .transpose()?,
+                        flags,
+                        data: (!data.is_empty() && !bind)
+                            .then(|| cstr(&data))
+                            .transpose()?,
+                        readonly_bind,
+                        propagation,
+                        optional: matches!(fstype.as_str(), "cgroup" | "cgroup2" | "mqueue"),
+                        file_target: bind && Path::new(source).is_file(),
+                    }
+                }
+            });
+        }
+        let mut joins = Vec::new();
+        let mut unshare_flags = CloneFlags::CLONE_NEWNS;
+        match &self.namespaces {
+            None => {
+                unshare_flags |=
+                    CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+                if self.network == Network::None {
+                    unshare_flags |= CloneFlags::CLONE_NEWNET;
+                }
+            }
+            Some(list) => {
+                for ns in list {
+                    match &ns.path {
+                        Some(path) => {
+                            let f =
+                                fs::File::open(path).map_err(|source| RuntimeError::Prepare {
+                                    path: path.clone(),
+                                    source,
+                                })?;
+                            joins.push((f, ns.kind.flag()));
+                        }
+                        None => unshare_flags |= ns.kind.flag(),
+                    }
+                }
             }
         }
         let mut devices = Vec::new();
@@ -232,6 +481,10 @@ impl Container {
             devices,
             dev_links,
             mounts,
+            standard_mounts: self.standard_mounts,
+            readonly_root: self.readonly_root,
+            joins,
+            unshare: unshare_flags,
             hostname: cstr(&self.hostname)?,
             cwd: cstr(if self.cwd.is_empty() { "/" } else { &self.cwd })?,
             uid: Uid::from_raw(self.uid),
@@ -241,7 +494,6 @@ impl Container {
                 .iter()
                 .map(|g| Gid::from_raw(*g))
                 .collect(),
-            network: self.network,
         })
     }
 
@@ -293,14 +545,17 @@ fn errno(e: nix::Error) -> io::Error {
 
 /// The pre-exec hook: new namespaces, a second fork, mounts, pivot_root, identity.
 fn enter(p: &Prepared) -> io::Result<()> {
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
-    if p.network == Network::None {
-        flags |= CloneFlags::CLONE_NEWNET;
+    // The container starts with no signals blocked, whatever its parent blocks.
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+    .map_err(errno)?;
+    for (file, kind) in &p.joins {
+        nix::sched::setns(file, *kind).map_err(errno)?;
     }
-    unshare(flags).map_err(errno)?;
+    unshare(p.unshare).map_err(errno)?;
     // SAFETY: called in the single-threaded child between fork and exec.
     match unsafe { fork() }.map_err(errno)? {
         ForkResult::Parent { child } => {
@@ -321,11 +576,17 @@ fn enter(p: &Prepared) -> io::Result<()> {
             // SAFETY: terminate the intermediate process without running destructors.
             unsafe { libc::_exit(code) }
         }
-        ForkResult::Child => {}
+        ForkResult::Child => {
+            // If the waiting parent is killed, the container is told to stop too.
+            // SAFETY: plain system call.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+        }
     }
     setup_root(p)?;
-    sethostname(&p.hostname)?;
-    if p.network == Network::None {
+    if p.unshare.contains(CloneFlags::CLONE_NEWUTS) {
+        sethostname(&p.hostname)?;
+    }
+    if p.unshare.contains(CloneFlags::CLONE_NEWNET) {
         loopback_up();
     }
     setgroups(&p.groups).map_err(errno)?;
@@ -345,6 +606,68 @@ fn setup_root(p: &Prepared) -> io::Result<()> {
         none,
     )
     .map_err(errno)?;
+    if p.standard_mounts {
+        standard_mounts(p)?;
+    }
+    for m in &p.mounts {
+        // The target may live on a file system mounted just before (a /dev tmpfs).
+        // SAFETY: plain system calls on NUL-terminated strings; failures show in mount().
+        unsafe {
+            if m.file_target {
+                let fd = libc::open(
+                    m.target.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+            } else {
+                libc::mkdir(m.target.as_ptr(), 0o755);
+            }
+        }
+        let r = mount(
+            m.source.as_deref(),
+            m.target.as_c_str(),
+            m.fstype.as_deref(),
+            m.flags,
+            m.data.as_deref(),
+        );
+        match r {
+            Ok(()) => {}
+            Err(_) if m.optional => continue,
+            Err(e) => return Err(errno(e)),
+        }
+        if m.readonly_bind {
+            mount(
+                none,
+                m.target.as_c_str(),
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                none,
+            )
+            .map_err(errno)?;
+        }
+        if !m.propagation.is_empty() {
+            mount(none, m.target.as_c_str(), none, m.propagation, none).map_err(errno)?;
+        }
+    }
+    if p.readonly_root {
+        mount(
+            none,
+            p.rootfs.as_c_str(),
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            none,
+        )
+        .map_err(errno)?;
+    }
+    enter_root(p)
+}
+
+/// /proc, /sys, a tmpfs /dev with the usual devices, devpts and /dev/shm.
+fn standard_mounts(p: &Prepared) -> io::Result<()> {
+    let none: Option<&str> = None;
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(
         Some("proc"),
@@ -409,28 +732,23 @@ fn setup_root(p: &Prepared) -> io::Result<()> {
         // SAFETY: plain system call.
         unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) };
     }
-    for (source, target, fstype, flags, readonly) in &p.mounts {
-        let fstype = if fstype.is_empty() {
-            None
-        } else {
-            Some(*fstype)
-        };
-        let source = source.as_deref().or(Some(c"tmpfs"));
-        mount(source, target.as_c_str(), fstype, *flags, none).map_err(errno)?;
-        if *readonly {
-            mount(
-                none,
-                target.as_c_str(),
-                none,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                none,
-            )
-            .map_err(errno)?;
-        }
-    }
+    Ok(())
+}
+
+/// Make the prepared root the process's root.
+fn enter_root(p: &Prepared) -> io::Result<()> {
     chdir(p.rootfs.as_c_str()).map_err(errno)?;
-    pivot_root(".", ".").map_err(errno)?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(errno)?;
+    match pivot_root(".", ".") {
+        Ok(()) => umount2(".", MntFlags::MNT_DETACH).map_err(errno)?,
+        // The initramfs root cannot be pivoted away from: move the new root over it and chroot,
+        // as runc's --no-pivot does.
+        Err(nix::Error::EINVAL) => {
+            let none: Option<&str> = None;
+            mount(Some("."), "/", none, MsFlags::MS_MOVE, none).map_err(errno)?;
+            nix::unistd::chroot(".").map_err(errno)?;
+        }
+        Err(e) => return Err(errno(e)),
+    }
     chdir("/").map_err(errno)
 }
 
@@ -444,9 +762,9 @@ fn sethostname(name: &std::ffi::CStr) -> io::Result<()> {
     }
 }
 
-/// Bring `lo` up in a fresh network namespace (best effort).
+/// Bring `lo` up in the current network namespace (best effort).
 #[allow(clippy::cast_possible_truncation)]
-fn loopback_up() {
+pub fn loopback_up() {
     // SAFETY: plain system calls on a zeroed ifreq.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
@@ -471,22 +789,12 @@ mod tests {
     fn mountpoints_are_created_and_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::create_dir(dir.path().join("proc")).expect("mkdir");
-        let c = Container {
-            rootfs: dir.path().to_path_buf(),
-            args: vec!["true".into()],
-            env: vec![],
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            additional_gids: vec![],
-            hostname: "kiln".into(),
-            network: Network::Host,
-            mounts: vec![Mount::Bind {
-                source: PathBuf::from("/etc/hostname"),
-                target: "/etc/hostname".into(),
-                readonly: true,
-            }],
-        };
+        let mut c = Container::new(dir.path(), vec!["true".into()]);
+        c.mounts.push(Mount::Bind {
+            source: PathBuf::from("/etc/hostname"),
+            target: "/etc/hostname".into(),
+            readonly: true,
+        });
         let created = c.prepare_mountpoints().expect("prepare");
         let names: Vec<_> = created
             .iter()

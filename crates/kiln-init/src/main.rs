@@ -1,0 +1,303 @@
+//! kiln-init is PID 1 of a kiln system. It mounts the kernel file systems, sets the host name
+//! and brings up loopback, then runs every container `kiln build` laid out under /containers:
+//! `onboot` in order, each to completion (a failure is reported and boot goes on, as in
+//! LinuxKit), then `services` concurrently. It reaps orphans, and at power-off (SIGTERM,
+//! SIGUSR2 or SIGPWR; ctrl-alt-del reboots) stops the services, runs `onshutdown` and powers
+//! off. Container output goes to the console, prefixed with the container's name, and to
+//! /var/log/NAME.log.
+//!
+//! Built static (`-C target-feature=+crt-static`) so that it needs nothing from the image.
+
+mod modules;
+
+use kiln_runtime::bundle;
+use nix::mount::{MsFlags, mount};
+use nix::sys::reboot::{RebootMode, reboot, set_cad_enabled};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const CONTAINERS: &str = "/containers";
+
+fn log(msg: &str) {
+    println!("kiln-init: {msg}");
+}
+
+/// The kernel file systems every system needs. Failures are reported, not fatal.
+fn early_mounts() {
+    let none: Option<&str> = None;
+    let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let table: &[(&str, &str, &str, MsFlags, Option<&str>)] = &[
+        ("proc", "/proc", "proc", nodev, None),
+        ("sysfs", "/sys", "sysfs", nodev, None),
+        (
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        ),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("gid=5,mode=0620,ptmxmode=0666"),
+        ),
+        (
+            "shm",
+            "/dev/shm",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
+        (
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
+        (
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
+        ("cgroup2", "/sys/fs/cgroup", "cgroup2", nodev, None),
+    ];
+    for (source, target, fstype, flags, data) in table {
+        let _ = fs::create_dir_all(target);
+        if let Err(e) = mount(Some(*source), *target, Some(*fstype), *flags, *data) {
+            // devtmpfs may already be mounted by the kernel.
+            if e != nix::Error::EBUSY {
+                log(&format!("mounting {target}: {e}"));
+            }
+        }
+    }
+    let _ = mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SHARED, none);
+    for d in ["/var/log", "/var/lib", "/run/netns"] {
+        let _ = fs::create_dir_all(d);
+    }
+}
+
+fn set_hostname() {
+    let name = fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "kiln".into());
+    if let Err(e) = nix::unistd::sethostname(&name) {
+        log(&format!("setting the host name: {e}"));
+    }
+}
+
+/// The bundles of a section, in order.
+fn bundles(section: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(Path::new(CONTAINERS).join(section))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("config.json").is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The container's name: its directory without the `NNN-` order prefix of onboot/onshutdown.
+fn name_of(bundle: &Path) -> String {
+    let dir = bundle
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    match dir.split_once('-') {
+        Some((n, rest)) if n.chars().all(|c| c.is_ascii_digit()) => rest.to_string(),
+        _ => dir,
+    }
+}
+
+/// Copy a container's output to the console (prefixed) and to its log file.
+fn forward(name: String, stream: impl std::io::Read + Send + 'static) {
+    std::thread::spawn(move || {
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(format!("/var/log/{name}.log"))
+            .ok();
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            println!("{name}: {line}");
+            if let Some(f) = file.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    });
+}
+
+/// Start the container in `bundle`; returns its pid.
+fn start(bundle: &Path) -> Result<Pid, String> {
+    let name = name_of(bundle);
+    bundle::prepare_host(bundle).map_err(|e| e.to_string())?;
+    let container = bundle::load(bundle).map_err(|e| e.to_string())?;
+    container.prepare_mountpoints().map_err(|e| e.to_string())?;
+    let mut cmd = container.command().map_err(|e| e.to_string())?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("starting {name}: {e}"))?;
+    if let Some(out) = child.stdout.take() {
+        forward(name.clone(), out);
+    }
+    if let Some(err) = child.stderr.take() {
+        forward(name, err);
+    }
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+    // Reaped by the main loop, never by `Child`.
+    std::mem::forget(child);
+    Ok(pid)
+}
+
+fn describe(status: &WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, 0) => "exited".into(),
+        WaitStatus::Exited(_, c) => format!("failed with code {c}"),
+        WaitStatus::Signaled(_, s, _) => format!("killed by {s}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Reap until `pid` exits; other exits are reported against `services`.
+fn wait_for(pid: Pid, services: &mut HashMap<Pid, String>) -> WaitStatus {
+    loop {
+        match waitpid(None, None) {
+            Ok(s) if s.pid() == Some(pid) => return s,
+            Ok(s) => reaped(s, services),
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return WaitStatus::StillAlive,
+        }
+    }
+}
+
+fn reaped(status: WaitStatus, services: &mut HashMap<Pid, String>) {
+    if let Some(pid) = status.pid()
+        && let Some(name) = services.remove(&pid)
+    {
+        log(&format!("service {name} {}", describe(&status)));
+    }
+}
+
+/// Run each bundle of `section` to completion, in order.
+fn run_section(section: &str, services: &mut HashMap<Pid, String>) {
+    for b in bundles(section) {
+        let name = name_of(&b);
+        match start(&b) {
+            Ok(pid) => {
+                let status = wait_for(pid, services);
+                if !matches!(status, WaitStatus::Exited(_, 0)) {
+                    log(&format!("{section} {name} {}", describe(&status)));
+                }
+            }
+            Err(e) => log(&format!("{section} {name}: {e}")),
+        }
+    }
+}
+
+fn shutdown(services: &mut HashMap<Pid, String>, mode: RebootMode) -> ! {
+    log("shutting down");
+    for pid in services.keys() {
+        let _ = kill(*pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !services.is_empty() && Instant::now() < deadline {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            Ok(s) => reaped(s, services),
+        }
+    }
+    for pid in services.keys() {
+        let _ = kill(*pid, Signal::SIGKILL);
+    }
+    run_section("onshutdown", services);
+    nix::unistd::sync();
+    let _ = reboot(mode);
+    // reboot only returns on failure; PID 1 must not exit.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn main() {
+    // Signals are taken synchronously by the main loop; containers get an empty mask.
+    let mut signals = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGPWR,
+    ] {
+        signals.add(s);
+    }
+    let _ = signals.thread_block();
+    early_mounts();
+    if let Some(mut m) = modules::Modules::open() {
+        let loaded = m.coldplug();
+        if !loaded.is_empty() {
+            log(&format!(
+                "modules for the devices present: {}",
+                loaded.join(" ")
+            ));
+        }
+        // Containers with a writable root need overlayfs; /etc/modules lists more.
+        let listed = fs::read_to_string("/etc/modules").unwrap_or_default();
+        for name in std::iter::once("overlay")
+            .chain(listed.split_whitespace().filter(|w| !w.starts_with('#')))
+        {
+            if let Err(e) = m.load(name) {
+                log(&e);
+            }
+        }
+    }
+    set_hostname();
+    kiln_runtime::loopback_up();
+    // ctrl-alt-del sends SIGINT to init instead of rebooting at once.
+    let _ = set_cad_enabled(false);
+    log("starting");
+    let mut services: HashMap<Pid, String> = HashMap::new();
+    run_section("onboot", &mut services);
+    for b in bundles("services") {
+        let name = name_of(&b);
+        match start(&b) {
+            Ok(pid) => {
+                log(&format!("service {name} started"));
+                services.insert(pid, name);
+            }
+            Err(e) => log(&format!("service {name}: {e}")),
+        }
+    }
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(s) => reaped(s, &mut services),
+                }
+            },
+            Ok(Signal::SIGINT) => shutdown(&mut services, RebootMode::RB_AUTOBOOT),
+            Ok(Signal::SIGTERM | Signal::SIGUSR2 | Signal::SIGPWR) => {
+                shutdown(&mut services, RebootMode::RB_POWER_OFF)
+            }
+            Ok(Signal::SIGUSR1) => shutdown(&mut services, RebootMode::RB_HALT_SYSTEM),
+            _ => {}
+        }
+    }
+}
