@@ -186,6 +186,9 @@ pub struct RuntimeJson {
     /// Extra mounts kiln-init performs.
     pub mounts: Vec<Value>,
     rest: Runtime,
+    /// kiln extensions for kiln-init: restart policy and start ordering (absent unless set,
+    /// so LinuxKit's files stay byte for byte the same).
+    extensions: Vec<(&'static str, Value)>,
 }
 
 impl RuntimeJson {
@@ -211,14 +214,20 @@ impl RuntimeJson {
                 Value::Object(o)
             })
             .collect();
-        json!({
+        let mut out = json!({
             "cgroups": r.cgroups.clone().unwrap_or_default(),
             "mounts": mounts,
             "mkdir": r.mkdir.clone().unwrap_or_default(),
             "interfaces": interfaces,
             "bindNS": {"cgroup": s(&ns.cgroup), "ipc": s(&ns.ipc), "mnt": s(&ns.mnt), "net": s(&ns.net), "pid": s(&ns.pid), "user": s(&ns.user), "uts": s(&ns.uts)},
             "namespace": r.namespace.clone().unwrap_or_default(),
-        })
+        });
+        if let Value::Object(m) = &mut out {
+            for (k, v) in &self.extensions {
+                m.insert((*k).to_string(), v.clone());
+            }
+        }
+        out
     }
 }
 
@@ -658,6 +667,16 @@ pub fn bundle(
         runtime: RuntimeJson {
             mounts: runtime_mounts,
             rest,
+            extensions: {
+                let mut e = Vec::new();
+                if let Some(r) = yaml.restart.or(label.restart) {
+                    e.push(("restart", json!(r)));
+                }
+                if let Some(d) = pick(&yaml.depends_on, &label.depends_on) {
+                    e.push(("dependsOn", json!(d)));
+                }
+                e
+            },
         },
         readonly,
     })

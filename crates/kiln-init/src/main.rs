@@ -1,7 +1,7 @@
 //! kiln-init is PID 1 of a kiln system. It mounts the kernel file systems, sets the host name
 //! and brings up loopback, then runs every container `kiln build` laid out under /containers:
 //! `onboot` in order, each to completion (a failure is reported and boot goes on, as in
-//! LinuxKit), then `services` concurrently. It reaps orphans, and at power-off (SIGTERM,
+//! LinuxKit), then `services` concurrently, restarted by their policy (see `services`). It reaps orphans, and at power-off (SIGTERM,
 //! SIGUSR2 or SIGPWR; ctrl-alt-del reboots) stops the services, runs `onshutdown` and powers
 //! off. Container output goes to the console, prefixed with the container's name, and to
 //! /var/log/NAME.log.
@@ -9,6 +9,7 @@
 //! Built static (`-C target-feature=+crt-static`) so that it needs nothing from the image.
 
 mod modules;
+mod services;
 
 use kiln_runtime::bundle;
 use nix::mount::{MsFlags, mount};
@@ -16,7 +17,7 @@ use nix::sys::reboot::{RebootMode, reboot, set_cad_enabled};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use std::collections::HashMap;
+use services::Service;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -126,7 +127,10 @@ fn name_of(bundle: &Path) -> String {
 }
 
 /// Copy a container's output to the console (prefixed) and to its log file.
-fn forward(name: String, stream: impl std::io::Read + Send + 'static) {
+fn forward(
+    name: String,
+    stream: impl std::io::Read + Send + 'static,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut file = fs::OpenOptions::new()
             .create(true)
@@ -139,13 +143,16 @@ fn forward(name: String, stream: impl std::io::Read + Send + 'static) {
                 let _ = writeln!(f, "{line}");
             }
         }
-    });
+    })
 }
 
-/// Start the container in `bundle`; returns its pid.
-fn start(bundle: &Path) -> Result<Pid, String> {
+/// Start the container in `bundle` (making runtime.json's host mounts first when `prepare`);
+/// returns its pid and the threads copying its output (done when it has exited).
+fn start(bundle: &Path, prepare: bool) -> Result<(Pid, Vec<std::thread::JoinHandle<()>>), String> {
     let name = name_of(bundle);
-    bundle::prepare_host(bundle).map_err(|e| e.to_string())?;
+    if prepare {
+        bundle::prepare_host(bundle).map_err(|e| e.to_string())?;
+    }
     let container = bundle::load(bundle).map_err(|e| e.to_string())?;
     container.prepare_mountpoints().map_err(|e| e.to_string())?;
     let mut cmd = container.command().map_err(|e| e.to_string())?;
@@ -153,16 +160,17 @@ fn start(bundle: &Path) -> Result<Pid, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("starting {name}: {e}"))?;
+    let mut forwarders = Vec::new();
     if let Some(out) = child.stdout.take() {
-        forward(name.clone(), out);
+        forwarders.push(forward(name.clone(), out));
     }
     if let Some(err) = child.stderr.take() {
-        forward(name, err);
+        forwarders.push(forward(name, err));
     }
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
     // Reaped by the main loop, never by `Child`.
     std::mem::forget(child);
-    Ok(pid)
+    Ok((pid, forwarders))
 }
 
 fn describe(status: &WaitStatus) -> String {
@@ -174,8 +182,8 @@ fn describe(status: &WaitStatus) -> String {
     }
 }
 
-/// Reap until `pid` exits; other exits are reported against `services`.
-fn wait_for(pid: Pid, services: &mut HashMap<Pid, String>) -> WaitStatus {
+/// Reap until `pid` exits; service exits on the way are handled.
+fn wait_for(pid: Pid, services: &mut [Service]) -> WaitStatus {
     loop {
         match waitpid(None, None) {
             Ok(s) if s.pid() == Some(pid) => return s,
@@ -186,21 +194,71 @@ fn wait_for(pid: Pid, services: &mut HashMap<Pid, String>) -> WaitStatus {
     }
 }
 
-fn reaped(status: WaitStatus, services: &mut HashMap<Pid, String>) {
-    if let Some(pid) = status.pid()
-        && let Some(name) = services.remove(&pid)
-    {
-        log(&format!("service {name} {}", describe(&status)));
+/// A process exited: if it was a service, report it and schedule its restart by policy.
+fn reaped(status: WaitStatus, services: &mut [Service]) {
+    let Some(pid) = status.pid() else {
+        return;
+    };
+    let Some(svc) = services.iter_mut().find(|s| s.pid == Some(pid)) else {
+        return;
+    };
+    match svc.exited(&status, Instant::now()) {
+        Some(delay) => log(&format!(
+            "service {} {}; restarting in {} s",
+            svc.name,
+            describe(&status),
+            delay.as_secs()
+        )),
+        None => log(&format!("service {} {}", svc.name, describe(&status))),
+    }
+    schedule(services);
+}
+
+/// Wake the main loop when the earliest pending restart is due (a SIGCHLD from a timer thread;
+/// every wake-up checks for due restarts).
+fn schedule(services: &[Service]) {
+    if let Some(due) = services.iter().filter_map(|s| s.due).min() {
+        std::thread::spawn(move || {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let _ = kill(Pid::this(), Signal::SIGCHLD);
+        });
+    }
+}
+
+fn start_service(svc: &mut Service) {
+    match start(&svc.bundle, !svc.prepared) {
+        Ok((pid, _output)) => {
+            svc.prepared = true;
+            svc.pid = Some(pid);
+            svc.started = Some(Instant::now());
+            svc.due = None;
+            log(&format!("service {} started", svc.name));
+        }
+        Err(e) => log(&format!("service {}: {e}", svc.name)),
+    }
+}
+
+/// Start the services whose restart is due.
+fn restart_due(services: &mut [Service]) {
+    let now = Instant::now();
+    for svc in services.iter_mut() {
+        if svc.due.is_some_and(|d| d <= now) {
+            start_service(svc);
+        }
     }
 }
 
 /// Run each bundle of `section` to completion, in order.
-fn run_section(section: &str, services: &mut HashMap<Pid, String>) {
+fn run_section(section: &str, services: &mut [Service]) {
     for b in bundles(section) {
         let name = name_of(&b);
-        match start(&b) {
-            Ok(pid) => {
+        match start(&b, true) {
+            Ok((pid, output)) => {
                 let status = wait_for(pid, services);
+                // Everything it printed reaches the console before the next step.
+                for t in output {
+                    let _ = t.join();
+                }
                 if !matches!(status, WaitStatus::Exited(_, 0)) {
                     log(&format!("{section} {name} {}", describe(&status)));
                 }
@@ -210,20 +268,24 @@ fn run_section(section: &str, services: &mut HashMap<Pid, String>) {
     }
 }
 
-fn shutdown(services: &mut HashMap<Pid, String>, mode: RebootMode) -> ! {
+fn shutdown(services: &mut [Service], mode: RebootMode) -> ! {
     log("shutting down");
-    for pid in services.keys() {
-        let _ = kill(*pid, Signal::SIGTERM);
+    for svc in services.iter_mut() {
+        svc.restart = services::Restart::No;
+        svc.due = None;
+        if let Some(pid) = svc.pid {
+            let _ = kill(pid, Signal::SIGTERM);
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !services.is_empty() && Instant::now() < deadline {
+    while services.iter().any(|s| s.pid.is_some()) && Instant::now() < deadline {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(_) => std::thread::sleep(Duration::from_millis(50)),
             Ok(s) => reaped(s, services),
         }
     }
-    for pid in services.keys() {
-        let _ = kill(*pid, Signal::SIGKILL);
+    for pid in services.iter().filter_map(|s| s.pid) {
+        let _ = kill(pid, Signal::SIGKILL);
     }
     run_section("onshutdown", services);
     nix::unistd::sync();
@@ -272,26 +334,28 @@ fn main() {
     // ctrl-alt-del sends SIGINT to init instead of rebooting at once.
     let _ = set_cad_enabled(false);
     log("starting");
-    let mut services: HashMap<Pid, String> = HashMap::new();
+    let mut services: Vec<Service> = bundles("services")
+        .into_iter()
+        .map(|b| {
+            let name = name_of(&b);
+            Service::load(b, name)
+        })
+        .collect();
     run_section("onboot", &mut services);
-    for b in bundles("services") {
-        let name = name_of(&b);
-        match start(&b) {
-            Ok(pid) => {
-                log(&format!("service {name} started"));
-                services.insert(pid, name);
-            }
-            Err(e) => log(&format!("service {name}: {e}")),
-        }
+    for i in services::start_order(&services) {
+        start_service(&mut services[i]);
     }
     loop {
         match signals.wait() {
-            Ok(Signal::SIGCHLD) => loop {
-                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(s) => reaped(s, &mut services),
+            Ok(Signal::SIGCHLD) => {
+                loop {
+                    match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                        Ok(WaitStatus::StillAlive) | Err(_) => break,
+                        Ok(s) => reaped(s, &mut services),
+                    }
                 }
-            },
+                restart_due(&mut services);
+            }
             Ok(Signal::SIGINT) => shutdown(&mut services, RebootMode::RB_AUTOBOOT),
             Ok(Signal::SIGTERM | Signal::SIGUSR2 | Signal::SIGPWR) => {
                 shutdown(&mut services, RebootMode::RB_POWER_OFF)

@@ -219,6 +219,25 @@ pub struct Image {
     pub annotations: Option<IndexMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<Runtime>,
+    /// kiln extension: restart policy of a service, `no` (the default, as in LinuxKit),
+    /// `on-failure` or `always`; kiln-init restarts with a growing delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
+    /// kiln extension: services this one starts after.
+    #[serde(default, rename = "dependsOn", skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Vec<String>>,
+}
+
+/// When kiln-init restarts a service that exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never (LinuxKit's behaviour).
+    No,
+    /// When it exits with a non-zero status or is killed.
+    OnFailure,
+    /// Whenever it exits.
+    Always,
 }
 
 /// An OCI mount.

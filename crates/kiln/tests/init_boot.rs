@@ -7,12 +7,111 @@ mod common;
 use common::*;
 use std::process::Command;
 
+/// Build kiln-init and the packages; returns (kernel, init, busybox) image names.
+fn packages(cache: &std::path::Path) -> (String, String, String) {
+    run_ok(Command::new("bash").arg(repo_root().join("scripts/build-init.sh")));
+    let refs = build_packages(cache, &["kernel", "init", "busybox"]);
+    (refs[0].clone(), refs[1].clone(), refs[2].clone())
+}
+
+/// Build `manifest` (YAML text) and boot it; returns the console output.
+fn boot_manifest(cache: &std::path::Path, manifest: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("system.yml");
+    std::fs::write(&path, manifest).expect("manifest");
+    run_ok(
+        kiln()
+            .args([
+                "build",
+                "-f",
+                "kernel+initrd",
+                "--name",
+                "system",
+                "--cache",
+            ])
+            .arg(cache)
+            .arg("--dir")
+            .arg(dir.path())
+            .arg(&path),
+    );
+    let out = Command::new("timeout")
+        .arg("240")
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(["run", "qemu", "--accel", "tcg", "--networking", "none"])
+        .arg(dir.path().join("system"))
+        .output()
+        .expect("spawn kiln run qemu");
+    let console = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "exit {:?}:\n{console}", out.status);
+    console
+}
+
+#[test]
+fn services_restart_by_policy_in_order_and_onshutdown_runs() {
+    let cache = shared_store();
+    let (kernel, init, busybox) = packages(&cache);
+    let console = boot_manifest(
+        &cache,
+        &format!(
+            r#"kernel:
+  image: {kernel}
+  cmdline: "console=ttyS0 quiet"
+init:
+  - {init}
+services:
+  - name: crasher
+    image: {busybox}
+    command: ["/bin/sh", "-c", "echo crash; exit 3"]
+    restart: on-failure
+  - name: late
+    image: {busybox}
+    command: ["/bin/sh", "-c", "echo late up; exec sleep 1000"]
+    dependsOn: [crasher]
+  - name: quitter
+    image: {busybox}
+    command: ["/bin/sh", "-c", "echo quit; exit 1"]
+  - name: stopper
+    image: {busybox}
+    command: ["/bin/sh", "-c", "sleep 8; kill -TERM 1"]
+    pid: host
+onshutdown:
+  - name: goodbye
+    image: {busybox}
+    command: ["/bin/echo", "goodbye from onshutdown"]
+"#
+        ),
+    );
+    let crashes = console.matches("crasher: crash").count();
+    assert!(crashes >= 3, "crasher ran {crashes} times:\n{console}");
+    assert!(
+        console.contains("service crasher failed with code 3; restarting in 1 s"),
+        "{console}"
+    );
+    assert_eq!(
+        console.matches("quitter: quit").count(),
+        1,
+        "a `no` service was restarted:\n{console}"
+    );
+    assert!(
+        console.contains("service quitter failed with code 1\n")
+            || console.contains("service quitter failed with code 1\r"),
+        "{console}"
+    );
+    let crasher = console
+        .find("service crasher started")
+        .expect("crasher started");
+    let late = console.find("service late started").expect("late started");
+    assert!(crasher < late, "dependsOn not honoured:\n{console}");
+    let goodbye = console
+        .find("goodbye: goodbye from onshutdown")
+        .unwrap_or_else(|| panic!("onshutdown did not run:\n{console}"));
+    assert!(console[goodbye..].contains("Power down"), "{console}");
+}
+
 #[test]
 fn kiln_init_runs_onboot_containers_and_powers_off() {
     let cache = shared_store();
-    run_ok(Command::new("bash").arg(repo_root().join("scripts/build-init.sh")));
-    let refs = build_packages(&cache, &["kernel", "init", "busybox"]);
-    let (kernel, init, busybox) = (&refs[0], &refs[1], &refs[2]);
+    let (kernel, init, busybox) = packages(&cache);
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = dir.path().join("hello.yml");
     std::fs::write(
