@@ -57,7 +57,14 @@ fn source_date_epoch() -> anyhow::Result<Option<u64>> {
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
-    let set = ManifestSet::load(&args.files)?;
+    let mut set = ManifestSet::load(&args.files)?;
+    let base = args.files[0]
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    if !args.dry_run {
+        crate::packages::resolve(&mut set.manifest, &base, &args.images)?;
+    }
     if args.dry_run {
         print!("{}", kiln_manifest::to_yaml(&set.manifest));
         return Ok(());

@@ -4,6 +4,7 @@
 mod build;
 mod cache;
 mod image;
+mod packages;
 mod progress;
 mod run;
 

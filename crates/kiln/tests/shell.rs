@@ -1,0 +1,89 @@
+//! examples/minimal.yml (kiln-init and a getty service, named with `@pkg:` references that
+//! `kiln build` resolves and builds) boots under qemu to a shell prompt on the serial console;
+//! the test types into it.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn wait_for(output: &Arc<Mutex<String>>, needle: &str, after: usize, secs: u64) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        {
+            let text = output.lock().expect("lock");
+            if let Some(i) = text[after.min(text.len())..].find(needle) {
+                return after + i + needle.len();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} on the console:\n{text}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn minimal_example_boots_to_a_shell() {
+    let cache = shared_store();
+    run_ok(Command::new("bash").arg(repo_root().join("scripts/build-init.sh")));
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_ok(
+        kiln()
+            .args([
+                "build",
+                "-f",
+                "kernel+initrd",
+                "--name",
+                "minimal",
+                "--cache",
+            ])
+            .arg(&cache)
+            .arg("--dir")
+            .arg(dir.path())
+            .arg(repo_root().join("examples/minimal.yml")),
+    );
+    let mut child = kiln()
+        .args(["run", "qemu", "--accel", "tcg", "--networking", "none"])
+        .arg(dir.path().join("minimal"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kiln run qemu");
+    let output = Arc::new(Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().expect("stdout");
+    let sink = Arc::clone(&output);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .expect("lock")
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut stdin = child.stdin.take().expect("stdin");
+    let at = wait_for(&output, "built-in shell", 0, 240);
+    let at = wait_for(&output, "# ", at, 30);
+    stdin
+        .write_all(b"echo kiln-$((6*7)) $(hostname)\n")
+        .expect("type");
+    wait_for(&output, "kiln-42 kiln", at, 30);
+    stdin.write_all(b"poweroff -f\n").expect("type");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the guest did not power off");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+}
