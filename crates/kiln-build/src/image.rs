@@ -216,11 +216,9 @@ pub fn write(
     config: &ImageConfig,
     layers: &[(Digest, Descriptor)],
 ) -> Result<(Digest, Descriptor), BuildError> {
-    let config_bytes = serde_json::to_vec(&Value::Object(config.0.clone())).map_err(|e| {
-        kiln_oci::StoreError::Json {
-            what: "image config".into(),
-            source: e,
-        }
+    let config_bytes = serde_json::to_vec(&config.0).map_err(|e| kiln_oci::StoreError::Json {
+        what: "image config".into(),
+        source: e,
     })?;
     let config_digest = store.put_bytes(&config_bytes, None, "image config")?;
     let manifest = json!({

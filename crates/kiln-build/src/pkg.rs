@@ -212,20 +212,19 @@ pub fn build_packages(
     dirs: &[PathBuf],
     opts: &PkgOptions,
 ) -> Result<Vec<PkgResult>, BuildError> {
-    let mut order: Vec<PathBuf> = Vec::new();
+    let mut order: Vec<(PathBuf, Package)> = Vec::new();
     for d in dirs {
         visit(d, &mut order, &mut Vec::new())?;
     }
     let mut results = Vec::new();
     let mut refs: BTreeMap<PathBuf, String> = BTreeMap::new();
-    for dir in order {
-        let pkg = Package::load(&dir)?;
+    for (canonical, pkg) in order {
+        let dir = pkg.dir.clone();
         let reference = pkg.reference(opts.org.as_deref());
         let r: Reference = reference.parse().map_err(|e| BuildError::Package {
             file: dir.join("build.yml"),
             message: format!("image name {reference:?}: {e}"),
         })?;
-        let canonical = fs::canonicalize(&dir).map_err(io_err(&dir))?;
         refs.insert(canonical, reference.clone());
         let arch = kiln_oci::spec::normalize_arch(&opts.base.arch).to_string();
         if let Some(arches) = &pkg.spec.arches
@@ -339,13 +338,15 @@ fn stage_context(dir: &Path, extra: &[String]) -> Result<Option<tempfile::TempDi
     Ok(Some(tmp))
 }
 
-/// Depth-first: the packages `dir` depends on (through `@lkt:pkg:`), then `dir`.
-fn visit(dir: &Path, order: &mut Vec<PathBuf>, stack: &mut Vec<PathBuf>) -> Result<(), BuildError> {
+/// Depth-first: the packages `dir` depends on (through `@lkt:pkg:`), then `dir`, each loaded
+/// once and paired with its canonical directory.
+fn visit(
+    dir: &Path,
+    order: &mut Vec<(PathBuf, Package)>,
+    stack: &mut Vec<PathBuf>,
+) -> Result<(), BuildError> {
     let canonical = fs::canonicalize(dir).map_err(io_err(dir))?;
-    if order
-        .iter()
-        .any(|d| fs::canonicalize(d).is_ok_and(|c| c == canonical))
-    {
+    if order.iter().any(|(c, _)| *c == canonical) {
         return Ok(());
     }
     if stack.contains(&canonical) {
@@ -354,7 +355,7 @@ fn visit(dir: &Path, order: &mut Vec<PathBuf>, stack: &mut Vec<PathBuf>) -> Resu
             message: "packages depend on each other in a cycle".into(),
         });
     }
-    stack.push(canonical);
+    stack.push(canonical.clone());
     let pkg = Package::load(dir)?;
     for arg in pkg.spec.build_args.iter().flatten() {
         if let Some(path) = arg
@@ -365,6 +366,6 @@ fn visit(dir: &Path, order: &mut Vec<PathBuf>, stack: &mut Vec<PathBuf>) -> Resu
         }
     }
     stack.pop();
-    order.push(dir.to_path_buf());
+    order.push((canonical, pkg));
     Ok(())
 }

@@ -726,15 +726,7 @@ fn copy(e: &Engine, st: &mut State, ins: &Instruction) -> Result<(), BuildError>
             } else {
                 let base = s.rsplit('/').next().unwrap_or(s);
                 let target = file_target(root, &dest, dest_is_dir, base, attrs)?;
-                fsops::copy_tree(
-                    &src,
-                    &target,
-                    Attrs {
-                        keep_owner: keep_owner && attrs.owner.is_none(),
-                        ..attrs
-                    },
-                    &skip,
-                )?;
+                fsops::copy_tree(&src, &target, attrs, &skip)?;
             }
         }
         for (path, name, mode) in &fetched {

@@ -151,7 +151,7 @@ fn progress() -> kiln_build::Progress {
     Arc::new(|line: &str| eprintln!("{line}"))
 }
 
-fn base_options(images: &ImageOpts) -> anyhow::Result<BuildOptions> {
+pub(crate) fn base_options(images: &ImageOpts) -> anyhow::Result<BuildOptions> {
     let mut b = BuildOptions::new(".", "Dockerfile");
     b.arch = kiln_oci::spec::normalize_arch(&images.arch).to_string();
     b.registry = registry_options(images)?;

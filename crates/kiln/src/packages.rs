@@ -5,7 +5,7 @@
 
 use crate::ImageOpts;
 use anyhow::Context as _;
-use kiln_build::pkg::{Package, PkgOptions, build_packages};
+use kiln_build::pkg::{PkgOptions, build_packages};
 use kiln_manifest::Manifest;
 use std::path::{Path, PathBuf};
 
@@ -26,32 +26,34 @@ fn image_refs(m: &mut Manifest) -> Vec<&mut String> {
 pub fn resolve(m: &mut Manifest, base: &Path, images: &ImageOpts) -> anyhow::Result<()> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     for r in image_refs(m) {
-        let Some(path) = r.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let dir = base.join(path);
-        let pkg = Package::load(&dir).with_context(|| format!("image {r}"))?;
-        *r = pkg.reference(None);
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
+        if let Some(path) = r.strip_prefix(PREFIX) {
+            let dir = base.join(path);
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
         }
     }
     if dirs.is_empty() {
         return Ok(());
     }
-    let store = images.store()?;
-    let mut base_opts = kiln_build::BuildOptions::new(".", "Dockerfile");
-    base_opts.arch = kiln_oci::spec::normalize_arch(&images.arch).to_string();
-    base_opts.registry = crate::cache::registry_options(images)?;
-    base_opts.progress = Some(std::sync::Arc::new(|line: &str| eprintln!("{line}")));
     let opts = PkgOptions {
-        base: base_opts,
+        base: crate::image::base_options(images)?,
         org: None,
         force: false,
     };
-    for r in build_packages(&store, &dirs, &opts)? {
+    let built = build_packages(&images.store()?, &dirs, &opts)?;
+    for r in &built {
         if r.built.is_some() {
             eprintln!("built package {}", r.reference);
+        }
+    }
+    for r in image_refs(m) {
+        if let Some(path) = r.strip_prefix(PREFIX) {
+            let dir = base.join(path);
+            let found = built.iter().find(|b| b.dir == dir);
+            *r = found
+                .map(|b| b.reference.clone())
+                .with_context(|| format!("image {r}: package {} was not built", dir.display()))?;
         }
     }
     Ok(())
