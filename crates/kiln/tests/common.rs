@@ -212,37 +212,40 @@ pub fn build_packages(cache: &Path, names: &[&str]) -> Vec<String> {
     run_ok(&mut cmd).lines().map(str::to_string).collect()
 }
 
-/// Boot a kernel and initrd under qemu (TCG) with the serial console captured; returns what
-/// the guest printed. The guest must power off (or panic) before `timeout_secs`.
-pub fn boot(
-    kernel: &Path,
-    initrd: &Path,
-    cmdline: &str,
-    extra: &[&str],
-    timeout_secs: u64,
-) -> String {
-    let mut cmd = Command::new("timeout");
-    cmd.arg(timeout_secs.to_string())
-        .args([
-            "qemu-system-x86_64",
-            "-M",
-            "pc",
-            "-accel",
-            "tcg",
-            "-m",
-            "1024",
-            "-nographic",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .arg("-append")
-        .arg(cmdline)
-        .args(extra);
-    let out = cmd.output().expect("spawn qemu");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// `kiln build -f kernel+initrd --name NAME --dir DIR MANIFEST` with the store at `cache`;
+/// returns DIR/NAME, what `kiln run qemu` takes.
+pub fn build_system(cache: &Path, manifest: &Path, dir: &Path, name: &str) -> PathBuf {
+    run_ok(
+        kiln()
+            .args(["build", "-f", "kernel+initrd", "--name", name, "--cache"])
+            .arg(cache)
+            .arg("--dir")
+            .arg(dir)
+            .arg(manifest),
+    );
+    dir.join(name)
+}
+
+/// `kiln run qemu --accel tcg EXTRA... SYSTEM`, bounded to 240 s; returns the exit status and
+/// the console output.
+pub fn run_system(system: &Path, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let out = Command::new("timeout")
+        .arg("240")
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(["run", "qemu", "--accel", "tcg"])
+        .args(extra)
+        .arg(system)
+        .output()
+        .expect("spawn kiln run qemu");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Build kiln-init (scripts/build-init.sh), which pkg/init takes as an extra source.
+pub fn build_init() {
+    run_ok(Command::new("bash").arg(repo_root().join("scripts/build-init.sh")));
 }
 
 /// An OCI-layout tar holding one multi-platform image named `name`: an index with one manifest

@@ -5,11 +5,10 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 
 /// Build kiln-init and the packages; returns (kernel, init, busybox) image names.
 fn packages(cache: &std::path::Path) -> (String, String, String) {
-    run_ok(Command::new("bash").arg(repo_root().join("scripts/build-init.sh")));
+    build_init();
     let refs = build_packages(cache, &["kernel", "init", "busybox"]);
     (refs[0].clone(), refs[1].clone(), refs[2].clone())
 }
@@ -19,30 +18,9 @@ fn boot_manifest(cache: &std::path::Path, manifest: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("system.yml");
     std::fs::write(&path, manifest).expect("manifest");
-    run_ok(
-        kiln()
-            .args([
-                "build",
-                "-f",
-                "kernel+initrd",
-                "--name",
-                "system",
-                "--cache",
-            ])
-            .arg(cache)
-            .arg("--dir")
-            .arg(dir.path())
-            .arg(&path),
-    );
-    let out = Command::new("timeout")
-        .arg("240")
-        .arg(env!("CARGO_BIN_EXE_kiln"))
-        .args(["run", "qemu", "--accel", "tcg", "--networking", "none"])
-        .arg(dir.path().join("system"))
-        .output()
-        .expect("spawn kiln run qemu");
-    let console = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "exit {:?}:\n{console}", out.status);
+    let system = build_system(cache, &path, dir.path(), "system");
+    let (status, console) = run_system(&system, &["--networking", "none"]);
+    assert!(status.success(), "exit {status:?}:\n{console}");
     console
 }
 
@@ -140,23 +118,9 @@ onboot:
         ),
     )
     .expect("manifest");
-    run_ok(
-        kiln()
-            .args(["build", "-f", "kernel+initrd", "--name", "hello", "--cache"])
-            .arg(&cache)
-            .arg("--dir")
-            .arg(dir.path())
-            .arg(&manifest),
-    );
-    let out = Command::new("timeout")
-        .arg("240")
-        .arg(env!("CARGO_BIN_EXE_kiln"))
-        .args(["run", "qemu", "--accel", "tcg", "--networking", "none"])
-        .arg(dir.path().join("hello"))
-        .output()
-        .expect("spawn kiln run qemu");
-    let console = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exit {:?}:\n{console}", out.status);
+    let system = build_system(&cache, &manifest, dir.path(), "hello");
+    let (status, console) = run_system(&system, &["--networking", "none"]);
+    assert!(status.success(), "exit {status:?}:\n{console}");
     let first = console
         .find("first: first ran")
         .unwrap_or_else(|| panic!("no output of first:\n{console}"));

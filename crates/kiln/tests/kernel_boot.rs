@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{boot, build_packages, kiln, run_ok, shared_store};
+use common::{build_packages, build_system, kiln, run_ok, run_system, shared_store};
 
 const INIT: &str = r#"#!/bin/sh
 mount -t proc proc /proc
@@ -46,21 +46,9 @@ fn kernel_package_boots_and_loads_modules() {
         ),
     )
     .expect("write manifest");
-    run_ok(
-        kiln()
-            .args(["build", "-f", "kernel+initrd", "--name", "boot", "--cache"])
-            .arg(&cache)
-            .arg("--dir")
-            .arg(dir.path())
-            .arg(&manifest),
-    );
-    let out = boot(
-        &dir.path().join("boot-kernel"),
-        &dir.path().join("boot-initrd.img"),
-        "console=ttyS0 panic=-1",
-        &["-nic", "user,model=virtio-net-pci"],
-        240,
-    );
+    let system = build_system(&cache, &manifest, dir.path(), "boot");
+    // User networking gives the guest a virtio-net NIC.
+    let (_, out) = run_system(&system, &["--networking", "user"]);
     for marker in [
         "KILN-MARKER-VIRTIO-NET",
         "KILN-MARKER-EXT4",

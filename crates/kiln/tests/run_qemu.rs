@@ -27,37 +27,15 @@ fn hello_system(dir: &Path) -> std::path::PathBuf {
         ),
     )
     .expect("manifest");
-    run_ok(
-        kiln()
-            .args(["build", "-f", "kernel+initrd", "--name", "hello", "--cache"])
-            .arg(&cache)
-            .arg("--dir")
-            .arg(dir)
-            .arg(&manifest),
-    );
-    dir.join("hello")
+    build_system(&cache, &manifest, dir, "hello")
 }
 
 #[test]
 fn run_qemu_attached_and_detached() {
     let dir = tempfile::tempdir().expect("tempdir");
     let name = hello_system(dir.path());
-    let out = kiln()
-        .args([
-            "run",
-            "qemu",
-            "--accel",
-            "tcg",
-            "--mem",
-            "512",
-            "--networking",
-            "none",
-        ])
-        .arg(&name)
-        .output()
-        .expect("spawn kiln run qemu");
-    let console = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exit {:?}\n{console}", out.status);
+    let (status, console) = run_system(&name, &["--mem", "512", "--networking", "none"]);
+    assert!(status.success(), "exit {status:?}\n{console}");
     assert!(console.contains("Hello from kiln: kernel"), "{console}");
 
     let state = dir.path().join("state");

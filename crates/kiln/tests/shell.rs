@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,26 +30,17 @@ fn wait_for(output: &Arc<Mutex<String>>, needle: &str, after: usize, secs: u64) 
 #[test]
 fn minimal_example_boots_to_a_shell() {
     let cache = shared_store();
-    run_ok(Command::new("bash").arg(repo_root().join("scripts/build-init.sh")));
+    build_init();
     let dir = tempfile::tempdir().expect("tempdir");
-    run_ok(
-        kiln()
-            .args([
-                "build",
-                "-f",
-                "kernel+initrd",
-                "--name",
-                "minimal",
-                "--cache",
-            ])
-            .arg(&cache)
-            .arg("--dir")
-            .arg(dir.path())
-            .arg(repo_root().join("examples/minimal.yml")),
+    let system = build_system(
+        &cache,
+        &repo_root().join("examples/minimal.yml"),
+        dir.path(),
+        "minimal",
     );
     let mut child = kiln()
         .args(["run", "qemu", "--accel", "tcg", "--networking", "none"])
-        .arg(dir.path().join("minimal"))
+        .arg(&system)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
