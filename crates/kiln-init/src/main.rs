@@ -154,12 +154,23 @@ fn start(bundle: &Path, prepare: bool) -> Result<(Pid, Vec<std::thread::JoinHand
         bundle::prepare_host(bundle).map_err(|e| e.to_string())?;
     }
     let container = bundle::load(bundle).map_err(|e| e.to_string())?;
+    let host = bundle::host_setup(bundle).map_err(|e| e.to_string())?;
     container.prepare_mountpoints().map_err(|e| e.to_string())?;
-    let mut cmd = container.command().map_err(|e| e.to_string())?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("starting {name}: {e}"))?;
+    let stdio = |cmd: &mut std::process::Command| {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    };
+    let mut child = if host.is_empty() {
+        let mut cmd = container.command().map_err(|e| e.to_string())?;
+        stdio(&mut cmd);
+        cmd.spawn().map_err(|e| format!("starting {name}: {e}"))?
+    } else {
+        // Interfaces and namespace bindings need the namespaces, before the container goes on.
+        container
+            .spawn_gated(stdio, |pid| host.apply(pid))
+            .map_err(|e| format!("starting {name}: {e}"))?
+    };
     let mut forwarders = Vec::new();
     if let Some(out) = child.stdout.take() {
         forwarders.push(forward(name.clone(), out));

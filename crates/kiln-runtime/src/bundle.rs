@@ -2,7 +2,10 @@
 //! spec: process, root, hostname, mounts, namespaces) and LinuxKit's `runtime.json` (mounts and
 //! directories the host prepares before the container starts).
 
-use crate::{Container, Mount, Namespace, NsKind, RuntimeError, mount_host};
+use crate::security::{self, Capabilities, Rlimit};
+use crate::{
+    Cgroup, Container, Device, Interface, Mount, Namespace, NsKind, RuntimeError, mount_host,
+};
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
@@ -59,9 +62,109 @@ pub fn prepare_host(bundle: &Path) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// What runtime.json asks of the host between creating the container's namespaces and
+/// starting it.
+#[derive(Debug, Default)]
+pub struct HostSetup {
+    /// Interfaces to create or move into its network namespace.
+    pub interfaces: Vec<Interface>,
+    /// `bindNS`: namespace kind to the path to bind it to.
+    pub bind_ns: Value,
+}
+
+impl HostSetup {
+    /// Whether anything is to be done (otherwise the container need not wait for it).
+    pub fn is_empty(&self) -> bool {
+        self.interfaces.is_empty()
+            && self
+                .bind_ns
+                .as_object()
+                .is_none_or(|m| m.values().all(|v| v.as_str().is_none_or(str::is_empty)))
+    }
+
+    /// Carry it out for the container whose (first) process is `pid`.
+    pub fn apply(&self, pid: u32) -> Result<(), RuntimeError> {
+        crate::setup_interfaces(pid, &self.interfaces)?;
+        crate::bind_namespaces(pid, &self.bind_ns)
+    }
+}
+
+/// The interfaces and namespace bindings of a bundle's runtime.json.
+pub fn host_setup(bundle: &Path) -> Result<HostSetup, RuntimeError> {
+    let path = bundle.join("runtime.json");
+    if !path.exists() {
+        return Ok(HostSetup::default());
+    }
+    let rt = read_json(&path)?;
+    let located = |e: RuntimeError| RuntimeError::Config(format!("{}: {e}", path.display()));
+    Ok(HostSetup {
+        interfaces: Interface::from_json(&rt["interfaces"]).map_err(located)?,
+        bind_ns: rt["bindNS"].clone(),
+    })
+}
+
+fn capabilities(c: &Value) -> Result<Option<Capabilities>, RuntimeError> {
+    if !c.is_object() {
+        return Ok(None);
+    }
+    let mask = |key: &str| security::capability_mask(&strings(&c[key]));
+    Ok(Some(Capabilities {
+        bounding: mask("bounding")?,
+        effective: mask("effective")?,
+        permitted: mask("permitted")?,
+        inheritable: mask("inheritable")?,
+        ambient: mask("ambient")?,
+    }))
+}
+
+fn rlimits(v: &Value) -> Result<Vec<Rlimit>, RuntimeError> {
+    let mut out = Vec::new();
+    for r in v.as_array().into_iter().flatten() {
+        out.push(Rlimit {
+            resource: security::rlimit_resource(r["type"].as_str().unwrap_or_default())?,
+            soft: r["soft"].as_u64().unwrap_or(0),
+            hard: r["hard"].as_u64().unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+fn devices(v: &Value) -> Vec<Device> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| Device {
+            path: d["path"].as_str().unwrap_or_default().to_string(),
+            kind: d["type"]
+                .as_str()
+                .and_then(|t| t.chars().next())
+                .unwrap_or('c'),
+            major: d["major"].as_u64().unwrap_or(0),
+            minor: d["minor"].as_u64().unwrap_or(0),
+            mode: d["fileMode"]
+                .as_u64()
+                .and_then(|m| u32::try_from(m).ok())
+                .unwrap_or(0o666),
+            uid: uint(&d["uid"]),
+            gid: uint(&d["gid"]),
+        })
+        .collect()
+}
+
+/// The cgroup: `cgroupsPath`, or `kiln/NAME` when only resources are given.
+fn cgroup(linux: &Value, name: &str) -> Option<Cgroup> {
+    let resources = &linux["resources"];
+    let path = linux["cgroupsPath"].as_str().filter(|p| !p.is_empty());
+    let mut cg = Cgroup::new(path.unwrap_or(&format!("kiln/{name}")));
+    cg.add_resources(resources);
+    (path.is_some() || !cg.settings.is_empty()).then_some(cg)
+}
+
 /// The container a bundle's config.json describes.
 pub fn load(bundle: &Path) -> Result<Container, RuntimeError> {
-    let c = read_json(&bundle.join("config.json"))?;
+    let config_path = bundle.join("config.json");
+    let c = read_json(&config_path)?;
+    let located = |e: RuntimeError| RuntimeError::Config(format!("{}: {e}", config_path.display()));
     let root = c["root"]["path"].as_str().unwrap_or("rootfs");
     let mut container = Container::new(bundle.join(root), strings(&c["process"]["args"]));
     container.readonly_root = c["root"]["readonly"].as_bool().unwrap_or(false);
@@ -78,6 +181,29 @@ pub fn load(bundle: &Path) -> Result<Container, RuntimeError> {
         container.hostname = h.to_string();
     }
     container.standard_mounts = false;
+    let process = &c["process"];
+    container.capabilities = capabilities(&process["capabilities"]).map_err(located)?;
+    container.rlimits = rlimits(&process["rlimits"]).map_err(located)?;
+    container.no_new_privileges = process["noNewPrivileges"].as_bool().unwrap_or(false);
+    container.oom_score_adj = process["oomScoreAdj"]
+        .as_i64()
+        .and_then(|v| i32::try_from(v).ok());
+    let linux = &c["linux"];
+    container.sysctls = linux["sysctl"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    container.masked_paths = strings(&linux["maskedPaths"]);
+    container.readonly_paths = strings(&linux["readonlyPaths"]);
+    container.devices = devices(&linux["devices"]);
+    container.rootfs_propagation = linux["rootfsPropagation"].as_str().map(str::to_string);
+    let name = bundle
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    container.cgroup = cgroup(linux, &name);
     let mut namespaces = Vec::new();
     for ns in c["linux"]["namespaces"].as_array().into_iter().flatten() {
         let kind = match ns["type"].as_str().unwrap_or_default() {

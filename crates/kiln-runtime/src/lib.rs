@@ -10,14 +10,25 @@
 #![allow(unsafe_code)]
 
 pub mod bundle;
+pub mod cgroup;
+mod netdev;
+mod rootfs;
+pub mod security;
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+pub use cgroup::Cgroup;
+pub use netdev::{Interface, bind_namespaces, setup_interfaces};
+pub use rootfs::mount_host;
+pub use security::{Capabilities, Rlimit};
+
+use nix::mount::MsFlags;
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Gid, Uid, chdir, fork, pivot_root, setgid, setgroups, setuid};
+use nix::unistd::{ForkResult, Gid, Uid, chdir, fork, setgid, setgroups, setuid};
+use rootfs::{PreparedMount, mount_options};
 use std::ffi::CString;
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -29,6 +40,25 @@ pub enum RuntimeError {
     /// A path or argument holds a NUL byte.
     #[error("{0:?} contains a NUL byte")]
     Nul(String),
+    /// The container's configuration is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// Creating or configuring the container's cgroup failed.
+    #[error("cgroup {path}: {source}")]
+    Cgroup {
+        /// The cgroup file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Setting up a network interface or a namespace binding failed.
+    #[error("{what}: {source}")]
+    Network {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
     /// Preparing the root filesystem failed.
     #[error("preparing {path}: {source}")]
     Prepare {
@@ -157,6 +187,46 @@ pub struct Container {
     pub namespaces: Option<Vec<Namespace>>,
     /// Make the root file system read-only.
     pub readonly_root: bool,
+    /// Capability sets; `None` leaves the caller's (full root for the builder).
+    pub capabilities: Option<Capabilities>,
+    /// Resource limits.
+    pub rlimits: Vec<Rlimit>,
+    /// Set `no_new_privs`.
+    pub no_new_privileges: bool,
+    /// The OOM killer's score adjustment (-1000..1000).
+    pub oom_score_adj: Option<i32>,
+    /// Kernel parameters set in the container's namespaces (`net.ipv4.ip_forward` = `1`).
+    pub sysctls: Vec<(String, String)>,
+    /// Paths hidden from the container (an empty read-only tmpfs over directories, /dev/null
+    /// over files).
+    pub masked_paths: Vec<String>,
+    /// Paths made read-only.
+    pub readonly_paths: Vec<String>,
+    /// Device nodes created in the container's /dev.
+    pub devices: Vec<Device>,
+    /// The cgroup to run in, with its limits.
+    pub cgroup: Option<Cgroup>,
+    /// Propagation of the root mount (`shared`, `slave`, `private`; default `rprivate`).
+    pub rootfs_propagation: Option<String>,
+}
+
+/// A device node to create in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Its path in the container (`/dev/fuse`).
+    pub path: String,
+    /// `c` (or `u`), `b` or `p`.
+    pub kind: char,
+    /// Major number.
+    pub major: u64,
+    /// Minor number.
+    pub minor: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
 }
 
 impl Container {
@@ -176,6 +246,16 @@ impl Container {
             standard_mounts: true,
             namespaces: None,
             readonly_root: false,
+            capabilities: None,
+            rlimits: Vec::new(),
+            no_new_privileges: false,
+            oom_score_adj: None,
+            sysctls: Vec::new(),
+            masked_paths: Vec::new(),
+            readonly_paths: Vec::new(),
+            devices: Vec::new(),
+            cgroup: None,
+            rootfs_propagation: None,
         }
     }
 }
@@ -187,14 +267,33 @@ pub const STANDARD_MOUNTPOINTS: &[&str] = &["proc", "dev", "sys"];
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Everything the child needs, converted to C strings before the fork.
-struct Prepared {
+pub(crate) struct Prepared {
     rootfs: CString,
     proc_dir: CString,
     sys_dir: CString,
     dev_dir: CString,
     pts_dir: CString,
     shm_dir: CString,
-    devices: Vec<(CString, CString)>,
+    host_devices: Vec<(CString, CString)>,
+    /// The config mounts a file system (not a bind) on /dev: add the default devices.
+    fresh_dev: bool,
+    /// Device nodes to create: path, mode (type and permissions), device number, owner.
+    devices: Vec<(CString, libc::mode_t, libc::dev_t, Uid, Gid)>,
+    masked_paths: Vec<CString>,
+    readonly_paths: Vec<CString>,
+    root_propagation: MsFlags,
+    /// `/proc/sys/...` files and their values.
+    sysctls: Vec<(CString, CString)>,
+    rlimits: Vec<Rlimit>,
+    capabilities: Option<Capabilities>,
+    last_capability: u32,
+    no_new_privileges: bool,
+    /// The value for /proc/self/oom_score_adj.
+    oom_score_adj: Option<CString>,
+    /// The cgroup's `cgroup.procs`, open for writing.
+    cgroup_procs: Option<fs::File>,
+    /// The pipes of a gated start (see `spawn_gated`).
+    gate: Option<GatePipes>,
     dev_links: Vec<(CString, CString)>,
     mounts: Vec<PreparedMount>,
     standard_mounts: bool,
@@ -206,96 +305,6 @@ struct Prepared {
     uid: Uid,
     gid: Gid,
     groups: Vec<Gid>,
-}
-
-/// One mount, ready for the system call.
-struct PreparedMount {
-    source: Option<CString>,
-    target: CString,
-    fstype: Option<CString>,
-    flags: MsFlags,
-    data: Option<CString>,
-    /// Remount read-only after a bind.
-    readonly_bind: bool,
-    /// Propagation to set afterwards.
-    propagation: MsFlags,
-    /// Failure is tolerated (cgroup and mqueue, which a kernel may lack).
-    optional: bool,
-    /// The target is a file (a bind of a file), not a directory.
-    file_target: bool,
-}
-
-/// Split OCI mount options into flags, propagation and data.
-fn mount_options(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
-    let mut flags = MsFlags::empty();
-    let mut propagation = MsFlags::empty();
-    let mut data = Vec::new();
-    for o in options {
-        match o.as_str() {
-            "ro" => flags |= MsFlags::MS_RDONLY,
-            "rw" | "defaults" => {}
-            "nosuid" => flags |= MsFlags::MS_NOSUID,
-            "nodev" => flags |= MsFlags::MS_NODEV,
-            "noexec" => flags |= MsFlags::MS_NOEXEC,
-            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
-            "remount" => flags |= MsFlags::MS_REMOUNT,
-            "bind" => flags |= MsFlags::MS_BIND,
-            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
-            "relatime" => flags |= MsFlags::MS_RELATIME,
-            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
-            "noatime" => flags |= MsFlags::MS_NOATIME,
-            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
-            "private" => propagation = MsFlags::MS_PRIVATE,
-            "rprivate" => propagation = MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-            "shared" => propagation = MsFlags::MS_SHARED,
-            "rshared" => propagation = MsFlags::MS_SHARED | MsFlags::MS_REC,
-            "slave" => propagation = MsFlags::MS_SLAVE,
-            "rslave" => propagation = MsFlags::MS_SLAVE | MsFlags::MS_REC,
-            other => data.push(other.to_string()),
-        }
-    }
-    (flags, propagation, data)
-}
-
-/// Mount on the host side (kiln-init's runtime.json mounts): `target` is created first, and an
-/// overlay's upper and work directories too.
-pub fn mount_host(
-    source: &str,
-    target: &Path,
-    fstype: &str,
-    options: &[String],
-) -> Result<(), RuntimeError> {
-    let (flags, propagation, data) = mount_options(options);
-    let prep = |source: io::Error| RuntimeError::Prepare {
-        path: target.to_path_buf(),
-        source,
-    };
-    fs::create_dir_all(target).map_err(prep)?;
-    for d in &data {
-        if let Some(dir) = d
-            .strip_prefix("upperdir=")
-            .or_else(|| d.strip_prefix("workdir="))
-        {
-            fs::create_dir_all(dir).map_err(prep)?;
-        }
-    }
-    let none: Option<&str> = None;
-    let only_propagation = source.is_empty() && fstype.is_empty() && flags.is_empty();
-    if !only_propagation {
-        let data = data.join(",");
-        mount(
-            (!source.is_empty()).then_some(source),
-            target,
-            (!fstype.is_empty()).then_some(fstype),
-            flags,
-            (!data.is_empty()).then_some(data.as_str()),
-        )
-        .map_err(|e| prep(errno(e)))?;
-    }
-    if !propagation.is_empty() {
-        mount(none, target, none, propagation, none).map_err(|e| prep(errno(e)))?;
-    }
-    Ok(())
 }
 
 fn cstr(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
@@ -354,23 +363,33 @@ impl Container {
                 path: path.clone(),
                 source,
             };
+            // Another container on the same root may create them at the same time.
             for d in missing.iter().rev() {
-                fs::create_dir(d).map_err(prep)?;
-                created.push(d.clone());
+                match fs::create_dir(d) {
+                    Ok(()) => created.push(d.clone()),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(prep(e)),
+                }
             }
-            if dir {
-                fs::create_dir(&path).map_err(prep)?;
+            let made = if dir {
+                fs::create_dir(&path)
             } else {
-                fs::File::create(&path).map_err(prep)?;
+                fs::File::create_new(&path).map(drop)
+            };
+            match made {
+                Ok(()) => created.push(path),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(prep(e)),
             }
-            created.push(path);
         }
         Ok(created)
     }
 
-    fn prepare(&self) -> Result<Prepared, RuntimeError> {
+    fn prepare(&self, gate: Option<GatePipes>) -> Result<Prepared, RuntimeError> {
         let root = &self.rootfs;
         let p = |rel: &str| cstr(in_root(root, rel).as_os_str().as_bytes());
+        let unified_cgroups = nix::sys::statfs::statfs(cgroup::DEFAULT_ROOT)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
         let mut mounts = Vec::new();
         for m in &self.mounts {
             mounts.push(match m {
@@ -406,6 +425,12 @@ impl Container {
                     fstype,
                     options,
                 } => {
+                    // A cgroup v1 mount where the host has only the unified hierarchy.
+                    let fstype = if fstype == "cgroup" && unified_cgroups {
+                        "cgroup2"
+                    } else {
+                        fstype.as_str()
+                    };
                     let (mut flags, propagation, data) = mount_options(options);
                     let bind = flags.contains(MsFlags::MS_BIND) || fstype == "bind";
                     if fstype == "bind" {
@@ -425,7 +450,7 @@ impl Container {
                             .transpose()?,
                         readonly_bind,
                         propagation,
-                        optional: matches!(fstype.as_str(), "cgroup" | "cgroup2" | "mqueue"),
+                        optional: matches!(fstype, "cgroup" | "cgroup2" | "mqueue"),
                         file_target: bind && Path::new(source).is_file(),
                     }
                 }
@@ -457,10 +482,59 @@ impl Container {
                 }
             }
         }
-        let mut devices = Vec::new();
+        let mut host_devices = Vec::new();
         for d in DEVICES {
-            devices.push((cstr(format!("/dev/{d}"))?, p(&format!("dev/{d}"))?));
+            host_devices.push((cstr(format!("/dev/{d}"))?, p(&format!("dev/{d}"))?));
         }
+        let mut devices = Vec::new();
+        for d in &self.devices {
+            let kind = match d.kind {
+                'c' | 'u' => libc::S_IFCHR,
+                'b' => libc::S_IFBLK,
+                'p' => libc::S_IFIFO,
+                other => {
+                    return Err(RuntimeError::Config(format!(
+                        "device {}: unknown type {other:?} (c, u, b or p)",
+                        d.path
+                    )));
+                }
+            };
+            devices.push((
+                p(&d.path)?,
+                kind | (d.mode & 0o7777),
+                libc::makedev(
+                    u32::try_from(d.major).unwrap_or(u32::MAX),
+                    u32::try_from(d.minor).unwrap_or(u32::MAX),
+                ),
+                Uid::from_raw(d.uid),
+                Gid::from_raw(d.gid),
+            ));
+        }
+        let mut sysctls = Vec::new();
+        for (key, value) in &self.sysctls {
+            if key.contains("..") || key.starts_with('/') {
+                return Err(RuntimeError::Config(format!(
+                    "sysctl {key:?}: not a parameter name"
+                )));
+            }
+            sysctls.push((
+                cstr(format!("/proc/sys/{}", key.replace('.', "/")))?,
+                cstr(value)?,
+            ));
+        }
+        let root_propagation = match self.rootfs_propagation.as_deref() {
+            None | Some("" | "rprivate") => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+            Some(other) => {
+                let (_, propagation, _) = mount_options(&[other.to_string()]);
+                if propagation.is_empty() {
+                    return Err(RuntimeError::Config(format!(
+                        "rootfsPropagation {other:?}: expected shared, slave or private (r-)"
+                    )));
+                }
+                propagation
+            }
+        };
+        let cgroup_procs = self.cgroup.as_ref().map(Cgroup::create).transpose()?;
         let mut dev_links = Vec::new();
         for (target, link) in [
             ("pts/ptmx", "dev/ptmx"),
@@ -478,7 +552,38 @@ impl Container {
             dev_dir: p("dev")?,
             pts_dir: p("dev/pts")?,
             shm_dir: p("dev/shm")?,
+            host_devices,
+            fresh_dev: !self.standard_mounts
+                && self.mounts.iter().any(|m| {
+                    matches!(m, Mount::Oci { target, fstype, options, .. }
+                        if target.trim_end_matches('/') == "/dev"
+                            && !fstype.is_empty()
+                            && fstype != "bind"
+                            && !options.iter().any(|o| o == "bind" || o == "rbind"))
+                }),
             devices,
+            masked_paths: self
+                .masked_paths
+                .iter()
+                .map(|m| p(m))
+                .collect::<Result<_, _>>()?,
+            readonly_paths: self
+                .readonly_paths
+                .iter()
+                .map(|m| p(m))
+                .collect::<Result<_, _>>()?,
+            root_propagation,
+            sysctls,
+            rlimits: self.rlimits.clone(),
+            capabilities: self.capabilities,
+            last_capability: security::last_capability(),
+            no_new_privileges: self.no_new_privileges,
+            oom_score_adj: self
+                .oom_score_adj
+                .map(|v| cstr(v.to_string()))
+                .transpose()?,
+            cgroup_procs,
+            gate,
             dev_links,
             mounts,
             standard_mounts: self.standard_mounts,
@@ -500,7 +605,63 @@ impl Container {
     /// A `Command` that starts the process in the container. Stdio is inherited unless the
     /// caller changes it. The mount points must exist (see [`Container::prepare_mountpoints`]).
     pub fn command(&self) -> Result<Command, RuntimeError> {
-        let prepared = self.prepare()?;
+        self.command_with(None)
+    }
+
+    /// Start the container from a command [`Container::command`] would give, after `configure`
+    /// has set its stdio, but let it wait, in its namespaces and before its root is set up,
+    /// until `setup` has run with its pid: time to bind its namespaces (`/proc/PID/ns/*`) and
+    /// move network interfaces in. If `setup` fails the container is abandoned.
+    pub fn spawn_gated(
+        &self,
+        configure: impl FnOnce(&mut Command),
+        setup: impl FnOnce(u32) -> Result<(), RuntimeError> + Send,
+    ) -> Result<std::process::Child, RuntimeError> {
+        let spawn_err = |source| RuntimeError::Spawn {
+            command: self.args.join(" "),
+            source,
+        };
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(errno);
+        let (ready_read, ready_write) = pipe().map_err(spawn_err)?;
+        let (go_read, go_write) = pipe().map_err(spawn_err)?;
+        let go_write_raw = go_write.as_raw_fd();
+        let mut cmd = self.command_with(Some(GatePipes {
+            ready_write,
+            go_read,
+            go_write: go_write_raw,
+        }))?;
+        configure(&mut cmd);
+        std::thread::scope(|scope| {
+            // spawn() returns only once the container has exec'd, so the set-up runs beside it.
+            let helper = scope.spawn(move || -> Result<(), RuntimeError> {
+                let mut pid = [0u8; 4];
+                let mut file = fs::File::from(ready_read);
+                std::io::Read::read_exact(&mut file, &mut pid).map_err(spawn_err)?;
+                setup(u32::from_ne_bytes(pid))?;
+                nix::unistd::write(&go_write, b"g").map_err(|e| spawn_err(errno(e)))?;
+                Ok(())
+            });
+            let spawned = cmd.spawn();
+            // Closes this process's end of the ready pipe, so the helper ends if no pid came.
+            drop(cmd);
+            let set_up = helper
+                .join()
+                .unwrap_or_else(|_| Err(RuntimeError::Config("container set-up panicked".into())));
+            match (spawned, set_up) {
+                (Ok(child), Ok(())) => Ok(child),
+                (Ok(mut child), Err(e)) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    Err(e)
+                }
+                (Err(_), Err(e)) => Err(e),
+                (Err(e), Ok(())) => Err(spawn_err(e)),
+            }
+        })
+    }
+
+    fn command_with(&self, gate: Option<GatePipes>) -> Result<Command, RuntimeError> {
+        let prepared = self.prepare(gate)?;
         let Some(program) = self.args.first() else {
             return Err(RuntimeError::Spawn {
                 command: String::new(),
@@ -535,15 +696,29 @@ impl Container {
         let mut cmd = self.command()?;
         cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
         let mut child = cmd.spawn().map_err(spawn_err)?;
-        child.wait().map_err(spawn_err)
+        let status = child.wait().map_err(spawn_err)?;
+        if let Some(cg) = &self.cgroup {
+            cg.remove()?;
+        }
+        Ok(status)
     }
+}
+
+/// The pipes of a gated start: the intermediate process sends the container's pid on
+/// `ready_write`; the container waits for a byte on `go_read`, after closing its inherited copy
+/// of the other end (`go_write`).
+struct GatePipes {
+    ready_write: OwnedFd,
+    go_read: OwnedFd,
+    go_write: RawFd,
 }
 
 fn errno(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
-/// The pre-exec hook: new namespaces, a second fork, mounts, pivot_root, identity.
+/// The pre-exec hook: cgroup, new namespaces, a second fork, mounts, pivot_root, limits,
+/// identity, capabilities.
 fn enter(p: &Prepared) -> io::Result<()> {
     // The container starts with no signals blocked, whatever its parent blocks.
     nix::sys::signal::sigprocmask(
@@ -552,6 +727,12 @@ fn enter(p: &Prepared) -> io::Result<()> {
         None,
     )
     .map_err(errno)?;
+    if let Some(procs) = &p.cgroup_procs {
+        cgroup::join(procs)?;
+    }
+    if let Some(value) = &p.oom_score_adj {
+        write_file(c"/proc/self/oom_score_adj", value)?;
+    }
     for (file, kind) in &p.joins {
         nix::sched::setns(file, *kind).map_err(errno)?;
     }
@@ -559,6 +740,11 @@ fn enter(p: &Prepared) -> io::Result<()> {
     // SAFETY: called in the single-threaded child between fork and exec.
     match unsafe { fork() }.map_err(errno)? {
         ForkResult::Parent { child } => {
+            if let Some(gate) = &p.gate {
+                let pid = child.as_raw().to_ne_bytes();
+                // SAFETY: write(2) from a stack buffer to an open descriptor.
+                unsafe { libc::write(gate.ready_write.as_raw_fd(), pid.as_ptr().cast(), 4) };
+            }
             // Close everything but stdio so the parent sees exec succeed, then pass on the status.
             // SAFETY: plain system calls.
             unsafe {
@@ -582,174 +768,69 @@ fn enter(p: &Prepared) -> io::Result<()> {
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
         }
     }
-    setup_root(p)?;
+    if let Some(gate) = &p.gate {
+        wait_for_gate(&gate.go_read, gate.go_write)?;
+    }
+    // /proc/sys shows the namespaces of the process that opens it: set before leaving the host's /proc.
+    for (path, value) in &p.sysctls {
+        write_file(path, value)?;
+    }
+    rootfs::setup_root(p)?;
     if p.unshare.contains(CloneFlags::CLONE_NEWUTS) {
         sethostname(&p.hostname)?;
     }
     if p.unshare.contains(CloneFlags::CLONE_NEWNET) {
         loopback_up();
     }
+    security::apply_rlimits(&p.rlimits)?;
+    if let Some(caps) = &p.capabilities {
+        security::apply_bounding(caps, p.last_capability)?;
+    }
+    if p.no_new_privileges {
+        security::apply_no_new_privs()?;
+    }
     setgroups(&p.groups).map_err(errno)?;
     setgid(p.gid).map_err(errno)?;
     setuid(p.uid).map_err(errno)?;
+    if let Some(caps) = &p.capabilities {
+        security::apply_sets(caps, p.last_capability)?;
+    }
     chdir(p.cwd.as_c_str()).map_err(errno)
 }
 
-fn setup_root(p: &Prepared) -> io::Result<()> {
-    let none: Option<&str> = None;
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).map_err(errno)?;
-    mount(
-        Some(p.rootfs.as_c_str()),
-        p.rootfs.as_c_str(),
-        none,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        none,
-    )
-    .map_err(errno)?;
-    if p.standard_mounts {
-        standard_mounts(p)?;
-    }
-    for m in &p.mounts {
-        // The target may live on a file system mounted just before (a /dev tmpfs).
-        // SAFETY: plain system calls on NUL-terminated strings; failures show in mount().
-        unsafe {
-            if m.file_target {
-                let fd = libc::open(
-                    m.target.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o644,
-                );
-                if fd >= 0 {
-                    libc::close(fd);
-                }
-            } else {
-                libc::mkdir(m.target.as_ptr(), 0o755);
+/// Block until the caller opens the gate (or drops it: then the container is abandoned).
+fn wait_for_gate(read: &OwnedFd, write: RawFd) -> io::Result<()> {
+    // SAFETY: closing this process's copy of the write end, so a dropped gate reads as EOF.
+    unsafe { libc::close(write) };
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(read, &mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => {
+                return Err(io::Error::other(
+                    "the container was abandoned before its start",
+                ));
             }
-        }
-        let r = mount(
-            m.source.as_deref(),
-            m.target.as_c_str(),
-            m.fstype.as_deref(),
-            m.flags,
-            m.data.as_deref(),
-        );
-        match r {
-            Ok(()) => {}
-            Err(_) if m.optional => continue,
+            Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(errno(e)),
         }
-        if m.readonly_bind {
-            mount(
-                none,
-                m.target.as_c_str(),
-                none,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                none,
-            )
-            .map_err(errno)?;
-        }
-        if !m.propagation.is_empty() {
-            mount(none, m.target.as_c_str(), none, m.propagation, none).map_err(errno)?;
-        }
     }
-    if p.readonly_root {
-        mount(
-            none,
-            p.rootfs.as_c_str(),
-            none,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-            none,
-        )
-        .map_err(errno)?;
-    }
-    enter_root(p)
 }
 
-/// /proc, /sys, a tmpfs /dev with the usual devices, devpts and /dev/shm.
-fn standard_mounts(p: &Prepared) -> io::Result<()> {
-    let none: Option<&str> = None;
-    let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(
-        Some("proc"),
-        p.proc_dir.as_c_str(),
-        Some("proc"),
-        nodev,
-        none,
-    )
-    .map_err(errno)?;
-    mount(
-        Some("sysfs"),
-        p.sys_dir.as_c_str(),
-        Some("sysfs"),
-        nodev | MsFlags::MS_RDONLY,
-        none,
-    )
-    .map_err(errno)?;
-    mount(
-        Some("tmpfs"),
-        p.dev_dir.as_c_str(),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID,
-        Some("mode=755"),
-    )
-    .map_err(errno)?;
-    for (host, inside) in &p.devices {
-        // SAFETY: plain system calls on NUL-terminated strings.
-        let fd = unsafe { libc::open(inside.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o666) };
-        if fd >= 0 {
-            unsafe { libc::close(fd) };
+/// Write `value` to the file at `path` (no allocation; for the pre-exec hook).
+fn write_file(path: &std::ffi::CStr, value: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: plain system calls on NUL-terminated strings and a valid buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
         }
-        mount(
-            Some(host.as_c_str()),
-            inside.as_c_str(),
-            none,
-            MsFlags::MS_BIND,
-            none,
-        )
-        .map_err(errno)?;
+        let bytes = value.to_bytes();
+        let rc = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 { Err(err) } else { Ok(()) }
     }
-    for dir in [&p.pts_dir, &p.shm_dir] {
-        // SAFETY: plain system call.
-        unsafe { libc::mkdir(dir.as_ptr(), 0o755) };
-    }
-    mount(
-        Some("devpts"),
-        p.pts_dir.as_c_str(),
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=620"),
-    )
-    .map_err(errno)?;
-    mount(
-        Some("shm"),
-        p.shm_dir.as_c_str(),
-        Some("tmpfs"),
-        nodev,
-        Some("mode=1777"),
-    )
-    .map_err(errno)?;
-    for (target, link) in &p.dev_links {
-        // SAFETY: plain system call.
-        unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) };
-    }
-    Ok(())
-}
-
-/// Make the prepared root the process's root.
-fn enter_root(p: &Prepared) -> io::Result<()> {
-    chdir(p.rootfs.as_c_str()).map_err(errno)?;
-    match pivot_root(".", ".") {
-        Ok(()) => umount2(".", MntFlags::MNT_DETACH).map_err(errno)?,
-        // The initramfs root cannot be pivoted away from: move the new root over it and chroot,
-        // as runc's --no-pivot does.
-        Err(nix::Error::EINVAL) => {
-            let none: Option<&str> = None;
-            mount(Some("."), "/", none, MsFlags::MS_MOVE, none).map_err(errno)?;
-            nix::unistd::chroot(".").map_err(errno)?;
-        }
-        Err(e) => return Err(errno(e)),
-    }
-    chdir("/").map_err(errno)
 }
 
 fn sethostname(name: &std::ffi::CStr) -> io::Result<()> {

@@ -1,4 +1,5 @@
-//! `kiln run qemu NAME`: boot what `kiln build -f kernel+initrd` wrote.
+//! `kiln run qemu NAME`: boot what `kiln build -f kernel+initrd` wrote. `kiln run bundle DIR`:
+//! run an OCI bundle on this machine with kiln's runtime, as kiln-init would (like `runc run`).
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -11,6 +12,56 @@ pub enum RunCommand {
     /// Boot NAME-kernel, NAME-initrd.img and NAME-cmdline in qemu, the serial console on this
     /// terminal; the exit code is qemu's (0 after the guest powers off)
     Qemu(QemuArgs),
+    /// Run the OCI bundle in DIR (config.json, and runtime.json when present) with kiln's
+    /// runtime, stdio on this terminal; the exit code is the container's. Needs root.
+    Bundle(BundleArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BundleArgs {
+    /// The bundle directory
+    dir: PathBuf,
+    /// Carry out runtime.json's host mounts and directories first (kiln-init does, once per boot)
+    #[arg(long)]
+    prepare: bool,
+}
+
+fn run_bundle(a: &BundleArgs) -> anyhow::Result<ExitCode> {
+    use kiln_runtime::bundle;
+    if a.prepare {
+        bundle::prepare_host(&a.dir)?;
+    }
+    let container = bundle::load(&a.dir)?;
+    let host = bundle::host_setup(&a.dir)?;
+    let created = container.prepare_mountpoints()?;
+    let result = if host.is_empty() {
+        container.run().map_err(anyhow::Error::from)
+    } else {
+        container
+            .spawn_gated(|_| {}, |pid| host.apply(pid))
+            .and_then(|mut child| {
+                child
+                    .wait()
+                    .map_err(|source| kiln_runtime::RuntimeError::Spawn {
+                        command: container.args.join(" "),
+                        source,
+                    })
+            })
+            .map_err(anyhow::Error::from)
+    };
+    if let Some(cg) = &container.cgroup {
+        cg.remove()?;
+    }
+    // Mount points made for the run are not part of the bundle.
+    for path in created.iter().rev() {
+        let _ = std::fs::remove_dir(path).or_else(|_| std::fs::remove_file(path));
+    }
+    let status = result.with_context(|| format!("running the bundle {}", a.dir.display()))?;
+    let code = status
+        .code()
+        .or_else(|| std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s))
+        .unwrap_or(1);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
 #[derive(Args, Debug)]
@@ -44,7 +95,10 @@ pub struct QemuArgs {
 }
 
 pub fn run(cmd: RunCommand) -> anyhow::Result<ExitCode> {
-    let RunCommand::Qemu(a) = cmd;
+    let a = match cmd {
+        RunCommand::Qemu(a) => a,
+        RunCommand::Bundle(b) => return run_bundle(&b),
+    };
     let mut q = Qemu::from_name(&a.name)?;
     q.cpus = a.cpus;
     q.mem_mb = a.mem;

@@ -1,0 +1,352 @@
+//! The container's root file system: the mounts made inside it (OCI mounts with their options,
+//! or the builder's standard /proc, /dev and /sys), device nodes, masked and read-only paths,
+//! and the switch into it (pivot_root, or move-and-chroot from an initramfs). Also the host-side
+//! mounts of runtime.json.
+
+use crate::{Prepared, RuntimeError, errno};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::unistd::{chdir, pivot_root};
+use std::ffi::{CStr, CString};
+use std::fs;
+use std::io;
+use std::path::Path;
+
+/// One mount, ready for the system call.
+pub(crate) struct PreparedMount {
+    pub(crate) source: Option<CString>,
+    pub(crate) target: CString,
+    pub(crate) fstype: Option<CString>,
+    pub(crate) flags: MsFlags,
+    pub(crate) data: Option<CString>,
+    /// Remount read-only after a bind.
+    pub(crate) readonly_bind: bool,
+    /// Propagation to set afterwards.
+    pub(crate) propagation: MsFlags,
+    /// Failure is tolerated (cgroup and mqueue, which a kernel may lack).
+    pub(crate) optional: bool,
+    /// The target is a file (a bind of a file), not a directory.
+    pub(crate) file_target: bool,
+}
+
+/// Split OCI mount options into flags, propagation and data.
+pub(crate) fn mount_options(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
+    let mut flags = MsFlags::empty();
+    let mut propagation = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in options {
+        match o.as_str() {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" | "defaults" => {}
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
+            "remount" => flags |= MsFlags::MS_REMOUNT,
+            "bind" => flags |= MsFlags::MS_BIND,
+            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
+            "private" => propagation = MsFlags::MS_PRIVATE,
+            "rprivate" => propagation = MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+            "shared" => propagation = MsFlags::MS_SHARED,
+            "rshared" => propagation = MsFlags::MS_SHARED | MsFlags::MS_REC,
+            "slave" => propagation = MsFlags::MS_SLAVE,
+            "rslave" => propagation = MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, propagation, data)
+}
+
+/// Mount on the host side (kiln-init's runtime.json mounts): `target` is created first, and an
+/// overlay's upper and work directories too.
+pub fn mount_host(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    options: &[String],
+) -> Result<(), RuntimeError> {
+    let (flags, propagation, data) = mount_options(options);
+    let prep = |source: io::Error| RuntimeError::Prepare {
+        path: target.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(target).map_err(prep)?;
+    for d in &data {
+        if let Some(dir) = d
+            .strip_prefix("upperdir=")
+            .or_else(|| d.strip_prefix("workdir="))
+        {
+            fs::create_dir_all(dir).map_err(prep)?;
+        }
+    }
+    let none: Option<&str> = None;
+    let only_propagation = source.is_empty() && fstype.is_empty() && flags.is_empty();
+    if !only_propagation {
+        let data = data.join(",");
+        mount(
+            (!source.is_empty()).then_some(source),
+            target,
+            (!fstype.is_empty()).then_some(fstype),
+            flags,
+            (!data.is_empty()).then_some(data.as_str()),
+        )
+        .map_err(|e| prep(errno(e)))?;
+    }
+    if !propagation.is_empty() {
+        mount(none, target, none, propagation, none).map_err(|e| prep(errno(e)))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn setup_root(p: &Prepared) -> io::Result<()> {
+    let none: Option<&str> = None;
+    // A shared root is made shared again once inside (see enter_root); until then nothing the
+    // container mounts may reach the host.
+    let outer = if p.root_propagation.contains(MsFlags::MS_SHARED) {
+        MsFlags::MS_SLAVE
+    } else {
+        p.root_propagation
+    };
+    mount(none, "/", none, MsFlags::MS_REC | outer, none).map_err(errno)?;
+    mount(
+        Some(p.rootfs.as_c_str()),
+        p.rootfs.as_c_str(),
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .map_err(errno)?;
+    if p.standard_mounts {
+        standard_mounts(p)?;
+    }
+    for m in &p.mounts {
+        // The target may live on a file system mounted just before (a /dev tmpfs).
+        // SAFETY: plain system calls on NUL-terminated strings; failures show in mount().
+        unsafe {
+            if m.file_target {
+                let fd = libc::open(
+                    m.target.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+            } else {
+                libc::mkdir(m.target.as_ptr(), 0o755);
+            }
+        }
+        let r = mount(
+            m.source.as_deref(),
+            m.target.as_c_str(),
+            m.fstype.as_deref(),
+            m.flags,
+            m.data.as_deref(),
+        );
+        match r {
+            Ok(()) => {}
+            Err(_) if m.optional => continue,
+            Err(e) => return Err(errno(e)),
+        }
+        if m.readonly_bind {
+            mount(
+                none,
+                m.target.as_c_str(),
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                none,
+            )
+            .map_err(errno)?;
+        }
+        if !m.propagation.is_empty() {
+            mount(none, m.target.as_c_str(), none, m.propagation, none).map_err(errno)?;
+        }
+    }
+    // A config that mounts a fresh /dev gets the default devices in it, as runc gives.
+    if p.fresh_dev {
+        default_devices(p)?;
+    }
+    make_devices(p)?;
+    for path in &p.readonly_paths {
+        ignore_missing(readonly_path(path))?;
+    }
+    for path in &p.masked_paths {
+        ignore_missing(mask_path(path))?;
+    }
+    if p.readonly_root {
+        mount(
+            none,
+            p.rootfs.as_c_str(),
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            none,
+        )
+        .map_err(errno)?;
+    }
+    enter_root(p)
+}
+
+/// /proc, /sys, a tmpfs /dev with the usual devices, devpts and /dev/shm.
+fn standard_mounts(p: &Prepared) -> io::Result<()> {
+    let none: Option<&str> = None;
+    let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(
+        Some("proc"),
+        p.proc_dir.as_c_str(),
+        Some("proc"),
+        nodev,
+        none,
+    )
+    .map_err(errno)?;
+    mount(
+        Some("sysfs"),
+        p.sys_dir.as_c_str(),
+        Some("sysfs"),
+        nodev | MsFlags::MS_RDONLY,
+        none,
+    )
+    .map_err(errno)?;
+    mount(
+        Some("tmpfs"),
+        p.dev_dir.as_c_str(),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID,
+        Some("mode=755"),
+    )
+    .map_err(errno)?;
+    default_devices(p)?;
+    for dir in [&p.pts_dir, &p.shm_dir] {
+        // SAFETY: plain system call.
+        unsafe { libc::mkdir(dir.as_ptr(), 0o755) };
+    }
+    mount(
+        Some("devpts"),
+        p.pts_dir.as_c_str(),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=620"),
+    )
+    .map_err(errno)?;
+    mount(
+        Some("shm"),
+        p.shm_dir.as_c_str(),
+        Some("tmpfs"),
+        nodev,
+        Some("mode=1777"),
+    )
+    .map_err(errno)?;
+    Ok(())
+}
+
+/// The devices every container has in /dev (null, zero, full, random, urandom, tty: bound
+/// from the host) and the usual links (ptmx, fd, stdin, stdout, stderr).
+fn default_devices(p: &Prepared) -> io::Result<()> {
+    let none: Option<&str> = None;
+    for (host, inside) in &p.host_devices {
+        // SAFETY: plain system calls on NUL-terminated strings.
+        let fd = unsafe { libc::open(inside.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o666) };
+        if fd >= 0 {
+            unsafe { libc::close(fd) };
+        }
+        mount(
+            Some(host.as_c_str()),
+            inside.as_c_str(),
+            none,
+            MsFlags::MS_BIND,
+            none,
+        )
+        .map_err(errno)?;
+    }
+    for (target, link) in &p.dev_links {
+        // SAFETY: plain system call.
+        unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) };
+    }
+    Ok(())
+}
+
+/// Make the prepared root the process's root.
+fn enter_root(p: &Prepared) -> io::Result<()> {
+    chdir(p.rootfs.as_c_str()).map_err(errno)?;
+    match pivot_root(".", ".") {
+        Ok(()) => umount2(".", MntFlags::MNT_DETACH).map_err(errno)?,
+        // The initramfs root cannot be pivoted away from: move the new root over it and chroot,
+        // as runc's --no-pivot does.
+        Err(nix::Error::EINVAL) => {
+            let none: Option<&str> = None;
+            mount(Some("."), "/", none, MsFlags::MS_MOVE, none).map_err(errno)?;
+            nix::unistd::chroot(".").map_err(errno)?;
+        }
+        Err(e) => return Err(errno(e)),
+    }
+    if p.root_propagation.contains(MsFlags::MS_SHARED) {
+        let none: Option<&str> = None;
+        mount(none, "/", none, MsFlags::MS_SHARED | MsFlags::MS_REC, none).map_err(errno)?;
+    }
+    chdir("/").map_err(errno)
+}
+
+fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// The container's device nodes (replacing whatever is at their paths).
+fn make_devices(p: &Prepared) -> io::Result<()> {
+    for (path, mode, dev, uid, gid) in &p.devices {
+        // SAFETY: plain system calls on NUL-terminated strings.
+        unsafe {
+            libc::unlink(path.as_ptr());
+            if libc::mknod(path.as_ptr(), *mode, *dev) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // mknod applies the umask.
+            libc::chmod(path.as_ptr(), *mode & 0o7777);
+        }
+        nix::unistd::chown(path.as_c_str(), Some(*uid), Some(*gid)).map_err(errno)?;
+    }
+    Ok(())
+}
+
+/// Bind a path over itself, read-only.
+fn readonly_path(path: &CStr) -> io::Result<()> {
+    let none: Option<&str> = None;
+    mount(
+        Some(path),
+        path,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .map_err(errno)?;
+    mount(
+        none,
+        path,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+        none,
+    )
+    .map_err(errno)
+}
+
+/// Hide a path: an empty read-only tmpfs over a directory, /dev/null over anything else.
+fn mask_path(path: &CStr) -> io::Result<()> {
+    let none: Option<&str> = None;
+    let meta = nix::sys::stat::stat(path).map_err(errno)?;
+    if meta.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        mount(
+            Some(c"tmpfs"),
+            path,
+            Some(c"tmpfs"),
+            MsFlags::MS_RDONLY,
+            none,
+        )
+        .map_err(errno)
+    } else {
+        mount(Some(c"/dev/null"), path, none, MsFlags::MS_BIND, none).map_err(errno)
+    }
+}

@@ -1,0 +1,220 @@
+//! What limits a container's process: capability sets, resource limits and `no_new_privs`.
+//! Names are parsed before the fork; the `apply_*` functions run in the pre-exec hook and only
+//! make system calls.
+
+use crate::RuntimeError;
+use std::io;
+
+/// The five capability sets as bit masks (bit N is capability N).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The bounding set: every capability the process can ever gain.
+    pub bounding: u64,
+    /// Effective.
+    pub effective: u64,
+    /// Permitted.
+    pub permitted: u64,
+    /// Inheritable.
+    pub inheritable: u64,
+    /// Ambient (kept across exec by non-root users).
+    pub ambient: u64,
+}
+
+/// A capability name (`CAP_NET_ADMIN`, case-insensitive, `CAP_` optional) as its bit.
+pub fn capability_bit(name: &str) -> Result<u64, RuntimeError> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    let cap: caps::Capability = full
+        .parse()
+        .map_err(|_| RuntimeError::Config(format!("unknown capability {name:?}")))?;
+    Ok(1u64 << cap.index())
+}
+
+/// A list of capability names as a mask.
+pub fn capability_mask<S: AsRef<str>>(names: &[S]) -> Result<u64, RuntimeError> {
+    names
+        .iter()
+        .try_fold(0, |mask, n| Ok(mask | capability_bit(n.as_ref())?))
+}
+
+/// The highest capability the running kernel knows.
+pub fn last_capability() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// One resource limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// The resource (`libc::RLIMIT_*`).
+    pub resource: u32,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// An OCI rlimit type (`RLIMIT_NOFILE`) as the resource number.
+pub fn rlimit_resource(name: &str) -> Result<u32, RuntimeError> {
+    let r = match name.to_ascii_uppercase().trim_start_matches("RLIMIT_") {
+        "CPU" => libc::RLIMIT_CPU,
+        "FSIZE" => libc::RLIMIT_FSIZE,
+        "DATA" => libc::RLIMIT_DATA,
+        "STACK" => libc::RLIMIT_STACK,
+        "CORE" => libc::RLIMIT_CORE,
+        "RSS" => libc::RLIMIT_RSS,
+        "NPROC" => libc::RLIMIT_NPROC,
+        "NOFILE" => libc::RLIMIT_NOFILE,
+        "MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "AS" => libc::RLIMIT_AS,
+        "LOCKS" => libc::RLIMIT_LOCKS,
+        "SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "NICE" => libc::RLIMIT_NICE,
+        "RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RTTIME" => libc::RLIMIT_RTTIME,
+        _ => return Err(RuntimeError::Config(format!("unknown rlimit {name:?}"))),
+    };
+    Ok(r as u32)
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Set the resource limits.
+pub(crate) fn apply_rlimits(limits: &[Rlimit]) -> io::Result<()> {
+    for l in limits {
+        let value = libc::rlimit {
+            rlim_cur: l.soft,
+            rlim_max: l.hard,
+        };
+        // SAFETY: plain system call with a valid pointer.
+        check(unsafe { libc::setrlimit(l.resource as _, &value) })?;
+    }
+    Ok(())
+}
+
+/// Drop everything outside the bounding set, and keep the permitted set across the coming
+/// change of user.
+pub(crate) fn apply_bounding(caps: &Capabilities, last: u32) -> io::Result<()> {
+    for cap in 0..=last.min(63) {
+        if caps.bounding & (1 << cap) == 0 {
+            // SAFETY: plain system call.
+            let rc =
+                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+            // EINVAL: a capability this kernel does not know.
+            if rc < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    // SAFETY: plain system call.
+    check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) })
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Set the effective, permitted and inheritable sets, then raise the ambient ones (after the
+/// change of user).
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) fn apply_sets(caps: &Capabilities, last: u32) -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let word = |mask: u64, i: u32| (mask >> (32 * i)) as u32;
+    let data = [0, 1].map(|i| CapData {
+        effective: word(caps.effective, i),
+        permitted: word(caps.permitted, i),
+        inheritable: word(caps.inheritable, i),
+    });
+    // SAFETY: capset reads a header and two data words, which live on this stack frame.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } as libc::c_int)?;
+    // SAFETY: plain system calls.
+    unsafe {
+        check(libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ))?;
+        for cap in 0..=last.min(63) {
+            if caps.ambient & (1 << cap) != 0 {
+                check(libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    libc::c_ulong::from(cap),
+                    0,
+                    0,
+                ))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Forbid gaining privileges through exec (setuid files, file capabilities).
+pub(crate) fn apply_no_new_privs() -> io::Result<()> {
+    // SAFETY: plain system call.
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_names() {
+        assert_eq!(capability_bit("CAP_CHOWN").expect("valid"), 1);
+        assert_eq!(capability_bit("net_admin").expect("valid"), 1 << 12);
+        assert_eq!(
+            capability_mask(&["CAP_KILL", "CAP_SYS_ADMIN"]).expect("valid"),
+            (1 << 5) | (1 << 21)
+        );
+        let err = capability_bit("CAP_FLY")
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.contains("CAP_FLY"), "{err}");
+    }
+
+    #[test]
+    // The constants are u32 with glibc and c_int with musl.
+    #[allow(clippy::unnecessary_cast)]
+    fn rlimit_names() {
+        assert_eq!(
+            rlimit_resource("RLIMIT_NOFILE").expect("valid"),
+            libc::RLIMIT_NOFILE as u32
+        );
+        assert_eq!(
+            rlimit_resource("nproc").expect("valid"),
+            libc::RLIMIT_NPROC as u32
+        );
+        assert!(rlimit_resource("RLIMIT_BOGUS").is_err());
+    }
+}
