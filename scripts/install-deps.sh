@@ -2,9 +2,10 @@
 # Install what kiln's build, tests and quick start need on Debian 12. Idempotent.
 #   docker-registry, skopeo: a real registry and a peer client for the registry tests
 #   debootstrap: the Debian base image; qemu-system-x86, qemu-utils: booting what kiln builds
-#   runc: the peer runtime the multi-stage example runs under
+#   runc: the peer runtime the multi-stage example runs under (and the start-latency benchmark)
+#   redis-tools: redis-cli, the host side of the redis-os test
 set -euo pipefail
-pkgs=(docker-registry skopeo cpio zstd gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git)
+pkgs=(docker-registry skopeo cpio zstd gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

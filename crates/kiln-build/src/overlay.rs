@@ -52,7 +52,9 @@ impl Overlay {
         let mut lowerdirs = Vec::new();
         for (i, dir) in lowers.iter().enumerate().rev() {
             let link = links.join(i.to_string());
-            symlink(dir, &link).map_err(io_err(&link))?;
+            // The link lives elsewhere: a relative store path would point nowhere.
+            let target = std::path::absolute(dir).map_err(io_err(dir))?;
+            symlink(&target, &link).map_err(io_err(&link))?;
             lowerdirs.push(link.display().to_string());
         }
         lowerdirs.push(empty.display().to_string());

@@ -83,10 +83,18 @@ fn early_mounts() {
             }
         }
     }
-    let _ = mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SHARED, none);
-    for d in ["/var/log", "/var/lib", "/run/netns"] {
+    for d in ["/var/log", "/var/lib", "/run/netns", "/run/resolvconf"] {
         let _ = fs::create_dir_all(d);
     }
+    // /etc/resolv.conf links here (as in LinuxKit); a DHCP client fills it in.
+    let _ = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("/run/resolvconf/resolv.conf");
+    // /var is a mount point of its own, so that containers binding it shared (the mount
+    // package) can mount under it for everyone.
+    let _ = mount(Some("/var"), "/var", none, MsFlags::MS_BIND, none);
+    let _ = mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SHARED, none);
 }
 
 fn set_hostname() {
@@ -307,7 +315,28 @@ fn shutdown(services: &mut [Service], mode: RebootMode) -> ! {
     }
 }
 
-fn main() {
+/// The kernel runs its modprobe helper as `HELPER -q -- MODULE`.
+fn modprobe_helper(args: &[String]) -> std::process::ExitCode {
+    let Some(wanted) = args.iter().skip(1).find(|a| !a.starts_with('-')) else {
+        return std::process::ExitCode::FAILURE;
+    };
+    match modules::Modules::open().map(|mut m| m.load_wanted(wanted)) {
+        Some(Ok(())) => std::process::ExitCode::SUCCESS,
+        Some(Err(e)) => {
+            if !args.iter().any(|a| a == "-q") {
+                eprintln!("modprobe: {e}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+        None => std::process::ExitCode::FAILURE,
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    if std::process::id() != 1 {
+        let args: Vec<String> = std::env::args().collect();
+        return modprobe_helper(&args);
+    }
     // Signals are taken synchronously by the main loop; containers get an empty mask.
     let mut signals = SigSet::empty();
     for s in [
@@ -321,6 +350,12 @@ fn main() {
         signals.add(s);
     }
     let _ = signals.thread_block();
+    // The kernel starts init with 1024/4096 open files; servers in containers want more.
+    let _ = nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+        1 << 20,
+        1 << 20,
+    );
     early_mounts();
     if let Some(mut m) = modules::Modules::open() {
         let loaded = m.coldplug();
@@ -339,6 +374,13 @@ fn main() {
                 log(&e);
             }
         }
+    }
+    // Modules the kernel asks for later are loaded by this same program.
+    if let Ok(me) = fs::read_link("/proc/self/exe") {
+        let _ = fs::write(
+            "/proc/sys/kernel/modprobe",
+            me.as_os_str().as_encoded_bytes(),
+        );
     }
     set_hostname();
     kiln_runtime::loopback_up();

@@ -1,5 +1,7 @@
-//! Kernel modules from /lib/modules/VERSION: by name with their dependencies (modules.dep), and
-//! for the devices present at boot (their modalias matched against modules.alias).
+//! Kernel modules from /lib/modules/VERSION: by name with their dependencies (modules.dep), for
+//! the devices present at boot (their modalias matched against modules.alias), and on demand:
+//! kiln-init is the kernel's modprobe helper (/proc/sys/kernel/modprobe), so mounting an ext4
+//! disk or opening an IPv6 socket in a container loads what it needs.
 
 use std::collections::HashSet;
 use std::fs;
@@ -107,6 +109,33 @@ impl Modules {
         self.insert(&path)
     }
 
+    /// Load a module named directly or through an alias (`fs-ext4`, `net-pf-10`), as the
+    /// kernel asks for them.
+    pub fn load_wanted(&mut self, wanted: &str) -> Result<(), String> {
+        if self.load(wanted).is_ok() {
+            return Ok(());
+        }
+        let modules: Vec<String> = self
+            .aliases
+            .iter()
+            .filter(|(pattern, _)| glob(pattern.as_bytes(), wanted.as_bytes()))
+            .map(|(_, m)| m.clone())
+            .collect();
+        if modules.is_empty() {
+            return Err(format!("no module provides {wanted}"));
+        }
+        // Several modules may offer it (crc32c_intel needs SSE 4.2, crc32c_generic does not):
+        // one that loads is enough.
+        let mut last = Ok(());
+        for m in &modules {
+            match self.load(m) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Err(e),
+            }
+        }
+        last
+    }
+
     fn insert(&mut self, rel: &str) -> Result<(), String> {
         let name = module_name(rel);
         if self.loaded.contains(&name) {
@@ -125,6 +154,19 @@ impl Modules {
 
     /// Load the modules for every device that announces a modalias. Returns what was loaded.
     pub fn coldplug(&mut self) -> Vec<String> {
+        // A bus driver (virtio_pci) brings up devices of its own (virtio_net, virtio_blk): go
+        // round again until nothing new is loaded.
+        let mut all = Vec::new();
+        loop {
+            let round = self.coldplug_once();
+            if round.is_empty() {
+                return all;
+            }
+            all.extend(round);
+        }
+    }
+
+    fn coldplug_once(&mut self) -> Vec<String> {
         let mut wanted = Vec::new();
         for bus in fs::read_dir("/sys/bus").into_iter().flatten().flatten() {
             for dev in fs::read_dir(bus.path().join("devices"))

@@ -103,14 +103,20 @@ pub fn mount_host(
 
 pub(crate) fn setup_root(p: &Prepared) -> io::Result<()> {
     let none: Option<&str> = None;
-    // A shared root is made shared again once inside (see enter_root); until then nothing the
-    // container mounts may reach the host.
-    let outer = if p.root_propagation.contains(MsFlags::MS_SHARED) {
-        MsFlags::MS_SLAVE
+    if p.root_propagation.contains(MsFlags::MS_SHARED) {
+        // Shared (LinuxKit's mount packages): the other mounts stay peers of the host's, so
+        // what the container mounts under a shared bind (say /var) appears on the host. Only
+        // the root and the container's own root mount are made private, so that its /proc,
+        // /dev, ... stay inside and pivot_root is allowed.
+        mount(none, "/", none, MsFlags::MS_PRIVATE, none).map_err(errno)?;
+        match mount(none, p.rootfs.as_c_str(), none, MsFlags::MS_PRIVATE, none) {
+            // Not a mount point: the bind below makes it one, under a private parent.
+            Ok(()) | Err(nix::Error::EINVAL) => {}
+            Err(e) => return Err(errno(e)),
+        }
     } else {
-        p.root_propagation
-    };
-    mount(none, "/", none, MsFlags::MS_REC | outer, none).map_err(errno)?;
+        mount(none, "/", none, MsFlags::MS_REC | p.root_propagation, none).map_err(errno)?;
+    }
     mount(
         Some(p.rootfs.as_c_str()),
         p.rootfs.as_c_str(),

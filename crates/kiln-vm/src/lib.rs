@@ -327,6 +327,7 @@ impl Qemu {
         self.create_disks()?;
         let mut cmd = Command::new(&self.qemu);
         cmd.args(self.args()).args(["-serial", "stdio"]);
+        exit_with_parent(&mut cmd);
         cmd.status().map_err(|source| VmError::Spawn {
             program: self.qemu.clone(),
             source,
@@ -455,5 +456,18 @@ mod tests {
         assert!(args.contains("hostfwd=tcp::2222-:22"), "{args}");
         let missing = Qemu::from_name(&dir.path().join("nothing")).expect_err("missing");
         assert!(missing.to_string().contains("nothing-kernel"), "{missing}");
+    }
+}
+
+/// The attached qemu goes when kiln goes (killed, say), instead of running on unseen.
+#[allow(unsafe_code)]
+fn exit_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and the hook touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
     }
 }

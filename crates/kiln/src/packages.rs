@@ -50,11 +50,17 @@ pub fn resolve(m: &mut Manifest, base: &Path, images: &ImageOpts) -> anyhow::Res
     for r in image_refs(m) {
         if let Some(path) = r.strip_prefix(PREFIX) {
             let dir = base.join(path);
-            let found = built.iter().find(|b| b.dir == dir);
+            // The same package may have been reached by another path (a dependency's `..`).
+            let same = |a: &Path| a == dir || same_dir(a, &dir);
+            let found = built.iter().find(|b| same(&b.dir));
             *r = found
                 .map(|b| b.reference.clone())
                 .with_context(|| format!("image {r}: package {} was not built", dir.display()))?;
         }
     }
     Ok(())
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
 }
