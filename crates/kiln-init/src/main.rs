@@ -8,7 +8,10 @@
 //!
 //! Built static (`-C target-feature=+crt-static`) so that it needs nothing from the image.
 
+mod cmdline;
+mod control;
 mod modules;
+mod power_button;
 mod services;
 
 use kiln_runtime::bundle;
@@ -95,6 +98,13 @@ fn early_mounts() {
     // package) can mount under it for everyone.
     let _ = mount(Some("/var"), "/var", none, MsFlags::MS_BIND, none);
     let _ = mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SHARED, none);
+}
+
+/// Seconds since the kernel started (the guest's own clock, suspend included).
+fn since_boot() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+        .unwrap_or(0.0)
 }
 
 fn set_hostname() {
@@ -184,9 +194,15 @@ fn start(bundle: &Path, prepare: bool) -> Result<(Pid, Vec<std::thread::JoinHand
         forwarders.push(forward(name.clone(), out));
     }
     if let Some(err) = child.stderr.take() {
-        forwarders.push(forward(name, err));
+        forwarders.push(forward(name.clone(), err));
     }
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+    if cmdline::Switches::read().debug {
+        log(&format!(
+            "{name}: started {:?} as pid {pid}",
+            container.args
+        ));
+    }
     // Reaped by the main loop, never by `Child`.
     std::mem::forget(child);
     Ok((pid, forwarders))
@@ -267,10 +283,63 @@ fn restart_due(services: &mut [Service]) {
     }
 }
 
+/// Carry out a `kiln-ctl` request; returns the answer.
+fn control_request(req: &control::Request, services: &mut [Service]) -> String {
+    let now = Instant::now();
+    if req.command == "list" {
+        return services
+            .iter()
+            .map(|s| s.describe(now) + "\n")
+            .collect::<String>();
+    }
+    let Some(svc) = services.iter_mut().find(|s| s.name == req.name) else {
+        let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        return format!(
+            "error: no service {:?} (services: {})\n",
+            req.name,
+            names.join(", ")
+        );
+    };
+    log(&format!("{} {} (kiln-ctl)", req.command, svc.name));
+    match (req.command.as_str(), svc.pid) {
+        ("stop", Some(pid)) => {
+            svc.held = true;
+            svc.due = None;
+            let _ = kill(pid, Signal::SIGTERM);
+            format!("stopping {}\n", svc.name)
+        }
+        ("stop", None) => {
+            svc.held = true;
+            svc.due = None;
+            format!("{} is not running\n", svc.name)
+        }
+        ("restart", Some(pid)) => {
+            svc.held = false;
+            svc.restart_now = true;
+            let _ = kill(pid, Signal::SIGTERM);
+            format!("restarting {}\n", svc.name)
+        }
+        ("start" | "restart", None) => {
+            svc.held = false;
+            start_service(svc);
+            match svc.pid {
+                Some(pid) => format!("started {} (pid {pid})\n", svc.name),
+                None => format!("error: {} did not start; see the console\n", svc.name),
+            }
+        }
+        ("start", Some(pid)) => format!("{} is already running (pid {pid})\n", svc.name),
+        (other, _) => format!("error: unknown command {other:?}\n"),
+    }
+}
+
 /// Run each bundle of `section` to completion, in order.
-fn run_section(section: &str, services: &mut [Service]) {
+fn run_section(section: &str, services: &mut [Service], switches: &cmdline::Switches) {
     for b in bundles(section) {
         let name = name_of(&b);
+        if switches.skips(&name) {
+            log(&format!("{section} {name} skipped (kiln.skip)"));
+            continue;
+        }
         match start(&b, true) {
             Ok((pid, output)) => {
                 let status = wait_for(pid, services);
@@ -306,7 +375,7 @@ fn shutdown(services: &mut [Service], mode: RebootMode) -> ! {
     for pid in services.iter().filter_map(|s| s.pid) {
         let _ = kill(pid, Signal::SIGKILL);
     }
-    run_section("onshutdown", services);
+    run_section("onshutdown", services, cmdline::Switches::read());
     nix::unistd::sync();
     let _ = reboot(mode);
     // reboot only returns on failure; PID 1 must not exit.
@@ -333,8 +402,16 @@ fn modprobe_helper(args: &[String]) -> std::process::ExitCode {
 }
 
 fn main() -> std::process::ExitCode {
+    // The same program is the control client (`kiln-ctl list`, also as a container's PID 1)
+    // and the kernel's modprobe helper.
+    let args: Vec<String> = std::env::args().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| control::COMMANDS.contains(&a.as_str()))
+    {
+        return control::client(&args[1..]);
+    }
     if std::process::id() != 1 {
-        let args: Vec<String> = std::env::args().collect();
         return modprobe_helper(&args);
     }
     // Signals are taken synchronously by the main loop; containers get an empty mask.
@@ -357,7 +434,8 @@ fn main() -> std::process::ExitCode {
         1 << 20,
     );
     early_mounts();
-    if let Some(mut m) = modules::Modules::open() {
+    let mut modules = modules::Modules::open();
+    if let Some(m) = modules.as_mut() {
         let loaded = m.coldplug();
         if !loaded.is_empty() {
             log(&format!(
@@ -386,17 +464,50 @@ fn main() -> std::process::ExitCode {
     kiln_runtime::loopback_up();
     // ctrl-alt-del sends SIGINT to init instead of rebooting at once.
     let _ = set_cad_enabled(false);
-    log("starting");
+    log(&format!("starting, {:.2} s after the kernel", since_boot()));
+    let switches = cmdline::Switches::read();
+    let requests = match control::listen() {
+        Ok(rx) => {
+            // The client is this program; containers that bind /run find it there.
+            let _ = fs::File::create(control::CLIENT);
+            let _ = mount(
+                Some("/proc/self/exe"),
+                control::CLIENT,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            );
+            Some(rx)
+        }
+        Err(e) => {
+            log(&format!("control socket {}: {e}", control::SOCKET));
+            None
+        }
+    };
+    power_button::watch(modules.as_mut());
     let mut services: Vec<Service> = bundles("services")
         .into_iter()
         .map(|b| {
             let name = name_of(&b);
-            Service::load(b, name)
+            let mut svc = Service::load(b, name);
+            if switches.no_restart {
+                svc.restart = services::Restart::No;
+            }
+            svc
         })
+        .filter(|s| !switches.skips(&s.name))
         .collect();
-    run_section("onboot", &mut services);
+    run_section("onboot", &mut services, switches);
     for i in services::start_order(&services) {
         start_service(&mut services[i]);
+    }
+    if !services.is_empty() {
+        let running = services.iter().filter(|s| s.pid.is_some()).count();
+        log(&format!(
+            "{running} of {} services running, {:.2} s after the kernel",
+            services.len(),
+            since_boot()
+        ));
     }
     loop {
         match signals.wait() {
@@ -405,6 +516,12 @@ fn main() -> std::process::ExitCode {
                     match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                         Ok(WaitStatus::StillAlive) | Err(_) => break,
                         Ok(s) => reaped(s, &mut services),
+                    }
+                }
+                if let Some(rx) = &requests {
+                    while let Ok(req) = rx.try_recv() {
+                        let answer = control_request(&req, &mut services);
+                        let _ = req.reply.send(answer);
                     }
                 }
                 restart_due(&mut services);

@@ -41,6 +41,10 @@ pub struct Service {
     pub due: Option<Instant>,
     /// Whether runtime.json's host mounts were made (once per boot).
     pub prepared: bool,
+    /// Stopped by the operator: not restarted until started again.
+    pub held: bool,
+    /// Restart at once when it exits (the operator asked for a restart).
+    pub restart_now: bool,
 }
 
 impl Service {
@@ -73,12 +77,22 @@ impl Service {
             started: None,
             due: None,
             prepared: false,
+            held: false,
+            restart_now: false,
         }
     }
 
     /// Decide what follows an exit; returns the delay before the restart, if there is one.
     pub fn exited(&mut self, status: &WaitStatus, now: Instant) -> Option<Duration> {
         self.pid = None;
+        if self.held {
+            return None;
+        }
+        if self.restart_now {
+            self.restart_now = false;
+            self.due = Some(now);
+            return Some(Duration::ZERO);
+        }
         let failed = !matches!(status, WaitStatus::Exited(_, 0));
         let again = match self.restart {
             Restart::No => false,
@@ -98,6 +112,30 @@ impl Service {
         self.restarts += 1;
         self.due = Some(now + delay);
         Some(delay)
+    }
+}
+
+impl Service {
+    /// One line of `kiln-ctl list`.
+    pub fn describe(&self, now: Instant) -> String {
+        let state = match (self.pid, self.due) {
+            (Some(pid), _) => format!("running (pid {pid})"),
+            (None, Some(due)) => format!(
+                "restarting in {} s",
+                due.saturating_duration_since(now).as_secs()
+            ),
+            (None, None) if self.held => "stopped (held)".into(),
+            (None, None) => "stopped".into(),
+        };
+        let policy = match self.restart {
+            Restart::No => "no",
+            Restart::OnFailure => "on-failure",
+            Restart::Always => "always",
+        };
+        format!(
+            "{:<20} {:<24} restarts {:<3} restart {policy}",
+            self.name, state, self.restarts
+        )
     }
 }
 

@@ -353,6 +353,11 @@ impl Qemu {
             .args(&args)
             .arg("-serial")
             .arg(format!("file:{}", log.display()))
+            .arg("-monitor")
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                state.join("monitor.sock").display()
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(state.join("qemu.err")).map_err(io(state))?)
@@ -364,6 +369,50 @@ impl Qemu {
         fs::write(state.join("pid"), child.id().to_string()).map_err(io(state))?;
         Ok(child.id())
     }
+}
+
+/// Press the ACPI power button of a guest started by [`Qemu::start_detached`] (through qemu's
+/// monitor) and wait up to `timeout` for it to power off. Returns whether it did; if not, qemu
+/// is killed.
+pub fn stop_detached(state: &Path, timeout: std::time::Duration) -> Result<bool, VmError> {
+    use std::io::Write;
+    let input = |path: &Path, message: String| VmError::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    let pid_file = state.join("pid");
+    let pid: u32 = fs::read_to_string(&pid_file)
+        .map_err(|e| input(&pid_file, e.to_string()))?
+        .trim()
+        .parse()
+        .map_err(|_| input(&pid_file, "not a pid".into()))?;
+    let alive = || {
+        fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        })
+    };
+    if !alive() {
+        return Ok(true);
+    }
+    let sock = state.join("monitor.sock");
+    let mut monitor = std::os::unix::net::UnixStream::connect(&sock)
+        .map_err(|e| input(&sock, format!("{e} (is the guest running?)")))?;
+    monitor
+        .write_all(b"system_powerdown\n")
+        .map_err(|e| input(&sock, e.to_string()))?;
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if !alive() {
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    Ok(false)
 }
 
 /// Whether a KVM guest gets as far as printing its BIOS banner within three seconds (on some

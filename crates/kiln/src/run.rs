@@ -15,6 +15,18 @@ pub enum RunCommand {
     /// Run the OCI bundle in DIR (config.json, and runtime.json when present) with kiln's
     /// runtime, stdio on this terminal; the exit code is the container's. Needs root.
     Bundle(BundleArgs),
+    /// Press the ACPI power button of a guest started with --detached STATE_DIR and wait for it
+    /// to power off (services stop, onshutdown runs); qemu is killed after --timeout
+    Stop(StopArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// The state directory given to --detached
+    state: PathBuf,
+    /// Seconds to wait for the guest to power off
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -98,6 +110,17 @@ pub fn run(cmd: RunCommand) -> anyhow::Result<ExitCode> {
     let a = match cmd {
         RunCommand::Qemu(a) => a,
         RunCommand::Bundle(b) => return run_bundle(&b),
+        RunCommand::Stop(s) => {
+            let clean =
+                kiln_vm::stop_detached(&s.state, std::time::Duration::from_secs(s.timeout))?;
+            if !clean {
+                anyhow::bail!(
+                    "the guest did not power off within {} s; qemu was killed",
+                    s.timeout
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let mut q = Qemu::from_name(&a.name)?;
     q.cpus = a.cpus;

@@ -48,9 +48,14 @@ services:
   - name: quitter
     image: {busybox}
     command: ["/bin/sh", "-c", "echo quit; exit 1"]
+  - name: ctl
+    image: {busybox}
+    binds:
+      - /run:/run
+    command: ["/bin/sh", "-c", "sleep 2; k=/run/kiln/kiln-ctl; $k list; $k stop late; sleep 1; $k list | grep '^late'; $k start late; $k logs quitter; $k stop nosuch || echo ctl-error-ok"]
   - name: stopper
     image: {busybox}
-    command: ["/bin/sh", "-c", "sleep 8; kill -TERM 1"]
+    command: ["/bin/sh", "-c", "sleep 10; kill -TERM 1"]
     pid: host
 onshutdown:
   - name: goodbye
@@ -80,6 +85,18 @@ onshutdown:
         .expect("crasher started");
     let late = console.find("service late started").expect("late started");
     assert!(crasher < late, "dependsOn not honoured:\n{console}");
+    // kiln-ctl from inside a container, through the control socket.
+    assert!(console.contains("ctl: crasher "), "{console}");
+    assert!(
+        console
+            .lines()
+            .any(|l| l.starts_with("ctl: late") && l.contains("stopped (held)")),
+        "{console}"
+    );
+    assert!(console.contains("ctl: started late (pid"), "{console}");
+    assert_eq!(console.matches("late: late up").count(), 2, "{console}");
+    assert!(console.contains("ctl: quit"), "{console}");
+    assert!(console.contains("ctl: ctl-error-ok"), "{console}");
     let goodbye = console
         .find("goodbye: goodbye from onshutdown")
         .unwrap_or_else(|| panic!("onshutdown did not run:\n{console}"));

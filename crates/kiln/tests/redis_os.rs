@@ -1,6 +1,7 @@
 //! examples/redis-os.yml, the DockerCon 2017 demo: the system gets its address by DHCP, Redis
 //! runs as a service with its data on an ext4 disk, and the published port reaches it from
 //! this machine: `redis-cli -p PORT ping` answers PONG and a SET value comes back from GET.
+//! `kiln run stop` then presses the ACPI power button and the guest shuts down cleanly.
 
 mod common;
 
@@ -83,4 +84,9 @@ fn redis_os_answers_on_the_published_port() {
     );
     assert_eq!(redis_cli(port, &["set", "kiln", "as-an-os"]), "OK");
     assert_eq!(redis_cli(port, &["get", "kiln"]), "as-an-os");
+
+    run_ok(kiln().args(["run", "stop", "--timeout", "120"]).arg(&state));
+    let log = console(&state);
+    assert!(log.contains("kiln-init: power button pressed"), "{log}");
+    assert!(log.contains("kiln-init: shutting down"), "{log}");
 }

@@ -39,7 +39,7 @@ fn minimal_example_boots_to_a_shell() {
         "minimal",
     );
     let mut child = kiln()
-        .args(["run", "qemu", "--accel", "tcg", "--networking", "none"])
+        .args(["run", "qemu", "--accel", "tcg"])
         .arg(&system)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -66,7 +66,14 @@ fn minimal_example_boots_to_a_shell() {
     stdin
         .write_all(b"echo kiln-$((6*7)) $(hostname)\n")
         .expect("type");
-    wait_for(&output, "kiln-42 kiln", at, 30);
+    let at = wait_for(&output, "kiln-42 kiln", at, 30);
+    // DHCP ran onboot, and the in-guest CLI reaches kiln-init.
+    stdin
+        .write_all(b"ip -4 addr show eth0; /run/kiln/kiln-ctl list; /run/kiln/kiln-ctl logs dhcp\n")
+        .expect("type");
+    let at = wait_for(&output, "inet 10.0.2.15/24", at, 30);
+    let at = wait_for(&output, "running (pid", at, 30);
+    wait_for(&output, "lease of 10.0.2.15 obtained", at, 30);
     stdin.write_all(b"poweroff -f\n").expect("type");
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
