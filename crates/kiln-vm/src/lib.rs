@@ -465,6 +465,19 @@ fn kvm_works(qemu: &str) -> bool {
     ok
 }
 
+/// The attached qemu goes when kiln goes (killed, say), instead of running on unseen.
+#[allow(unsafe_code)]
+fn exit_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and the hook touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,18 +518,5 @@ mod tests {
         assert!(args.contains("hostfwd=tcp::2222-:22"), "{args}");
         let missing = Qemu::from_name(&dir.path().join("nothing")).expect_err("missing");
         assert!(missing.to_string().contains("nothing-kernel"), "{missing}");
-    }
-}
-
-/// The attached qemu goes when kiln goes (killed, say), instead of running on unseen.
-#[allow(unsafe_code)]
-fn exit_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and the hook touches nothing else.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
     }
 }
