@@ -4,8 +4,9 @@
 #   debootstrap: the Debian base image; qemu-system-x86, qemu-utils: booting what kiln builds
 #   runc: the peer runtime the multi-stage example runs under (and the start-latency benchmark)
 #   redis-tools: redis-cli, the host side of the redis-os test
+#   genisoimage: the CD-ROM `kiln run qemu --data` hands user data to the guest on
 set -euo pipefail
-pkgs=(docker-registry skopeo cpio zstd gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools)
+pkgs=(docker-registry skopeo cpio zstd gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools genisoimage)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

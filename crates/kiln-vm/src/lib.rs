@@ -167,6 +167,8 @@ pub struct Qemu {
     pub accel: Accel,
     /// The qemu binary.
     pub qemu: String,
+    /// A CD-ROM image attached read-only (the user data of `--data`).
+    pub cdrom: Option<PathBuf>,
 }
 
 impl Qemu {
@@ -202,6 +204,7 @@ impl Qemu {
             publish: Vec::new(),
             accel: Accel::Auto,
             qemu: "qemu-system-x86_64".into(),
+            cdrom: None,
         })
     }
 
@@ -286,6 +289,15 @@ impl Qemu {
         }
         push(&["-append", &cmdline]);
         push(&["-device", "virtio-rng-pci"]);
+        if let Some(iso) = &self.cdrom {
+            push(&[
+                "-drive",
+                &format!(
+                    "file={},format=raw,media=cdrom,if=ide,readonly=on",
+                    iso.display()
+                ),
+            ]);
+        }
         for (i, d) in self.disks.iter().enumerate() {
             let format = if d.path.extension().is_some_and(|e| e == "qcow2") {
                 "qcow2"
@@ -369,6 +381,45 @@ impl Qemu {
         fs::write(state.join("pid"), child.id().to_string()).map_err(io(state))?;
         Ok(child.id())
     }
+}
+
+/// Write `data` as the user data of a guest: an ISO 9660 CD-ROM image labelled `cidata` (as
+/// cloud-init's NoCloud source expects) holding it as `user-data` and as `config` (LinuxKit's
+/// name), made by genisoimage. Returns the image's path, `dir/user-data.iso`.
+pub fn user_data_iso(data: &[u8], dir: &Path) -> Result<PathBuf, VmError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source: io::Error| VmError::Input {
+            path: path.clone(),
+            message: source.to_string(),
+        }
+    };
+    let content = dir.join("user-data.d");
+    fs::create_dir_all(&content).map_err(io(&content))?;
+    for name in ["user-data", "config"] {
+        fs::write(content.join(name), data).map_err(io(&content))?;
+    }
+    let iso = dir.join("user-data.iso");
+    let out = Command::new("genisoimage")
+        .args(["-quiet", "-V", "cidata", "-J", "-r", "-o"])
+        .arg(&iso)
+        .arg(&content)
+        .output()
+        .map_err(|source| VmError::Spawn {
+            program: "genisoimage".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(VmError::Input {
+            path: iso,
+            message: format!(
+                "genisoimage failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    let _ = fs::remove_dir_all(&content);
+    Ok(iso)
 }
 
 /// Press the ACPI power button of a guest started by [`Qemu::start_detached`] (through qemu's

@@ -101,6 +101,12 @@ pub struct QemuArgs {
     /// Extra kernel command-line arguments, appended to NAME-cmdline
     #[arg(long)]
     append: Option<String>,
+    /// User data for the guest, on a CD-ROM (pkg/metadata puts it at /run/config/userdata)
+    #[arg(long, conflicts_with = "data_file")]
+    data: Option<String>,
+    /// Like --data, from a file
+    #[arg(long, value_name = "PATH")]
+    data_file: Option<PathBuf>,
     /// Run in the background; the state directory gets pid, console.log and the qemu arguments
     #[arg(long, value_name = "STATE_DIR")]
     detached: Option<PathBuf>,
@@ -150,6 +156,20 @@ pub fn run(cmd: RunCommand) -> anyhow::Result<ExitCode> {
     };
     if let Some(extra) = &a.append {
         q.cmdline = format!("{} {extra}", q.cmdline).trim().to_string();
+    }
+    let data = match (&a.data, &a.data_file) {
+        (Some(d), _) => Some(d.as_bytes().to_vec()),
+        (None, Some(f)) => {
+            Some(std::fs::read(f).with_context(|| format!("reading --data-file {}", f.display()))?)
+        }
+        (None, None) => None,
+    };
+    // Attached runs keep the CD-ROM in a temporary directory; detached ones in the state dir.
+    let scratch = tempfile::tempdir().context("a temporary directory for the user data")?;
+    if let Some(data) = &data {
+        let dir = a.detached.as_deref().unwrap_or(scratch.path());
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        q.cdrom = Some(kiln_vm::user_data_iso(data, dir)?);
     }
     if let Some(state) = &a.detached {
         let pid = q
