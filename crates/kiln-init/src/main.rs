@@ -12,6 +12,7 @@ mod cmdline;
 mod control;
 mod modules;
 mod power_button;
+mod readonly_root;
 mod services;
 
 use kiln_runtime::bundle;
@@ -34,7 +35,7 @@ fn log(msg: &str) {
 }
 
 /// The kernel file systems every system needs. Failures are reported, not fatal.
-fn early_mounts() {
+fn early_mounts(readonly_root: bool) {
     let none: Option<&str> = None;
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let table: &[(&str, &str, &str, MsFlags, Option<&str>)] = &[
@@ -96,7 +97,9 @@ fn early_mounts() {
         .open("/run/resolvconf/resolv.conf");
     // /var is a mount point of its own, so that containers binding it shared (the mount
     // package) can mount under it for everyone.
-    let _ = mount(Some("/var"), "/var", none, MsFlags::MS_BIND, none);
+    if !readonly_root {
+        let _ = mount(Some("/var"), "/var", none, MsFlags::MS_BIND, none);
+    }
     let _ = mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SHARED, none);
 }
 
@@ -433,7 +436,14 @@ fn main() -> std::process::ExitCode {
         1 << 20,
         1 << 20,
     );
-    early_mounts();
+    let readonly = match readonly_root::switch() {
+        Ok(done) => done,
+        Err(e) => {
+            log(&format!("keeping the root writable: {e}"));
+            false
+        }
+    };
+    early_mounts(readonly);
     let mut modules = modules::Modules::open();
     if let Some(m) = modules.as_mut() {
         let loaded = m.coldplug();
@@ -464,7 +474,11 @@ fn main() -> std::process::ExitCode {
     kiln_runtime::loopback_up();
     // ctrl-alt-del sends SIGINT to init instead of rebooting at once.
     let _ = set_cad_enabled(false);
-    log(&format!("starting, {:.2} s after the kernel", since_boot()));
+    log(&format!(
+        "starting, {:.2} s after the kernel{}",
+        since_boot(),
+        if readonly { ", root read-only" } else { "" }
+    ));
     let switches = cmdline::Switches::read();
     let requests = match control::listen() {
         Ok(rx) => {

@@ -275,18 +275,45 @@ fn default_devices(p: &Prepared) -> io::Result<()> {
 
 /// Make the prepared root the process's root.
 fn enter_root(p: &Prepared) -> io::Result<()> {
+    // A handle on the old root: after pivot_root(".", ".") it is stacked on the new one, and
+    // "." would name both.
+    // SAFETY: plain system call on a NUL-terminated string.
+    let old_root = unsafe {
+        libc::open(
+            c"/".as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if old_root < 0 {
+        return Err(io::Error::last_os_error());
+    }
     chdir(p.rootfs.as_c_str()).map_err(errno)?;
-    match pivot_root(".", ".") {
-        Ok(()) => umount2(".", MntFlags::MNT_DETACH).map_err(errno)?,
+    let result = match pivot_root(".", ".") {
+        Ok(()) => {
+            // Make the old root a slave before detaching it, so that the detach does not
+            // unmount the host's shared mounts too (runc does the same).
+            let none: Option<&str> = None;
+            // SAFETY: plain system call on a descriptor this function opened.
+            if unsafe { libc::fchdir(old_root) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            mount(none, ".", none, MsFlags::MS_SLAVE | MsFlags::MS_REC, none)
+                .and_then(|()| umount2(".", MntFlags::MNT_DETACH))
+                .map_err(errno)
+        }
         // The initramfs root cannot be pivoted away from: move the new root over it and chroot,
         // as runc's --no-pivot does.
         Err(nix::Error::EINVAL) => {
             let none: Option<&str> = None;
-            mount(Some("."), "/", none, MsFlags::MS_MOVE, none).map_err(errno)?;
-            nix::unistd::chroot(".").map_err(errno)?;
+            mount(Some("."), "/", none, MsFlags::MS_MOVE, none)
+                .and_then(|()| nix::unistd::chroot("."))
+                .map_err(errno)
         }
-        Err(e) => return Err(errno(e)),
-    }
+        Err(e) => Err(errno(e)),
+    };
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(old_root) };
+    result?;
     if p.root_propagation.contains(MsFlags::MS_SHARED) {
         let none: Option<&str> = None;
         mount(none, "/", none, MsFlags::MS_SHARED | MsFlags::MS_REC, none).map_err(errno)?;

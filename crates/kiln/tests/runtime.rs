@@ -307,3 +307,43 @@ fn cgroup_limits_need_cgroup_v2_and_say_so() {
     assert_ne!(code, 0);
     assert!(out.contains("cgroup v2"), "{out}");
 }
+
+#[test]
+fn shared_root_propagation_reaches_the_host_and_leaving_the_old_root_does_not_unmount_it() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let var = work.path().join("var");
+    let keep = work.path().join("keep");
+    let sh = |script: String| {
+        let ok = Command::new("sh").args(["-c", &script]).status().expect("sh");
+        assert!(ok.success(), "{script}");
+    };
+    // A shared mount with a shared submount, as kiln-init's /var and /sys/fs/cgroup are.
+    sh(format!(
+        "mkdir -p {v} {k} && mount -t tmpfs kv {k} && mount --make-shared {k} && \
+         mkdir {k}/sub && mount -t tmpfs ks {k}/sub && \
+         mount -t tmpfs kvar {v} && mount --make-shared {v} && mkdir {v}/lib",
+        v = var.display(),
+        k = keep.display()
+    ));
+    let mut c = base_config("mount -t tmpfs data /var/lib && echo mounted");
+    c["root"]["readonly"] = json!(false);
+    c["linux"]["rootfsPropagation"] = json!("shared");
+    c["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"}]);
+    c["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(json!({"destination": "/var", "type": "bind", "source": var,
+                     "options": ["rbind", "rshared"]}));
+    let (code, out) = run(&c, None);
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    let lib = format!("data {}/lib tmpfs", var.display());
+    let sub = format!("ks {}/sub tmpfs", keep.display());
+    sh(format!(
+        "umount -l {v}/lib; umount -l {v}; umount -l {k}/sub; umount -l {k}",
+        v = var.display(),
+        k = keep.display()
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(mounts.contains(&lib), "the container's mount did not reach the host:\n{mounts}");
+    assert!(mounts.contains(&sub), "the host lost a shared submount:\n{mounts}");
+}
