@@ -78,7 +78,7 @@ c["root"]["readonly"] = True
 json.dump(c, open("config.json", "w"))
 PY
 )
-time_runs() { local s e; s=$(date +%s%N); for i in $(seq "$n"); do "$@" >/dev/null; done; e=$(date +%s%N); bc -l <<<"($e-$s)/1000000/$n"; }
+time_runs() { local s e; s=$(date +%s%N); for i in $(seq "$n"); do "$@" >/dev/null || exit 1; done; e=$(date +%s%N); bc -l <<<"($e-$s)/1000000/$n"; }
 k=$(time_runs $kiln run bundle "$work/bundle")
 r=$(cd "$work/bundle" && time_runs runc run "kiln-bench-$$")
 printf 'kiln run bundle %.1f ms   runc run %.1f ms   (mean of %d)\n' "$k" "$r" "$n"

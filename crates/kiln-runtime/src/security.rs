@@ -164,8 +164,11 @@ pub(crate) fn apply_sets(caps: &Capabilities, last: u32) -> io::Result<()> {
             0,
             0,
         ))?;
+        // The kernel raises only what is permitted and inheritable; like runc, the rest of
+        // the ambient set is left out rather than failing the start.
+        let ambient = caps.ambient & caps.permitted & caps.inheritable;
         for cap in 0..=last.min(63) {
-            if caps.ambient & (1 << cap) != 0 {
+            if ambient & (1 << cap) != 0 {
                 check(libc::prctl(
                     libc::PR_CAP_AMBIENT,
                     libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
