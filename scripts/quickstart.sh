@@ -17,9 +17,10 @@ out=$(mktemp -d)
 $kiln build -f kernel+initrd --name minimal --dir "$out" examples/minimal.yml
 echo "booting it: kiln run qemu $out/minimal"
 if [ -t 0 ]; then
-  exec "$kiln" run qemu --networking none "$out/minimal"
+  exec "$kiln" run qemu "$out/minimal"
 fi
-{ sleep 20; echo 'echo "kiln says $((6*7)) from $(hostname), kernel $(uname -r)"'; sleep 5; echo 'poweroff -f'; sleep 30; } \
-  | timeout 300 "$kiln" run qemu --networking none "$out/minimal" | tee "$out/console.log"
+{ sleep 20; echo 'echo "kiln says $((6*7)) from $(hostname), kernel $(uname -r)"'
+  echo 'ip -4 addr show eth0; /run/kiln/kiln-ctl list'; sleep 5; echo 'poweroff -f'; sleep 30; } \
+  | timeout 300 "$kiln" run qemu "$out/minimal" | tee "$out/console.log"
 grep -q "kiln says 42 from kiln" "$out/console.log"
 echo "built and booted: $out"

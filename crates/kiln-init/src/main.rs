@@ -1,10 +1,13 @@
-//! kiln-init is PID 1 of a kiln system. It mounts the kernel file systems, sets the host name
-//! and brings up loopback, then runs every container `kiln build` laid out under /containers:
-//! `onboot` in order, each to completion (a failure is reported and boot goes on, as in
-//! LinuxKit), then `services` concurrently, restarted by their policy (see `services`). It reaps orphans, and at power-off (SIGTERM,
-//! SIGUSR2 or SIGPWR; ctrl-alt-del reboots) stops the services, runs `onshutdown` and powers
-//! off. Container output goes to the console, prefixed with the container's name, and to
-//! /var/log/NAME.log.
+//! kiln-init is PID 1 of a kiln system. It switches to a read-only view of the initramfs
+//! (`readonly_root`), mounts the kernel file systems, loads modules (for the devices present,
+//! by list, and on demand as the kernel's modprobe helper), sets the host name and brings up
+//! loopback, then runs every container `kiln build` laid out under /containers: `onboot` in
+//! order, each to completion (a failure is reported and boot goes on, as in LinuxKit), then
+//! `services` concurrently, restarted by their policy (see `services`). It reaps orphans,
+//! answers `kiln-ctl` on its control socket (`control`), and at power-off (SIGTERM, SIGUSR2,
+//! SIGPWR or the ACPI power button; ctrl-alt-del reboots) stops the services, runs
+//! `onshutdown` and powers off. Container output goes to the console, prefixed with the
+//! container's name, and to /var/log/NAME.log. Kernel command-line switches: see `cmdline`.
 //!
 //! Built static (`-C target-feature=+crt-static`) so that it needs nothing from the image.
 

@@ -32,7 +32,12 @@ fn wanted() -> bool {
         .any(|l| {
             let mut f = l.split(" - ");
             let left = f.next().unwrap_or_default();
-            let fstype = f.next().unwrap_or_default().split(' ').next().unwrap_or_default();
+            let fstype = f
+                .next()
+                .unwrap_or_default()
+                .split(' ')
+                .next()
+                .unwrap_or_default();
             left.split(' ').nth(4) == Some("/") && fstype == "rootfs"
         });
     let _ = umount2("/proc", nix::mount::MntFlags::MNT_DETACH);

@@ -1,7 +1,12 @@
-//! kiln-runtime runs a process as a container: in new mount, PID, UTS and IPC namespaces (and a
-//! new network namespace unless host networking is asked for), on a prepared root filesystem,
-//! with its own /proc, /dev and /sys, after `pivot_root`, as the requested user. It is what
-//! `kiln image build` runs `RUN` steps with.
+//! kiln-runtime runs a process as a container: in new or joined namespaces, on a prepared root
+//! filesystem with its mounts, after `pivot_root`, limited by capabilities, rlimits,
+//! no_new_privs, masked and read-only paths, sysctls and a cgroup v2, as the requested user.
+//! `kiln image build` runs `RUN` steps with it; kiln-init (and `kiln run bundle`) run OCI
+//! bundles with it ([`bundle`]), carrying out runtime.json's interfaces and namespace bindings
+//! while the container waits ([`Container::spawn_gated`]).
+//!
+//! Written on nix/libc rather than youki's libcontainer: it must be a small part of the static
+//! PID 1 in the guest, and it needs exactly the OCI subset LinuxKit's configs use.
 //!
 //! The process is started with `std::process::Command` and a `pre_exec` hook that unshares the
 //! namespaces and forks once more, so that the command is PID 1 of its PID namespace. The

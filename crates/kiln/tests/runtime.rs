@@ -314,7 +314,10 @@ fn shared_root_propagation_reaches_the_host_and_leaving_the_old_root_does_not_un
     let var = work.path().join("var");
     let keep = work.path().join("keep");
     let sh = |script: String| {
-        let ok = Command::new("sh").args(["-c", &script]).status().expect("sh");
+        let ok = Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .expect("sh");
         assert!(ok.success(), "{script}");
     };
     // A shared mount with a shared submount, as kiln-init's /var and /sys/fs/cgroup are.
@@ -344,6 +347,12 @@ fn shared_root_propagation_reaches_the_host_and_leaving_the_old_root_does_not_un
         k = keep.display()
     ));
     assert_eq!(code, 0, "{out}");
-    assert!(mounts.contains(&lib), "the container's mount did not reach the host:\n{mounts}");
-    assert!(mounts.contains(&sub), "the host lost a shared submount:\n{mounts}");
+    assert!(
+        mounts.contains(&lib),
+        "the container's mount did not reach the host:\n{mounts}"
+    );
+    assert!(
+        mounts.contains(&sub),
+        "the host lost a shared submount:\n{mounts}"
+    );
 }
