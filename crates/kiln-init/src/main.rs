@@ -186,9 +186,7 @@ fn start(bundle: &Path, prepare: bool) -> Result<(Pid, Vec<std::thread::JoinHand
             .stderr(Stdio::piped());
     };
     let mut child = if host.is_empty() {
-        let mut cmd = container.command().map_err(|e| e.to_string())?;
-        stdio(&mut cmd);
-        cmd.spawn().map_err(|e| format!("starting {name}: {e}"))?
+        container.spawn(stdio).map_err(|e| e.to_string())?
     } else {
         // Interfaces and namespace bindings need the namespaces, before the container goes on.
         container

@@ -16,6 +16,7 @@
 
 pub mod bundle;
 pub mod cgroup;
+mod failure;
 mod netdev;
 mod rootfs;
 pub mod security;
@@ -25,6 +26,7 @@ pub use netdev::{Interface, bind_namespaces, setup_interfaces};
 pub use rootfs::mount_host;
 pub use security::{Capabilities, Rlimit};
 
+use failure::Step;
 use nix::mount::MsFlags;
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -69,6 +71,16 @@ pub enum RuntimeError {
     Prepare {
         /// The path being prepared.
         path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A step of starting the container failed.
+    #[error("starting {command:?} in the container, {step}: {source}")]
+    Start {
+        /// The command.
+        command: String,
+        /// What was being done.
+        step: String,
         /// The error.
         source: io::Error,
     },
@@ -299,6 +311,8 @@ pub(crate) struct Prepared {
     cgroup_procs: Option<fs::File>,
     /// The pipes of a gated start (see `spawn_gated`).
     gate: Option<GatePipes>,
+    /// Where the hook records the step that failed (see `failure`).
+    report: OwnedFd,
     dev_links: Vec<(CString, CString)>,
     mounts: Vec<PreparedMount>,
     standard_mounts: bool,
@@ -390,7 +404,7 @@ impl Container {
         Ok(created)
     }
 
-    fn prepare(&self, gate: Option<GatePipes>) -> Result<Prepared, RuntimeError> {
+    fn prepare(&self, gate: Option<GatePipes>, report: OwnedFd) -> Result<Prepared, RuntimeError> {
         let root = &self.rootfs;
         let p = |rel: &str| cstr(in_root(root, rel).as_os_str().as_bytes());
         let unified_cgroups = nix::sys::statfs::statfs(cgroup::DEFAULT_ROOT)
@@ -589,6 +603,7 @@ impl Container {
                 .transpose()?,
             cgroup_procs,
             gate,
+            report,
             dev_links,
             mounts,
             standard_mounts: self.standard_mounts,
@@ -610,7 +625,21 @@ impl Container {
     /// A `Command` that starts the process in the container. Stdio is inherited unless the
     /// caller changes it. The mount points must exist (see [`Container::prepare_mountpoints`]).
     pub fn command(&self) -> Result<Command, RuntimeError> {
-        self.command_with(None)
+        self.command_with(None).map(|(cmd, _)| cmd)
+    }
+
+    /// Start the process, after `configure` has set up the command (stdio, say). A failure
+    /// names the step that failed: the mount, device, path or id.
+    pub fn spawn(
+        &self,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<std::process::Child, RuntimeError> {
+        let (mut cmd, report) = self.command_with(None)?;
+        configure(&mut cmd);
+        let spawned = cmd.spawn();
+        // The hook's copy of the report pipe goes with the command.
+        drop(cmd);
+        spawned.map_err(|e| failure::start_error(self, Some(&report), e))
     }
 
     /// Start the container from a command [`Container::command`] would give, after `configure`
@@ -630,7 +659,7 @@ impl Container {
         let (ready_read, ready_write) = pipe().map_err(spawn_err)?;
         let (go_read, go_write) = pipe().map_err(spawn_err)?;
         let go_write_raw = go_write.as_raw_fd();
-        let mut cmd = self.command_with(Some(GatePipes {
+        let (mut cmd, report) = self.command_with(Some(GatePipes {
             ready_write,
             go_read,
             go_write: go_write_raw,
@@ -660,13 +689,20 @@ impl Container {
                     Err(e)
                 }
                 (Err(_), Err(e)) => Err(e),
-                (Err(e), Ok(())) => Err(spawn_err(e)),
+                (Err(e), Ok(())) => Err(failure::start_error(self, Some(&report), e)),
             }
         })
     }
 
-    fn command_with(&self, gate: Option<GatePipes>) -> Result<Command, RuntimeError> {
-        let prepared = self.prepare(gate)?;
+    /// The command, and the read end of the pipe its hook reports a failing step on.
+    fn command_with(&self, gate: Option<GatePipes>) -> Result<(Command, OwnedFd), RuntimeError> {
+        let (report_read, report_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(|e| RuntimeError::Spawn {
+                    command: self.args.join(" "),
+                    source: errno(e),
+                })?;
+        let prepared = self.prepare(gate, report_write)?;
         let Some(program) = self.args.first() else {
             return Err(RuntimeError::Spawn {
                 command: String::new(),
@@ -684,7 +720,7 @@ impl Container {
         unsafe {
             cmd.pre_exec(move || enter(&prepared));
         }
-        Ok(cmd)
+        Ok((cmd, report_read))
     }
 
     /// Run the process to completion with inherited stdio.
@@ -698,9 +734,9 @@ impl Container {
             command: self.args.join(" "),
             source,
         };
-        let mut cmd = self.command()?;
-        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
-        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let mut child = self.spawn(|cmd| {
+            cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        })?;
         let status = child.wait().map_err(spawn_err)?;
         if let Some(cg) = &self.cgroup {
             cg.remove()?;
@@ -733,15 +769,25 @@ fn enter(p: &Prepared) -> io::Result<()> {
     )
     .map_err(errno)?;
     if let Some(procs) = &p.cgroup_procs {
-        cgroup::join(procs)?;
+        at(p, Step::Cgroup, 0, cgroup::join(procs))?;
     }
     if let Some(value) = &p.oom_score_adj {
-        write_file(c"/proc/self/oom_score_adj", value)?;
+        at(
+            p,
+            Step::OomScore,
+            0,
+            write_file(c"/proc/self/oom_score_adj", value),
+        )?;
     }
-    for (file, kind) in &p.joins {
-        nix::sched::setns(file, *kind).map_err(errno)?;
+    for (i, (file, kind)) in p.joins.iter().enumerate() {
+        at(
+            p,
+            Step::JoinNamespace,
+            i,
+            nix::sched::setns(file, *kind).map_err(errno),
+        )?;
     }
-    unshare(p.unshare).map_err(errno)?;
+    at(p, Step::Unshare, 0, unshare(p.unshare).map_err(errno))?;
     // SAFETY: called in the single-threaded child between fork and exec.
     match unsafe { fork() }.map_err(errno)? {
         ForkResult::Parent { child } => {
@@ -774,33 +820,56 @@ fn enter(p: &Prepared) -> io::Result<()> {
         }
     }
     if let Some(gate) = &p.gate {
-        wait_for_gate(&gate.go_read, gate.go_write)?;
+        at(
+            p,
+            Step::Gate,
+            0,
+            wait_for_gate(&gate.go_read, gate.go_write),
+        )?;
     }
     // /proc/sys shows the namespaces of the process that opens it: set before leaving the host's /proc.
-    for (path, value) in &p.sysctls {
-        write_file(path, value)?;
+    for (i, (path, value)) in p.sysctls.iter().enumerate() {
+        at(p, Step::Sysctl, i, write_file(path, value))?;
     }
     rootfs::setup_root(p)?;
     if p.unshare.contains(CloneFlags::CLONE_NEWUTS) {
-        sethostname(&p.hostname)?;
+        at(p, Step::Hostname, 0, sethostname(&p.hostname))?;
     }
     if p.unshare.contains(CloneFlags::CLONE_NEWNET) {
         loopback_up();
     }
-    security::apply_rlimits(&p.rlimits)?;
+    at(p, Step::Rlimit, 0, security::apply_rlimits(&p.rlimits))?;
     if let Some(caps) = &p.capabilities {
-        security::apply_bounding(caps, p.last_capability)?;
+        at(
+            p,
+            Step::Bounding,
+            0,
+            security::apply_bounding(caps, p.last_capability),
+        )?;
     }
     if p.no_new_privileges {
-        security::apply_no_new_privs()?;
+        at(p, Step::NoNewPrivs, 0, security::apply_no_new_privs())?;
     }
-    setgroups(&p.groups).map_err(errno)?;
-    setgid(p.gid).map_err(errno)?;
-    setuid(p.uid).map_err(errno)?;
+    at(p, Step::Groups, 0, setgroups(&p.groups).map_err(errno))?;
+    at(p, Step::Gid, 0, setgid(p.gid).map_err(errno))?;
+    at(p, Step::Uid, 0, setuid(p.uid).map_err(errno))?;
     if let Some(caps) = &p.capabilities {
-        security::apply_sets(caps, p.last_capability)?;
+        at(
+            p,
+            Step::Capabilities,
+            0,
+            security::apply_sets(caps, p.last_capability),
+        )?;
     }
-    chdir(p.cwd.as_c_str()).map_err(errno)
+    at(p, Step::Cwd, 0, chdir(p.cwd.as_c_str()).map_err(errno))
+}
+
+/// Record the step on the report pipe when `r` failed (see `failure`).
+pub(crate) fn at<T>(p: &Prepared, step: Step, index: usize, r: io::Result<T>) -> io::Result<T> {
+    if r.is_err() {
+        failure::record(&p.report, step, index);
+    }
+    r
 }
 
 /// Block until the caller opens the gate (or drops it: then the container is abandoned).

@@ -3,8 +3,10 @@
 //! and the switch into it (pivot_root, or move-and-chroot from an initramfs). Also the host-side
 //! mounts of runtime.json.
 
-use crate::{Prepared, RuntimeError, errno};
+use crate::failure::Step;
+use crate::{Prepared, RuntimeError, at, errno};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::unistd::{Gid, Uid};
 use nix::unistd::{chdir, pivot_root};
 use std::ffi::{CStr, CString};
 use std::fs;
@@ -102,6 +104,42 @@ pub fn mount_host(
 }
 
 pub(crate) fn setup_root(p: &Prepared) -> io::Result<()> {
+    at(p, Step::RootBind, 0, bind_root(p))?;
+    if p.standard_mounts {
+        at(p, Step::StandardMounts, 0, standard_mounts(p))?;
+    }
+    for (i, m) in p.mounts.iter().enumerate() {
+        at(p, Step::Mount, i, oci_mount(m))?;
+    }
+    // A config that mounts a fresh /dev gets the default devices in it, as runc gives.
+    if p.fresh_dev {
+        at(p, Step::StandardMounts, 0, default_devices(p))?;
+    }
+    for (i, device) in p.devices.iter().enumerate() {
+        at(p, Step::Device, i, make_device(device))?;
+    }
+    for (i, path) in p.readonly_paths.iter().enumerate() {
+        at(
+            p,
+            Step::ReadonlyPath,
+            i,
+            ignore_missing(readonly_path(path)),
+        )?;
+    }
+    for (i, path) in p.masked_paths.iter().enumerate() {
+        at(p, Step::MaskedPath, i, ignore_missing(mask_path(path)))?;
+    }
+    if p.readonly_root {
+        let none: Option<&str> = None;
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
+        let r = mount(none, p.rootfs.as_c_str(), none, flags, none).map_err(errno);
+        at(p, Step::ReadonlyRoot, 0, r)?;
+    }
+    at(p, Step::PivotRoot, 0, enter_root(p))
+}
+
+/// Set the root's propagation and bind the container's root onto itself.
+fn bind_root(p: &Prepared) -> io::Result<()> {
     let none: Option<&str> = None;
     if p.root_propagation.contains(MsFlags::MS_SHARED) {
         // Shared (LinuxKit's mount packages): the other mounts stay peers of the host's, so
@@ -125,74 +163,54 @@ pub(crate) fn setup_root(p: &Prepared) -> io::Result<()> {
         none,
     )
     .map_err(errno)?;
-    if p.standard_mounts {
-        standard_mounts(p)?;
-    }
-    for m in &p.mounts {
-        // The target may live on a file system mounted just before (a /dev tmpfs).
-        // SAFETY: plain system calls on NUL-terminated strings; failures show in mount().
-        unsafe {
-            if m.file_target {
-                let fd = libc::open(
-                    m.target.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o644,
-                );
-                if fd >= 0 {
-                    libc::close(fd);
-                }
-            } else {
-                libc::mkdir(m.target.as_ptr(), 0o755);
+    Ok(())
+}
+
+/// One mount of the config (a failed optional one is skipped).
+fn oci_mount(m: &PreparedMount) -> io::Result<()> {
+    let none: Option<&str> = None;
+    // The target may live on a file system mounted just before (a /dev tmpfs).
+    // SAFETY: plain system calls on NUL-terminated strings; failures show in mount().
+    unsafe {
+        if m.file_target {
+            let fd = libc::open(
+                m.target.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            );
+            if fd >= 0 {
+                libc::close(fd);
             }
-        }
-        let r = mount(
-            m.source.as_deref(),
-            m.target.as_c_str(),
-            m.fstype.as_deref(),
-            m.flags,
-            m.data.as_deref(),
-        );
-        match r {
-            Ok(()) => {}
-            Err(_) if m.optional => continue,
-            Err(e) => return Err(errno(e)),
-        }
-        if m.readonly_bind {
-            mount(
-                none,
-                m.target.as_c_str(),
-                none,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                none,
-            )
-            .map_err(errno)?;
-        }
-        if !m.propagation.is_empty() {
-            mount(none, m.target.as_c_str(), none, m.propagation, none).map_err(errno)?;
+        } else {
+            libc::mkdir(m.target.as_ptr(), 0o755);
         }
     }
-    // A config that mounts a fresh /dev gets the default devices in it, as runc gives.
-    if p.fresh_dev {
-        default_devices(p)?;
+    let r = mount(
+        m.source.as_deref(),
+        m.target.as_c_str(),
+        m.fstype.as_deref(),
+        m.flags,
+        m.data.as_deref(),
+    );
+    match r {
+        Ok(()) => {}
+        Err(_) if m.optional => return Ok(()),
+        Err(e) => return Err(errno(e)),
     }
-    make_devices(p)?;
-    for path in &p.readonly_paths {
-        ignore_missing(readonly_path(path))?;
-    }
-    for path in &p.masked_paths {
-        ignore_missing(mask_path(path))?;
-    }
-    if p.readonly_root {
+    if m.readonly_bind {
         mount(
             none,
-            p.rootfs.as_c_str(),
+            m.target.as_c_str(),
             none,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             none,
         )
         .map_err(errno)?;
     }
-    enter_root(p)
+    if !m.propagation.is_empty() {
+        mount(none, m.target.as_c_str(), none, m.propagation, none).map_err(errno)?;
+    }
+    Ok(())
 }
 
 /// /proc, /sys, a tmpfs /dev with the usual devices, devpts and /dev/shm.
@@ -328,21 +346,19 @@ fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
     }
 }
 
-/// The container's device nodes (replacing whatever is at their paths).
-fn make_devices(p: &Prepared) -> io::Result<()> {
-    for (path, mode, dev, uid, gid) in &p.devices {
-        // SAFETY: plain system calls on NUL-terminated strings.
-        unsafe {
-            libc::unlink(path.as_ptr());
-            if libc::mknod(path.as_ptr(), *mode, *dev) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // mknod applies the umask.
-            libc::chmod(path.as_ptr(), *mode & 0o7777);
+/// One of the container's device nodes (replacing whatever is at its path).
+fn make_device(device: &(CString, libc::mode_t, libc::dev_t, Uid, Gid)) -> io::Result<()> {
+    let (path, mode, dev, uid, gid) = device;
+    // SAFETY: plain system calls on NUL-terminated strings.
+    unsafe {
+        libc::unlink(path.as_ptr());
+        if libc::mknod(path.as_ptr(), *mode, *dev) < 0 {
+            return Err(io::Error::last_os_error());
         }
-        nix::unistd::chown(path.as_c_str(), Some(*uid), Some(*gid)).map_err(errno)?;
+        // mknod applies the umask.
+        libc::chmod(path.as_ptr(), *mode & 0o7777);
     }
-    Ok(())
+    nix::unistd::chown(path.as_c_str(), Some(*uid), Some(*gid)).map_err(errno)
 }
 
 /// Bind a path over itself, read-only.

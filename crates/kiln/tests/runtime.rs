@@ -356,3 +356,27 @@ fn shared_root_propagation_reaches_the_host_and_leaving_the_old_root_does_not_un
         "the host lost a shared submount:\n{mounts}"
     );
 }
+
+#[test]
+fn a_failed_start_names_the_step_and_the_mount() {
+    let mut c = base_config("true");
+    c["mounts"].as_array_mut().expect("mounts").push(
+        json!({"destination": "/mnt", "type": "bind", "source": "/nonexistent/kiln-src",
+                     "options": ["rbind"]}),
+    );
+    let (code, out) = run(&c, None);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("mounting /nonexistent/kiln-src (bind) on /mnt: No such file or directory"),
+        "{out}"
+    );
+
+    let mut c = base_config("true");
+    c["linux"]["sysctl"] = json!({"kernel.no_such_parameter": "1"});
+    let (code, out) = run(&c, None);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("setting sysctl kernel.no_such_parameter=1"),
+        "{out}"
+    );
+}
