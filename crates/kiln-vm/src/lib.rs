@@ -236,21 +236,16 @@ impl Qemu {
             } else {
                 "raw"
             };
-            let out = Command::new("qemu-img")
-                .args(["create", "-q", "-f", format])
-                .arg(&d.path)
-                .arg(&d.size)
-                .output()
-                .map_err(|source| VmError::Spawn {
-                    program: "qemu-img".into(),
-                    source,
-                })?;
-            if !out.status.success() {
-                return Err(VmError::Disk {
+            run_tool(
+                Command::new("qemu-img")
+                    .args(["create", "-q", "-f", format])
+                    .arg(&d.path)
+                    .arg(&d.size),
+                |message| VmError::Disk {
                     path: d.path.clone(),
-                    message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                });
-            }
+                    message,
+                },
+            )?;
         }
         Ok(())
     }
@@ -350,17 +345,10 @@ impl Qemu {
     /// arguments); returns the pid.
     pub fn start_detached(&self, state: &Path) -> Result<u32, VmError> {
         self.create_disks()?;
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source: io::Error| VmError::Input {
-                path: path.clone(),
-                message: source.to_string(),
-            }
-        };
-        fs::create_dir_all(state).map_err(io(state))?;
+        fs::create_dir_all(state).map_err(io_at(state))?;
         let log = state.join("console.log");
         let args = self.args();
-        fs::write(state.join("cmdline"), args.join("\n")).map_err(io(state))?;
+        fs::write(state.join("cmdline"), args.join("\n")).map_err(io_at(state))?;
         let child = Command::new(&self.qemu)
             .args(&args)
             .arg("-serial")
@@ -372,13 +360,13 @@ impl Qemu {
             ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(fs::File::create(state.join("qemu.err")).map_err(io(state))?)
+            .stderr(fs::File::create(state.join("qemu.err")).map_err(io_at(state))?)
             .spawn()
             .map_err(|source| VmError::Spawn {
                 program: self.qemu.clone(),
                 source,
             })?;
-        fs::write(state.join("pid"), child.id().to_string()).map_err(io(state))?;
+        fs::write(state.join("pid"), child.id().to_string()).map_err(io_at(state))?;
         Ok(child.id())
     }
 }
@@ -387,37 +375,19 @@ impl Qemu {
 /// cloud-init's NoCloud source expects) holding it as `user-data` and as `config` (LinuxKit's
 /// name), made by genisoimage. Returns the image's path, `dir/user-data.iso`.
 pub fn user_data_iso(data: &[u8], dir: &Path) -> Result<PathBuf, VmError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source: io::Error| VmError::Input {
-            path: path.clone(),
-            message: source.to_string(),
-        }
-    };
     let content = dir.join("user-data.d");
-    fs::create_dir_all(&content).map_err(io(&content))?;
+    fs::create_dir_all(&content).map_err(io_at(&content))?;
     for name in ["user-data", "config"] {
-        fs::write(content.join(name), data).map_err(io(&content))?;
+        fs::write(content.join(name), data).map_err(io_at(&content))?;
     }
     let iso = dir.join("user-data.iso");
-    let out = Command::new("genisoimage")
-        .args(["-quiet", "-V", "cidata", "-J", "-r", "-o"])
-        .arg(&iso)
-        .arg(&content)
-        .output()
-        .map_err(|source| VmError::Spawn {
-            program: "genisoimage".into(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(VmError::Input {
-            path: iso,
-            message: format!(
-                "genisoimage failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
-    }
+    run_tool(
+        Command::new("genisoimage")
+            .args(["-quiet", "-V", "cidata", "-J", "-r", "-o"])
+            .arg(&iso)
+            .arg(&content),
+        |stderr| input(&iso, format!("genisoimage failed: {stderr}")),
+    )?;
     let _ = fs::remove_dir_all(&content);
     Ok(iso)
 }
@@ -427,16 +397,12 @@ pub fn user_data_iso(data: &[u8], dir: &Path) -> Result<PathBuf, VmError> {
 /// is killed.
 pub fn stop_detached(state: &Path, timeout: std::time::Duration) -> Result<bool, VmError> {
     use std::io::Write;
-    let input = |path: &Path, message: String| VmError::Input {
-        path: path.to_path_buf(),
-        message,
-    };
     let pid_file = state.join("pid");
     let pid: u32 = fs::read_to_string(&pid_file)
-        .map_err(|e| input(&pid_file, e.to_string()))?
+        .map_err(io_at(&pid_file))?
         .trim()
         .parse()
-        .map_err(|_| input(&pid_file, "not a pid".into()))?;
+        .map_err(|_| input(&pid_file, "not a pid"))?;
     let alive = || {
         fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
             s.rsplit(')')
@@ -452,7 +418,7 @@ pub fn stop_detached(state: &Path, timeout: std::time::Duration) -> Result<bool,
         .map_err(|e| input(&sock, format!("{e} (is the guest running?)")))?;
     monitor
         .write_all(b"system_powerdown\n")
-        .map_err(|e| input(&sock, e.to_string()))?;
+        .map_err(io_at(&sock))?;
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
         if !alive() {
@@ -514,6 +480,35 @@ fn kvm_works(qemu: &str) -> bool {
     let _ = child.kill();
     let _ = child.wait();
     ok
+}
+
+/// A problem with an input or output file.
+fn input(path: &Path, message: impl ToString) -> VmError {
+    VmError::Input {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// An I/O error at `path`, as [`input`].
+fn io_at(path: &Path) -> impl Fn(io::Error) -> VmError + '_ {
+    move |e| input(path, e)
+}
+
+/// Run a helper program (qemu-img, genisoimage) to completion; when it fails, `failed` turns
+/// its stderr into the error.
+fn run_tool(cmd: &mut Command, failed: impl FnOnce(String) -> VmError) -> Result<(), VmError> {
+    let out = cmd.output().map_err(|source| VmError::Spawn {
+        program: cmd.get_program().to_string_lossy().into_owned(),
+        source,
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
 }
 
 /// The attached qemu goes when kiln goes (killed, say), instead of running on unseen.
