@@ -46,21 +46,22 @@ fn run_bundle(a: &BundleArgs) -> anyhow::Result<ExitCode> {
     let container = bundle::load(&a.dir)?;
     let host = bundle::host_setup(&a.dir)?;
     let created = container.prepare_mountpoints()?;
-    let result = if host.is_empty() {
-        container.run().map_err(anyhow::Error::from)
+    let spawned = if host.is_empty() {
+        container.spawn(|cmd| {
+            cmd.stdin(std::process::Stdio::null());
+        })
     } else {
-        container
-            .spawn_gated(|_| {}, |pid| host.apply(pid))
-            .and_then(|mut child| {
-                child
-                    .wait()
-                    .map_err(|source| kiln_runtime::RuntimeError::Spawn {
-                        command: container.args.join(" "),
-                        source,
-                    })
-            })
-            .map_err(anyhow::Error::from)
+        container.spawn_gated(|_| {}, |pid| host.apply(pid))
     };
+    let result = spawned.and_then(|mut child| {
+        child
+            .wait()
+            .map_err(|source| kiln_runtime::RuntimeError::Spawn {
+                command: container.args.join(" "),
+                source,
+            })
+    });
+    // The container's cgroup (when it asked for one) goes with it.
     if let Some(cg) = &container.cgroup {
         cg.remove()?;
     }
