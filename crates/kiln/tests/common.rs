@@ -226,6 +226,34 @@ pub fn build_system(cache: &Path, manifest: &Path, dir: &Path, name: &str) -> Pa
     dir.join(name)
 }
 
+/// A manifest image reference to the package pkg/NAME, as `"@pkg:/abs/path"` (quoted YAML).
+pub fn pkg_ref(name: &str) -> String {
+    format!("\"@pkg:{}\"", repo_root().join("pkg").join(name).display())
+}
+
+/// Write `manifest` (YAML text) as DIR/NAME.yml and build it; returns the system's NAME prefix.
+pub fn build_manifest(cache: &Path, manifest: &str, dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yml"));
+    std::fs::write(&path, manifest).expect("manifest");
+    build_system(cache, &path, dir, name)
+}
+
+/// Build examples/NAME.yml (with kiln-init and the packages it names) into DIR; returns the
+/// system's NAME prefix.
+pub fn build_example(dir: &Path, name: &str) -> PathBuf {
+    let cache = shared_store();
+    build_init();
+    let manifest = repo_root().join("examples").join(format!("{name}.yml"));
+    build_system(&cache, &manifest, dir, name)
+}
+
+/// Boot a system that powers itself off; asserts it did and returns the console output.
+pub fn boot_ok(system: &Path, extra: &[&str]) -> String {
+    let (status, console) = run_system(system, extra);
+    assert!(status.success(), "exit {status:?}:\n{console}");
+    console
+}
+
 /// `kiln run qemu --accel tcg EXTRA... SYSTEM`, bounded to 240 s; returns the exit status and
 /// the console output.
 pub fn run_system(system: &Path, extra: &[&str]) -> (std::process::ExitStatus, String) {

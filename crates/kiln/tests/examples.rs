@@ -7,17 +7,9 @@ use common::*;
 
 #[test]
 fn hello_example_greets_and_powers_off() {
-    let cache = shared_store();
-    build_init();
     let dir = tempfile::tempdir().expect("tempdir");
-    let system = build_system(
-        &cache,
-        &repo_root().join("examples/hello.yml"),
-        dir.path(),
-        "hello",
-    );
-    let (status, console) = run_system(&system, &["--networking", "none"]);
-    assert!(status.success(), "exit {status:?}:\n{console}");
+    let system = build_example(dir.path(), "hello");
+    let console = boot_ok(&system, &["--networking", "none"]);
     assert!(
         console.contains("hello: Hello from kiln, running Linux"),
         "{console}"
@@ -29,8 +21,6 @@ fn hello_example_greets_and_powers_off() {
 fn user_data_reaches_the_guest() {
     let cache = shared_store();
     build_init();
-    let pkg = repo_root().join("pkg");
-    let p = |name: &str| format!("\"@pkg:{}\"", pkg.join(name).display());
     let manifest = format!(
         r#"kernel:
   image: {kernel}
@@ -48,21 +38,18 @@ onboot:
   - name: poweroff
     image: {poweroff}
 "#,
-        kernel = p("kernel"),
-        init = p("init"),
-        metadata = p("metadata"),
-        busybox = p("busybox"),
-        poweroff = p("poweroff"),
+        kernel = pkg_ref("kernel"),
+        init = pkg_ref("init"),
+        metadata = pkg_ref("metadata"),
+        busybox = pkg_ref("busybox"),
+        poweroff = pkg_ref("poweroff"),
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("data.yml");
-    std::fs::write(&path, manifest).expect("manifest");
-    let system = build_system(&cache, &path, dir.path(), "data");
-    let (status, console) = run_system(
+    let system = build_manifest(&cache, &manifest, dir.path(), "data");
+    let console = boot_ok(
         &system,
         &["--networking", "none", "--data", "kiln user data 42"],
     );
-    assert!(status.success(), "exit {status:?}:\n{console}");
     assert!(
         console.contains("show: got: kiln user data 42"),
         "{console}"

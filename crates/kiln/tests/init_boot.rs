@@ -16,12 +16,8 @@ fn packages(cache: &std::path::Path) -> (String, String, String) {
 /// Build `manifest` (YAML text) and boot it; returns the console output.
 fn boot_manifest(cache: &std::path::Path, manifest: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("system.yml");
-    std::fs::write(&path, manifest).expect("manifest");
-    let system = build_system(cache, &path, dir.path(), "system");
-    let (status, console) = run_system(&system, &["--networking", "none"]);
-    assert!(status.success(), "exit {status:?}:\n{console}");
-    console
+    let system = build_manifest(cache, manifest, dir.path(), "system");
+    boot_ok(&system, &["--networking", "none"])
 }
 
 #[test]
@@ -107,11 +103,9 @@ onshutdown:
 fn kiln_init_runs_onboot_containers_and_powers_off() {
     let cache = shared_store();
     let (kernel, init, busybox) = packages(&cache);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let manifest = dir.path().join("hello.yml");
-    std::fs::write(
-        &manifest,
-        format!(
+    let console = boot_manifest(
+        &cache,
+        &format!(
             r#"kernel:
   image: {kernel}
   cmdline: "console=ttyS0 quiet"
@@ -133,11 +127,7 @@ onboot:
     capabilities: [CAP_SYS_BOOT]
 "#
         ),
-    )
-    .expect("manifest");
-    let system = build_system(&cache, &manifest, dir.path(), "hello");
-    let (status, console) = run_system(&system, &["--networking", "none"]);
-    assert!(status.success(), "exit {status:?}:\n{console}");
+    );
     let first = console
         .find("first: first ran")
         .unwrap_or_else(|| panic!("no output of first:\n{console}"));

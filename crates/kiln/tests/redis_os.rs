@@ -37,15 +37,8 @@ impl Drop for Vm {
 
 #[test]
 fn redis_os_answers_on_the_published_port() {
-    let cache = shared_store();
-    build_init();
     let dir = tempfile::tempdir().expect("tempdir");
-    let system = build_system(
-        &cache,
-        &repo_root().join("examples/redis-os.yml"),
-        dir.path(),
-        "redis-os",
-    );
+    let system = build_example(dir.path(), "redis-os");
     let port = free_port();
     let state = dir.path().join("state");
     let disk = format!("{},size=128M", dir.path().join("data.img").display());

@@ -29,15 +29,8 @@ fn wait_for(output: &Arc<Mutex<String>>, needle: &str, after: usize, secs: u64) 
 
 #[test]
 fn minimal_example_boots_to_a_shell() {
-    let cache = shared_store();
-    build_init();
     let dir = tempfile::tempdir().expect("tempdir");
-    let system = build_system(
-        &cache,
-        &repo_root().join("examples/minimal.yml"),
-        dir.path(),
-        "minimal",
-    );
+    let system = build_example(dir.path(), "minimal");
     let mut child = kiln()
         .args(["run", "qemu", "--accel", "tcg"])
         .arg(&system)

@@ -9,8 +9,6 @@ mod common;
 use common::*;
 
 fn manifest() -> String {
-    let pkg = repo_root().join("pkg");
-    let p = |name: &str| format!("\"@pkg:{}\"", pkg.join(name).display());
     format!(
         r#"kernel:
   image: {kernel}
@@ -42,12 +40,12 @@ onboot:
   - name: poweroff
     image: {poweroff}
 "#,
-        kernel = p("kernel"),
-        init = p("init"),
-        format = p("format"),
-        mount = p("mount"),
-        busybox = p("busybox"),
-        poweroff = p("poweroff"),
+        kernel = pkg_ref("kernel"),
+        init = pkg_ref("init"),
+        format = pkg_ref("format"),
+        mount = pkg_ref("mount"),
+        busybox = pkg_ref("busybox"),
+        poweroff = pkg_ref("poweroff"),
     )
 }
 
@@ -56,16 +54,10 @@ fn ext4_volume_survives_a_reboot_and_cgroup_limits_hold() {
     let cache = shared_store();
     build_init();
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("volume.yml");
-    std::fs::write(&path, manifest()).expect("manifest");
-    let system = build_system(&cache, &path, dir.path(), "volume");
+    let system = build_manifest(&cache, &manifest(), dir.path(), "volume");
     let disk = dir.path().join("data.img");
     let disk_arg = format!("{},size=128M", disk.display());
-    let boot = || {
-        let (status, console) = run_system(&system, &["--networking", "none", "--disk", &disk_arg]);
-        assert!(status.success(), "exit {status:?}:\n{console}");
-        console
-    };
+    let boot = || boot_ok(&system, &["--networking", "none", "--disk", &disk_arg]);
 
     let first = boot();
     assert!(
