@@ -13,13 +13,13 @@
 //!
 //! An image used by several containers is written once; the others mount it from there.
 
-use crate::entry::{Entry, Kind, Sink};
 use crate::error::AssembleError;
-use crate::layers::{Flattener, entry_from_tar, normalize};
+use kiln_fs::layers::entry_from_tar;
+use kiln_fs::{Entry, Flattener, Kind, LayerError, Segment, Sink, normalize};
+use kiln_oci::ImageLayers;
 use crate::oci_config::{self, to_go_json};
 use kiln_manifest::{CONTAINER_SECTIONS, Image, ManifestSet};
 use kiln_oci::{Reference, Store};
-use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
@@ -37,6 +37,9 @@ const EXCLUDED: [&str; 6] = [
     "dev/shm",
     "etc/hostname",
 ];
+/// The version of the layout segments are keyed by: change it whenever the entries assembly
+/// writes for the same image and prefix change, so that cached initrd segments are not reused.
+const SEGMENT_LAYOUT: u32 = 1;
 /// Directories every image gets (as root-owned 0755), and in what order missing ones are added.
 const TOUCH_DIRS: [&str; 6] = ["dev", "dev/pts", "dev/shm", "etc", "proc", "sys"];
 
@@ -89,6 +92,21 @@ impl Emitter<'_> {
     fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<(), AssembleError> {
         let e = Entry::file(path, mode, data.len() as u64, self.now());
         self.add(e, &mut &data[..])
+    }
+
+    /// Start a segment whose entries `key` (with the time limit) determines completely;
+    /// false when the sink reuses it, and its entries must not be sent. See [`Sink`].
+    fn begin_segment(&mut self, key: &str) -> Result<bool, AssembleError> {
+        let key = format!("{key}\nlayout {SEGMENT_LAYOUT}\nepoch {:?}", self.epoch);
+        let answer = self
+            .sink
+            .begin_segment(&key)
+            .map_err(AssembleError::Output)?;
+        Ok(answer == Segment::Emit)
+    }
+
+    fn end_segment(&mut self) -> Result<(), AssembleError> {
+        self.sink.end_segment().map_err(AssembleError::Output)
     }
 
     /// The directories leading to `prefix` (which ends in `/`), as LinuxKit writes them.
@@ -144,33 +162,6 @@ impl Images<'_> {
         self.cache.insert(key, img.clone());
         Ok(img)
     }
-}
-
-/// Every image reference the manifest uses, normalised, for pulling before assembly.
-pub fn image_references(set: &ManifestSet) -> Vec<(String, String)> {
-    let m = &set.manifest;
-    let mut out = Vec::new();
-    let mut push = |r: &str, loc: String| out.push((r.to_string(), loc));
-    if !m.kernel.image.is_empty() {
-        push(&m.kernel.image, "kernel.image".into());
-    }
-    for (i, r) in m.init.iter().enumerate() {
-        push(r, format!("init[{i}]"));
-    }
-    for (i, v) in m
-        .volumes
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| !v.image.is_empty())
-    {
-        push(&v.image, format!("volumes[{i}].image"));
-    }
-    for section in CONTAINER_SECTIONS {
-        for (i, img) in m.containers(section).iter().enumerate() {
-            push(&img.image, format!("{section}[{i}].image"));
-        }
-    }
-    out
 }
 
 /// Assemble the root filesystem of `set` from `store` into `sink`.
@@ -239,7 +230,7 @@ pub fn assemble(
             let label = match exec
                 .labels
                 .as_ref()
-                .and_then(|l| l.get("org.mobyproject.config"))
+                .and_then(|l| l.get(kiln_manifest::CONFIG_LABEL))
             {
                 Some(text) => kiln_manifest::parse_label(&img.reference, text)
                     .map_err(AssembleError::Manifest)?,
@@ -352,7 +343,39 @@ fn bind_volumes(
 /// One image flattened under `prefix`, with LinuxKit's adjustments: files Docker adds are
 /// dropped, /etc/hosts and /etc/resolv.conf replaced, and the mount points every container
 /// needs (dev, proc, sys, ...) created.
+///
+/// One segment, keyed by the image's layers, the prefix and the resolv.conf link: nothing else
+/// shapes these entries.
 fn image_tar(
+    store: &Store,
+    img: &kiln_oci::Image,
+    prefix: &str,
+    resolv: Option<&str>,
+    out: &mut Emitter<'_>,
+) -> Result<(), AssembleError> {
+    let key = format!(
+        "image {}\nlayers {}\nprefix {prefix}\nresolv {resolv:?}",
+        img.reference,
+        layer_digests(img)
+    );
+    if out.begin_segment(&key)? {
+        image_entries(store, img, prefix, resolv, out)?;
+    }
+    out.end_segment()
+}
+
+/// The layer digests of `img`, in order: what its flattened content depends on.
+fn layer_digests(img: &kiln_oci::Image) -> String {
+    let digests: Vec<&str> = img
+        .manifest
+        .layers
+        .iter()
+        .map(|l| l.digest.as_str())
+        .collect();
+    digests.join(" ")
+}
+
+fn image_entries(
     store: &Store,
     img: &kiln_oci::Image,
     prefix: &str,
@@ -362,7 +385,7 @@ fn image_tar(
     out.prefix_dirs(prefix)?;
     let mut seen: HashSet<String> = HashSet::new();
     let now = out.now();
-    Flattener::new(store, img).run(&mut |entry, data| {
+    Flattener::new(&ImageLayers::new(store, img)).run::<AssembleError>(&mut |entry, data| {
         let rel = entry.path.as_str();
         if EXCLUDED.contains(&rel) || rel == "etc/hosts" || rel == "etc/resolv.conf" {
             return Ok(());
@@ -440,27 +463,19 @@ fn container(
         0o644,
         &to_go_json(&bundle.config),
     )?;
-    let rootfs_mounts: Vec<Value> = if bundle.readonly {
+    if bundle.readonly {
         if found_elsewhere {
             out.dir(&format!("{prefix}/rootfs"), 0o755)?;
         }
-        vec![
-            json!({"destination": format!("/{prefix}/rootfs"), "source": format!("/{root}"), "options": ["bind"]}),
-        ]
     } else {
         out.dir(&format!("{prefix}/tmp"), 0o755)?;
         out.dir(&format!("{prefix}/rootfs"), 0o755)?;
-        vec![
-            json!({"destination": format!("/{prefix}/tmp"), "type": "tmpfs", "source": "tmpfs"}),
-            json!({"destination": format!("/{prefix}/tmp"), "options": ["remount", "private"]}),
-            json!({"destination": format!("/{prefix}/rootfs"), "type": "overlay", "source": "overlay", "options": [
-                format!("lowerdir=/{root}"), format!("upperdir=/{prefix}/tmp/upper"), format!("workdir=/{prefix}/tmp/work")]}),
-        ]
-    };
+    }
+    let rootfs_mounts = oci_config::rootfs_mounts(prefix, &root, bundle.readonly);
     out.file(
         &format!("{prefix}/runtime.json"),
         0o644,
-        &to_go_json(&bundle.runtime.to_json(rootfs_mounts)),
+        &to_go_json(&bundle.runtime.with_rootfs(rootfs_mounts)),
     )
 }
 
@@ -488,7 +503,7 @@ fn kernel_files(
     out.dir("boot", 0o755)?;
     // Microcode first (a pass of its own): it must lead the initrd, whatever the layer order.
     if let Some(u) = ucode {
-        Flattener::new(store, img).run(&mut |entry, data| {
+        Flattener::new(&ImageLayers::new(store, img)).run::<AssembleError>(&mut |entry, data| {
             if entry.path == u && entry.kind == Kind::File {
                 found_ucode = true;
                 out.add(entry.moved_to("boot/ucode.cpio", now), data)?;
@@ -496,7 +511,7 @@ fn kernel_files(
             Ok(())
         })?;
     }
-    Flattener::new(store, img).run(&mut |entry, data| {
+    Flattener::new(&ImageLayers::new(store, img)).run::<AssembleError>(&mut |entry, data| {
         let rel = entry.path.as_str();
         if rel == binary && entry.kind == Kind::File {
             found_kernel = true;
@@ -504,7 +519,11 @@ fn kernel_files(
             out.add(entry.moved_to("boot/kernel", now), data)?;
         } else if Some(rel) == tar_name && entry.kind == Kind::File {
             found_tar = true;
-            modules_tar(img, data, out)?;
+            let key = format!("kernel modules {rel}\nlayers {}", layer_digests(img));
+            if out.begin_segment(&key)? {
+                modules_tar(img, data, out)?;
+            }
+            out.end_segment()?;
         }
         Ok(())
     })?;
@@ -530,13 +549,13 @@ fn modules_tar(
     data: &mut dyn Read,
     out: &mut Emitter<'_>,
 ) -> Result<(), AssembleError> {
-    let hostile = |path: &str, why: String| AssembleError::HostileLayer {
+    let hostile = |path: &str, why: String| LayerError::Hostile {
         image: img.reference.clone(),
         layer: "kernel.tar".into(),
         path: path.into(),
         why,
     };
-    let io = |e| AssembleError::Layer {
+    let io = |e| LayerError::Read {
         image: img.reference.clone(),
         layer: "kernel.tar".into(),
         source: e,
@@ -548,7 +567,7 @@ fn modules_tar(
         let path = match normalize(&raw) {
             Ok(Some(p)) => p,
             Ok(None) => continue,
-            Err(why) => return Err(hostile(&raw, why)),
+            Err(why) => return Err(hostile(&raw, why).into()),
         };
         let Some(mut entry) = entry_from_tar(&mut member, path.clone()).map_err(io)? else {
             continue;
@@ -560,7 +579,8 @@ fn modules_tar(
                     return Err(hostile(
                         &path,
                         format!("hard link to `{t}`, outside the image"),
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -576,8 +596,9 @@ fn files(
     out: &mut Emitter<'_>,
 ) -> Result<(), AssembleError> {
     let mut added: HashSet<String> = HashSet::new();
+    let mut source_bytes: u64 = 0;
     for (i, f) in set.manifest.files.iter().enumerate() {
-        let path = f.path.trim_start_matches('/').to_string();
+        let path = f.image_path().to_string();
         let mut mode = if f.directory { 0o700 } else { 0o600 };
         if !f.mode.is_empty() {
             mode = u32::from_str_radix(&f.mode, 8).map_err(|_| {
@@ -609,37 +630,19 @@ fn files(
             }
         };
         let (uid, gid) = (id(&f.uid, "uid")?, id(&f.gid, "gid")?);
-        let contents: Option<Vec<u8>> = if f.directory || !f.symlink.is_empty() {
+        let contents: Option<Contents> = if f.directory || !f.symlink.is_empty() {
             None
         } else if let Some(c) = &f.contents {
-            Some(c.clone().into_bytes())
+            Some(Contents::Bytes(c.clone().into_bytes()))
         } else if !f.source.is_empty() {
-            let source = match f.source.strip_prefix("~/") {
-                Some(rest) => std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_default()
-                    .join(rest),
-                None => opts.base_dir.join(&f.source),
-            };
-            match std::fs::read(&source) {
-                Ok(d) => Some(d),
-                Err(_) if f.optional => continue,
-                Err(e) => {
-                    let d = set.diagnostic("files", i, "source", String::new());
-                    return Err(AssembleError::Source {
-                        location: format!(
-                            "{}:{}:{}: files[{i}].source",
-                            d.file,
-                            d.line.unwrap_or(0),
-                            d.column.unwrap_or(0)
-                        ),
-                        path: source.display().to_string(),
-                        source: e,
-                    });
-                }
+            match open_source(set, opts, i, &mut source_bytes)? {
+                Some(source) => Some(source),
+                None => continue,
             }
         } else {
-            Some(crate::metadata::render(&set.manifest, &f.metadata).into_bytes())
+            Some(Contents::Bytes(
+                crate::metadata::render(&set.manifest, &f.metadata).into_bytes(),
+            ))
         };
         let now = out.now();
         if let Some(parent) = path.rfind('/').map(|p| &path[..p]) {
@@ -674,7 +677,7 @@ fn files(
                 },
                 &mut std::io::empty(),
             )?,
-            Some(data) => out.add(
+            Some(Contents::Bytes(data)) => out.add(
                 Entry {
                     kind: Kind::File,
                     size: data.len() as u64,
@@ -682,7 +685,189 @@ fn files(
                 },
                 &mut &data[..],
             )?,
+            Some(Contents::Source(mut source)) => out.add(
+                Entry {
+                    kind: Kind::File,
+                    size: source.remaining,
+                    ..base
+                },
+                &mut source,
+            )?,
         }
     }
     Ok(())
+}
+
+/// The data of a `files` entry: bytes from the manifest, or a host file streamed as it is
+/// written out.
+enum Contents {
+    Bytes(Vec<u8>),
+    Source(SourceReader),
+}
+
+/// Open `files[i].source` to stream it. Only a regular file is accepted: the file is opened
+/// without blocking (a FIFO cannot hang the build) and checked on the open descriptor, and the
+/// sizes of all sources together stay within [`kiln_manifest::limits::MAX_SOURCE_BYTES`]
+/// (`total` counts them). `None` when the source cannot be opened and the entry is optional.
+fn open_source(
+    set: &ManifestSet,
+    opts: &Options,
+    i: usize,
+    total: &mut u64,
+) -> Result<Option<Contents>, AssembleError> {
+    use kiln_manifest::limits::MAX_SOURCE_BYTES;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = &set.manifest.files[i];
+    let source = match f.source.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(rest),
+        None => opts.base_dir.join(&f.source),
+    };
+    let refuse = |message: String, help: &str| -> AssembleError {
+        let mut d = set.diagnostic("files", i, "source", message);
+        d.help = Some(help.to_string());
+        d.into()
+    };
+    let io_error = |e: std::io::Error| {
+        let d = set.diagnostic("files", i, "source", String::new());
+        AssembleError::Source {
+            location: format!(
+                "{}:{}:{}: {}",
+                d.file,
+                d.line.unwrap_or(0),
+                d.column.unwrap_or(0),
+                d.path
+            ),
+            path: source.display().to_string(),
+            source: e,
+        }
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(&source)
+    {
+        Ok(file) => file,
+        Err(_) if f.optional => return Ok(None),
+        Err(e) => return Err(io_error(e)),
+    };
+    let meta = file.metadata().map_err(io_error)?;
+    let kind = meta.file_type();
+    let what = if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a named pipe (FIFO)")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a file")
+    };
+    if let Some(what) = what {
+        return Err(refuse(
+            format!(
+                "source `{}` is {what}, not a regular file",
+                source.display()
+            ),
+            if kind.is_dir() {
+                "a source is one regular file: give each file of the directory its own entry, or use `directory: true` for an empty directory"
+            } else {
+                "a source is a regular file whose contents are copied into the image; copy the data into a file and name that"
+            },
+        ));
+    }
+    let size = meta.len();
+    *total = total.saturating_add(size);
+    if *total > MAX_SOURCE_BYTES {
+        return Err(refuse(
+            format!(
+                "source `{}` is {size} bytes, which brings the sources of files to {total} bytes, more than the limit of {} MiB",
+                source.display(),
+                MAX_SOURCE_BYTES >> 20
+            ),
+            "files sources are for configuration; put large data into an image (a package) and add it with init or as a container",
+        ));
+    }
+    let d = set.diagnostic("files", i, "source", String::new());
+    Ok(Some(Contents::Source(SourceReader {
+        file: file.take(size),
+        remaining: size,
+        what: format!(
+            "{}:{}: {}: source `{}`",
+            d.file,
+            d.line.unwrap_or(0),
+            d.path,
+            source.display()
+        ),
+    })))
+}
+
+/// Yields exactly the `remaining` bytes a source file had when it was measured: what it grows
+/// by afterwards is not read, and an early end (it shrank) is an error.
+struct SourceReader {
+    file: std::io::Take<std::fs::File>,
+    remaining: u64,
+    what: String,
+}
+
+impl Read for SourceReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.file.read(buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} shrank by {} bytes while it was read; build again once it is stable",
+                    self.what, self.remaining
+                ),
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::SourceReader;
+    use std::io::Read;
+
+    fn reader(file: &std::path::Path, measured: u64) -> SourceReader {
+        let f = std::fs::File::open(file).expect("open");
+        SourceReader {
+            file: f.take(measured),
+            remaining: measured,
+            what: "m.yml:3: files[0].source: source `f`".into(),
+        }
+    }
+
+    #[test]
+    fn a_source_yields_what_it_held_when_measured() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"0123456789").expect("write");
+        // It grew after it was measured: the growth is not read.
+        let mut out = Vec::new();
+        reader(&f, 4).read_to_end(&mut out).expect("read");
+        assert_eq!(out, b"0123");
+        // It shrank: an error naming the source, not short or padded data.
+        let e = reader(&f, 20)
+            .read_to_end(&mut Vec::new())
+            .expect_err("shrank");
+        assert!(
+            e.to_string()
+                .starts_with("m.yml:3: files[0].source: source `f` shrank by 10 bytes"),
+            "{e}"
+        );
+    }
 }

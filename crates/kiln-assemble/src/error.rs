@@ -9,29 +9,9 @@ pub enum AssembleError {
     /// A manifest problem found while assembling, located in the manifest.
     #[error("{0}")]
     Manifest(Box<kiln_manifest::Diagnostic>),
-    /// A layer refused as hostile.
-    #[error("image {image}, layer {layer}: refusing entry `{path}`: {why}")]
-    HostileLayer {
-        /// The image.
-        image: String,
-        /// The layer digest.
-        layer: String,
-        /// The entry path as it is in the layer.
-        path: String,
-        /// Why.
-        why: String,
-    },
-    /// A layer could not be read.
-    #[error("image {image}, layer {layer}: {source}")]
-    Layer {
-        /// The image.
-        image: String,
-        /// The layer digest.
-        layer: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A layer refused as hostile or unreadable.
+    #[error(transparent)]
+    Layer(#[from] kiln_fs::LayerError),
     /// The kernel image lacks a file the manifest asks for.
     #[error(
         "kernel image {image} has no `{file}`; check kernel.binary / kernel.tar / kernel.ucode in the manifest"
@@ -53,6 +33,20 @@ pub enum AssembleError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing entries into a directory failed.
+    #[error(transparent)]
+    Unpack(#[from] kiln_fs::UnpackError),
+    /// A runtime bundle could not be made.
+    #[error("bundle {dir}: {message}")]
+    Bundle {
+        /// The bundle directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// An output format's writer failed.
+    #[error(transparent)]
+    Format(#[from] kiln_format::FormatError),
     /// Writing the output failed.
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),

@@ -1,14 +1,15 @@
 //! Assembly: a manifest and the images it names become one stream of file system entries, the
 //! root filesystem of the system, laid out as LinuxKit lays it out (see [`assemble`]).
 //!
-//! This crate owns the entry stream ([`Entry`], [`Sink`]), layer flattening (whiteouts, opaque
-//! directories, hostile paths: [`layers`]), the OCI `config.json` and `runtime.json` of each
-//! container ([`oci_config`]) and the image metadata file. It does not fetch images (that is
-//! `kiln-oci`) and does not know output formats (that is `kiln-format`): it writes to a
-//! [`Sink`].
+//! This crate owns the layout of the root filesystem, the OCI `config.json` and `runtime.json`
+//! of each container ([`oci_config`]), the image metadata file, and unpacking one image as a
+//! runtime bundle ([`unpack_bundle`]). It does not fetch images (that is `kiln-oci`), does not
+//! flatten layers itself (that is `kiln-fs`, which also defines the entry stream) and does not
+//! know output formats (that is `kiln-format`): it writes to a [`kiln_fs::Sink`].
 //!
 //! ```no_run
-//! use kiln_assemble::{Collect, Options, assemble};
+//! use kiln_assemble::{Options, assemble};
+//! use kiln_fs::Collect;
 //! let set = kiln_manifest::ManifestSet::load(&["linuxkit.yml"])?;
 //! let store = kiln_oci::Store::open(kiln_oci::Store::default_root())?;
 //! let mut listing = Collect::default();
@@ -17,12 +18,13 @@
 //! ```
 
 mod build;
-mod entry;
+mod bundle;
 mod error;
-pub mod layers;
 pub mod metadata;
 pub mod oci_config;
+mod outputs;
 
-pub use build::{Options, RESOLV_SYMLINK, assemble, image_references};
-pub use entry::{Collect, Entry, Kind, Sink};
+pub use build::{Options, RESOLV_SYMLINK, assemble};
+pub use bundle::unpack_bundle;
+pub use outputs::write_outputs;
 pub use error::AssembleError;

@@ -33,12 +33,26 @@ pub fn expanded(m: &Manifest) -> Manifest {
 pub fn render(m: &Manifest, kind: &str) -> String {
     let m = expanded(m);
     if kind == "json" {
-        String::from_utf8(crate::oci_config::to_go_json(
-            &serde_json::to_value(&m).unwrap_or_default(),
-        ))
-        .unwrap_or_default()
+        let mut value = serde_json::to_value(&m).unwrap_or_default();
+        go_nil_lists(&mut value);
+        String::from_utf8(crate::oci_config::to_go_json(&value)).unwrap_or_default()
     } else {
         double_quoted(&serde_norway::to_string(&m).unwrap_or_default())
+    }
+}
+
+/// LinuxKit's manifest sections are Go slices without `omitempty`: a section the manifest
+/// leaves out is a nil slice, which Go's JSON encoder writes as `null`.
+fn go_nil_lists(value: &mut serde_json::Value) {
+    const SECTIONS: [&str; 6] = ["init", "onboot", "onshutdown", "services", "files", "volumes"];
+    if let Some(top) = value.as_object_mut() {
+        for section in SECTIONS {
+            if let Some(v) = top.get_mut(section) {
+                if v.as_array().is_some_and(Vec::is_empty) {
+                    *v = serde_json::Value::Null;
+                }
+            }
+        }
     }
 }
 

@@ -3,92 +3,690 @@
 //! LinuxKit's precedence: the YAML over the label over the image config; `capabilities.add` and
 //! `binds.add` in the YAML append to the label's list.
 //!
-//! The JSON has LinuxKit's shape exactly (the same keys present and absent) so that LinuxKit's
-//! init and kiln-init read the same files.
+//! Both are built as kiln-spec's typed configuration — the contract kiln-runtime reads back —
+//! and written with [`to_go_json`], so they have LinuxKit's shape exactly (the same keys present
+//! and absent, in Go's order) and LinuxKit's init and kiln-init read the same files. Paths that
+//! would leave the container's root and sysctls no namespace holds are refused here, located in
+//! the manifest, rather than at boot.
 
-use kiln_manifest::{Id, Image, Mount, Resources, Runtime};
+use kiln_manifest::{Id, Image, Runtime};
 use kiln_oci::spec::ExecConfig;
-use serde_json::{Map, Value, json};
+use kiln_spec as spec;
 use std::collections::{BTreeMap, HashMap};
 
-/// Every capability kiln knows, in kernel order.
-pub const ALL_CAPS: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
-const RLIMITS: [&str; 16] = [
-    "RLIMIT_CPU",
-    "RLIMIT_FSIZE",
-    "RLIMIT_DATA",
-    "RLIMIT_STACK",
-    "RLIMIT_CORE",
-    "RLIMIT_RSS",
-    "RLIMIT_NPROC",
-    "RLIMIT_NOFILE",
-    "RLIMIT_MEMLOCK",
-    "RLIMIT_AS",
-    "RLIMIT_LOCKS",
-    "RLIMIT_SIGPENDING",
-    "RLIMIT_MSGQUEUE",
-    "RLIMIT_NICE",
-    "RLIMIT_RTPRIO",
-    "RLIMIT_RTTIME",
-];
+pub use kiln_spec::{CAPABILITIES as ALL_CAPS, RLIMITS, to_go_json};
 
 /// A problem with one field: `(field, message)`, located by the caller.
 pub type FieldError = (String, String);
 
-fn pick<'a, T>(yaml: &'a Option<T>, label: &'a Option<T>) -> Option<&'a T> {
-    yaml.as_ref().or(label.as_ref())
+/// The generated files for one container.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// config.json.
+    pub config: spec::Spec,
+    /// runtime.json without the rootfs mounts (assembly adds those).
+    pub runtime: RuntimeJson,
+    /// Whether the root filesystem is read-only (no overlay).
+    pub readonly: bool,
 }
 
-fn pick_str(default: &str, candidates: &[&Option<String>]) -> String {
-    candidates
-        .iter()
-        .filter_map(|c| c.as_deref())
-        .find(|s| !s.is_empty())
-        .unwrap_or(default)
-        .to_string()
+/// runtime.json's content before the rootfs mounts are prepended.
+#[derive(Debug, Clone)]
+pub struct RuntimeJson {
+    runtime: spec::Runtime,
+}
+
+impl RuntimeJson {
+    /// The mounts kiln-init makes for the container (without the rootfs mounts).
+    pub fn mounts(&self) -> &[spec::Mount] {
+        &self.runtime.mounts
+    }
+
+    /// The whole runtime.json, with `rootfs_mounts` (see [`rootfs_mounts`]) first.
+    pub fn with_rootfs(&self, rootfs_mounts: Vec<spec::Mount>) -> spec::Runtime {
+        let mut runtime = self.runtime.clone();
+        let mut mounts = rootfs_mounts;
+        mounts.append(&mut runtime.mounts);
+        runtime.mounts = mounts;
+        runtime
+    }
+}
+
+/// The host mounts that make the root of the container at `/{prefix}/rootfs` from the image
+/// extracted at `/{root}`: a bind when the root is read-only, otherwise an overlay with its
+/// upper and work directories on a tmpfs at `/{prefix}/tmp`.
+pub fn rootfs_mounts(prefix: &str, root: &str, readonly: bool) -> Vec<spec::Mount> {
+    let mount =
+        |destination: String, kind: &str, source: String, options: Vec<String>| spec::Mount {
+            destination,
+            kind: kind.into(),
+            source,
+            options,
+            ..Default::default()
+        };
+    if readonly {
+        return vec![mount(
+            format!("/{prefix}/rootfs"),
+            "",
+            format!("/{root}"),
+            vec!["bind".into()],
+        )];
+    }
+    vec![
+        mount(format!("/{prefix}/tmp"), "tmpfs", "tmpfs".into(), vec![]),
+        mount(
+            format!("/{prefix}/tmp"),
+            "",
+            String::new(),
+            vec!["remount".into(), "private".into()],
+        ),
+        mount(
+            format!("/{prefix}/rootfs"),
+            "overlay",
+            "overlay".into(),
+            vec![
+                format!("lowerdir=/{root}"),
+                format!("upperdir=/{prefix}/tmp/upper"),
+                format!("workdir=/{prefix}/tmp/work"),
+            ],
+        ),
+    ]
+}
+
+/// Build config.json and runtime.json for `yaml` (the manifest entry) over `label` over `image`.
+/// `ids` maps container names to the uids/gids allocated to them.
+pub fn bundle(
+    yaml: &Image,
+    label: &Image,
+    image: &ExecConfig,
+    ids: &HashMap<String, u32>,
+) -> Result<Bundle, FieldError> {
+    let m = Merged { yaml, label };
+    let readonly = yaml.readonly.or(label.readonly).unwrap_or(false);
+    let config = spec::Spec {
+        oci_version: "1.2.1".into(),
+        process: m.process(image, ids)?,
+        root: spec::Root {
+            path: "rootfs".into(),
+            readonly,
+        },
+        hostname: m.pick(|i| &i.hostname).cloned().unwrap_or_default(),
+        mounts: m.mounts(readonly)?,
+        annotations: m
+            .pick(|i| &i.annotations)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        linux: m.linux()?,
+    };
+    Ok(Bundle {
+        config,
+        runtime: RuntimeJson {
+            runtime: m.runtime(),
+        },
+        readonly,
+    })
+}
+
+/// The manifest entry over its image's label.
+struct Merged<'a> {
+    yaml: &'a Image,
+    label: &'a Image,
+}
+
+impl<'a> Merged<'a> {
+    /// The YAML's value of a field, else the label's.
+    fn pick<T>(&self, field: impl Fn(&'a Image) -> &'a Option<T>) -> Option<&'a T> {
+        field(self.yaml).as_ref().or(field(self.label).as_ref())
+    }
+
+    /// The first non-empty string of the YAML's, the label's and `fallback`.
+    fn pick_str(
+        &self,
+        field: impl Fn(&'a Image) -> &'a Option<String>,
+        fallback: &Option<String>,
+        default: &str,
+    ) -> String {
+        [field(self.yaml), field(self.label), fallback]
+            .into_iter()
+            .filter_map(|c| c.as_deref())
+            .find(|s| !s.is_empty())
+            .unwrap_or(default)
+            .to_string()
+    }
+
+    /// The YAML's list if given, else the label's with the YAML's additions.
+    fn list_with_add(
+        &self,
+        field: impl Fn(&'a Image) -> &'a Option<Vec<String>>,
+        add: &'a Option<Vec<String>>,
+    ) -> Vec<String> {
+        match field(self.yaml) {
+            Some(list) => list.clone(),
+            None => field(self.label)
+                .iter()
+                .flatten()
+                .chain(add.iter().flatten())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn process(
+        &self,
+        image: &ExecConfig,
+        ids: &HashMap<String, u32>,
+    ) -> Result<spec::Process, FieldError> {
+        let mut inspect: Vec<String> = image.entrypoint.clone().unwrap_or_default();
+        inspect.extend(image.cmd.clone().unwrap_or_default());
+        let oom_score_adj = self
+            .yaml
+            .oom_score_adj
+            .or(self.label.oom_score_adj)
+            .map(|adj| {
+                i32::try_from(adj)
+                    .ok()
+                    .filter(|a| (-1000..=1000).contains(a))
+                    .ok_or_else(|| {
+                        field_error(
+                            "oomScoreAdj",
+                            format!("{adj} is out of range: give a number from -1000 to 1000"),
+                        )
+                    })
+            })
+            .transpose()?;
+        Ok(spec::Process {
+            user: self.user(ids)?,
+            args: self.pick(|i| &i.command).cloned().unwrap_or(inspect),
+            env: self
+                .pick(|i| &i.env)
+                .cloned()
+                .or_else(|| image.env.clone())
+                .unwrap_or_default(),
+            cwd: self.pick_str(|i| &i.cwd, &image.working_dir, "/"),
+            capabilities: Some(self.capabilities()?),
+            rlimits: self.rlimits()?,
+            no_new_privileges: self
+                .yaml
+                .no_new_privileges
+                .or(self.label.no_new_privileges)
+                .unwrap_or(false),
+            apparmor_profile: String::new(),
+            oom_score_adj,
+            selinux_label: String::new(),
+        })
+    }
+
+    fn user(&self, ids: &HashMap<String, u32>) -> Result<spec::User, FieldError> {
+        let mut additional_gids = Vec::new();
+        for (i, g) in self
+            .pick(|i| &i.additional_gids)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            additional_gids.push(numeric_id(Some(g), ids, &format!("additionalGids[{i}]"))?);
+        }
+        Ok(spec::User {
+            uid: numeric_id(self.pick(|i| &i.uid), ids, "uid")?,
+            gid: numeric_id(self.pick(|i| &i.gid), ids, "gid")?,
+            umask: None,
+            additional_gids,
+        })
+    }
+
+    /// LinuxKit's sets: `capabilities` effective, the union with `ambient` as bounding,
+    /// inheritable and permitted (sorted), `ambient` as given.
+    fn capabilities(&self) -> Result<spec::Capabilities, FieldError> {
+        let caps =
+            special_caps(self.list_with_add(|i| &i.capabilities, &self.yaml.capabilities_add));
+        let ambient = special_caps(self.pick(|i| &i.ambient).cloned().unwrap_or_default());
+        let mut bounding: Vec<String> = Vec::new();
+        for (field, list) in [("capabilities", &caps), ("ambient", &ambient)] {
+            for c in list {
+                if !ALL_CAPS.contains(&c.as_str()) {
+                    return Err(field_error(
+                        field,
+                        format!(
+                            "unknown capability `{c}` (capabilities are written like CAP_NET_ADMIN)"
+                        ),
+                    ));
+                }
+                if !bounding.contains(c) {
+                    bounding.push(c.clone());
+                }
+            }
+        }
+        bounding.sort();
+        Ok(spec::Capabilities {
+            bounding: bounding.clone(),
+            effective: caps,
+            inheritable: bounding.clone(),
+            permitted: bounding,
+            ambient,
+        })
+    }
+
+    fn rlimits(&self) -> Result<Vec<spec::Rlimit>, FieldError> {
+        self.pick(|i| &i.rlimits)
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, r)| parse_rlimit(r).map_err(|m| (format!("rlimits[{i}]"), m)))
+            .collect()
+    }
+
+    /// config.json's mounts: LinuxKit's defaults, then `tmpfs`, `binds` and `mounts`, a later
+    /// one replacing an earlier one at the same destination; sorted by destination.
+    fn mounts(&self, readonly: bool) -> Result<Vec<spec::Mount>, FieldError> {
+        let mut mounts = Mounts::default();
+        mounts.defaults(readonly);
+        for (i, t) in self.pick(|i| &i.tmpfs).into_iter().flatten().enumerate() {
+            mounts.tmpfs(i, t)?;
+        }
+        let binds = self.list_with_add(|i| &i.binds, &self.yaml.binds_add);
+        for (i, b) in binds.iter().enumerate() {
+            mounts.bind(i, b)?;
+        }
+        for (i, m) in self.pick(|i| &i.mounts).into_iter().flatten().enumerate() {
+            mounts.manifest(i, m)?;
+        }
+        Ok(mounts.0.into_values().collect())
+    }
+
+    fn linux(&self) -> Result<spec::Linux, FieldError> {
+        let mut resources = self.resources()?;
+        let devices = self.devices(&mut resources)?;
+        let mut sysctl = BTreeMap::new();
+        for (key, value) in self.pick(|i| &i.sysctl).into_iter().flatten() {
+            if spec::sysctl_namespace(key).is_none() {
+                return Err(field_error(
+                    &format!("sysctl.{key}"),
+                    format!(
+                        "{key} is not namespaced: setting it in a container would change the \
+                         host's value (set it on the host, with an onboot sysctl container)"
+                    ),
+                ));
+            }
+            sysctl.insert(key.clone(), value.clone());
+        }
+        let masked_paths = in_root("maskedPaths", self.pick(|i| &i.masked_paths))?;
+        let readonly_paths = in_root("readonlyPaths", self.pick(|i| &i.readonly_paths))?;
+        Ok(spec::Linux {
+            uid_mappings: mappings(self.pick(|i| &i.uid_mappings)),
+            gid_mappings: mappings(self.pick(|i| &i.gid_mappings)),
+            sysctl,
+            resources: Some(resources),
+            cgroups_path: self.pick(|i| &i.cgroups_path).cloned().unwrap_or_default(),
+            namespaces: self.namespaces(),
+            devices,
+            seccomp: None,
+            rootfs_propagation: self
+                .pick(|i| &i.rootfs_propagation)
+                .cloned()
+                .unwrap_or_default(),
+            masked_paths,
+            readonly_paths,
+        })
+    }
+
+    /// The manifest's `resources`, as typed as config.json's.
+    fn resources(&self) -> Result<spec::Resources, FieldError> {
+        let Some(r) = self.pick(|i| &i.resources) else {
+            return Ok(spec::Resources::default());
+        };
+        let value = serde_json::to_value(r).map_err(|e| field_error("resources", e.to_string()))?;
+        spec::Resources::from_value(value)
+            .map_err(|e| field_error(&format!("resources.{}", e.field), e.message))
+    }
+
+    /// `devices`: nodes to create, each also allowed in the device cgroup (`path: all` only
+    /// allows a whole class).
+    fn devices(&self, resources: &mut spec::Resources) -> Result<Vec<spec::Device>, FieldError> {
+        let mut devices = Vec::new();
+        for (i, d) in self.pick(|i| &i.devices).into_iter().flatten().enumerate() {
+            let all = d.path == "all";
+            resources.devices.push(spec::DeviceCgroup {
+                allow: true,
+                kind: d.kind.clone(),
+                major: (!all).then_some(d.major),
+                minor: (!all).then_some(d.minor),
+                access: "rwm".into(),
+            });
+            if all {
+                continue;
+            }
+            check_path(&format!("devices[{i}].path"), &d.path)?;
+            let mode = d.mode.as_deref().unwrap_or("");
+            let file_mode = u32::from_str_radix(mode, 8).map_err(|_| {
+                field_error(
+                    &format!("devices[{i}].mode"),
+                    format!("cannot parse device mode `{mode}` as an octal value"),
+                )
+            })?;
+            let kind = spec::DeviceType::try_from(d.kind.clone())
+                .map_err(|m| field_error(&format!("devices[{i}].type"), m))?;
+            devices.push(spec::Device {
+                path: d.path.clone(),
+                kind,
+                major: d.major,
+                minor: d.minor,
+                file_mode: Some(file_mode),
+                uid: None,
+                gid: None,
+            });
+        }
+        Ok(devices)
+    }
+
+    /// LinuxKit's namespaces: network, ipc, uts, pid and user as asked (`host`/`root` share the
+    /// host's, `new` or empty make one, a path joins one), and always a new mount namespace.
+    fn namespaces(&self) -> Vec<spec::Namespace> {
+        let mut out = Vec::new();
+        for (kind, value, none_is_new) in [
+            (
+                spec::NamespaceType::Network,
+                self.pick_str(|i| &i.net, &None, "root"),
+                true,
+            ),
+            (
+                spec::NamespaceType::Ipc,
+                self.pick_str(|i| &i.ipc, &None, "root"),
+                false,
+            ),
+            (
+                spec::NamespaceType::Uts,
+                self.pick_str(|i| &i.uts, &None, "root"),
+                false,
+            ),
+            (
+                spec::NamespaceType::Pid,
+                self.pick_str(|i| &i.pid, &None, ""),
+                false,
+            ),
+            (
+                spec::NamespaceType::User,
+                self.pick_str(|i| &i.userns, &None, "root"),
+                false,
+            ),
+        ] {
+            if value == "host" || value == "root" {
+                continue;
+            }
+            let path = if value == "new" || (none_is_new && value == "none") {
+                String::new()
+            } else {
+                value
+            };
+            out.push(spec::Namespace { kind, path });
+        }
+        out.push(spec::Namespace {
+            kind: spec::NamespaceType::Mount,
+            path: String::new(),
+        });
+        out
+    }
+
+    /// runtime.json without the rootfs mounts: `runtime:` of the YAML over the label's, field by
+    /// field, and kiln's extensions when set.
+    fn runtime(&self) -> spec::Runtime {
+        let empty = Runtime::default();
+        let y = self.yaml.runtime.as_ref().unwrap_or(&empty);
+        let l = self.label.runtime.as_ref().unwrap_or(&empty);
+        let (yn, ln) = (&y.bind_ns, &l.bind_ns);
+        let ns = |a: &Option<String>, b: &Option<String>| {
+            a.as_ref().or(b.as_ref()).cloned().unwrap_or_default()
+        };
+        spec::Runtime {
+            cgroups: y
+                .cgroups
+                .as_ref()
+                .or(l.cgroups.as_ref())
+                .cloned()
+                .unwrap_or_default(),
+            mounts: y
+                .mounts
+                .as_ref()
+                .or(l.mounts.as_ref())
+                .into_iter()
+                .flatten()
+                .map(spec_mount)
+                .collect(),
+            mkdir: y
+                .mkdir
+                .as_ref()
+                .or(l.mkdir.as_ref())
+                .cloned()
+                .unwrap_or_default(),
+            interfaces: y
+                .interfaces
+                .as_ref()
+                .or(l.interfaces.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|i| spec::Interface {
+                    name: i.name.clone(),
+                    add: i.add.clone(),
+                    peer: i.peer.clone(),
+                    create_in_root: i.create_in_root,
+                })
+                .collect(),
+            bind_ns: spec::BindNs {
+                cgroup: ns(&yn.cgroup, &ln.cgroup),
+                ipc: ns(&yn.ipc, &ln.ipc),
+                mnt: ns(&yn.mnt, &ln.mnt),
+                net: ns(&yn.net, &ln.net),
+                pid: ns(&yn.pid, &ln.pid),
+                user: ns(&yn.user, &ln.user),
+                uts: ns(&yn.uts, &ln.uts),
+            },
+            namespace: y
+                .namespace
+                .as_ref()
+                .or(l.namespace.as_ref())
+                .cloned()
+                .unwrap_or_default(),
+            restart: self.yaml.restart.or(self.label.restart).map(|r| match r {
+                kiln_manifest::RestartPolicy::No => spec::RestartPolicy::No,
+                kiln_manifest::RestartPolicy::OnFailure => spec::RestartPolicy::OnFailure,
+                kiln_manifest::RestartPolicy::Always => spec::RestartPolicy::Always,
+            }),
+            depends_on: self.pick(|i| &i.depends_on).cloned(),
+        }
+    }
+}
+
+/// config.json's mounts by destination (LinuxKit keeps one per destination, sorted).
+#[derive(Default)]
+struct Mounts(BTreeMap<String, spec::Mount>);
+
+impl Mounts {
+    fn put(&mut self, destination: &str, kind: &str, source: &str, options: Vec<String>) {
+        self.0.insert(
+            destination.to_string(),
+            spec::Mount {
+                destination: destination.into(),
+                kind: kind.into(),
+                source: source.into(),
+                options,
+                ..Default::default()
+            },
+        );
+    }
+
+    /// LinuxKit's defaults: /proc, /dev, /dev/pts, /sys and /sys/fs/cgroup.
+    fn defaults(&mut self, readonly: bool) {
+        let opts = |v: &[&str], ro: bool| -> Vec<String> {
+            let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+            if ro {
+                v.push("ro".into());
+            }
+            v
+        };
+        self.put(
+            "/proc",
+            "proc",
+            "proc",
+            opts(&["nosuid", "nodev", "noexec", "relatime"], false),
+        );
+        self.put(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            opts(
+                &["nosuid", "strictatime", "mode=755", "size=65536k"],
+                readonly,
+            ),
+        );
+        self.put(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            opts(
+                &[
+                    "nosuid",
+                    "noexec",
+                    "newinstance",
+                    "ptmxmode=0666",
+                    "mode=0620",
+                ],
+                false,
+            ),
+        );
+        self.put(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            opts(&["nosuid", "noexec", "nodev"], readonly),
+        );
+        self.put(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            opts(&["nosuid", "noexec", "nodev", "relatime", "ro"], false),
+        );
+    }
+
+    /// `tmpfs: [DEST[:OPTIONS]]`.
+    fn tmpfs(&mut self, i: usize, t: &str) -> Result<(), FieldError> {
+        let parts: Vec<&str> = t.split(':').collect();
+        if parts.len() > 2 {
+            return Err(field_error(
+                &format!("tmpfs[{i}]"),
+                format!("cannot parse tmpfs `{t}`: too many `:` (write DEST or DEST:OPTIONS)"),
+            ));
+        }
+        check_path(&format!("tmpfs[{i}]"), parts[0])?;
+        let opts = parts
+            .get(1)
+            .map(|o| o.split(',').map(String::from).collect())
+            .unwrap_or_default();
+        self.put(parts[0], "tmpfs", "tmpfs", opts);
+        Ok(())
+    }
+
+    /// `binds: [SOURCE:DEST[:OPTIONS]]`.
+    fn bind(&mut self, i: usize, b: &str) -> Result<(), FieldError> {
+        let parts: Vec<&str> = b.split(':').collect();
+        if parts.len() < 2 || parts.len() > 3 {
+            return Err(field_error(
+                &format!("binds[{i}]"),
+                format!("cannot parse bind `{b}`: write SOURCE:DEST or SOURCE:DEST:OPTIONS"),
+            ));
+        }
+        check_path(&format!("binds[{i}]"), parts[1])?;
+        let opts: Vec<String> = match parts.get(2) {
+            Some(o) => o
+                .split(',')
+                .map(String::from)
+                .chain(["rbind".to_string()])
+                .collect(),
+            None => vec!["rw".into(), "rbind".into(), "rshared".into()],
+        };
+        self.put(parts[1], "bind", parts[0], opts);
+        Ok(())
+    }
+
+    /// `mounts:` as LinuxKit completes them: the type from a well-known source, the source
+    /// from the type, the destination from the type.
+    fn manifest(&mut self, i: usize, m: &kiln_manifest::Mount) -> Result<(), FieldError> {
+        let mut kind = m.kind.clone();
+        if kind.is_empty()
+            && ["mqueue", "devpts", "proc", "sysfs", "cgroup"].contains(&m.source.as_str())
+        {
+            kind = m.source.clone();
+        }
+        if kind.is_empty() && m.destination == "/dev" {
+            kind = "tmpfs".into();
+        }
+        if kind.is_empty() {
+            return Err(field_error(
+                &format!("mounts[{i}]"),
+                format!("mount for destination {} is missing a type", m.destination),
+            ));
+        }
+        let source = if m.source.is_empty() {
+            kind.clone()
+        } else {
+            m.source.clone()
+        };
+        let dest = if m.destination.is_empty() {
+            default_mountpoint(&kind).to_string()
+        } else {
+            m.destination.clone()
+        };
+        if dest.is_empty() {
+            return Err(field_error(
+                &format!("mounts[{i}]"),
+                format!("mount of type {kind} is missing a destination"),
+            ));
+        }
+        check_path(&format!("mounts[{i}].destination"), &dest)?;
+        self.put(&dest, &kind, &source, m.options.clone().unwrap_or_default());
+        Ok(())
+    }
+}
+
+/// A list of paths in the container, each checked to stay inside its root.
+fn in_root(key: &str, list: Option<&Vec<String>>) -> Result<Vec<String>, FieldError> {
+    let list = list.cloned().unwrap_or_default();
+    for (i, p) in list.iter().enumerate() {
+        check_path(&format!("{key}[{i}]"), p)?;
+    }
+    Ok(list)
+}
+
+fn field_error(field: &str, message: String) -> FieldError {
+    (field.to_string(), message)
+}
+
+/// A path in the container must stay inside its root.
+fn check_path(field: &str, path: &str) -> Result<(), FieldError> {
+    spec::container_path(path)
+        .map(drop)
+        .map_err(|m| field_error(field, format!("`{path}` {m}")))
+}
+
+fn spec_mount(m: &kiln_manifest::Mount) -> spec::Mount {
+    spec::Mount {
+        destination: m.destination.clone(),
+        kind: m.kind.clone(),
+        source: m.source.clone(),
+        options: m.options.clone().unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+fn mappings(v: Option<&Vec<kiln_manifest::IdMapping>>) -> Vec<spec::IdMapping> {
+    v.into_iter()
+        .flatten()
+        .map(|m| spec::IdMapping {
+            container_id: m.container_id,
+            host_id: m.host_id,
+            size: m.size,
+        })
+        .collect()
 }
 
 fn special_caps(list: Vec<String>) -> Vec<String> {
@@ -100,21 +698,6 @@ fn special_caps(list: Vec<String>) -> Vec<String> {
         }
     }
     list
-}
-
-fn mount_json(m: &Mount) -> Value {
-    let mut o = Map::new();
-    o.insert("destination".into(), json!(m.destination));
-    if !m.kind.is_empty() {
-        o.insert("type".into(), json!(m.kind));
-    }
-    if !m.source.is_empty() {
-        o.insert("source".into(), json!(m.source));
-    }
-    if let Some(opts) = m.options.as_ref().filter(|o| !o.is_empty()) {
-        o.insert("options".into(), json!(opts));
-    }
-    Value::Object(o)
 }
 
 fn default_mountpoint(kind: &str) -> &'static str {
@@ -142,7 +725,8 @@ fn numeric_id(id: Option<&Id>, ids: &HashMap<String, u32>, field: &str) -> Resul
     }
 }
 
-fn parse_rlimit(s: &str) -> Result<Value, String> {
+/// `name,soft,hard` (`nofile,1024,4096`; `unlimited` for no limit).
+fn parse_rlimit(s: &str) -> Result<spec::Rlimit, String> {
     let parts: Vec<&str> = s.splitn(3, ',').collect();
     if parts.len() != 3 {
         return Err(format!(
@@ -166,528 +750,279 @@ fn parse_rlimit(s: &str) -> Result<Value, String> {
             })
         }
     };
-    Ok(json!({"type": name, "hard": value(parts[2])?, "soft": value(parts[1])?}))
-}
-
-/// The generated files for one container.
-#[derive(Debug, Clone)]
-pub struct Bundle {
-    /// config.json.
-    pub config: Value,
-    /// runtime.json without the rootfs mounts (assembly prepends those).
-    pub runtime: RuntimeJson,
-    /// Whether the root filesystem is read-only (no overlay).
-    pub readonly: bool,
-}
-
-/// runtime.json's content before the rootfs mounts are prepended.
-#[derive(Debug, Clone)]
-pub struct RuntimeJson {
-    /// Extra mounts kiln-init performs.
-    pub mounts: Vec<Value>,
-    rest: Runtime,
-    /// kiln extensions for kiln-init: restart policy and start ordering (absent unless set,
-    /// so LinuxKit's files stay byte for byte the same).
-    extensions: Vec<(&'static str, Value)>,
-}
-
-impl RuntimeJson {
-    /// The JSON, with `rootfs_mounts` first.
-    pub fn to_json(&self, rootfs_mounts: Vec<Value>) -> Value {
-        let r = &self.rest;
-        let mut mounts = rootfs_mounts;
-        mounts.extend(self.mounts.iter().cloned());
-        let ns = &r.bind_ns;
-        let s = |v: &Option<String>| json!(v.clone().unwrap_or_default());
-        let interfaces: Vec<Value> = r
-            .interfaces
-            .iter()
-            .flatten()
-            .map(|i| {
-                let mut o = Map::new();
-                for (k, v) in [("name", &i.name), ("add", &i.add), ("peer", &i.peer)] {
-                    if !v.is_empty() {
-                        o.insert(k.into(), json!(v));
-                    }
-                }
-                o.insert("createInRoot".into(), json!(i.create_in_root));
-                Value::Object(o)
-            })
-            .collect();
-        let mut out = json!({
-            "cgroups": r.cgroups.clone().unwrap_or_default(),
-            "mounts": mounts,
-            "mkdir": r.mkdir.clone().unwrap_or_default(),
-            "interfaces": interfaces,
-            "bindNS": {"cgroup": s(&ns.cgroup), "ipc": s(&ns.ipc), "mnt": s(&ns.mnt), "net": s(&ns.net), "pid": s(&ns.pid), "user": s(&ns.user), "uts": s(&ns.uts)},
-            "namespace": r.namespace.clone().unwrap_or_default(),
-        });
-        if let Value::Object(m) = &mut out {
-            for (k, v) in &self.extensions {
-                m.insert((*k).to_string(), v.clone());
-            }
-        }
-        out
-    }
-}
-
-fn merge_runtime(label: Option<&Runtime>, yaml: Option<&Runtime>) -> Runtime {
-    let empty = Runtime::default();
-    let (l, y) = (label.unwrap_or(&empty), yaml.unwrap_or(&empty));
-    Runtime {
-        cgroups: pick(&y.cgroups, &l.cgroups).cloned(),
-        mounts: pick(&y.mounts, &l.mounts).cloned(),
-        mkdir: pick(&y.mkdir, &l.mkdir).cloned(),
-        interfaces: pick(&y.interfaces, &l.interfaces).cloned(),
-        bind_ns: kiln_manifest::Namespaces {
-            cgroup: pick(&y.bind_ns.cgroup, &l.bind_ns.cgroup).cloned(),
-            ipc: pick(&y.bind_ns.ipc, &l.bind_ns.ipc).cloned(),
-            mnt: pick(&y.bind_ns.mnt, &l.bind_ns.mnt).cloned(),
-            net: pick(&y.bind_ns.net, &l.bind_ns.net).cloned(),
-            pid: pick(&y.bind_ns.pid, &l.bind_ns.pid).cloned(),
-            user: pick(&y.bind_ns.user, &l.bind_ns.user).cloned(),
-            uts: pick(&y.bind_ns.uts, &l.bind_ns.uts).cloned(),
-        },
-        namespace: pick(&y.namespace, &l.namespace).cloned(),
-    }
-}
-
-/// Build config.json and runtime.json for `yaml` (the manifest entry) over `label` over `image`.
-/// `ids` maps container names to the uids/gids allocated to them.
-pub fn bundle(
-    yaml: &Image,
-    label: &Image,
-    image: &ExecConfig,
-    ids: &HashMap<String, u32>,
-) -> Result<Bundle, FieldError> {
-    let mut inspect: Vec<String> = image.entrypoint.clone().unwrap_or_default();
-    inspect.extend(image.cmd.clone().unwrap_or_default());
-    let args = pick(&yaml.command, &label.command)
-        .cloned()
-        .unwrap_or(inspect);
-    let env = pick(&yaml.env, &label.env)
-        .cloned()
-        .or_else(|| image.env.clone())
-        .unwrap_or_default();
-    let cwd = pick_str("/", &[&yaml.cwd, &label.cwd, &image.working_dir]);
-    let readonly = yaml.readonly.or(label.readonly).unwrap_or(false);
-
-    let ro = |mut v: Vec<&'static str>| -> Vec<&'static str> {
-        if readonly {
-            v.push("ro");
-        }
-        v
-    };
-    let mut mounts: BTreeMap<String, Value> = BTreeMap::new();
-    let mut put = |dest: &str, kind: &str, source: &str, options: Option<Vec<String>>| {
-        let m = Mount {
-            destination: dest.into(),
-            kind: kind.into(),
-            source: source.into(),
-            options,
-        };
-        mounts.insert(dest.to_string(), mount_json(&m));
-    };
-    let strs = |v: Vec<&str>| Some(v.into_iter().map(String::from).collect::<Vec<_>>());
-    put(
-        "/proc",
-        "proc",
-        "proc",
-        strs(vec!["nosuid", "nodev", "noexec", "relatime"]),
-    );
-    put(
-        "/dev",
-        "tmpfs",
-        "tmpfs",
-        strs(ro(vec!["nosuid", "strictatime", "mode=755", "size=65536k"])),
-    );
-    put(
-        "/dev/pts",
-        "devpts",
-        "devpts",
-        strs(vec![
-            "nosuid",
-            "noexec",
-            "newinstance",
-            "ptmxmode=0666",
-            "mode=0620",
-        ]),
-    );
-    put(
-        "/sys",
-        "sysfs",
-        "sysfs",
-        strs(ro(vec!["nosuid", "noexec", "nodev"])),
-    );
-    put(
-        "/sys/fs/cgroup",
-        "cgroup",
-        "cgroup",
-        strs(vec!["nosuid", "noexec", "nodev", "relatime", "ro"]),
-    );
-    for (i, t) in pick(&yaml.tmpfs, &label.tmpfs)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let parts: Vec<&str> = t.split(':').collect();
-        if parts.len() > 2 {
-            return Err((
-                format!("tmpfs[{i}]"),
-                format!("cannot parse tmpfs `{t}`: too many `:` (write DEST or DEST:OPTIONS)"),
-            ));
-        }
-        let opts = parts
-            .get(1)
-            .map(|o| o.split(',').map(String::from).collect());
-        put(parts[0], "tmpfs", "tmpfs", opts);
-    }
-    let binds: Vec<String> = match &yaml.binds {
-        Some(b) => b.clone(),
-        None => label
-            .binds
-            .iter()
-            .flatten()
-            .chain(yaml.binds_add.iter().flatten())
-            .cloned()
-            .collect(),
-    };
-    for (i, b) in binds.iter().enumerate() {
-        let parts: Vec<&str> = b.split(':').collect();
-        if parts.len() < 2 || parts.len() > 3 {
-            return Err((
-                format!("binds[{i}]"),
-                format!("cannot parse bind `{b}`: write SOURCE:DEST or SOURCE:DEST:OPTIONS"),
-            ));
-        }
-        let opts: Vec<String> = match parts.get(2) {
-            Some(o) => o
-                .split(',')
-                .map(String::from)
-                .chain(["rbind".to_string()])
-                .collect(),
-            None => vec!["rw".into(), "rbind".into(), "rshared".into()],
-        };
-        put(parts[1], "bind", parts[0], Some(opts));
-    }
-    for (i, m) in pick(&yaml.mounts, &label.mounts)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let mut kind = m.kind.clone();
-        if kind.is_empty()
-            && ["mqueue", "devpts", "proc", "sysfs", "cgroup"].contains(&m.source.as_str())
-        {
-            kind = m.source.clone();
-        }
-        if kind.is_empty() && m.destination == "/dev" {
-            kind = "tmpfs".into();
-        }
-        if kind.is_empty() {
-            return Err((
-                format!("mounts[{i}]"),
-                format!("mount for destination {} is missing a type", m.destination),
-            ));
-        }
-        let source = if m.source.is_empty() {
-            kind.clone()
-        } else {
-            m.source.clone()
-        };
-        let dest = if m.destination.is_empty() {
-            default_mountpoint(&kind).to_string()
-        } else {
-            m.destination.clone()
-        };
-        if dest.is_empty() {
-            return Err((
-                format!("mounts[{i}]"),
-                format!("mount of type {kind} is missing a destination"),
-            ));
-        }
-        put(&dest, &kind, &source, m.options.clone());
-    }
-
-    let mut namespaces = Vec::new();
-    let ns = |kind: &str, value: String, namespaces: &mut Vec<Value>, none_is_new: bool| {
-        if value == "host" || value == "root" {
-            return;
-        }
-        let path = if value == "new" || (none_is_new && value == "none") {
-            String::new()
-        } else {
-            value
-        };
-        namespaces.push(if path.is_empty() {
-            json!({"type": kind})
-        } else {
-            json!({"type": kind, "path": path})
-        });
-    };
-    ns(
-        "network",
-        pick_str("root", &[&yaml.net, &label.net]),
-        &mut namespaces,
-        true,
-    );
-    ns(
-        "ipc",
-        pick_str("root", &[&yaml.ipc, &label.ipc]),
-        &mut namespaces,
-        false,
-    );
-    ns(
-        "uts",
-        pick_str("root", &[&yaml.uts, &label.uts]),
-        &mut namespaces,
-        false,
-    );
-    ns(
-        "pid",
-        pick_str("", &[&yaml.pid, &label.pid]),
-        &mut namespaces,
-        false,
-    );
-    ns(
-        "user",
-        pick_str("root", &[&yaml.userns, &label.userns]),
-        &mut namespaces,
-        false,
-    );
-    namespaces.push(json!({"type": "mount"}));
-
-    let caps: Vec<String> = match &yaml.capabilities {
-        Some(c) => c.clone(),
-        None => label
-            .capabilities
-            .iter()
-            .flatten()
-            .chain(yaml.capabilities_add.iter().flatten())
-            .cloned()
-            .collect(),
-    };
-    let caps = special_caps(caps);
-    let ambient = special_caps(
-        pick(&yaml.ambient, &label.ambient)
-            .cloned()
-            .unwrap_or_default(),
-    );
-    let mut bounding: Vec<String> = Vec::new();
-    for (field, list) in [("capabilities", &caps), ("ambient", &ambient)] {
-        for c in list {
-            if !ALL_CAPS.contains(&c.as_str()) {
-                return Err((
-                    field.into(),
-                    format!(
-                        "unknown capability `{c}` (capabilities are written like CAP_NET_ADMIN)"
-                    ),
-                ));
-            }
-            if !bounding.contains(c) {
-                bounding.push(c.clone());
-            }
-        }
-    }
-    bounding.sort();
-    let mut capabilities = Map::new();
-    for (k, v) in [
-        ("bounding", &bounding),
-        ("effective", &caps),
-        ("inheritable", &bounding),
-        ("permitted", &bounding),
-        ("ambient", &ambient),
-    ] {
-        if !v.is_empty() {
-            capabilities.insert(k.into(), json!(v));
-        }
-    }
-
-    let mut rlimits = Vec::new();
-    for (i, r) in pick(&yaml.rlimits, &label.rlimits)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        rlimits.push(parse_rlimit(r).map_err(|m| (format!("rlimits[{i}]"), m))?);
-    }
-
-    let uid = numeric_id(pick(&yaml.uid, &label.uid), ids, "uid")?;
-    let gid = numeric_id(pick(&yaml.gid, &label.gid), ids, "gid")?;
-    let mut additional = Vec::new();
-    for (i, g) in pick(&yaml.additional_gids, &label.additional_gids)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        additional.push(numeric_id(Some(g), ids, &format!("additionalGids[{i}]"))?);
-    }
-
-    let mut user = Map::new();
-    user.insert("uid".into(), json!(uid));
-    user.insert("gid".into(), json!(gid));
-    if !additional.is_empty() {
-        user.insert("additionalGids".into(), json!(additional));
-    }
-    let mut process = Map::new();
-    process.insert("user".into(), Value::Object(user));
-    if !args.is_empty() {
-        process.insert("args".into(), json!(args));
-    }
-    if !env.is_empty() {
-        process.insert("env".into(), json!(env));
-    }
-    process.insert("cwd".into(), json!(cwd));
-    process.insert("capabilities".into(), Value::Object(capabilities));
-    if !rlimits.is_empty() {
-        process.insert("rlimits".into(), json!(rlimits));
-    }
-    if yaml
-        .no_new_privileges
-        .or(label.no_new_privileges)
-        .unwrap_or(false)
-    {
-        process.insert("noNewPrivileges".into(), json!(true));
-    }
-    if let Some(adj) = yaml.oom_score_adj.or(label.oom_score_adj) {
-        process.insert("oomScoreAdj".into(), json!(adj));
-    }
-
-    let mut resources: Resources = pick(&yaml.resources, &label.resources)
-        .cloned()
-        .unwrap_or_default();
-    let mut devices = Vec::new();
-    for (i, d) in pick(&yaml.devices, &label.devices)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let cgroup_rule = |major, minor| kiln_manifest::DeviceCgroup {
-            allow: true,
-            kind: Some(d.kind.clone()),
-            major,
-            minor,
-            access: Some("rwm".into()),
-        };
-        if d.path == "all" {
-            resources
-                .devices
-                .get_or_insert_with(Vec::new)
-                .push(cgroup_rule(None, None));
-            continue;
-        }
-        let mode = d.mode.as_deref().unwrap_or("");
-        let mode = u32::from_str_radix(mode, 8).map_err(|_| {
-            (
-                format!("devices[{i}].mode"),
-                format!("cannot parse device mode `{mode}` as an octal value"),
-            )
-        })?;
-        devices.push(json!({"path": d.path, "type": d.kind, "major": d.major, "minor": d.minor, "fileMode": mode}));
-        resources
-            .devices
-            .get_or_insert_with(Vec::new)
-            .push(cgroup_rule(Some(d.major), Some(d.minor)));
-    }
-
-    let mut linux = Map::new();
-    let mappings = |v: Option<&Vec<kiln_manifest::IdMapping>>| -> Vec<Value> {
-        v.into_iter()
-            .flatten()
-            .map(|m| json!({"containerID": m.container_id, "hostID": m.host_id, "size": m.size}))
-            .collect()
-    };
-    let uid_maps = mappings(pick(&yaml.uid_mappings, &label.uid_mappings));
-    let gid_maps = mappings(pick(&yaml.gid_mappings, &label.gid_mappings));
-    if !uid_maps.is_empty() {
-        linux.insert("uidMappings".into(), json!(uid_maps));
-    }
-    if !gid_maps.is_empty() {
-        linux.insert("gidMappings".into(), json!(gid_maps));
-    }
-    if let Some(s) = pick(&yaml.sysctl, &label.sysctl).filter(|s| !s.is_empty()) {
-        linux.insert("sysctl".into(), json!(s));
-    }
-    if resources.devices.as_ref().is_some_and(|d| d.is_empty()) {
-        resources.devices = None;
-    }
-    linux.insert(
-        "resources".into(),
-        serde_json::to_value(&resources).unwrap_or_else(|_| json!({})),
-    );
-    if let Some(p) = pick(&yaml.cgroups_path, &label.cgroups_path).filter(|p| !p.is_empty()) {
-        linux.insert("cgroupsPath".into(), json!(p));
-    }
-    linux.insert("namespaces".into(), json!(namespaces));
-    if !devices.is_empty() {
-        linux.insert("devices".into(), json!(devices));
-    }
-    if let Some(p) =
-        pick(&yaml.rootfs_propagation, &label.rootfs_propagation).filter(|p| !p.is_empty())
-    {
-        linux.insert("rootfsPropagation".into(), json!(p));
-    }
-    for (key, v) in [
-        ("maskedPaths", pick(&yaml.masked_paths, &label.masked_paths)),
-        (
-            "readonlyPaths",
-            pick(&yaml.readonly_paths, &label.readonly_paths),
-        ),
-    ] {
-        if let Some(v) = v.filter(|v| !v.is_empty()) {
-            linux.insert(key.into(), json!(v));
-        }
-    }
-
-    let mut root = Map::new();
-    root.insert("path".into(), json!("rootfs"));
-    if readonly {
-        root.insert("readonly".into(), json!(true));
-    }
-    let mut config = Map::new();
-    config.insert("ociVersion".into(), json!("1.2.1"));
-    config.insert("process".into(), Value::Object(process));
-    config.insert("root".into(), Value::Object(root));
-    if let Some(h) = pick(&yaml.hostname, &label.hostname).filter(|h| !h.is_empty()) {
-        config.insert("hostname".into(), json!(h));
-    }
-    config.insert(
-        "mounts".into(),
-        Value::Array(mounts.into_values().collect()),
-    );
-    if let Some(a) = pick(&yaml.annotations, &label.annotations).filter(|a| !a.is_empty()) {
-        config.insert("annotations".into(), json!(a));
-    }
-    config.insert("linux".into(), Value::Object(linux));
-
-    let rest = merge_runtime(label.runtime.as_ref(), yaml.runtime.as_ref());
-    let runtime_mounts = rest.mounts.iter().flatten().map(mount_json).collect();
-    Ok(Bundle {
-        config: Value::Object(config),
-        runtime: RuntimeJson {
-            mounts: runtime_mounts,
-            rest,
-            extensions: {
-                let mut e = Vec::new();
-                if let Some(r) = yaml.restart.or(label.restart) {
-                    e.push(("restart", json!(r)));
-                }
-                if let Some(d) = pick(&yaml.depends_on, &label.depends_on) {
-                    e.push(("dependsOn", json!(d)));
-                }
-                e
-            },
-        },
-        readonly,
+    Ok(spec::Rlimit {
+        kind: name,
+        hard: value(parts[2])?,
+        soft: value(parts[1])?,
     })
 }
 
-/// Go's `json.MarshalIndent(v, "", "    ")`: kiln writes config.json and runtime.json byte for
-/// byte as LinuxKit does.
-pub fn to_go_json(v: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-    let _ = serde::Serialize::serialize(v, &mut ser);
-    out
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_manifest::Device;
+
+    /// What LinuxKit writes for an image whose command is `/bin/tool run` (01-minimal).
+    const MINIMAL_CONFIG: &str = r#"{
+    "ociVersion": "1.2.1",
+    "process": {
+        "user": {
+            "uid": 0,
+            "gid": 0
+        },
+        "args": [
+            "/bin/tool",
+            "run"
+        ],
+        "env": [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        ],
+        "cwd": "/",
+        "capabilities": {}
+    },
+    "root": {
+        "path": "rootfs"
+    },
+    "mounts": [
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": [
+                "nosuid",
+                "strictatime",
+                "mode=755",
+                "size=65536k"
+            ]
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": [
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620"
+            ]
+        },
+        {
+            "destination": "/proc",
+            "type": "proc",
+            "source": "proc",
+            "options": [
+                "nosuid",
+                "nodev",
+                "noexec",
+                "relatime"
+            ]
+        },
+        {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": [
+                "nosuid",
+                "noexec",
+                "nodev"
+            ]
+        },
+        {
+            "destination": "/sys/fs/cgroup",
+            "type": "cgroup",
+            "source": "cgroup",
+            "options": [
+                "nosuid",
+                "noexec",
+                "nodev",
+                "relatime",
+                "ro"
+            ]
+        }
+    ],
+    "linux": {
+        "resources": {},
+        "namespaces": [
+            {
+                "type": "pid"
+            },
+            {
+                "type": "mount"
+            }
+        ]
+    }
+}"#;
+    const MINIMAL_RUNTIME: &str = r#"{
+    "cgroups": [],
+    "mounts": [
+        {
+            "destination": "/containers/onboot/000-tool/tmp",
+            "type": "tmpfs",
+            "source": "tmpfs"
+        },
+        {
+            "destination": "/containers/onboot/000-tool/tmp",
+            "options": [
+                "remount",
+                "private"
+            ]
+        },
+        {
+            "destination": "/containers/onboot/000-tool/rootfs",
+            "type": "overlay",
+            "source": "overlay",
+            "options": [
+                "lowerdir=/containers/onboot/000-tool/lower",
+                "upperdir=/containers/onboot/000-tool/tmp/upper",
+                "workdir=/containers/onboot/000-tool/tmp/work"
+            ]
+        }
+    ],
+    "mkdir": [],
+    "interfaces": [],
+    "bindNS": {
+        "cgroup": "",
+        "ipc": "",
+        "mnt": "",
+        "net": "",
+        "pid": "",
+        "user": "",
+        "uts": ""
+    },
+    "namespace": ""
+}"#;
+
+    fn image() -> ExecConfig {
+        ExecConfig {
+            env: Some(vec![
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ]),
+            cmd: Some(vec!["/bin/tool".into(), "run".into()]),
+            ..Default::default()
+        }
+    }
+
+    fn build(yaml: &Image) -> Result<Bundle, FieldError> {
+        bundle(yaml, &Image::default(), &image(), &HashMap::new())
+    }
+
+    #[test]
+    fn a_minimal_container_is_written_as_linuxkit_does() {
+        let b = build(&Image::default()).expect("bundle");
+        assert_eq!(
+            String::from_utf8(to_go_json(&b.config)).expect("utf-8"),
+            MINIMAL_CONFIG
+        );
+        let prefix = "containers/onboot/000-tool";
+        let rt = b.runtime.with_rootfs(rootfs_mounts(
+            prefix,
+            &format!("{prefix}/lower"),
+            b.readonly,
+        ));
+        assert_eq!(
+            String::from_utf8(to_go_json(&rt)).expect("utf-8"),
+            MINIMAL_RUNTIME
+        );
+        // What assembly writes, the runtime accepts.
+        let text = String::from_utf8(to_go_json(&b.config)).expect("utf-8");
+        let read = kiln_spec::parse_config(&text, "config.json".as_ref()).expect("parses");
+        read.validate().expect("valid");
+        assert_eq!(read, b.config);
+    }
+
+    #[test]
+    fn paths_leaving_the_root_are_refused_at_build_time() {
+        let yaml = Image {
+            devices: Some(vec![Device {
+                path: "/dev/../../tmp/evil".into(),
+                kind: "b".into(),
+                major: 8,
+                minor: 0,
+                mode: Some("0666".into()),
+            }]),
+            ..Default::default()
+        };
+        let (field, msg) = build(&yaml).expect_err("refused");
+        assert_eq!(field, "devices[0].path");
+        assert!(
+            msg.contains("/dev/../../tmp/evil") && msg.contains("leaves"),
+            "{msg}"
+        );
+        let yaml = Image {
+            binds: Some(vec!["/var:/../../host".into()]),
+            ..Default::default()
+        };
+        assert_eq!(build(&yaml).expect_err("refused").0, "binds[0]");
+        let yaml = Image {
+            tmpfs: Some(vec!["../x:size=1m".into()]),
+            ..Default::default()
+        };
+        assert_eq!(build(&yaml).expect_err("refused").0, "tmpfs[0]");
+        let yaml = Image {
+            masked_paths: Some(vec!["/../proc".into()]),
+            ..Default::default()
+        };
+        assert_eq!(build(&yaml).expect_err("refused").0, "maskedPaths[0]");
+    }
+
+    #[test]
+    fn sysctls_no_namespace_holds_are_refused_at_build_time() {
+        let mut sysctl = indexmap::IndexMap::new();
+        sysctl.insert("vm.overcommit_ratio".to_string(), "51".to_string());
+        let yaml = Image {
+            sysctl: Some(sysctl),
+            ..Default::default()
+        };
+        let (field, msg) = build(&yaml).expect_err("refused");
+        assert_eq!(field, "sysctl.vm.overcommit_ratio");
+        assert!(msg.contains("not namespaced"), "{msg}");
+    }
+
+    #[test]
+    fn maps_are_written_in_gos_order_and_strings_escaped_as_go_does() {
+        let mut sysctl = indexmap::IndexMap::new();
+        sysctl.insert("net.ipv4.tcp_syncookies".to_string(), "1".to_string());
+        sysctl.insert("net.core.somaxconn".to_string(), "1024".to_string());
+        let yaml = Image {
+            sysctl: Some(sysctl),
+            command: Some(vec!["sh".into(), "-c".into(), "a && b > c".into()]),
+            ..Default::default()
+        };
+        let text =
+            String::from_utf8(to_go_json(&build(&yaml).expect("bundle").config)).expect("utf-8");
+        let core = text.find("net.core.somaxconn").expect("core");
+        let ipv4 = text.find("net.ipv4.tcp_syncookies").expect("ipv4");
+        assert!(core < ipv4, "{text}");
+        assert!(text.contains(r#""a \u0026\u0026 b \u003e c""#), "{text}");
+    }
+
+    #[test]
+    fn capabilities_and_rlimits_are_typed() {
+        let yaml = Image {
+            capabilities: Some(vec!["CAP_NET_ADMIN".into()]),
+            ambient: Some(vec!["CAP_CHOWN".into()]),
+            rlimits: Some(vec!["nofile,1024,unlimited".into()]),
+            restart: Some(kiln_manifest::RestartPolicy::OnFailure),
+            ..Default::default()
+        };
+        let b = build(&yaml).expect("bundle");
+        let caps = b.config.capabilities();
+        assert_eq!(caps.bounding, ["CAP_CHOWN", "CAP_NET_ADMIN"]);
+        assert_eq!(caps.effective, ["CAP_NET_ADMIN"]);
+        assert_eq!(caps.ambient, ["CAP_CHOWN"]);
+        assert_eq!(b.config.process.rlimits[0].hard, u64::MAX);
+        let rt = b.runtime.with_rootfs(Vec::new());
+        assert_eq!(rt.restart, Some(kiln_spec::RestartPolicy::OnFailure));
+        let yaml = Image {
+            capabilities: Some(vec!["CAP_EVERYTHING".into()]),
+            ..Default::default()
+        };
+        assert_eq!(build(&yaml).expect_err("refused").0, "capabilities");
+        let yaml = Image {
+            rlimits: Some(vec!["bogus,1,1".into()]),
+            ..Default::default()
+        };
+        assert_eq!(build(&yaml).expect_err("refused").0, "rlimits[0]");
+    }
 }

@@ -4,7 +4,7 @@
 //! written.
 
 use crate::error::{BuildError, io_err};
-use crate::unpack::OPAQUE_XATTR;
+use kiln_fs::unpack::OPAQUE_XATTR;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use kiln_oci::spec::Descriptor;

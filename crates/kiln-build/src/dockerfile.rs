@@ -1,7 +1,33 @@
 //! The Dockerfile parser: lines, continuations, comments, parser directives, flags, JSON (exec)
-//! form and heredocs, following BuildKit's `parser` package. The result is a list of raw
-//! instructions with their line numbers; variable expansion happens later, at build time, because
-//! it depends on ARG and ENV scoping.
+//! form and heredocs, following BuildKit's `parser` and `instructions` packages. The result is a
+//! list of typed instructions ([`Kind`]) with their line numbers. Everything that does not
+//! depend on build variables is checked here, before any step runs: unknown instructions and
+//! flags, flags given to the wrong instruction, malformed flag values and missing arguments are
+//! errors naming `Dockerfile:line`. Variable expansion happens at build time, because it depends
+//! on ARG and ENV scoping.
+//!
+//! ```
+//! use kiln_build::dockerfile::{Kind, parse};
+//!
+//! let df = parse("Dockerfile", "FROM scratch\nCOPY --chmod=755 tool /bin/\n").unwrap();
+//! let Kind::Copy(copy) = &df.instructions[1].kind else { unreachable!() };
+//! assert_eq!(df.instructions[1].line, 2);
+//! assert!(copy.from.is_none());
+//!
+//! let err = parse("Dockerfile", "FROM scratch\nCOPY --chmod=abc tool /bin/\n").unwrap_err();
+//! assert!(err.to_string().starts_with("Dockerfile:2: COPY --chmod=abc: use an octal mode"));
+//! ```
+
+mod flags;
+mod instruction;
+mod values;
+
+pub(crate) use instruction::is_url;
+pub use instruction::{
+    Add, ArgDecl, Args, Check, Copy, Files, From, Healthcheck, Kind, Pair, Run, Source,
+};
+pub(crate) use values::ports;
+pub use values::{Checksum, Deferred, FlagValue, Mode, Platform, RunNetwork};
 
 use crate::error::BuildError;
 
@@ -14,43 +40,27 @@ pub struct Dockerfile {
     pub instructions: Vec<Instruction>,
 }
 
-/// One instruction as written.
+/// One instruction: where it is, its text and what it says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instruction {
     /// Line where the instruction starts (1-based).
     pub line: usize,
-    /// The instruction keyword, upper-cased (`RUN`, `COPY`, ...).
-    pub keyword: String,
-    /// Leading `--name[=value]` flags.
-    pub flags: Vec<Flag>,
-    /// The arguments.
-    pub args: Args,
-    /// Heredocs opened on the instruction's line, in order.
-    pub heredocs: Vec<Heredoc>,
-    /// The instruction text after the keyword, continuations joined (for cache keys and history).
+    /// The text after the keyword and the flags, continuations joined (for cache keys, history
+    /// and progress).
     pub text: String,
+    /// The typed instruction.
+    pub kind: Kind,
 }
 
-/// A `--name=value` flag.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Flag {
-    /// Name without the dashes.
-    pub name: String,
-    /// Value, if `=` was given.
-    pub value: Option<String>,
-}
-
-/// Arguments in shell form (one string) or exec form (a JSON array).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Args {
-    /// Shell form: the raw text.
-    Shell(String),
-    /// Exec form: the decoded JSON array.
-    Exec(Vec<String>),
+impl Instruction {
+    /// The instruction's keyword, upper-case.
+    pub fn keyword(&self) -> &'static str {
+        self.kind.keyword()
+    }
 }
 
 /// A heredoc (`<<EOF ... EOF`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heredoc {
     /// The delimiter word.
     pub name: String,
@@ -60,11 +70,7 @@ pub struct Heredoc {
     pub expand: bool,
 }
 
-/// Instructions whose arguments may be a JSON array.
-const JSON_FORM: &[&str] = &["RUN", "CMD", "ENTRYPOINT", "SHELL", "COPY", "ADD", "VOLUME"];
-/// Instructions that take leading `--flags`.
-const FLAGGED: &[&str] = &["RUN", "COPY", "ADD", "FROM", "HEALTHCHECK"];
-/// Instructions that may carry heredocs.
+/// Instructions that may carry heredocs (also as the trigger of ONBUILD).
 const HEREDOC: &[&str] = &["RUN", "COPY", "ADD"];
 /// Every instruction kiln knows.
 pub const KEYWORDS: &[&str] = &[
@@ -167,30 +173,15 @@ pub fn parse(name: &str, text: &str) -> Result<Dockerfile, BuildError> {
         let (word, rest) = split_word(&joined);
         let keyword = word.to_ascii_uppercase();
         if !KEYWORDS.contains(&keyword.as_str()) {
-            let hint = strsim_hint(&keyword);
             return Err(err(
                 start + 1,
-                format!("unknown instruction {word:?}{hint}"),
+                format!("unknown instruction {word:?}{}", keyword_hint(&keyword)),
             ));
         }
-        let mut rest = rest.trim_start();
-        let mut flags = Vec::new();
-        if FLAGGED.contains(&keyword.as_str()) {
-            while let Some(after) = rest.strip_prefix("--") {
-                let (word, tail) = split_word(after);
-                if word.is_empty() {
-                    break;
-                }
-                let (name, value) = match word.split_once('=') {
-                    Some((n, v)) => (n.to_string(), Some(unquote_flag(v))),
-                    None => (word.to_string(), None),
-                };
-                flags.push(Flag { name, value });
-                rest = tail.trim_start();
-            }
-        }
+        let (flag_words, rest) = flags::extract(rest);
+        let rest = rest.trim();
         let mut heredocs = Vec::new();
-        if HEREDOC.contains(&keyword.as_str()) {
+        if takes_heredocs(&keyword, rest) {
             for (name, expand, chomp) in heredoc_openers(rest) {
                 let mut content = String::new();
                 let mut closed = false;
@@ -218,30 +209,15 @@ pub fn parse(name: &str, text: &str) -> Result<Dockerfile, BuildError> {
                 });
             }
         }
-        let args = if JSON_FORM.contains(&keyword.as_str()) && rest.starts_with('[') {
-            match serde_json::from_str::<Vec<String>>(rest) {
-                Ok(v) => Args::Exec(v),
-                Err(_) => Args::Shell(rest.to_string()),
-            }
-        } else {
-            Args::Shell(rest.to_string())
-        };
-        if rest.is_empty() && !matches!(keyword.as_str(), "RUN" | "CMD" | "ENTRYPOINT") {
-            return Err(err(
-                start + 1,
-                format!("{keyword} needs at least one argument"),
-            ));
-        }
+        let kind = instruction::parse(&keyword, &flag_words, rest, heredocs, escape)
+            .map_err(|m| err(start + 1, m))?;
         instructions.push(Instruction {
             line: start + 1,
-            keyword,
-            flags,
-            args,
-            heredocs,
             text: rest.to_string(),
+            kind,
         });
     }
-    if !instructions.iter().any(|i| i.keyword == "FROM") {
+    if !instructions.iter().any(|i| matches!(i.kind, Kind::From(_))) {
         return Err(err(
             1,
             "no FROM instruction: a Dockerfile starts with FROM".into(),
@@ -249,14 +225,14 @@ pub fn parse(name: &str, text: &str) -> Result<Dockerfile, BuildError> {
     }
     if let Some(first) = instructions
         .iter()
-        .find(|i| i.keyword != "ARG")
-        .filter(|i| i.keyword != "FROM")
+        .find(|i| !matches!(i.kind, Kind::Arg(_)))
+        .filter(|i| !matches!(i.kind, Kind::From(_)))
     {
         return Err(err(
             first.line,
             format!(
                 "{} before the first FROM: only ARG may come before FROM",
-                first.keyword
+                first.keyword()
             ),
         ));
     }
@@ -264,6 +240,19 @@ pub fn parse(name: &str, text: &str) -> Result<Dockerfile, BuildError> {
         escape,
         instructions,
     })
+}
+
+/// Whether a `keyword` instruction with arguments `rest` reads heredocs: RUN, COPY and ADD (also
+/// as ONBUILD triggers), unless in exec (JSON) form.
+fn takes_heredocs(keyword: &str, rest: &str) -> bool {
+    let own = if keyword == "ONBUILD" {
+        let (trigger, args) = split_word(rest);
+        HEREDOC.contains(&trigger.to_ascii_uppercase().as_str())
+            && !matches!(Args::parse(args.trim()), Args::Exec(_))
+    } else {
+        HEREDOC.contains(&keyword) && !matches!(Args::parse(rest), Args::Exec(_))
+    };
+    own && rest.contains("<<")
 }
 
 /// If `line` ends with the escape character (ignoring trailing whitespace), the text before it.
@@ -275,17 +264,6 @@ fn split_word(s: &str) -> (&str, &str) {
     match s.find(char::is_whitespace) {
         Some(p) => (&s[..p], &s[p..]),
         None => (s, ""),
-    }
-}
-
-fn unquote_flag(v: &str) -> String {
-    let v = v.trim();
-    if v.len() >= 2
-        && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
-    {
-        v[1..v.len() - 1].to_string()
-    } else {
-        v.to_string()
     }
 }
 
@@ -324,7 +302,8 @@ fn heredoc_openers(args: &str) -> Vec<(String, bool, bool)> {
     out
 }
 
-fn strsim_hint(word: &str) -> String {
+/// ": did you mean X?" for a misspelt instruction, or nothing.
+fn keyword_hint(word: &str) -> String {
     KEYWORDS
         .iter()
         .map(|k| (strsim::levenshtein(k, word), k))
@@ -334,104 +313,5 @@ fn strsim_hint(word: &str) -> String {
         .unwrap_or_default()
 }
 
-impl Instruction {
-    /// The value of flag `name`, if present.
-    pub fn flag(&self, name: &str) -> Option<&Flag> {
-        self.flags.iter().find(|f| f.name == name)
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn one(text: &str) -> Instruction {
-        let df = parse("Dockerfile", &format!("FROM scratch\n{text}")).expect("parse");
-        df.instructions[1].clone()
-    }
-
-    #[test]
-    fn continuations_comments_and_keywords() {
-        let df = parse(
-            "Dockerfile",
-            "# syntax=docker/dockerfile:1\nFROM alpine AS build\n\nrun echo a \\\n# comment\n  && echo b\nCMD [\"sh\", \"-c\"]\n",
-        )
-        .expect("parse");
-        assert_eq!(df.instructions.len(), 3);
-        assert_eq!(df.instructions[1].keyword, "RUN");
-        assert_eq!(df.instructions[1].line, 4);
-        assert_eq!(
-            df.instructions[1].args,
-            Args::Shell("echo a   && echo b".into())
-        );
-        assert_eq!(
-            df.instructions[2].args,
-            Args::Exec(vec!["sh".into(), "-c".into()])
-        );
-    }
-
-    #[test]
-    fn escape_directive() {
-        let df = parse(
-            "Dockerfile",
-            "# escape=`\nFROM scratch\nCOPY a `\n  C:\\dir\n",
-        )
-        .expect("parse");
-        assert_eq!(df.escape, '`');
-        assert_eq!(df.instructions[1].args, Args::Shell("a   C:\\dir".into()));
-    }
-
-    #[test]
-    fn flags_and_heredocs() {
-        let i = one("COPY --from=build --chmod=755 <<EOF /x\nhello $X\nEOF\n");
-        assert_eq!(
-            i.flag("from").and_then(|f| f.value.clone()),
-            Some("build".into())
-        );
-        assert_eq!(i.flags.len(), 2);
-        assert_eq!(i.heredocs.len(), 1);
-        assert_eq!(i.heredocs[0].content, "hello $X\n");
-        assert!(i.heredocs[0].expand);
-        let i = one("RUN <<-'EOT' sh\n\techo $HOME\n\tEOT\n");
-        assert_eq!(i.heredocs[0].content, "echo $HOME\n");
-        assert!(!i.heredocs[0].expand);
-    }
-
-    #[test]
-    fn errors_name_the_line() {
-        let e = parse("Dockerfile", "FROM scratch\nCOPPY a b\n").expect_err("bad");
-        assert_eq!(
-            e.to_string(),
-            "Dockerfile:2: unknown instruction \"COPPY\": did you mean COPY?"
-        );
-        let e = parse("Dockerfile", "RUN true\nFROM scratch\n").expect_err("bad");
-        assert!(
-            e.to_string()
-                .starts_with("Dockerfile:1: RUN before the first FROM")
-        );
-        let e = parse("Dockerfile", "FROM scratch\nRUN <<EOF\nno end\n").expect_err("bad");
-        assert!(e.to_string().contains("never closed"), "{e}");
-    }
-
-    #[test]
-    fn not_json_falls_back_to_shell() {
-        let i = one("RUN [not json\n");
-        assert_eq!(i.args, Args::Shell("[not json".into()));
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn parser_never_panics(s in "\\PC{0,300}") {
-            let _ = parse("fuzz", &s);
-        }
-
-        #[test]
-        fn parser_never_panics_on_dockerfile_like_text(
-            s in "(FROM|RUN|COPY|ADD|ENV|ARG|<<EOF|EOF|--from=|\\[\"|\"\\]|#|\\\\|`|\n| |[a-z$=:{}]){0,80}"
-        ) {
-            if let Ok(df) = parse("fuzz", &s) {
-                proptest::prop_assert!(df.instructions.iter().any(|i| i.keyword == "FROM"));
-            }
-        }
-    }
-}
+mod tests;

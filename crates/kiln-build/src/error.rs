@@ -53,6 +53,36 @@ pub enum BuildError {
         /// What is wrong.
         message: String,
     },
+    /// A manifest names an image reference that does not parse.
+    #[error("{location}: image `{reference}`")]
+    ImageReference {
+        /// The manifest key (`onboot[0].image`).
+        location: String,
+        /// The reference as written.
+        reference: String,
+        /// Why it does not parse.
+        #[source]
+        source: kiln_oci::ReferenceError,
+    },
+    /// An image the manifest names is not in the store and the pull failed.
+    #[error("{location}: image {reference} is not in the store and could not be pulled")]
+    Pull {
+        /// The manifest key (`onboot[0].image`).
+        location: String,
+        /// The image.
+        reference: String,
+        /// Why the pull failed.
+        #[source]
+        source: kiln_oci::registry::RegistryError,
+    },
+    /// A `@pkg:` reference whose package was not among those built.
+    #[error("image {reference}: package {dir} was not built")]
+    PackageNotBuilt {
+        /// The reference as written.
+        reference: String,
+        /// The package directory.
+        dir: PathBuf,
+    },
     /// The image store failed.
     #[error(transparent)]
     Store(#[from] kiln_oci::StoreError),
@@ -62,6 +92,23 @@ pub enum BuildError {
     /// The container runtime failed.
     #[error(transparent)]
     Runtime(#[from] kiln_runtime::RuntimeError),
+}
+
+impl From<kiln_fs::UnpackError> for BuildError {
+    fn from(e: kiln_fs::UnpackError) -> Self {
+        match e {
+            kiln_fs::UnpackError::Refused {
+                layer,
+                path,
+                message,
+            } => BuildError::Layer {
+                layer,
+                path,
+                message,
+            },
+            kiln_fs::UnpackError::Io { path, source } => BuildError::Io { path, source },
+        }
+    }
 }
 
 /// Shorthand to wrap an I/O error with its path.

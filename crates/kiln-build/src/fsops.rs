@@ -3,7 +3,7 @@
 //! out of the root (an absolute link target or `..` stops at the root, like `chroot`).
 
 use crate::error::{BuildError, io_err};
-use crate::unpack::set_mtime;
+use kiln_fs::unpack::set_mtime;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown, symlink};

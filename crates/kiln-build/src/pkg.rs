@@ -5,9 +5,10 @@
 //! becomes the image's `org.mobyproject.config` label. A build argument written
 //! `@lkt:pkg:PATH` is replaced by the image name of the package at PATH.
 
-use crate::builder::{BuildOptions, Built, build};
+use crate::builder::build;
 use crate::context::hash_tree;
 use crate::error::{BuildError, io_err};
+use crate::options::{BuildOptions, Built};
 use kiln_oci::{Reference, Store};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};

@@ -1,23 +1,28 @@
 //! Stages and their dependencies: which stages the target needs, and in which waves they can be
 //! built (stages of one wave do not depend on each other and are built in parallel).
 
-use crate::dockerfile::{Args, Dockerfile, Instruction};
+use crate::dockerfile::{Dockerfile, From, Instruction, Kind};
 use crate::error::BuildError;
-use crate::shell_lex::{expand, split_words};
+use crate::shell_lex::expand;
 
 /// One `FROM ... [AS name]` stage.
 #[derive(Debug, Clone)]
 pub struct Stage {
     /// Position among the stages.
     pub index: usize,
-    /// The `AS` name, lower-cased.
-    pub name: Option<String>,
+    /// Line of the FROM instruction.
+    pub line: usize,
     /// The FROM instruction.
-    pub from: Instruction,
-    /// The base as written (before expansion).
-    pub base: String,
+    pub from: From,
     /// The instructions after FROM.
     pub body: Vec<Instruction>,
+}
+
+impl Stage {
+    /// The `AS` name, lower-cased.
+    pub fn name(&self) -> Option<&str> {
+        self.from.name.as_deref()
+    }
 }
 
 /// Where a stage starts from.
@@ -25,6 +30,15 @@ pub struct Stage {
 pub enum Base {
     /// `FROM scratch`.
     Scratch,
+    /// An earlier stage.
+    Stage(usize),
+    /// An image reference.
+    Image(String),
+}
+
+/// Where `COPY --from` copies from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyFrom {
     /// An earlier stage.
     Stage(usize),
     /// An image reference.
@@ -60,40 +74,16 @@ pub fn plan(
     let mut global_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
     for ins in &df.instructions {
-        if ins.keyword == "FROM" {
-            let Args::Shell(text) = &ins.args else {
-                return Err(err(ins.line, "FROM takes an image name".into()));
-            };
-            let words = split_words(text, df.escape);
-            let (base, name) = match words.as_slice() {
-                [base] => (base.clone(), None),
-                [base, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => {
-                    (base.clone(), Some(name.to_ascii_lowercase()))
-                }
-                _ => {
-                    return Err(err(
-                        ins.line,
-                        format!("FROM {text}: expected `FROM image [AS name]`"),
-                    ));
-                }
-            };
-            if let Some(n) = &name {
-                if stages.iter().any(|s| s.name.as_deref() == Some(n)) {
-                    return Err(err(ins.line, format!("stage name {n:?} is used twice")));
-                }
-                if !n
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                    || !n.starts_with(|c: char| c.is_ascii_alphabetic())
-                {
-                    return Err(err(ins.line, format!("invalid stage name {n:?}")));
-                }
+        if let Kind::From(from) = &ins.kind {
+            if let Some(n) = &from.name
+                && stages.iter().any(|s| s.name() == Some(n))
+            {
+                return Err(err(ins.line, format!("stage name {n:?} is used twice")));
             }
             stages.push(Stage {
                 index: stages.len(),
-                name,
-                from: ins.clone(),
-                base,
+                line: ins.line,
+                from: from.clone(),
                 body: Vec::new(),
             });
         } else if let Some(stage) = stages.last_mut() {
@@ -102,10 +92,16 @@ pub fn plan(
             global_args.push(ins.clone());
         }
     }
+    if stages.is_empty() {
+        return Err(err(
+            1,
+            "no FROM instruction: a Dockerfile starts with FROM".into(),
+        ));
+    }
     let target = match target {
         None => stages.len() - 1,
         Some(t) => find_stage(&stages, &t.to_ascii_lowercase(), stages.len()).ok_or_else(|| {
-            let names: Vec<_> = stages.iter().filter_map(|s| s.name.clone()).collect();
+            let names: Vec<_> = stages.iter().filter_map(Stage::name).collect();
             err(
                 1,
                 format!(
@@ -119,13 +115,15 @@ pub fn plan(
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
     for s in &stages {
         if let Base::Stage(i) =
-            base_of(&stages, s, df.escape, global_vars).map_err(|m| err(s.from.line, m))?
+            base_of(&stages, s, df.escape, global_vars).map_err(|m| err(s.line, m))?
         {
             deps[s.index].push(i);
         }
         for ins in &s.body {
-            if let Some(from) = ins.flag("from").and_then(|f| f.value.clone())
-                && let Some(i) = find_stage(&stages, &from.to_ascii_lowercase(), s.index)
+            if let Kind::Copy(copy) = &ins.kind
+                && let Some(from) = &copy.from
+                && let CopyFrom::Stage(i) =
+                    copy_from(&stages, from, s.index).map_err(|m| err(ins.line, m))?
             {
                 deps[s.index].push(i);
             }
@@ -169,8 +167,34 @@ pub fn find_stage(stages: &[Stage], name: &str, before: usize) -> Option<usize> 
     }
     stages[..before.min(stages.len())]
         .iter()
-        .find(|s| s.name.as_deref() == Some(name))
+        .find(|s| s.name() == Some(name))
         .map(|s| s.index)
+}
+
+/// What `COPY --from=from` in stage `current` copies from: a stage defined before it (by name
+/// or index), else an image. Naming the current stage or a later one is an error, as in
+/// BuildKit.
+pub fn copy_from(stages: &[Stage], from: &str, current: usize) -> Result<CopyFrom, String> {
+    let name = from.to_ascii_lowercase();
+    if let Ok(i) = name.parse::<usize>() {
+        return match find_stage(stages, &name, current) {
+            Some(i) => Ok(CopyFrom::Stage(i)),
+            None if current == 0 => Err(format!(
+                "COPY --from={from}: no stage is defined before this one"
+            )),
+            None => Err(format!(
+                "COPY --from={from}: stage {i} is not defined before this one; use 0 to {}",
+                current - 1
+            )),
+        };
+    }
+    match stages.iter().find(|s| s.name() == Some(&name)) {
+        Some(s) if s.index < current => Ok(CopyFrom::Stage(s.index)),
+        Some(_) => Err(format!(
+            "COPY --from={from}: stage {name:?} must be defined before the stage that copies from it"
+        )),
+        None => Ok(CopyFrom::Image(from.to_string())),
+    }
 }
 
 /// What stage `s` starts from, after expanding its FROM line with `vars`.
@@ -180,9 +204,9 @@ pub fn base_of(
     escape: char,
     vars: &[(String, String)],
 ) -> Result<Base, String> {
-    let base = expand(&s.base, vars, escape).map_err(|e| e.0)?;
+    let base = expand(&s.from.image, vars, escape).map_err(|e| e.0)?;
     if base.is_empty() {
-        return Err(format!("FROM {}: the image name is empty", s.base));
+        return Err(format!("FROM {}: the image name is empty", s.from.image));
     }
     if base.eq_ignore_ascii_case("scratch") {
         return Ok(Base::Scratch);
@@ -227,6 +251,35 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "Dockerfile:2: stage name \"x\" is used twice"
+        );
+    }
+
+    #[test]
+    fn copy_from_must_name_an_earlier_stage() {
+        let e = |text: &str| {
+            let df = parse("Dockerfile", text).expect("parse");
+            plan("Dockerfile", &df, None, &[])
+                .expect_err(text)
+                .to_string()
+        };
+        assert_eq!(
+            e("FROM scratch AS a\nCOPY --from=B /x /x\nFROM scratch AS b\n"),
+            "Dockerfile:2: COPY --from=B: stage \"b\" must be defined before the stage that copies from it"
+        );
+        assert_eq!(
+            e("FROM scratch\nFROM scratch\nCOPY --from=1 /x /x\n"),
+            "Dockerfile:3: COPY --from=1: stage 1 is not defined before this one; use 0 to 0"
+        );
+        assert_eq!(
+            e("FROM scratch\nCOPY --from=0 /x /x\n"),
+            "Dockerfile:2: COPY --from=0: no stage is defined before this one"
+        );
+        let df = parse("Dockerfile", "FROM scratch AS a\nFROM scratch\nCOPY --from=A /x /x\nCOPY --from=debian:bookworm /y /y\n").expect("parse");
+        let p = plan("Dockerfile", &df, None, &[]).expect("plan");
+        assert_eq!(p.waves, vec![vec![0], vec![1]]);
+        assert_eq!(
+            copy_from(&p.stages, "debian:bookworm", 1),
+            Ok(CopyFrom::Image("debian:bookworm".into()))
         );
     }
 }

@@ -103,7 +103,7 @@ impl Workspace {
         let target = tmp.path().join("l");
         fs::create_dir(&target).map_err(io_err(&target))?;
         let reader = self.store.open_layer(blob)?;
-        crate::unpack::unpack(reader, &target, &blob.digest)?;
+        kiln_fs::unpack::unpack(reader, &target, &blob.digest)?;
         self.adopt(&target, &dest)?;
         Ok(dest)
     }

@@ -1,9 +1,9 @@
 //! The kernel+initrd output: the entry stream split into the kernel, its command line and a
 //! compressed newc initrd (with CPU microcode prepended, uncompressed, when the kernel image
-//! has it).
+//! has it), written by [`InitrdWriter`].
 
-use crate::cpio::CpioSink;
-use kiln_assemble::{Entry, Sink};
+use crate::initrd::{InitrdOptions, InitrdWriter};
+use kiln_fs::{Entry, Segment, Sink};
 use std::io::{self, BufWriter, Read, Write};
 
 /// Initrd compression.
@@ -15,6 +15,17 @@ pub enum Compression {
     Zstd,
     /// None.
     None,
+}
+
+impl Compression {
+    /// The name `--compress` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
 }
 
 impl std::str::FromStr for Compression {
@@ -29,43 +40,10 @@ impl std::str::FromStr for Compression {
     }
 }
 
-enum Compressor<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
-    Plain(W),
-}
-
-impl<W: Write> Write for Compressor<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Compressor::Gzip(w) => w.write(buf),
-            Compressor::Zstd(w) => w.write(buf),
-            Compressor::Plain(w) => w.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Compressor::Gzip(w) => w.flush(),
-            Compressor::Zstd(w) => w.flush(),
-            Compressor::Plain(w) => w.flush(),
-        }
-    }
-}
-
-impl<W: Write> Compressor<W> {
-    fn finish(self) -> io::Result<W> {
-        match self {
-            Compressor::Gzip(w) => w.finish(),
-            Compressor::Zstd(w) => w.finish(),
-            Compressor::Plain(w) => Ok(w),
-        }
-    }
-}
-
 enum Initrd<W: Write> {
     /// Nothing written yet: microcode may still be prepended.
     Pending(Option<W>),
-    Open(Box<CpioSink<Compressor<BufWriter<W>>>>),
+    Open(Box<InitrdWriter<BufWriter<W>>>),
 }
 
 /// Splits the stream: `boot/kernel` to the kernel writer, `boot/cmdline` kept as a string,
@@ -73,7 +51,7 @@ enum Initrd<W: Write> {
 pub struct KernelInitrd<K: Write, I: Write> {
     kernel: K,
     initrd: Initrd<I>,
-    compression: Compression,
+    options: InitrdOptions,
     cmdline: Vec<u8>,
     found_kernel: bool,
     /// The `boot` directory, held back so that microcode can still lead the initrd.
@@ -82,42 +60,29 @@ pub struct KernelInitrd<K: Write, I: Write> {
 
 impl<K: Write, I: Write> KernelInitrd<K, I> {
     /// Write the kernel to `kernel` and the initrd to `initrd`.
-    pub fn new(kernel: K, initrd: I, compression: Compression) -> Self {
+    pub fn new(kernel: K, initrd: I, options: InitrdOptions) -> Self {
         KernelInitrd {
             kernel,
             initrd: Initrd::Pending(Some(initrd)),
-            compression,
+            options,
             cmdline: Vec::new(),
             found_kernel: false,
             boot_dir: None,
         }
     }
 
-    fn open(&mut self) -> io::Result<&mut CpioSink<Compressor<BufWriter<I>>>> {
+    fn open(&mut self) -> io::Result<&mut InitrdWriter<BufWriter<I>>> {
         if let Initrd::Pending(w) = &mut self.initrd {
             let w = BufWriter::with_capacity(
                 1 << 20,
                 w.take()
                     .ok_or_else(|| io::Error::other("initrd writer lost"))?,
             );
-            let c = match self.compression {
-                Compression::Gzip => Compressor::Gzip(
-                    flate2::GzBuilder::new()
-                        .mtime(0)
-                        .write(w, flate2::Compression::default()),
-                ),
-                Compression::Zstd => {
-                    let mut enc = zstd::stream::write::Encoder::new(w, 9)?;
-                    enc.include_checksum(true)?;
-                    Compressor::Zstd(enc)
-                }
-                Compression::None => Compressor::Plain(w),
-            };
-            let mut sink = CpioSink::new(c);
+            let mut writer = InitrdWriter::new(w, &self.options)?;
             if let Some(boot) = self.boot_dir.take() {
-                sink.add(&boot, &mut io::empty())?;
+                writer.add(&boot, &mut io::empty())?;
             }
-            self.initrd = Initrd::Open(Box::new(sink));
+            self.initrd = Initrd::Open(Box::new(writer));
         }
         match &mut self.initrd {
             Initrd::Open(s) => Ok(s),
@@ -134,11 +99,7 @@ impl<K: Write, I: Write> KernelInitrd<K, I> {
         }
         self.open()?;
         let initrd = match self.initrd {
-            Initrd::Open(s) => s
-                .finish()?
-                .finish()?
-                .into_inner()
-                .map_err(|e| e.into_error())?,
+            Initrd::Open(s) => s.finish()?.into_inner().map_err(|e| e.into_error())?,
             Initrd::Pending(_) => return Err(io::Error::other("initrd not open")),
         };
         Ok((
@@ -172,5 +133,13 @@ impl<K: Write, I: Write> Sink for KernelInitrd<K, I> {
             }
             _ => self.open()?.add(e, data),
         }
+    }
+
+    fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
+        self.open()?.begin_segment(key)
+    }
+
+    fn end_segment(&mut self) -> io::Result<()> {
+        self.open()?.end_segment()
     }
 }

@@ -1,6 +1,6 @@
 //! A [`Sink`] that writes a tar archive (GNU long names, PAX for extended attributes).
 
-use kiln_assemble::{Entry, Kind, Sink};
+use kiln_fs::{Entry, Kind, Sink};
 use std::io::{self, Read, Write};
 
 /// Writes entries as a tar archive.

@@ -1,12 +1,15 @@
-//! Services: started concurrently (after the services they name in `dependsOn`), watched, and
-//! restarted by their policy (`restart: no | on-failure | always`, kiln's manifest extensions
-//! carried in runtime.json) with a delay that doubles from one second up to thirty, reset once a
-//! run lasts ten seconds.
+//! Services: their state, start order (after the services they name in `dependsOn`) and
+//! restart policy (`restart: no | on-failure | always`, kiln's manifest extensions carried in
+//! runtime.json) with a delay that doubles from one second up to thirty, reset once a run lasts
+//! ten seconds. Each run starts from the image: runtime.json's host mounts (a writable root's
+//! overlay) are made for the run and undone after it, as a restarted Kubernetes container gets
+//! a fresh writable layer; what must survive a restart goes in a volume or a bind.
 
-use nix::sys::wait::WaitStatus;
-use nix::unistd::Pid;
+use crate::control::WaitState;
+use kiln_runtime::{Exit, Running};
 use std::fs;
 use std::path::PathBuf;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// When a service is restarted.
@@ -20,6 +23,32 @@ pub enum Restart {
     Always,
 }
 
+/// Where a service is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not started yet (onboot is still running).
+    NotStarted,
+    /// Its process is running.
+    Running,
+    /// It ended and its restart is due at this time.
+    Restarting(Instant),
+    /// It ended (or failed to start) and no restart is pending.
+    Exited,
+    /// Stopped by the operator: not restarted until started again.
+    Stopped,
+}
+
+impl State {
+    /// Whether `kiln-ctl wait` for `wanted` is over.
+    pub fn reached(self, wanted: WaitState) -> bool {
+        match wanted {
+            WaitState::Running => self == State::Running,
+            WaitState::Exited => matches!(self, State::Restarting(_) | State::Exited),
+            WaitState::Stopped => matches!(self, State::Exited | State::Stopped),
+        }
+    }
+}
+
 /// One service and its state.
 #[derive(Debug)]
 pub struct Service {
@@ -31,16 +60,22 @@ pub struct Service {
     pub restart: Restart,
     /// Services it starts after.
     pub depends_on: Vec<String>,
-    /// The running process.
-    pub pid: Option<Pid>,
+    /// The running container.
+    pub running: Option<Running>,
+    /// The threads copying its output (of the current or the last run).
+    pub output: Vec<JoinHandle<()>>,
+    /// How its last run ended (None: never ran, or did not start).
+    pub last_exit: Option<Exit>,
+    /// Whether it was ever started (or tried to be).
+    pub tried: bool,
     /// Consecutive restarts.
     pub restarts: u32,
     /// When the current run started.
     pub started: Option<Instant>,
     /// When a restart is due.
     pub due: Option<Instant>,
-    /// Whether runtime.json's host mounts were made (once per boot).
-    pub prepared: bool,
+    /// When a stopped service that has not ended is killed.
+    pub kill_due: Option<Instant>,
     /// Stopped by the operator: not restarted until started again.
     pub held: bool,
     /// Restart at once when it exits (the operator asked for a restart).
@@ -72,19 +107,35 @@ impl Service {
             bundle,
             restart,
             depends_on,
-            pid: None,
+            running: None,
+            output: Vec::new(),
+            last_exit: None,
+            tried: false,
             restarts: 0,
             started: None,
             due: None,
-            prepared: false,
+            kill_due: None,
             held: false,
             restart_now: false,
         }
     }
 
-    /// Decide what follows an exit; returns the delay before the restart, if there is one.
-    pub fn exited(&mut self, status: &WaitStatus, now: Instant) -> Option<Duration> {
-        self.pid = None;
+    /// Where it is.
+    pub fn state(&self) -> State {
+        match (&self.running, self.due) {
+            (Some(_), _) => State::Running,
+            (None, Some(due)) => State::Restarting(due),
+            (None, None) if self.held => State::Stopped,
+            (None, None) if self.tried => State::Exited,
+            (None, None) => State::NotStarted,
+        }
+    }
+
+    /// Decide what follows an exit (the container is already cleaned up and `running` taken);
+    /// returns the delay before the restart, if there is one.
+    pub fn exited(&mut self, exit: Exit, now: Instant) -> Option<Duration> {
+        self.last_exit = Some(exit);
+        self.kill_due = None;
         if self.held {
             return None;
         }
@@ -93,7 +144,7 @@ impl Service {
             self.due = Some(now);
             return Some(Duration::ZERO);
         }
-        let failed = !matches!(status, WaitStatus::Exited(_, 0));
+        let failed = !exit.success();
         let again = match self.restart {
             Restart::No => false,
             Restart::OnFailure => failed,
@@ -118,15 +169,6 @@ impl Service {
 impl Service {
     /// One line of `kiln-ctl list`.
     pub fn describe(&self, now: Instant) -> String {
-        let state = match (self.pid, self.due) {
-            (Some(pid), _) => format!("running (pid {pid})"),
-            (None, Some(due)) => format!(
-                "restarting in {} s",
-                due.saturating_duration_since(now).as_secs()
-            ),
-            (None, None) if self.held => "stopped (held)".into(),
-            (None, None) => "stopped".into(),
-        };
         let policy = match self.restart {
             Restart::No => "no",
             Restart::OnFailure => "on-failure",
@@ -134,8 +176,27 @@ impl Service {
         };
         format!(
             "{:<20} {:<24} restarts {:<3} restart {policy}",
-            self.name, state, self.restarts
+            self.name,
+            self.state_text(now),
+            self.restarts
         )
+    }
+
+    /// Its state in words: `running (pid 42)`, `restarting in 3 s`, `exited (code 1)` ...
+    pub fn state_text(&self, now: Instant) -> String {
+        match (self.state(), &self.running) {
+            (_, Some(r)) => format!("running (pid {})", r.container_pid()),
+            (State::Restarting(due), None) => format!(
+                "restarting in {} s",
+                due.saturating_duration_since(now).as_secs()
+            ),
+            (State::Stopped, None) => "stopped (held)".into(),
+            (State::Exited, None) => match self.last_exit {
+                Some(exit) => format!("exited ({exit})"),
+                None => "failed to start".into(),
+            },
+            _ => "not started".into(),
+        }
     }
 }
 
@@ -188,18 +249,53 @@ mod tests {
     #[test]
     fn restart_policies_and_backoff() {
         let now = Instant::now();
-        let fail = WaitStatus::Exited(Pid::from_raw(9), 3);
-        let ok = WaitStatus::Exited(Pid::from_raw(9), 0);
-        assert_eq!(svc("n", &[], Restart::No).exited(&fail, now), None);
-        assert_eq!(svc("f", &[], Restart::OnFailure).exited(&ok, now), None);
+        let fail = Exit::Code(3);
+        let ok = Exit::Code(0);
+        assert_eq!(svc("n", &[], Restart::No).exited(fail, now), None);
+        assert_eq!(svc("f", &[], Restart::OnFailure).exited(ok, now), None);
         let mut f = svc("f", &[], Restart::OnFailure);
         let delays: Vec<_> = (0..7)
-            .map(|_| f.exited(&fail, now).map(|d| d.as_secs()))
+            .map(|_| f.exited(fail, now).map(|d| d.as_secs()))
             .collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30].map(Some).to_vec());
         assert_eq!(
-            svc("a", &[], Restart::Always).exited(&ok, now),
+            svc("a", &[], Restart::Always).exited(ok, now),
             Some(Duration::from_secs(1))
         );
+        assert_eq!(
+            svc("s", &[], Restart::Always).exited(Exit::Signal(9), now),
+            Some(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn states_answer_waits() {
+        let now = Instant::now();
+        let mut s = svc("s", &[], Restart::OnFailure);
+        assert_eq!(s.state(), State::NotStarted);
+        assert!(!s.state().reached(WaitState::Stopped));
+        assert!(!s.state().reached(WaitState::Exited));
+        s.tried = true;
+        s.exited(Exit::Code(1), now);
+        assert!(matches!(s.state(), State::Restarting(_)));
+        assert!(s.state().reached(WaitState::Exited));
+        assert!(!s.state().reached(WaitState::Stopped));
+        assert!(
+            s.describe(now).contains("restarting in 1 s"),
+            "{}",
+            s.describe(now)
+        );
+        s.due = None;
+        assert_eq!(s.state(), State::Exited);
+        assert!(s.state().reached(WaitState::Stopped) && s.state().reached(WaitState::Exited));
+        assert!(
+            s.describe(now).contains("exited (code 1)"),
+            "{}",
+            s.describe(now)
+        );
+        s.held = true;
+        assert_eq!(s.state(), State::Stopped);
+        assert!(s.state().reached(WaitState::Stopped) && !s.state().reached(WaitState::Exited));
+        assert!(s.describe(now).contains("stopped (held)"));
     }
 }

@@ -1,6 +1,7 @@
 //! Loading manifests: YAML parsing with located errors, merging several files, validation.
 
 use crate::error::{Diagnostic, ManifestError};
+use crate::limits::{self, MAX_DOCUMENT_BYTES};
 use crate::locate::{Locations, Position};
 use crate::schema::{File, Id, Image, Manifest};
 use std::collections::HashMap;
@@ -45,10 +46,7 @@ impl ManifestSet {
         let mut set = ManifestSet::default();
         for p in paths {
             let p = p.as_ref();
-            let text = std::fs::read_to_string(p).map_err(|source| ManifestError::Read {
-                path: p.display().to_string(),
-                source,
-            })?;
+            let text = read_bounded(p)?;
             set.add(&p.display().to_string(), &text)?;
         }
         set.validate()?;
@@ -144,6 +142,11 @@ impl ManifestSet {
                 if img.name.is_empty() {
                     return Err(self.missing(section, i, "name", "a container needs a name"));
                 }
+                if let Err(r) = crate::paths::check_name(&img.name) {
+                    let mut d = self.diagnostic(section, i, "name", r.message);
+                    d.help = Some(r.help);
+                    return Err(d.into());
+                }
                 if img.image.is_empty() {
                     return Err(self.missing(
                         section,
@@ -216,7 +219,49 @@ impl ManifestSet {
             self.check_id("files", i, "uid", f.uid.as_ref())?;
             self.check_id("files", i, "gid", f.gid.as_ref())?;
         }
-        Ok(())
+        self.check_file_conflicts()
+    }
+
+    /// No two `files` entries share a path, and none lies beneath an entry that is not a
+    /// directory (call after every entry's path passed [`crate::paths::check_file_path`]).
+    fn check_file_conflicts(&self) -> Result<(), ManifestError> {
+        let files = &self.manifest.files;
+        let conflict =
+            crate::paths::find_conflict(files.iter().map(|f| (f.image_path(), f.directory)));
+        let (at, message, help) = match conflict {
+            None => return Ok(()),
+            Some(crate::paths::Conflict::Duplicate { first, later }) => (
+                later,
+                format!("duplicate file path `{}`", files[later].image_path()),
+                format!(
+                    "each path may appear once in files; it is first used at {}: remove one of the entries",
+                    self.where_is("files", first, "path")
+                ),
+            ),
+            Some(crate::paths::Conflict::Beneath { parent, child }) => {
+                let kind = if files[parent].symlink.is_empty() {
+                    "a file"
+                } else {
+                    "a symlink"
+                };
+                let (at, other) = (parent.max(child), parent.min(child));
+                (
+                    at,
+                    format!(
+                        "file path `{}` lies beneath `{}`, which is {kind}",
+                        files[child].image_path(),
+                        files[parent].image_path()
+                    ),
+                    format!(
+                        "the other entry is at {}; a file or symlink cannot hold other files: make it a directory (`directory: true`) or move one of the entries",
+                        self.where_is("files", other, "path")
+                    ),
+                )
+            }
+        };
+        let mut d = self.diagnostic("files", at, "path", message);
+        d.help = Some(help);
+        Err(d.into())
     }
 
     fn where_is(&self, section: &str, index: usize, field: &str) -> String {
@@ -272,18 +317,27 @@ impl ManifestSet {
             d.help = Some(help.to_string());
             d.into()
         };
-        if f.path.trim_start_matches('/').is_empty() {
+        if f.path.is_empty() {
             return Err(err(
                 "path",
                 "file path is empty".into(),
                 "give the path of the file in the image, such as `etc/motd`",
             ));
         }
-        if f.path.split('/').any(|c| c == "..") {
+        if let Err(r) = crate::paths::check_file_path(&f.path, f.directory) {
+            return Err(err("path", r.message, &r.help));
+        }
+        if let Err(r) = crate::paths::check_symlink_target(&f.symlink) {
+            return Err(err("symlink", r.message, &r.help));
+        }
+        if f.source.contains('\0') {
             return Err(err(
-                "path",
-                format!("file path `{}` contains `..`", f.path),
-                "paths are inside the image; remove `..`",
+                "source",
+                format!(
+                    "source path `{}` contains a NUL byte",
+                    f.source.escape_debug()
+                ),
+                "a path cannot contain NUL; remove it",
             ));
         }
         let kinds = [
@@ -333,6 +387,36 @@ impl ManifestSet {
     }
 }
 
+/// Read a manifest file, but no more than one byte beyond [`MAX_DOCUMENT_BYTES`]: a longer
+/// file is refused by [`parse_document`] with its size limit, and an endless one (a device, a
+/// pipe) does not eat memory.
+fn read_bounded(p: &Path) -> Result<String, ManifestError> {
+    use std::io::Read;
+    let read_err = |source| ManifestError::Read {
+        path: p.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(p).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_DOCUMENT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        // A cut through a multi-byte character at the limit: the size check refuses it anyway.
+        Err(e) if e.as_bytes().len() > MAX_DOCUMENT_BYTES => {
+            String::from_utf8_lossy(e.as_bytes()).into_owned()
+        }
+        Err(e) => {
+            return Err(read_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not UTF-8 text: {}", e.utf8_error()),
+            )));
+        }
+    };
+    Ok(text)
+}
+
 fn join_field(base: &str, field: &str) -> String {
     match field {
         "" => base.to_string(),
@@ -342,7 +426,11 @@ fn join_field(base: &str, field: &str) -> String {
 }
 
 /// Parse one YAML document into a manifest, with a located, helpful error.
+///
+/// The text is refused, before any parsing, when it is larger than [`MAX_DOCUMENT_BYTES`] or
+/// nests deeper than [`MAX_DEPTH`](crate::limits::MAX_DEPTH).
 pub fn parse_document(name: &str, text: &str) -> Result<Manifest, Box<Diagnostic>> {
+    limits::check(name, text, limits::Kind::Manifest)?;
     if text.trim().is_empty() {
         return Ok(Manifest::default());
     }
@@ -350,8 +438,13 @@ pub fn parse_document(name: &str, text: &str) -> Result<Manifest, Box<Diagnostic
 }
 
 /// Parse an `org.mobyproject.config` image label (JSON or YAML).
+///
+/// The text is refused, before any parsing, when it is larger than
+/// [`MAX_LABEL_BYTES`](crate::limits::MAX_LABEL_BYTES) or nests deeper than
+/// [`MAX_DEPTH`](crate::limits::MAX_DEPTH).
 pub fn parse_label(image: &str, text: &str) -> Result<Image, Box<Diagnostic>> {
     let label_name = format!("label org.mobyproject.config of {image}");
+    limits::check(&label_name, text, limits::Kind::Label)?;
     let img: Image =
         serde_norway::from_str(text).map_err(|e| serde_diagnostic(&label_name, text, &e))?;
     for (key, value) in [("name", &img.name), ("image", &img.image)] {
@@ -395,8 +488,10 @@ fn serde_diagnostic(name: &str, text: &str, e: &serde_norway::Error) -> Diagnost
         && let Some((field, expected)) = rest.split_once('`')
     {
         let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        // A misspelt key is short; comparing a long one costs time for nothing.
         let best = candidates
             .iter()
+            .filter(|_| field.len() <= SHOWN_CHARS)
             .map(|c| (strsim::damerau_levenshtein(field, c), *c))
             .min();
         help = Some(match best {
@@ -415,8 +510,8 @@ fn serde_diagnostic(name: &str, text: &str, e: &serde_norway::Error) -> Diagnost
             file: name.into(),
             line: pos.map(|p| p.line),
             column: pos.map(|p| p.column),
-            path: key_path,
-            message: format!("unknown key `{field}`"),
+            path: shorten(&key_path, SHOWN_CHARS),
+            message: format!("unknown key `{}`", shorten(field, SHOWN_CHARS)),
             help,
         };
     }
@@ -443,9 +538,21 @@ fn serde_diagnostic(name: &str, text: &str, e: &serde_norway::Error) -> Diagnost
         file: name.into(),
         line: pos.map(|p| p.line),
         column: pos.map(|p| p.column),
-        path,
-        message,
+        path: shorten(&path, SHOWN_CHARS * 4),
+        // serde quotes offending values whole; a long one is cut.
+        message: shorten(&message, SHOWN_CHARS * 4),
         help,
+    }
+}
+
+/// How much of a key from the input an error shows.
+const SHOWN_CHARS: usize = 64;
+
+/// `s` cut to at most `max` characters, marked with `…` where cut.
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_string(),
     }
 }
 
@@ -459,13 +566,63 @@ fn expectation_help(path: &str) -> String {
         "oomScoreAdj" | "major" | "minor" => format!("`{key}` takes an integer"),
         "uid" | "gid" | "additionalGids" => format!("`{key}` takes a number or a container name"),
         "mode" => "`mode` takes an octal string such as \"0644\"".into(),
-        _ => format!("check the type of `{key}` against the manifest reference (docs/manifest.md)"),
+        _ => format!(
+            "check the type of `{key}` against the manifest reference: docs/manifest.md#{}",
+            reference_anchor(path)
+        ),
+    }
+}
+
+/// The section of docs/manifest.md that documents the key at `path` (`onboot[0].binds`).
+fn reference_anchor(path: &str) -> &'static str {
+    let section = path.split(['.', '[']).next().unwrap_or(path);
+    match section {
+        "kernel" => "kernel",
+        "init" => "init",
+        "onboot" | "onshutdown" | "services" => "key-summary",
+        "files" => "files",
+        "volumes" => "volumes",
+        "trust" => "trust",
+        _ => "top-level",
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_anchors_exist_in_the_manifest_reference() {
+        let doc = include_str!("../../../docs/manifest.md");
+        let anchors: Vec<String> = doc
+            .lines()
+            .filter(|l| l.starts_with("## ") || l.starts_with("### "))
+            .map(|l| {
+                l.trim_start_matches('#')
+                    .trim()
+                    .to_lowercase()
+                    .chars()
+                    .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-')
+                    .map(|c| if c == ' ' { '-' } else { c })
+                    .collect()
+            })
+            .collect();
+        for path in [
+            "kernel.x",
+            "init[0]",
+            "onboot[1].binds",
+            "files[0].x",
+            "volumes[0].x",
+            "trust.x",
+            "x",
+        ] {
+            let anchor = reference_anchor(path);
+            assert!(
+                anchors.iter().any(|a| a == anchor),
+                "docs/manifest.md has no #{anchor}"
+            );
+        }
+    }
 
     fn load(docs: &[(&str, &str)]) -> Result<ManifestSet, ManifestError> {
         let mut set = ManifestSet::default();

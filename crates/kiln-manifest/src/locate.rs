@@ -2,6 +2,7 @@
 //! line and column of the value (and of its key). serde does not keep positions, so semantic
 //! errors found after parsing look their position up here.
 
+use crate::limits::{MAX_DEPTH, MAX_VALUES};
 use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
@@ -25,13 +26,30 @@ pub struct Locations {
 impl Locations {
     /// Index `text`. A document that does not parse yields an empty index (serde reports the
     /// syntax error with its own position).
+    /// The walk pulls events one at a time, without recursion. It yields an empty index where
+    /// the document nests deeper than [`MAX_DEPTH`] and stops indexing after [`MAX_VALUES`]
+    /// values, bounds that documents the parser accepts never pass: its time and memory stay
+    /// linear in the size of the text.
     pub fn index(text: &str) -> Self {
         let mut walker = Walker::default();
         let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut walker, false).is_err() {
-            return Self::default();
+        let mut events = 0usize;
+        loop {
+            match parser.next_token() {
+                Ok((Event::DocumentEnd | Event::StreamEnd, _)) => return walker.locations,
+                Ok((ev, mark)) => {
+                    walker.on_event(ev, mark);
+                    events += 1;
+                    if walker.stack.len() > MAX_DEPTH {
+                        return Self::default();
+                    }
+                    if events > 2 * MAX_VALUES {
+                        return walker.locations;
+                    }
+                }
+                Err(_) => return Self::default(),
+            }
         }
-        walker.locations
     }
 
     /// Position of the value at `path`, falling back to its key, then to the nearest ancestor.

@@ -20,10 +20,11 @@ mod reference;
 pub mod registry;
 pub mod spec;
 mod store;
+pub mod transport;
 
 pub use digest::{Digest, DigestError, HashingWriter};
 pub use reference::{DEFAULT_REGISTRY, Reference, ReferenceError};
 pub use store::{
-    BlobWriter, Entry, GcStats, Image, MAX_JSON_BLOB, Store, StoreError, WriteGuard, decompress,
-    media_type_of, select_platform,
+    BlobWriter, Entry, GcStats, Image, ImageLayers, MAX_JSON_BLOB, Store, StoreError, WriteGuard,
+    decompress, media_type_of, select_platform,
 };

@@ -1,21 +1,30 @@
 //! The registry client: pull and push over the OCI distribution API.
 //!
-//! Transport, token and basic authentication come from `oci-client`; this module decides what to
-//! fetch, verifies every manifest and blob against its digest as it streams into the store,
-//! fetches layers in parallel, retries with backoff, maps registries to mirrors, and reads
-//! credentials from the Docker config file (`$DOCKER_CONFIG/config.json`, else
-//! `~/.docker/config.json`). Plain HTTP is used for localhost, 127.0.0.0/8, ::1 and registries
-//! marked insecure.
+//! Pulls go through [`crate::transport`]: every response is read with a size cap (manifests,
+//! indexes and configs at [`MAX_JSON_BLOB`], blobs at their descriptor's size), an overall
+//! deadline and a minimum transfer rate ([`TransferLimits`]), and only transient failures are
+//! retried. A pull writes the blobs, then the manifests, and names the image last, so a failed
+//! pull names nothing. This module decides what to fetch, verifies every manifest and blob
+//! against its digest and size as it streams into the store, fetches layers in parallel, maps
+//! registries to mirrors, and reads credentials from the Docker config file
+//! (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`). Pushes use `oci-client`.
+//! Plain HTTP is used for localhost, 127.0.0.0/8, ::1 and registries marked insecure.
 
 use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::spec::{self, Descriptor, Index, Manifest};
-use crate::store::{Store, StoreError, media_type_of, select_platform};
+use crate::store::{MAX_JSON_BLOB, Store, StoreError, media_type_of, select_platform};
+use crate::transport::{Credentials, MAX_JSON_VALUES, Session, TransferError, check_json_size};
 use futures_util::{StreamExt, TryStreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use std::io::{Read, Write};
 use std::time::Duration;
+
+pub use crate::transport::{TransferLimits, parse_seconds};
+
+/// Most layers kiln accepts in one image (overlay file systems stop far below this).
+pub const MAX_LAYERS: usize = 1024;
 
 /// Errors of registry operations.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +75,8 @@ pub struct RegistryOptions {
     pub parallel: usize,
     /// Download progress, for a progress display.
     pub progress: Option<PullProgress>,
+    /// Deadlines and the minimum transfer rate of every request of a pull.
+    pub limits: TransferLimits,
 }
 
 /// Parse `REGISTRY=URL` mirror flags.
@@ -133,17 +144,13 @@ fn client_ref(t: &Target, r: &Reference, digest: Option<&str>) -> oci_client::Re
     }
 }
 
-/// Credentials for `host` from the Docker config file, else anonymous.
-pub fn credentials(host: &str) -> RegistryAuth {
+/// Credentials for `host` from the Docker config file, if it has any.
+pub fn docker_credentials(host: &str) -> Option<Credentials> {
     let dir = std::env::var_os("DOCKER_CONFIG")
         .map(std::path::PathBuf::from)
-        .or_else(|| dirs::home_dir().map(|h| h.join(".docker")));
-    let Some(Ok(text)) = dir.map(|d| std::fs::read_to_string(d.join("config.json"))) else {
-        return RegistryAuth::Anonymous;
-    };
-    let Ok(cfg) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return RegistryAuth::Anonymous;
-    };
+        .or_else(|| dirs::home_dir().map(|h| h.join(".docker")))?;
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let cfg = serde_json::from_str::<serde_json::Value>(&text).ok()?;
     let keys: Vec<String> = if host == "docker.io" || host == "index.docker.io" {
         vec![
             "https://index.docker.io/v1/".into(),
@@ -165,18 +172,32 @@ pub fn credentials(host: &str) -> RegistryAuth {
             entry.get("username").and_then(|v| v.as_str()),
             entry.get("password").and_then(|v| v.as_str()),
         ) {
-            return RegistryAuth::Basic(u.into(), p.into());
+            return Some(Credentials {
+                username: u.into(),
+                password: p.into(),
+            });
         }
         if let Some(auth) = entry.get("auth").and_then(|v| v.as_str()) {
             use base64::Engine as _;
             if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(auth)
                 && let Some((u, p)) = String::from_utf8_lossy(&raw).split_once(':')
             {
-                return RegistryAuth::Basic(u.into(), p.into());
+                return Some(Credentials {
+                    username: u.into(),
+                    password: p.into(),
+                });
             }
         }
     }
-    RegistryAuth::Anonymous
+    None
+}
+
+/// Credentials for `host` from the Docker config file, else anonymous.
+pub fn credentials(host: &str) -> RegistryAuth {
+    match docker_credentials(host) {
+        Some(c) => RegistryAuth::Basic(c.username, c.password),
+        None => RegistryAuth::Anonymous,
+    }
 }
 
 const ACCEPT: [&str; 4] = [
@@ -186,7 +207,34 @@ const ACCEPT: [&str; 4] = [
     spec::MEDIA_DOCKER_LIST,
 ];
 
-async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, String>
+/// Attempts of a request that fails transiently.
+const ATTEMPTS: u32 = 4;
+
+/// Run `f` until it succeeds, fails for good, or has failed [`ATTEMPTS`] times; only
+/// transient failures (network errors, stalls, 5xx, 429) are tried again.
+async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, TransferError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, TransferError>>,
+{
+    let mut delay = Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < ATTEMPTS && e.is_transient() => {
+                tracing::warn!("{what}: attempt {attempt} failed: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The same for pushes, whose errors come from `oci-client` as text.
+async fn retry_push<T, F, Fut>(what: &str, mut f: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
@@ -197,11 +245,12 @@ where
         match f().await {
             Ok(v) => return Ok(v),
             Err(e)
-                if attempt >= 4
+                if attempt >= ATTEMPTS
                     || e.contains("MANIFEST_UNKNOWN")
                     || e.contains("NAME_UNKNOWN")
                     || e.contains("not found")
-                    || e.contains("digest mismatch") =>
+                    || e.contains("digest mismatch")
+                    || e.contains("Digest error") =>
             {
                 return Err(e);
             }
@@ -222,7 +271,133 @@ fn runtime() -> Result<tokio::runtime::Runtime, RegistryError> {
         .map_err(RegistryError::Runtime)
 }
 
+/// What a manifest or index received from a registry asks kiln to fetch next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextStep {
+    /// An index: the manifest it lists for the platform.
+    Manifest(Descriptor),
+    /// An image manifest: its config and layers.
+    Blobs {
+        /// The config blob (at most [`MAX_JSON_BLOB`] bytes).
+        config: Descriptor,
+        /// The layers, bottom first (at most [`MAX_LAYERS`]).
+        layers: Vec<Descriptor>,
+    },
+}
+
+fn invalid(what: &str, why: impl Into<String>) -> TransferError {
+    TransferError::Invalid {
+        what: what.into(),
+        why: why.into(),
+    }
+}
+
+fn check_descriptor(d: &Descriptor, what: &str) -> Result<(), TransferError> {
+    d.digest
+        .parse::<Digest>()
+        .map(|_| ())
+        .map_err(|e| invalid(what, e.to_string()))
+}
+
+/// Check a manifest or index `data` received for `what` and say what to fetch next for
+/// linux/`arch`: the platform's manifest, or the blobs. Refuses a config or platform manifest
+/// larger than [`MAX_JSON_BLOB`], more than [`MAX_LAYERS`] layers, invalid digests, and media
+/// types kiln cannot read. `index_allowed` is false for the manifest an index pointed to.
+pub fn next_step(
+    data: &[u8],
+    what: &str,
+    arch: &str,
+    index_allowed: bool,
+) -> Result<NextStep, TransferError> {
+    check_json_size(data, MAX_JSON_VALUES).map_err(|why| invalid(what, why))?;
+    let media = media_type_of(data);
+    if spec::is_index(&media) {
+        if !index_allowed {
+            return Err(invalid(what, "it is an index inside an index"));
+        }
+        let index: Index = serde_json::from_slice(data)
+            .map_err(|e| invalid(what, format!("not a valid index: {e}")))?;
+        let arch = spec::normalize_arch(arch);
+        let chosen = select_platform(&index, arch).ok_or_else(|| {
+            let have: Vec<String> = index
+                .manifests
+                .iter()
+                .filter_map(|m| m.platform.as_ref())
+                .take(20)
+                .map(|p| format!("{}/{}", p.os, p.architecture))
+                .collect();
+            invalid(
+                what,
+                format!(
+                    "no linux/{arch} image in the index (it has: {})",
+                    if have.is_empty() {
+                        "none".into()
+                    } else {
+                        have.join(", ")
+                    }
+                ),
+            )
+        })?;
+        let entry = format!("manifest {} for linux/{arch}", chosen.digest);
+        check_descriptor(chosen, &entry)?;
+        if spec::is_index(&chosen.media_type) {
+            return Err(invalid(&entry, "it is an index inside an index"));
+        }
+        if chosen.size > MAX_JSON_BLOB {
+            return Err(TransferError::TooLarge {
+                what: entry,
+                limit: MAX_JSON_BLOB,
+                announced: Some(chosen.size),
+            });
+        }
+        return Ok(NextStep::Manifest(chosen.clone()));
+    }
+    if media != spec::MEDIA_OCI_MANIFEST && media != spec::MEDIA_DOCKER_MANIFEST {
+        return Err(invalid(
+            what,
+            format!("media type `{media}` is not an OCI or Docker v2 image manifest or index"),
+        ));
+    }
+    let m: Manifest = serde_json::from_slice(data)
+        .map_err(|e| invalid(what, format!("not a valid image manifest: {e}")))?;
+    if m.schema_version != 2 {
+        return Err(invalid(
+            what,
+            format!("schemaVersion is {}, kiln reads 2", m.schema_version),
+        ));
+    }
+    let config_what = format!("config {}", m.config.digest);
+    check_descriptor(&m.config, &config_what)?;
+    if m.config.size > MAX_JSON_BLOB {
+        return Err(TransferError::TooLarge {
+            what: config_what,
+            limit: MAX_JSON_BLOB,
+            announced: Some(m.config.size),
+        });
+    }
+    if m.layers.len() > MAX_LAYERS {
+        return Err(invalid(
+            what,
+            format!(
+                "it lists {} layers, more than the {MAX_LAYERS} kiln accepts",
+                m.layers.len()
+            ),
+        ));
+    }
+    for l in &m.layers {
+        check_descriptor(l, &format!("layer {}", l.digest))?;
+    }
+    Ok(NextStep::Blobs {
+        config: m.config,
+        layers: m.layers,
+    })
+}
+
 /// Pull `r` into the store for `opts.arch`; returns the digest its name now points to.
+///
+/// Blobs are written first, then the manifests, and the name last: a pull that fails names
+/// nothing (blobs it wrote stay unnamed until `gc`; partial files are removed, or by `gc`
+/// when the process was killed).
 pub fn pull(store: &Store, r: &Reference, opts: &RegistryOptions) -> Result<Digest, RegistryError> {
     runtime()?.block_on(pull_async(store, r, opts))
 }
@@ -234,130 +409,194 @@ async fn pull_async(
 ) -> Result<Digest, RegistryError> {
     let _guard = store.write_guard()?;
     let t = target(r, opts);
-    let c = client(&t);
-    let auth = credentials(&t.host);
-    let remote = |operation, message: String| RegistryError::Remote {
+    let image = r.to_string();
+    let remote = |operation, e: TransferError| RegistryError::Remote {
         registry: t.host.clone(),
         operation,
-        image: r.to_string(),
-        message,
+        image: image.clone(),
+        message: e.to_string(),
     };
-    let fetch_manifest = |digest: Option<String>| {
-        let (c, auth) = (&c, &auth);
-        let cref = client_ref(&t, r, digest.as_deref());
-        async move {
-            retry(&format!("manifest of {r}"), || async {
-                c.pull_manifest_raw(&cref, auth, &ACCEPT)
-                    .await
-                    .map_err(|e| e.to_string())
+    let session = Session::new(
+        &t.host,
+        t.http,
+        &r.repository,
+        docker_credentials(&t.host),
+        opts.limits,
+    )
+    .map_err(|e| remote("connect", e))?;
+    let session = &session;
+
+    // The manifest (or index) the reference names.
+    let top_digest: Option<Digest> = r
+        .digest
+        .as_ref()
+        .map(|d| d.parse())
+        .transpose()
+        .map_err(StoreError::from)?;
+    let url = session.url("manifests", &r.target());
+    let (top, top_actual) = retry(&format!("manifest of {r}"), || {
+        session.get_json(
+            &url,
+            &ACCEPT,
+            MAX_JSON_BLOB,
+            top_digest.as_ref(),
+            None,
+            "manifest",
+        )
+    })
+    .await
+    .map_err(|e| remote("pull manifest", e))?;
+    let top_media = media_type_of(&top);
+
+    // For an index, the platform's manifest.
+    let mut platform: Option<(Vec<u8>, Digest)> = None;
+    let step = match next_step(&top, "manifest", &opts.arch, true)
+        .map_err(|e| remote("pull manifest", e))?
+    {
+        NextStep::Manifest(chosen) => {
+            let expected: Digest = chosen.digest.parse().map_err(StoreError::from)?;
+            let what = format!(
+                "manifest {} for linux/{}",
+                chosen.digest,
+                spec::normalize_arch(&opts.arch)
+            );
+            let url = session.url("manifests", &chosen.digest);
+            let (data, digest) = retry(&format!("{what} of {r}"), || {
+                session.get_json(
+                    &url,
+                    &ACCEPT,
+                    MAX_JSON_BLOB,
+                    Some(&expected),
+                    Some(chosen.size),
+                    &what,
+                )
             })
             .await
-        }
-    };
-    let (data, _) = fetch_manifest(None)
-        .await
-        .map_err(|e| remote("pull manifest", e))?;
-    let top = store.put_bytes(
-        &data,
-        r.digest
-            .as_ref()
-            .map(|d| d.parse())
-            .transpose()
-            .map_err(StoreError::from)?
-            .as_ref(),
-        &format!("manifest of {r}"),
-    )?;
-    let top_media = media_type_of(&data);
-    let mut manifest_bytes = data.to_vec();
-    if spec::is_index(&top_media) {
-        let index: Index = serde_json::from_slice(&data).map_err(|source| StoreError::Json {
-            what: format!("index of {r}"),
-            source,
-        })?;
-        let chosen = select_platform(&index, &opts.arch)
-            .ok_or_else(|| {
-                remote(
-                    "select platform",
-                    format!(
-                        "no linux/{} image in the index",
-                        spec::normalize_arch(&opts.arch)
-                    ),
-                )
-            })?
-            .clone();
-        let expected: Digest = chosen.digest.parse().map_err(StoreError::from)?;
-        let (m, _) = fetch_manifest(Some(chosen.digest.clone()))
-            .await
             .map_err(|e| remote("pull manifest", e))?;
-        store.put_bytes(&m, Some(&expected), &format!("manifest of {r}"))?;
-        manifest_bytes = m.to_vec();
-    }
-    let manifest: Manifest =
-        serde_json::from_slice(&manifest_bytes).map_err(|source| StoreError::Json {
-            what: format!("manifest of {r}"),
-            source,
-        })?;
-    let mut blobs = vec![manifest.config.clone()];
-    blobs.extend(manifest.layers.iter().cloned());
+            let step = next_step(&data, &what, &opts.arch, false)
+                .map_err(|e| remote("pull manifest", e))?;
+            platform = Some((data, digest));
+            step
+        }
+        step => step,
+    };
+    let NextStep::Blobs { config, layers } = step else {
+        return Err(remote(
+            "pull manifest",
+            invalid("manifest", "it is an index inside an index"),
+        ));
+    };
+
+    // The blobs: config and layers, in parallel.
+    let config_digest: Digest = config.digest.parse().map_err(StoreError::from)?;
+    let blobs = std::iter::once((config, "config")).chain(layers.into_iter().map(|l| (l, "layer")));
     let parallel = opts.parallel.max(1);
-    futures_util::stream::iter(blobs.into_iter().map(|b| {
-        let (c, auth, t, p) = (&c, &auth, &t, opts.progress.as_ref());
-        async move { fetch_blob(store, c, auth, t, r, &b, p).await }
+    futures_util::stream::iter(blobs.map(|(b, kind)| {
+        let (p, image) = (opts.progress.as_ref(), image.as_str());
+        async move {
+            let what = format!("{kind} {}", b.digest);
+            fetch_blob(store, session, image, &b, &what, p)
+                .await
+                .map_err(|e| remote("pull blob", e))
+        }
     }))
     .buffer_unordered(parallel)
     .try_collect::<Vec<()>>()
     .await?;
-    let desc = Descriptor::new(top_media, &top, data.len() as u64);
+
+    // The config must parse in bounded memory wherever it is read later.
+    let config_what = format!("config {}", config_digest);
+    let config_data = store.read_json_blob(&config_digest, &format!("{config_what} of {r}"))?;
+    check_json_size(&config_data, MAX_JSON_VALUES)
+        .map_err(|why| remote("pull blob", invalid(&config_what, why)))?;
+    drop(config_data);
+
+    // Then the manifests, then the name.
+    if let Some((data, digest)) = &platform {
+        store.put_bytes(data, Some(digest), &format!("manifest of {r}"))?;
+    }
+    let top_stored = store.put_bytes(&top, Some(&top_actual), &format!("manifest of {r}"))?;
+    let desc = Descriptor::new(top_media, &top_stored, top.len() as u64);
+    store.resolve_descriptor(&image, &desc, &opts.arch)?;
     store.tag(r, desc)?;
-    store.resolve(r, &opts.arch)?;
-    Ok(top)
+    Ok(top_stored)
 }
 
+fn store_error(e: StoreError) -> TransferError {
+    match e {
+        StoreError::DigestMismatch {
+            what,
+            expected,
+            actual,
+        } => TransferError::DigestMismatch {
+            what,
+            expected,
+            actual,
+        },
+        other => TransferError::Store(other.to_string()),
+    }
+}
+
+/// Fetch one blob into the store, stopped at its descriptor's size and verified.
 async fn fetch_blob(
     store: &Store,
-    c: &oci_client::Client,
-    auth: &RegistryAuth,
-    t: &Target,
-    r: &Reference,
+    session: &Session,
+    image: &str,
     b: &Descriptor,
+    what: &str,
     progress: Option<&PullProgress>,
-) -> Result<(), RegistryError> {
-    let expected: Digest = b.digest.parse().map_err(StoreError::from)?;
+) -> Result<(), TransferError> {
+    let expected: Digest = b
+        .digest
+        .parse()
+        .map_err(|e: crate::DigestError| invalid(what, e.to_string()))?;
     if store.has_blob(&expected) {
+        let path = store.blob_path(&expected);
+        let size = std::fs::metadata(&path)
+            .map_err(|e| TransferError::Store(format!("{}: {e}", path.display())))?
+            .len();
+        if size != b.size {
+            return Err(TransferError::SizeMismatch {
+                what: what.into(),
+                expected: b.size,
+                got: format!("the store holds {size} bytes for it"),
+            });
+        }
         return Ok(());
     }
-    // Authenticate once per client (the token is cached) before streaming.
-    let cref = client_ref(t, r, None);
-    let _ = c
-        .auth(&cref, auth, oci_client::RegistryOperation::Pull)
-        .await;
-    let what = format!("blob {} of {r}", b.digest);
-    retry(&what, || async {
-        let mut stream = c
-            .pull_blob_stream(&cref, b.digest.as_str())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut w = store.blob_writer().map_err(|e| e.to_string())?;
-        let mut done = 0u64;
-        while let Some(chunk) = stream.stream.next().await {
-            let chunk = chunk.map_err(|e| e.to_string())?;
-            w.write_all(&chunk).map_err(|e| e.to_string())?;
-            done += chunk.len() as u64;
+    let url = session.url("blobs", &b.digest);
+    retry(&format!("{what} of {image}"), || async {
+        let mut resp = session.get(&url, &[]).await?;
+        if let Some(n) = resp.content_length {
+            crate::transport::check_announced(n, u64::MAX, Some(b.size), what)?;
+        }
+        let mut w = store.blob_writer().map_err(store_error)?;
+        while let Some(chunk) = resp.body.next().await? {
+            if resp.body.received > b.size {
+                return Err(TransferError::SizeMismatch {
+                    what: what.into(),
+                    expected: b.size,
+                    got: format!("the registry sent more than {} bytes", b.size),
+                });
+            }
+            w.write_all(&chunk)
+                .map_err(|e| TransferError::Store(format!("{}: {e}", store.root().display())))?;
             if let Some(p) = progress {
-                (p.0)(&r.to_string(), &b.digest, done, b.size);
+                (p.0)(image, &b.digest, resp.body.received, b.size);
             }
         }
-        w.commit(Some(&expected), &what)
+        if resp.body.received != b.size {
+            return Err(TransferError::SizeMismatch {
+                what: what.into(),
+                expected: b.size,
+                got: format!("the registry sent {} bytes", resp.body.received),
+            });
+        }
+        w.commit(Some(&expected), what)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(store_error)
     })
     .await
-    .map_err(|message| RegistryError::Remote {
-        registry: t.host.clone(),
-        operation: "pull blob",
-        image: r.to_string(),
-        message,
-    })
 }
 
 /// Push the store's image `r` to the registry it names.
@@ -423,7 +662,7 @@ async fn push_async(
         };
         let ct = http::HeaderValue::from_str(&media)
             .map_err(|e| remote("push manifest", e.to_string()))?;
-        retry("push manifest", || async {
+        retry_push("push manifest", || async {
             c.push_manifest_raw(&mref, data.clone(), ct.clone())
                 .await
                 .map_err(|e| e.to_string())
@@ -447,7 +686,7 @@ async fn push_blob(
         .digest
         .parse()
         .map_err(|e: crate::DigestError| e.to_string())?;
-    retry(&format!("push {}", b.digest), || async {
+    retry_push(&format!("push {}", b.digest), || async {
         let file = store.open_blob(&digest).map_err(|e| e.to_string())?;
         let size = file.metadata().map_err(|e| e.to_string())?.len();
         let stream = futures_util::stream::try_unfold(file, |mut f| async move {
@@ -472,6 +711,97 @@ async fn push_blob(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn desc(media: &str, data: &[u8]) -> serde_json::Value {
+        serde_json::json!({"mediaType": media, "digest": Digest::of(data).to_string(), "size": data.len()})
+    }
+
+    fn manifest(config_size: u64, layers: usize) -> Vec<u8> {
+        let layer = desc(spec::MEDIA_OCI_LAYER, b"layer");
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": spec::MEDIA_OCI_MANIFEST,
+            "config": {"mediaType": spec::MEDIA_OCI_CONFIG, "digest": Digest::of(b"c").to_string(), "size": config_size},
+            "layers": vec![layer; layers],
+        }))
+        .expect("json")
+    }
+
+    #[test]
+    fn next_step_follows_an_index_to_the_platform() {
+        let m = manifest(10, 1);
+        let mut entry = desc(spec::MEDIA_OCI_MANIFEST, &m);
+        entry["platform"] = serde_json::json!({"os": "linux", "architecture": "arm64"});
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": spec::MEDIA_OCI_INDEX, "manifests": [entry]
+        }))
+        .expect("json");
+        match next_step(&index, "index", "aarch64", true) {
+            Ok(NextStep::Manifest(d)) => assert_eq!(d.digest, Digest::of(&m).to_string()),
+            other => panic!("{other:?}"),
+        }
+        let err = next_step(&index, "index", "amd64", true).expect_err("no amd64");
+        assert!(
+            err.to_string()
+                .contains("no linux/amd64 image in the index (it has: linux/arm64)"),
+            "{err}"
+        );
+        assert!(
+            next_step(&index, "m", "arm64", false).is_err(),
+            "an index inside an index"
+        );
+        match next_step(&m, "manifest", "amd64", false) {
+            Ok(NextStep::Blobs { config, layers }) => {
+                assert_eq!((config.size, layers.len()), (10, 1))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn next_step_refuses_before_fetching() {
+        let err = next_step(&manifest(MAX_JSON_BLOB + 1, 1), "manifest", "amd64", true)
+            .expect_err("config too large");
+        assert!(
+            matches!(err, TransferError::TooLarge { .. }) && !err.is_transient(),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("config sha256:"), "{err}");
+        let err = next_step(&manifest(1, MAX_LAYERS + 1), "manifest", "amd64", true)
+            .expect_err("too many layers");
+        assert!(
+            err.to_string().contains("more than the 1024 kiln accepts"),
+            "{err}"
+        );
+        let schema1 = br#"{"schemaVersion":1,"mediaType":"application/vnd.docker.distribution.manifest.v1+prettyjws"}"#;
+        assert!(next_step(schema1, "manifest", "amd64", true).is_err());
+        let mut bad = manifest(1, 1);
+        let text = String::from_utf8(bad.clone())
+            .expect("utf8")
+            .replace("\"size\":1,", "\"size\":1,\"x\":[[[[]]]],");
+        bad = text.into_bytes();
+        assert!(next_step(&bad, "manifest", "amd64", true).is_ok());
+        let wide = format!("[{}0]", "0,".repeat(200_000));
+        let err =
+            next_step(wide.as_bytes(), "manifest", "amd64", true).expect_err("too many values");
+        assert!(
+            err.to_string().contains("more than 200000 JSON values"),
+            "{err}"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn next_step_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = next_step(&data, "m", "amd64", true);
+        }
+
+        #[test]
+        fn next_step_accepts_what_it_should(config in 0u64..=MAX_JSON_BLOB, layers in 0usize..40) {
+            let step = next_step(&manifest(config, layers), "m", "amd64", true);
+            let ok = matches!(step, Ok(NextStep::Blobs { config: ref c, layers: ref l }) if c.size == config && l.len() == layers);
+            proptest::prop_assert!(ok);
+        }
+    }
 
     #[test]
     fn loopback_is_plain_http() {

@@ -115,6 +115,45 @@ pub struct Image {
     pub config: ImageConfig,
 }
 
+/// The layers of an image in a store, for flattening with [`kiln_fs::Flattener`].
+pub struct ImageLayers<'a> {
+    store: &'a Store,
+    image: &'a Image,
+}
+
+impl<'a> ImageLayers<'a> {
+    /// The layers of `image`, read from `store`.
+    pub fn new(store: &'a Store, image: &'a Image) -> Self {
+        ImageLayers { store, image }
+    }
+}
+
+impl kiln_fs::Layers for ImageLayers<'_> {
+    fn image(&self) -> &str {
+        &self.image.reference
+    }
+    fn count(&self) -> usize {
+        self.image.manifest.layers.len()
+    }
+    fn digest(&self, index: usize) -> String {
+        self.image
+            .manifest
+            .layers
+            .get(index)
+            .map(|l| l.digest.clone())
+            .unwrap_or_default()
+    }
+    fn open(&self, index: usize) -> std::io::Result<Box<dyn Read + Send + '_>> {
+        let layer = self
+            .image
+            .manifest
+            .layers
+            .get(index)
+            .ok_or_else(|| std::io::Error::other(format!("the image has no layer {index}")))?;
+        self.store.open_layer(layer).map_err(std::io::Error::other)
+    }
+}
+
 /// An entry of the store's index: a name and what it points to.
 #[derive(Debug, Clone)]
 pub struct Entry {

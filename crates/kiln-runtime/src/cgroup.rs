@@ -1,14 +1,14 @@
 //! Control groups (v2, the unified hierarchy): the container's cgroup is created and its limits
 //! written before the process starts; the process moves itself in first thing in the pre-exec
-//! hook, so everything it runs is accounted from the start.
+//! hook, so everything it runs is accounted from the start. When the container has ended, what
+//! is left in a cgroup it created is killed and the cgroup removed.
 
-use crate::RuntimeError;
+use crate::error::RuntimeError;
 use serde_json::Value;
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where the unified hierarchy is mounted.
 pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
@@ -103,8 +103,9 @@ impl Cgroup {
     }
 
     /// Create the cgroup (enabling the controllers its limits need on the way down), write
-    /// the limits, and open its `cgroup.procs` for the process to move itself in.
-    pub fn create(&self) -> Result<fs::File, RuntimeError> {
+    /// the limits, and open its `cgroup.procs` for the process to move itself in. Also says
+    /// whether the cgroup itself was created (it may exist already, shared with others).
+    pub(crate) fn create(&self) -> Result<(fs::File, bool), RuntimeError> {
         let err = |path: &Path, e: io::Error| RuntimeError::Cgroup {
             path: path.to_path_buf(),
             source: e,
@@ -129,63 +130,105 @@ impl Cgroup {
         controllers.dedup();
         let enable: String = controllers.iter().map(|c| format!("+{c} ")).collect();
         let mut dir = self.root.clone();
+        let mut created = false;
         for part in self.path.split('/').filter(|p| !p.is_empty()) {
             if !enable.is_empty() {
                 let control = dir.join("cgroup.subtree_control");
                 fs::write(&control, enable.trim_end()).map_err(|e| err(&control, e))?;
             }
             dir.push(part);
-            match fs::create_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            created = match fs::create_dir(&dir) {
+                Ok(()) => true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
                 Err(e) => return Err(err(&dir, e)),
-            }
+            };
         }
+        if dir == self.root {
+            return Err(err(
+                &dir,
+                io::Error::other("is the root cgroup; give a cgroupsPath below it"),
+            ));
+        }
+        // From here on a failure leaves a cgroup this call made: remove it again.
+        let made = |e: RuntimeError| {
+            if created {
+                let _ = fs::remove_dir(&dir);
+            }
+            e
+        };
         for (file, value) in &self.settings {
             let path = dir.join(file);
-            fs::write(&path, value).map_err(|e| err(&path, e))?;
+            fs::write(&path, value).map_err(|e| made(err(&path, e)))?;
         }
         let procs = dir.join("cgroup.procs");
-        fs::OpenOptions::new()
+        let file = fs::OpenOptions::new()
             .write(true)
             .open(&procs)
-            .map_err(|e| err(&procs, e))
+            .map_err(|e| made(err(&procs, e)))?;
+        Ok((file, created))
     }
 
-    /// Remove the cgroup once its processes are gone (they leave it a moment after exiting).
-    pub fn remove(&self) -> Result<(), RuntimeError> {
+    /// Remove the cgroup once its processes are gone (they leave it a moment after exiting);
+    /// with `kill_rest`, processes still in it (a container's daemons when it shared the host's
+    /// PID namespace) are killed first, as runc does.
+    pub(crate) fn remove(&self, kill_rest: bool) -> Result<(), RuntimeError> {
         let dir = self.dir();
-        for _ in 0..50 {
+        let err = |source| RuntimeError::Cgroup {
+            path: dir.clone(),
+            source,
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut killed = false;
+        loop {
             match fs::remove_dir(&dir) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    std::thread::sleep(Duration::from_millis(20));
+                    if kill_rest && !killed {
+                        kill_all(&dir);
+                        killed = true;
+                    }
+                    if Instant::now() >= deadline {
+                        let left = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                        let pids: Vec<&str> = left.split_whitespace().collect();
+                        return Err(err(io::Error::other(format!(
+                            "still holds processes {} (left in place)",
+                            pids.join(" ")
+                        ))));
+                    }
+                    // The kernel empties it asynchronously after the last exit.
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                Err(e) => {
-                    return Err(RuntimeError::Cgroup {
-                        path: dir,
-                        source: e,
-                    });
-                }
+                Err(e) => return Err(err(e)),
             }
         }
-        Err(RuntimeError::Cgroup {
-            path: dir,
-            source: io::Error::from_raw_os_error(libc::EBUSY),
-        })
     }
 }
 
-/// Move the calling process into the cgroup whose `cgroup.procs` is open as `procs`.
-pub(crate) fn join(procs: &fs::File) -> io::Result<()> {
-    // SAFETY: write(2) of a one-byte static buffer to an open descriptor.
-    let rc = unsafe { libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
+/// Kill every process in the cgroup at `dir`: `cgroup.kill` where the kernel has it (5.14),
+/// each pid of `cgroup.procs` otherwise.
+fn kill_all(dir: &Path) {
+    if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return;
     }
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Move the calling process into the cgroup whose `cgroup.procs` is open as `procs` (in the
+/// pre-exec hook: one write, no allocation).
+pub(crate) fn join(procs: &fs::File) -> io::Result<()> {
+    nix::unistd::write(procs, b"0")
+        .map(drop)
+        .map_err(crate::error::errno)
 }
 
 #[cfg(test)]

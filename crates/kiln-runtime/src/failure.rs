@@ -1,19 +1,25 @@
 //! Which step of starting a container failed. The pre-exec hook can hand back only an errno;
 //! before returning one it writes the step (and the index of the mount, device or path) to a
-//! pipe, and the parent turns that into an error that says what was being done.
+//! pipe, and the parent turns that into an error that says what was being done. The hook's last
+//! record, just before the exec, is [`Step::Exec`]: a start that fails after it failed to
+//! execute the program.
 
-use crate::{Container, Mount};
+use crate::container::{Container, Mount};
+use crate::error::RuntimeError;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 /// A step of the pre-exec hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Step {
-    Cgroup = 1,
+    Signals = 1,
+    Cgroup,
     OomScore,
     JoinNamespace,
     Unshare,
+    Fork,
+    ParentDeath,
     Gate,
     Sysctl,
     RootBind,
@@ -33,13 +39,17 @@ pub(crate) enum Step {
     Uid,
     Capabilities,
     Cwd,
+    Exec,
 }
 
 const STEPS: &[Step] = &[
+    Step::Signals,
     Step::Cgroup,
     Step::OomScore,
     Step::JoinNamespace,
     Step::Unshare,
+    Step::Fork,
+    Step::ParentDeath,
     Step::Gate,
     Step::Sysctl,
     Step::RootBind,
@@ -59,22 +69,21 @@ const STEPS: &[Step] = &[
     Step::Uid,
     Step::Capabilities,
     Step::Cwd,
+    Step::Exec,
 ];
 
 /// Record the failing step on `report` (called in the hook: a single write, no allocation).
 pub(crate) fn record(report: &OwnedFd, step: Step, index: usize) {
     let i = u16::try_from(index).unwrap_or(u16::MAX).to_le_bytes();
     let bytes = [step as u8, i[0], i[1]];
-    // SAFETY: write(2) from a stack buffer to an open descriptor.
-    unsafe { libc::write(report.as_raw_fd(), bytes.as_ptr().cast(), 3) };
+    // Nothing to do if it fails: the start then fails without naming the step.
+    let _ = nix::unistd::write(report, &bytes);
 }
 
 /// Read the recorded step, if any (the write end must be closed in this process).
 pub(crate) fn read(report: &OwnedFd) -> Option<(Step, usize)> {
     let mut bytes = [0u8; 3];
-    // SAFETY: read(2) into a stack buffer from an open descriptor.
-    let n = unsafe { libc::read(report.as_raw_fd(), bytes.as_mut_ptr().cast(), 3) };
-    if n != 3 {
+    if nix::unistd::read(report, &mut bytes).ok()? != 3 {
         return None;
     }
     let step = *STEPS.iter().find(|s| **s as u8 == bytes[0])?;
@@ -85,6 +94,7 @@ pub(crate) fn read(report: &OwnedFd) -> Option<(Step, usize)> {
 pub(crate) fn describe(c: &Container, step: Step, index: usize) -> String {
     let or = |v: Option<String>| v.unwrap_or_else(|| format!("#{index}"));
     match step {
+        Step::Signals => "unblocking signals".into(),
         Step::Cgroup => format!(
             "joining cgroup {}",
             c.cgroup
@@ -106,6 +116,8 @@ pub(crate) fn describe(c: &Container, step: Step, index: usize) -> String {
             )
         }
         Step::Unshare => "creating namespaces".into(),
+        Step::Fork => "forking the container's first process".into(),
+        Step::ParentDeath => "tying the container to the process that waits for it".into(),
         Step::Gate => "waiting for the host set-up (interfaces, bindNS)".into(),
         Step::Sysctl => format!(
             "setting sysctl {}",
@@ -134,6 +146,10 @@ pub(crate) fn describe(c: &Container, step: Step, index: usize) -> String {
         Step::Uid => format!("setting user id {}", c.uid),
         Step::Capabilities => "setting the capability sets".into(),
         Step::Cwd => format!("changing to the working directory {}", c.cwd),
+        Step::Exec => format!(
+            "executing {:?}",
+            c.args.first().cloned().unwrap_or_default()
+        ),
     }
 }
 
@@ -153,16 +169,17 @@ fn describe_mount(m: &Mount) -> String {
     }
 }
 
-/// The error for a failed start: the step when one was recorded.
-pub(crate) fn start_error(
-    c: &Container,
-    report: Option<&OwnedFd>,
-    source: io::Error,
-) -> crate::RuntimeError {
-    let step = report.and_then(read).map(|(s, i)| describe(c, s, i));
-    crate::RuntimeError::Start {
-        command: c.args.join(" "),
-        step: step.unwrap_or_else(|| "starting it".into()),
-        source,
+/// The error for a failed start: the step when one was recorded, an exec failure when the hook
+/// got to the end, a failure to fork or set up stdio otherwise.
+pub(crate) fn start_error(c: &Container, report: &OwnedFd, source: io::Error) -> RuntimeError {
+    let command = c.command_line();
+    match read(report) {
+        Some((Step::Exec, _)) => RuntimeError::Exec { command, source },
+        Some((step, i)) => RuntimeError::Start {
+            command,
+            step: describe(c, step, i),
+            source,
+        },
+        None => RuntimeError::Spawn { command, source },
     }
 }

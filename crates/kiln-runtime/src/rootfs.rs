@@ -1,17 +1,17 @@
-//! The container's root file system: the mounts made inside it (OCI mounts with their options,
-//! or the builder's standard /proc, /dev and /sys), device nodes, masked and read-only paths,
-//! and the switch into it (pivot_root, or move-and-chroot from an initramfs). Also the host-side
-//! mounts of runtime.json.
+//! The container's root file system, set up by the pre-exec hook: the mounts made inside it (OCI
+//! mounts with their options, or the builder's standard /proc, /dev and /sys), device nodes,
+//! masked and read-only paths, and the switch into it (pivot_root, or move-and-chroot from an
+//! initramfs). Runs between fork and exec: system calls on prepared C strings only.
 
+use crate::error::errno;
 use crate::failure::Step;
-use crate::{Prepared, RuntimeError, at, errno};
+use crate::hook::{Prepared, at};
+use nix::fcntl::{AT_FDCWD, OFlag, open};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::unistd::{Gid, Uid};
-use nix::unistd::{chdir, pivot_root};
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, mknod};
+use nix::unistd::{Gid, Uid, chdir, fchdir, mkdir, pivot_root, symlinkat, unlink};
 use std::ffi::{CStr, CString};
-use std::fs;
 use std::io;
-use std::path::Path;
 
 /// One mount, ready for the system call.
 pub(crate) struct PreparedMount {
@@ -60,47 +60,6 @@ pub(crate) fn mount_options(options: &[String]) -> (MsFlags, MsFlags, Vec<String
         }
     }
     (flags, propagation, data)
-}
-
-/// Mount on the host side (kiln-init's runtime.json mounts): `target` is created first, and an
-/// overlay's upper and work directories too.
-pub fn mount_host(
-    source: &str,
-    target: &Path,
-    fstype: &str,
-    options: &[String],
-) -> Result<(), RuntimeError> {
-    let (flags, propagation, data) = mount_options(options);
-    let prep = |source: io::Error| RuntimeError::Prepare {
-        path: target.to_path_buf(),
-        source,
-    };
-    fs::create_dir_all(target).map_err(prep)?;
-    for d in &data {
-        if let Some(dir) = d
-            .strip_prefix("upperdir=")
-            .or_else(|| d.strip_prefix("workdir="))
-        {
-            fs::create_dir_all(dir).map_err(prep)?;
-        }
-    }
-    let none: Option<&str> = None;
-    let only_propagation = source.is_empty() && fstype.is_empty() && flags.is_empty();
-    if !only_propagation {
-        let data = data.join(",");
-        mount(
-            (!source.is_empty()).then_some(source),
-            target,
-            (!fstype.is_empty()).then_some(fstype),
-            flags,
-            (!data.is_empty()).then_some(data.as_str()),
-        )
-        .map_err(|e| prep(errno(e)))?;
-    }
-    if !propagation.is_empty() {
-        mount(none, target, none, propagation, none).map_err(|e| prep(errno(e)))?;
-    }
-    Ok(())
 }
 
 pub(crate) fn setup_root(p: &Prepared) -> io::Result<()> {
@@ -169,21 +128,12 @@ fn bind_root(p: &Prepared) -> io::Result<()> {
 /// One mount of the config (a failed optional one is skipped).
 fn oci_mount(m: &PreparedMount) -> io::Result<()> {
     let none: Option<&str> = None;
-    // The target may live on a file system mounted just before (a /dev tmpfs).
-    // SAFETY: plain system calls on NUL-terminated strings; failures show in mount().
-    unsafe {
-        if m.file_target {
-            let fd = libc::open(
-                m.target.as_ptr(),
-                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                0o644,
-            );
-            if fd >= 0 {
-                libc::close(fd);
-            }
-        } else {
-            libc::mkdir(m.target.as_ptr(), 0o755);
-        }
+    // The target may live on a file system mounted just before (a /dev tmpfs). A failure
+    // here shows in mount() below.
+    if m.file_target {
+        let _ = create_file(&m.target, 0o644);
+    } else {
+        let _ = mkdir(m.target.as_c_str(), Mode::from_bits_truncate(0o755));
     }
     let r = mount(
         m.source.as_deref(),
@@ -243,8 +193,8 @@ fn standard_mounts(p: &Prepared) -> io::Result<()> {
     .map_err(errno)?;
     default_devices(p)?;
     for dir in [&p.pts_dir, &p.shm_dir] {
-        // SAFETY: plain system call.
-        unsafe { libc::mkdir(dir.as_ptr(), 0o755) };
+        // It may exist already; a failure shows in the mount.
+        let _ = mkdir(dir.as_c_str(), Mode::from_bits_truncate(0o755));
     }
     mount(
         Some("devpts"),
@@ -270,11 +220,8 @@ fn standard_mounts(p: &Prepared) -> io::Result<()> {
 fn default_devices(p: &Prepared) -> io::Result<()> {
     let none: Option<&str> = None;
     for (host, inside) in &p.host_devices {
-        // SAFETY: plain system calls on NUL-terminated strings.
-        let fd = unsafe { libc::open(inside.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o666) };
-        if fd >= 0 {
-            unsafe { libc::close(fd) };
-        }
+        // A failure shows in the bind.
+        let _ = create_file(inside, 0o666);
         mount(
             Some(host.as_c_str()),
             inside.as_c_str(),
@@ -285,8 +232,8 @@ fn default_devices(p: &Prepared) -> io::Result<()> {
         .map_err(errno)?;
     }
     for (target, link) in &p.dev_links {
-        // SAFETY: plain system call.
-        unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) };
+        // Best effort, as runc: a link that exists already stays.
+        let _ = symlinkat(target.as_c_str(), AT_FDCWD, link.as_c_str());
     }
     Ok(())
 }
@@ -295,26 +242,19 @@ fn default_devices(p: &Prepared) -> io::Result<()> {
 fn enter_root(p: &Prepared) -> io::Result<()> {
     // A handle on the old root: after pivot_root(".", ".") it is stacked on the new one, and
     // "." would name both.
-    // SAFETY: plain system call on a NUL-terminated string.
-    let old_root = unsafe {
-        libc::open(
-            c"/".as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if old_root < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let old_root = open(
+        c"/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)?;
     chdir(p.rootfs.as_c_str()).map_err(errno)?;
     let result = match pivot_root(".", ".") {
         Ok(()) => {
             // Make the old root a slave before detaching it, so that the detach does not
             // unmount the host's shared mounts too (runc does the same).
             let none: Option<&str> = None;
-            // SAFETY: plain system call on a descriptor this function opened.
-            if unsafe { libc::fchdir(old_root) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            fchdir(&old_root).map_err(errno)?;
             mount(none, ".", none, MsFlags::MS_SLAVE | MsFlags::MS_REC, none)
                 .and_then(|()| umount2(".", MntFlags::MNT_DETACH))
                 .map_err(errno)
@@ -329,8 +269,7 @@ fn enter_root(p: &Prepared) -> io::Result<()> {
         }
         Err(e) => Err(errno(e)),
     };
-    // SAFETY: closing the descriptor opened above.
-    unsafe { libc::close(old_root) };
+    drop(old_root);
     result?;
     if p.root_propagation.contains(MsFlags::MS_SHARED) {
         let none: Option<&str> = None;
@@ -349,15 +288,19 @@ fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
 /// One of the container's device nodes (replacing whatever is at its path).
 fn make_device(device: &(CString, libc::mode_t, libc::dev_t, Uid, Gid)) -> io::Result<()> {
     let (path, mode, dev, uid, gid) = device;
-    // SAFETY: plain system calls on NUL-terminated strings.
-    unsafe {
-        libc::unlink(path.as_ptr());
-        if libc::mknod(path.as_ptr(), *mode, *dev) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // mknod applies the umask.
-        libc::chmod(path.as_ptr(), *mode & 0o7777);
-    }
+    // Whatever is there is replaced.
+    let _ = unlink(path.as_c_str());
+    let kind = SFlag::from_bits_truncate(*mode & libc::S_IFMT);
+    let perm = Mode::from_bits_truncate(*mode & 0o7777);
+    mknod(path.as_c_str(), kind, perm, *dev).map_err(errno)?;
+    // mknod applies the umask.
+    fchmodat(
+        AT_FDCWD,
+        path.as_c_str(),
+        perm,
+        FchmodatFlags::FollowSymlink,
+    )
+    .map_err(errno)?;
     nix::unistd::chown(path.as_c_str(), Some(*uid), Some(*gid)).map_err(errno)
 }
 
@@ -398,4 +341,15 @@ fn mask_path(path: &CStr) -> io::Result<()> {
     } else {
         mount(Some(c"/dev/null"), path, none, MsFlags::MS_BIND, none).map_err(errno)
     }
+}
+
+/// Create the file at `path` if it is missing (a mount point for a file).
+fn create_file(path: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    open(
+        path,
+        OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )
+    .map(drop)
+    .map_err(errno)
 }

@@ -2,7 +2,8 @@
 //! Names are parsed before the fork; the `apply_*` functions run in the pre-exec hook and only
 //! make system calls.
 
-use crate::RuntimeError;
+use crate::error::{RuntimeError, errno};
+use crate::sys;
 use std::io;
 
 /// The five capability sets as bit masks (bit N is capability N).
@@ -84,23 +85,10 @@ pub fn rlimit_resource(name: &str) -> Result<u32, RuntimeError> {
     Ok(r as u32)
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// Set the resource limits.
 pub(crate) fn apply_rlimits(limits: &[Rlimit]) -> io::Result<()> {
     for l in limits {
-        let value = libc::rlimit {
-            rlim_cur: l.soft,
-            rlim_max: l.hard,
-        };
-        // SAFETY: plain system call with a valid pointer.
-        check(unsafe { libc::setrlimit(l.resource as _, &value) })?;
+        sys::set_rlimit(l.resource, l.soft, l.hard)?;
     }
     Ok(())
 }
@@ -110,73 +98,23 @@ pub(crate) fn apply_rlimits(limits: &[Rlimit]) -> io::Result<()> {
 pub(crate) fn apply_bounding(caps: &Capabilities, last: u32) -> io::Result<()> {
     for cap in 0..=last.min(63) {
         if caps.bounding & (1 << cap) == 0 {
-            // SAFETY: plain system call.
-            let rc =
-                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
-            // EINVAL: a capability this kernel does not know.
-            if rc < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-                return Err(io::Error::last_os_error());
-            }
+            sys::drop_bounding(cap)?;
         }
     }
-    // SAFETY: plain system call.
-    check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) })
+    nix::sys::prctl::set_keepcaps(true).map_err(errno)
 }
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// Set the effective, permitted and inheritable sets, then raise the ambient ones (after the
 /// change of user).
-#[allow(clippy::cast_possible_truncation)]
 pub(crate) fn apply_sets(caps: &Capabilities, last: u32) -> io::Result<()> {
-    let mut header = CapHeader {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let word = |mask: u64, i: u32| (mask >> (32 * i)) as u32;
-    let data = [0, 1].map(|i| CapData {
-        effective: word(caps.effective, i),
-        permitted: word(caps.permitted, i),
-        inheritable: word(caps.inheritable, i),
-    });
-    // SAFETY: capset reads a header and two data words, which live on this stack frame.
-    check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } as libc::c_int)?;
-    // SAFETY: plain system calls.
-    unsafe {
-        check(libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        ))?;
-        // The kernel raises only what is permitted and inheritable; like runc, the rest of
-        // the ambient set is left out rather than failing the start.
-        let ambient = caps.ambient & caps.permitted & caps.inheritable;
-        for cap in 0..=last.min(63) {
-            if ambient & (1 << cap) != 0 {
-                check(libc::prctl(
-                    libc::PR_CAP_AMBIENT,
-                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                    libc::c_ulong::from(cap),
-                    0,
-                    0,
-                ))?;
-            }
+    sys::capset(caps.effective, caps.permitted, caps.inheritable)?;
+    sys::clear_ambient()?;
+    // The kernel raises only what is permitted and inheritable; like runc, the rest of the
+    // ambient set is left out rather than failing the start.
+    let ambient = caps.ambient & caps.permitted & caps.inheritable;
+    for cap in 0..=last.min(63) {
+        if ambient & (1 << cap) != 0 {
+            sys::raise_ambient(cap)?;
         }
     }
     Ok(())
@@ -184,8 +122,7 @@ pub(crate) fn apply_sets(caps: &Capabilities, last: u32) -> io::Result<()> {
 
 /// Forbid gaining privileges through exec (setuid files, file capabilities).
 pub(crate) fn apply_no_new_privs() -> io::Result<()> {
-    // SAFETY: plain system call.
-    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+    nix::sys::prctl::set_no_new_privs().map_err(errno)
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 use crate::ImageOpts;
 use anyhow::{Context, bail};
 use kiln_oci::archive::{self, ArchiveFormat};
-use kiln_oci::registry::{self, RegistryOptions};
-use kiln_oci::{Reference, Store};
+use kiln_oci::registry::{self, RegistryOptions, TransferLimits};
+use kiln_oci::Reference;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -26,9 +26,11 @@ pub enum CacheCommand {
         #[command(flatten)]
         opts: ImageOpts,
     },
-    /// Remove blobs no image uses and abandoned partial downloads
+    /// Remove blobs no image uses, abandoned partial downloads and initrd segments unused for a
+    /// week
     Clean {
         /// Also drop the build cache (cached steps and unpacked layers of `kiln image build`)
+        /// and every cached initrd segment
         #[arg(long)]
         build_cache: bool,
         #[command(flatten)]
@@ -52,9 +54,9 @@ pub enum CacheCommand {
         /// Output file (`-` for standard output)
         #[arg(short = 'o', long, required = true)]
         output: PathBuf,
-        /// Archive format: oci or docker
-        #[arg(long, default_value = "oci")]
-        format: String,
+        /// Archive format
+        #[arg(long, value_enum, default_value_t = ArchiveArg::Oci)]
+        format: ArchiveArg,
         #[command(flatten)]
         opts: ImageOpts,
     },
@@ -68,6 +70,10 @@ pub enum CacheCommand {
         opts: ImageOpts,
     },
     /// Pull images from their registries into the store
+    ///
+    /// Every request must finish within KILN_REGISTRY_TIMEOUT seconds (default 3600), and a
+    /// registry must send at least KILN_REGISTRY_MIN_RATE (BYTES/SECONDS, default 16384/30):
+    /// a registry that sends less, or does not answer within the window, is given up on.
     Pull {
         /// Images to pull
         #[arg(required = true)]
@@ -85,6 +91,18 @@ pub enum CacheCommand {
     },
 }
 
+/// `--format` of `kiln cache export`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ArchiveArg {
+    /// An OCI image layout
+    Oci,
+    /// `docker save`'s layout, for `docker load`
+    Docker,
+}
+
+/// How long `kiln cache clean` keeps an initrd segment no build has used.
+const SEGMENT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 pub fn registry_options(o: &ImageOpts) -> anyhow::Result<RegistryOptions> {
     let mut mirrors = Vec::new();
     for m in &o.mirrors {
@@ -98,41 +116,36 @@ pub fn registry_options(o: &ImageOpts) -> anyhow::Result<RegistryOptions> {
         arch: o.arch.clone(),
         parallel: 4,
         progress: crate::progress::pull_bars(),
+        limits: transfer_limits()?,
     })
+}
+
+/// Registry deadlines from the environment: `KILN_REGISTRY_TIMEOUT=SECONDS` (the overall
+/// deadline of one request) and `KILN_REGISTRY_MIN_RATE=BYTES/SECONDS` (at least BYTES in
+/// every window of SECONDS, which is also the longest wait for a connection or a response).
+fn transfer_limits() -> anyhow::Result<TransferLimits> {
+    let mut limits = TransferLimits::default();
+    if let Some(v) = std::env::var_os("KILN_REGISTRY_TIMEOUT") {
+        let v = v.to_string_lossy();
+        limits.request_timeout = registry::parse_seconds(&v).with_context(|| {
+            format!("KILN_REGISTRY_TIMEOUT={v}: write a number of seconds, as 3600")
+        })?;
+    }
+    if let Some(v) = std::env::var_os("KILN_REGISTRY_MIN_RATE") {
+        let v = v.to_string_lossy();
+        let (bytes, window) = TransferLimits::parse_min_rate(&v).with_context(|| {
+            format!("KILN_REGISTRY_MIN_RATE={v}: write BYTES/SECONDS, as 16384/30")
+        })?;
+        limits.min_bytes_per_window = bytes;
+        limits.stall_window = window;
+    }
+    Ok(limits)
 }
 
 fn parse(refs: &[String]) -> anyhow::Result<Vec<Reference>> {
     refs.iter()
         .map(|r| r.parse::<Reference>().map_err(Into::into))
         .collect()
-}
-
-/// Make sure every image of the manifest is in the store, pulling what is missing (or all, with
-/// `always`).
-pub fn ensure_images(
-    store: &Store,
-    o: &ImageOpts,
-    set: &kiln_manifest::ManifestSet,
-    always: bool,
-) -> anyhow::Result<()> {
-    let ropts = registry_options(o)?;
-    let mut done = std::collections::HashSet::new();
-    for (reference, location) in kiln_assemble::image_references(set) {
-        let r: Reference = reference
-            .parse()
-            .with_context(|| format!("{location}: `{reference}`"))?;
-        if !done.insert(r.to_string()) {
-            continue;
-        }
-        let present = !always && store.resolve(&r, &o.arch).is_ok();
-        if !present {
-            tracing::info!("pulling {r}");
-            registry::pull(store, &r, &ropts).with_context(|| {
-                format!("{location}: image {r} is not in the store and could not be pulled")
-            })?;
-        }
-    }
-    Ok(())
 }
 
 pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
@@ -166,6 +179,15 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
                 let bytes = kiln_build::clear_build_cache(&store)?;
                 println!("removed the build cache, {bytes} bytes");
             }
+            // Initrd segments: all of them with the build cache, else those unused for a week.
+            let segments = kiln_format::segment_cache_dir(store.root());
+            let max_age = (!build_cache).then_some(SEGMENT_MAX_AGE);
+            let removed = kiln_format::clean_segment_cache(&segments, max_age)
+                .with_context(|| format!("cleaning {}", segments.display()))?;
+            println!(
+                "removed {} initrd segments, {} bytes",
+                removed.files, removed.bytes
+            );
             let stats = store.gc()?;
             println!("removed {} blobs, {} bytes", stats.blobs, stats.bytes);
         }
@@ -183,10 +205,9 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
             opts,
         } => {
             let store = opts.store()?;
-            let format = match format.as_str() {
-                "oci" => ArchiveFormat::Oci,
-                "docker" => ArchiveFormat::Docker,
-                f => bail!("unknown archive format `{f}`: use oci or docker"),
+            let format = match format {
+                ArchiveArg::Oci => ArchiveFormat::Oci,
+                ArchiveArg::Docker => ArchiveFormat::Docker,
             };
             let refs = parse(&images)?;
             if output.as_os_str() == "-" {

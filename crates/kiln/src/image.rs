@@ -26,9 +26,9 @@ pub enum ImageCommand {
         /// Default command, as a JSON array or a shell string
         #[arg(long)]
         cmd: Option<String>,
-        /// Layer compression: gzip (any consumer), zstd (faster, smaller; Docker 23+) or none
-        #[arg(long, default_value = "gzip", value_parser = parse_compression)]
-        compression: LayerCompression,
+        /// Layer compression
+        #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+        compression: CompressionArg,
         #[command(flatten)]
         images: ImageOpts,
     },
@@ -68,18 +68,18 @@ pub struct BuildArgs {
     /// Do not use the step cache
     #[arg(long)]
     no_cache: bool,
-    /// Networking for RUN steps: host (default) or none
-    #[arg(long, default_value = "host")]
-    network: String,
+    /// Networking for RUN steps
+    #[arg(long, value_enum, default_value_t = NetworkArg::Host)]
+    network: NetworkArg,
     /// Platform to build for, as linux/ARCH (default: --arch)
     #[arg(long)]
     platform: Option<String>,
     /// Write the image digest to this file
     #[arg(long)]
     iidfile: Option<PathBuf>,
-    /// Layer compression: gzip (any consumer), zstd (faster, smaller; Docker 23+) or none
-    #[arg(long, default_value = "gzip", value_parser = parse_compression)]
-    compression: LayerCompression,
+    /// Layer compression
+    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+    compression: CompressionArg,
     #[command(flatten)]
     images: ImageOpts,
 }
@@ -103,9 +103,9 @@ pub enum PkgCommand {
         /// Push the images to their registry after building
         #[arg(long)]
         push: bool,
-        /// Layer compression: gzip (any consumer), zstd (faster, smaller; Docker 23+) or none
-        #[arg(long, default_value = "gzip", value_parser = parse_compression)]
-        compression: LayerCompression,
+        /// Layer compression
+        #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+        compression: CompressionArg,
         #[command(flatten)]
         images: ImageOpts,
     },
@@ -120,12 +120,34 @@ pub enum PkgCommand {
     },
 }
 
-fn parse_compression(s: &str) -> Result<LayerCompression, String> {
-    match s {
-        "gzip" => Ok(LayerCompression::Gzip),
-        "zstd" => Ok(LayerCompression::Zstd),
-        "none" => Ok(LayerCompression::None),
-        other => Err(format!("{other}: use gzip, zstd or none")),
+/// `--network` of `kiln image build`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum NetworkArg {
+    /// The host's network (BuildKit's default for RUN steps)
+    #[value(alias = "default")]
+    Host,
+    /// No network: only a loopback interface
+    None,
+}
+
+/// `--compression` of the commands that write layers.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum CompressionArg {
+    /// gzip: every consumer reads it
+    Gzip,
+    /// zstd: faster and smaller; Docker 23+
+    Zstd,
+    /// Uncompressed layers
+    None,
+}
+
+impl From<CompressionArg> for LayerCompression {
+    fn from(c: CompressionArg) -> Self {
+        match c {
+            CompressionArg::Gzip => LayerCompression::Gzip,
+            CompressionArg::Zstd => LayerCompression::Zstd,
+            CompressionArg::None => LayerCompression::None,
+        }
     }
 }
 
@@ -172,14 +194,13 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
             b.context = a.context.clone();
             b.target = a.target.clone();
             b.no_cache = a.no_cache;
-            b.compression = a.compression;
+            b.compression = a.compression.into();
             if let Some(p) = &a.platform {
                 b.arch = p.rsplit('/').next().unwrap_or(p).to_string();
             }
-            b.network = match a.network.as_str() {
-                "host" | "default" => kiln_runtime::Network::Host,
-                "none" => kiln_runtime::Network::None,
-                other => anyhow::bail!("--network {other}: use host or none"),
+            b.network = match a.network {
+                NetworkArg::Host => kiln_runtime::Network::Host,
+                NetworkArg::None => kiln_runtime::Network::None,
             };
             for s in &a.build_args {
                 b.build_args.push(pair(s, "--build-arg")?);
@@ -211,7 +232,7 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
                 .image
                 .parse()
                 .with_context(|| format!("image name {}", u.image))?;
-            kiln_build::bundle::unpack_bundle(&store, &r, &u.images.arch, &u.dir)
+            kiln_assemble::unpack_bundle(&store, &r, &u.images.arch, &u.dir)
                 .with_context(|| format!("unpacking {r} into {}", u.dir.display()))?;
             eprintln!("unpacked {r} into {}", u.dir.display());
         }
@@ -238,7 +259,7 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
                 env,
                 cmd,
                 source_date_epoch: epoch()?,
-                compression,
+                compression: compression.into(),
             };
             let (digest, _) = kiln_build::import(&store, &source, &r, &opts)
                 .with_context(|| format!("importing {}", source.display()))?;
@@ -262,7 +283,7 @@ pub fn run_pkg(cmd: PkgCommand) -> anyhow::Result<()> {
             let store = images.store()?;
             let mut base = base_options(&images)?;
             base.no_cache = no_cache;
-            base.compression = compression;
+            base.compression = compression.into();
             let opts = PkgOptions { base, org, force };
             let results = build_packages(&store, &dirs, &opts)?;
             for r in &results {

@@ -4,7 +4,6 @@
 mod build;
 mod cache;
 mod image;
-mod packages;
 mod progress;
 mod run;
 
@@ -85,24 +84,65 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    if !matches!(cli.command, Command::Run(_)) {
+        clean_up_on_signals();
+    }
     let result = match cli.command {
         Command::Build(args) => build::run(args),
         Command::Cache(cmd) => cache::run(cmd),
         Command::Image(cmd) => image::run_image(cmd),
         Command::Pkg(cmd) => image::run_pkg(cmd),
-        Command::Run(cmd) => match run::run(cmd) {
-            Ok(code) => return code,
-            Err(e) => Err(e),
-        },
+        Command::Run(cmd) => {
+            return match run::run(cmd) {
+                Ok(code) => code,
+                Err(e) => {
+                    report(&e);
+                    ExitCode::from(EXIT_RUN_FAILED)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            report(&e);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP, remove the partial outputs this process is writing and exit
+/// as the signal would have (128 + its number). (`kiln run` leaves signals to the guest.)
+fn clean_up_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        tracing::warn!("cannot watch for signals: an interrupted build may leave partial outputs");
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let removed = kiln_format::remove_own_partials();
+            tracing::info!("interrupted: removed {removed} partial outputs");
+            std::process::exit(128 + signal);
+        }
+    });
+}
+
+/// The exit code of `kiln run` when kiln itself fails (as `docker run`'s 125), so that it
+/// cannot be mistaken for the guest's or container's own status.
+const EXIT_RUN_FAILED: u8 = 125;
+
+/// Print an error and its causes, each once: a cause whose text the message before it
+/// already includes is not repeated.
+fn report(e: &anyhow::Error) {
+    eprintln!("error: {e}");
+    let mut shown = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if text.is_empty() || shown.contains(&text) {
+            continue;
+        }
+        eprintln!("  caused by: {text}");
+        shown.push_str(&text);
     }
 }

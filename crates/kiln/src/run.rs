@@ -13,7 +13,9 @@ pub enum RunCommand {
     /// terminal; the exit code is qemu's (0 after the guest powers off)
     Qemu(QemuArgs),
     /// Run the OCI bundle in DIR (config.json, and runtime.json when present) with kiln's
-    /// runtime, stdio on this terminal; the exit code is the container's. Needs root.
+    /// runtime, stdout and stderr on this terminal, stdin empty. The exit code is the
+    /// container's (128+N when a signal N ended it), 126 when its program cannot be executed,
+    /// 127 when it is not found, 125 when kiln itself fails (as `docker run`). Needs root.
     Bundle(BundleArgs),
     /// Press the ACPI power button of a guest started with --detached STATE_DIR and wait for it
     /// to power off (services stop, onshutdown runs); qemu is killed after --timeout
@@ -39,42 +41,25 @@ pub struct BundleArgs {
 }
 
 fn run_bundle(a: &BundleArgs) -> anyhow::Result<ExitCode> {
-    use kiln_runtime::bundle;
-    if a.prepare {
-        bundle::prepare_host(&a.dir)?;
-    }
-    let container = bundle::load(&a.dir)?;
-    let host = bundle::host_setup(&a.dir)?;
-    let created = container.prepare_mountpoints()?;
-    let spawned = if host.is_empty() {
-        container.spawn(|cmd| {
-            cmd.stdin(std::process::Stdio::null());
-        })
-    } else {
-        container.spawn_gated(|_| {}, |pid| host.apply(pid))
+    use kiln_runtime::{Created, Options, RuntimeError};
+    use std::process::Stdio;
+    let options = Options {
+        host_mounts: a.prepare,
+        // Mount points made for the run are not part of the bundle.
+        remove_mountpoints: true,
     };
-    let result = spawned.and_then(|mut child| {
-        child
-            .wait()
-            .map_err(|source| kiln_runtime::RuntimeError::Spawn {
-                command: container.args.join(" "),
-                source,
-            })
-    });
-    // The container's cgroup (when it asked for one) goes with it.
-    if let Some(cg) = &container.cgroup {
-        cg.remove()?;
+    let exit = Created::from_bundle(&a.dir, options)
+        .and_then(|created| created.run(Stdio::inherit(), Stdio::inherit()));
+    match exit {
+        Ok(exit) => Ok(ExitCode::from(u8::try_from(exit.code()).unwrap_or(u8::MAX))),
+        // The container was set up but its program could not run: the shell's codes, as
+        // `docker run` gives them; the message is the container's failure, not kiln's.
+        Err(e @ RuntimeError::Exec { .. }) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(if e.is_not_found() { 127 } else { 126 }))
+        }
+        Err(e) => Err(e).with_context(|| format!("running the bundle {}", a.dir.display())),
     }
-    // Mount points made for the run are not part of the bundle.
-    for path in created.iter().rev() {
-        let _ = std::fs::remove_dir(path).or_else(|_| std::fs::remove_file(path));
-    }
-    let status = result.with_context(|| format!("running the bundle {}", a.dir.display()))?;
-    let code = status
-        .code()
-        .or_else(|| std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s))
-        .unwrap_or(1);
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
 #[derive(Args, Debug)]

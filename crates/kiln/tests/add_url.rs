@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,11 +23,7 @@ fn add_url_with_checksum() {
     let www = dir.path().join("www");
     std::fs::create_dir(&www).expect("mkdir");
     std::fs::write(www.join("payload.txt"), "fetched over http\n").expect("write");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let _server = Server(
         Command::new("python3")
             .args([

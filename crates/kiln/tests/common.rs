@@ -332,3 +332,12 @@ pub fn assert_store_consistent(cache: &Path) {
         );
     }
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's choice), for a server the
+/// test starts or a port it publishes.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

@@ -1,6 +1,9 @@
 //! kiln-init as PID 1: pkg/init (the static kiln-init), pkg/kernel and pkg/busybox, built by
 //! `kiln pkg build`, make a system whose onboot containers run in order under kiln-init, their
 //! output prefixed with their names, the last one powering the machine off.
+//!
+//! Guest-side scripts never sleep to let something happen: they wait for events, with
+//! `kiln-ctl wait NAME STATE` or by reading a FIFO another container writes when it is ready.
 
 mod common;
 
@@ -24,6 +27,35 @@ fn boot_manifest(cache: &std::path::Path, manifest: &str) -> String {
 fn services_restart_by_policy_in_order_and_onshutdown_runs() {
     let cache = shared_store();
     let (kernel, init, busybox) = packages(&cache);
+    // late tells ctl it is up by writing to a FIFO (the write waits for ctl to read). checked
+    // runs in a cgroup of its own on a writable root (runtime.json's overlay) until ctl writes
+    // to its FIFO; ctl, in the host's PID namespace, reads kiln-init's mount table and the
+    // cgroup tree while checked runs and after it has ended. stopper powers off once crasher
+    // has been restarted three times and ctl is done.
+    let ctl = [
+        "k=/run/kiln/kiln-ctl",
+        "read up < /run/late-up",
+        "$k list",
+        "$k stop late",
+        "$k wait late stopped",
+        "$k list | grep '^late'",
+        "$k start late",
+        "read up < /run/late-up",
+        "$k wait quitter exited",
+        "$k logs quitter",
+        "$k stop nosuch || echo ctl-error-ok",
+        "$k wait crasher stopped --timeout 0.5 || echo wait-timed-out",
+        "$k wait checked running",
+        "checked() { echo checked $1: mounts $(cut -d' ' -f5 /proc/1/mountinfo | grep -c '^/containers/services/checked/') cgroup $(ls -d /sys/fs/cgroup/kiln/checked 2>/dev/null || echo none); }",
+        "checked during",
+        "echo go > /run/checked-gate",
+        "$k wait checked stopped",
+        "checked after",
+    ]
+    .join("; ");
+    let stopper = "k=/run/kiln/kiln-ctl; \
+        for i in 1 2 3; do $k wait crasher exited && $k wait crasher running; done; \
+        $k wait ctl exited && kill -TERM 1";
     let console = boot_manifest(
         &cache,
         &format!(
@@ -32,6 +64,11 @@ fn services_restart_by_policy_in_order_and_onshutdown_runs() {
   cmdline: "console=ttyS0 quiet"
 init:
   - {init}
+onboot:
+  - name: fifos
+    image: {busybox}
+    binds: ["/run:/run"]
+    command: ["/bin/mkfifo", "/run/late-up", "/run/checked-gate"]
 services:
   - name: crasher
     image: {busybox}
@@ -39,19 +76,26 @@ services:
     restart: on-failure
   - name: late
     image: {busybox}
-    command: ["/bin/sh", "-c", "echo late up; exec sleep 1000"]
+    binds: ["/run:/run"]
+    command: ["/bin/sh", "-c", "trap 'exit 0' TERM; echo late up; echo up > /run/late-up; sleep 1000 & wait"]
     dependsOn: [crasher]
   - name: quitter
     image: {busybox}
     command: ["/bin/sh", "-c", "echo quit; exit 1"]
+  - name: checked
+    image: {busybox}
+    cgroupsPath: kiln/checked
+    binds: ["/run:/run"]
+    command: ["/bin/sh", "-c", "grep '^0::' /proc/self/cgroup; exec cat /run/checked-gate"]
   - name: ctl
     image: {busybox}
-    binds:
-      - /run:/run
-    command: ["/bin/sh", "-c", "sleep 2; k=/run/kiln/kiln-ctl; $k list; $k stop late; sleep 1; $k list | grep '^late'; $k start late; $k logs quitter; $k stop nosuch || echo ctl-error-ok"]
+    binds: ["/run:/run"]
+    pid: host
+    command: ["/bin/sh", "-c", "{ctl}"]
   - name: stopper
     image: {busybox}
-    command: ["/bin/sh", "-c", "sleep 10; kill -TERM 1"]
+    binds: ["/run:/run"]
+    command: ["/bin/sh", "-c", "{stopper}"]
     pid: host
 onshutdown:
   - name: goodbye
@@ -93,6 +137,18 @@ onshutdown:
     assert_eq!(console.matches("late: late up").count(), 2, "{console}");
     assert!(console.contains("ctl: quit"), "{console}");
     assert!(console.contains("ctl: ctl-error-ok"), "{console}");
+    assert!(console.contains("ctl: wait-timed-out"), "{console}");
+    // While checked ran: its cgroup, its runtime.json mounts (tmp and the overlay root).
+    assert!(console.contains("checked: 0::/kiln/checked"), "{console}");
+    assert!(
+        console.contains("ctl: checked during: mounts 2 cgroup /sys/fs/cgroup/kiln/checked"),
+        "{console}"
+    );
+    // After it ended, none of them.
+    assert!(
+        console.contains("ctl: checked after: mounts 0 cgroup none"),
+        "{console}"
+    );
     let goodbye = console
         .find("goodbye: goodbye from onshutdown")
         .unwrap_or_else(|| panic!("onshutdown did not run:\n{console}"));
@@ -114,12 +170,13 @@ init:
 onboot:
   - name: first
     image: {busybox}
-    command: ["/bin/sh", "-c", "echo one > /run/order; echo first ran"]
+    command: ["/bin/sh", "-c", "echo one > /run/order; echo first ran; grep -q ' / / .* - overlay ' /proc/self/mountinfo && echo first on its overlay"]
     binds: ["/run:/run"]
   - name: second
     image: {busybox}
-    command: ["/bin/sh", "-c", "echo second saw $(cat /run/order)"]
+    command: ["/bin/sh", "-c", "echo second saw $(cat /run/order); echo first left $(cut -d' ' -f5 /proc/1/mountinfo | grep -c '^/containers/onboot/[0-9]*-first/') mounts"]
     binds: ["/run:/run"]
+    pid: host
   - name: poweroff
     image: {busybox}
     command: ["/sbin/poweroff", "-f"]
@@ -135,5 +192,8 @@ onboot:
         .find("second: second saw one")
         .unwrap_or_else(|| panic!("second did not see first's file:\n{console}"));
     assert!(first < second, "onboot out of order:\n{console}");
+    // first ran on the overlay runtime.json mounted for it, and it was gone once first ended.
+    assert!(console.contains("first: first on its overlay"), "{console}");
+    assert!(console.contains("second: first left 0 mounts"), "{console}");
     assert!(console.contains("Power down"), "{console}");
 }

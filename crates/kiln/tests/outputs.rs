@@ -121,7 +121,7 @@ fn kernel_initrd_is_a_valid_newc_cpio() {
         let mut raw = Vec::new();
         match compress {
             "gzip" => {
-                flate2::read::GzDecoder::new(rest)
+                flate2::read::MultiGzDecoder::new(rest)
                     .read_to_end(&mut raw)
                     .expect("gunzip");
             }

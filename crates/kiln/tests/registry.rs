@@ -5,7 +5,6 @@
 
 mod common;
 use common::*;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,11 +48,7 @@ fn prerequisites() -> bool {
 
 fn start_registry() -> Registry {
     let dir = tempfile::tempdir().expect("tmp");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let config = dir.path().join("config.yml");
     std::fs::write(

@@ -39,15 +39,18 @@ fn run_qemu_attached_and_detached() {
     assert!(console.contains("Hello from kiln: kernel"), "{console}");
 
     let state = dir.path().join("state");
+    let port = free_port();
     let pid = run_ok(
         kiln()
             .args([
-                "run", "qemu", "--accel", "tcg", "--mem", "512", "-p", "18080:80", "--disk",
+                "run", "qemu", "--accel", "tcg", "--mem", "512", "--disk",
             ])
             .arg(format!(
                 "{},size=64M",
                 dir.path().join("data.qcow2").display()
             ))
+            .arg("-p")
+            .arg(format!("{port}:80"))
             .arg("--detached")
             .arg(&state)
             .arg(&name),
@@ -75,7 +78,7 @@ fn run_qemu_attached_and_detached() {
     }
     let args = std::fs::read_to_string(state.join("cmdline")).expect("cmdline");
     assert!(
-        args.contains("hostfwd=tcp::18080-:80") && args.contains("virtio-blk-pci"),
+        args.contains(&format!("hostfwd=tcp::{port}-:80")) && args.contains("virtio-blk-pci"),
         "{args}"
     );
 }

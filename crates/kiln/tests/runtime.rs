@@ -102,6 +102,15 @@ fn field<'a>(out: &'a str, name: &str) -> &'a str {
         .trim()
 }
 
+/// Give the process these capabilities in all its sets (absent capabilities mean none, as in
+/// runc).
+fn with_caps(config: &mut Value, caps: &[&str]) {
+    let caps = json!(caps);
+    config["process"]["capabilities"] = json!({
+        "bounding": caps, "effective": caps, "permitted": caps, "inheritable": caps
+    });
+}
+
 fn status_script() -> &'static str {
     "cat /proc/self/status"
 }
@@ -139,8 +148,10 @@ fn capability_sets_for_root_are_bounded() {
 #[test]
 fn ambient_capabilities_reach_a_non_root_process() {
     let caps = json!(["CAP_NET_BIND_SERVICE"]);
+    // Until nc listens, or has given up (it cannot bind): no fixed delay.
     let mut c = base_config(
-        "cat /proc/self/status; nc -l -p 80 & sleep 0.3; netstat -ltn | grep -q ':80 ' && echo BOUND80; true",
+        "cat /proc/self/status; nc -l -p 80 & nc=$!; \
+         until netstat -ltn | grep -q ':80 ' && echo BOUND80; do kill -0 $nc 2>/dev/null || break; done; true",
     );
     c["process"]["user"] = json!({"uid": 1000, "gid": 1000});
     c["process"]["capabilities"] = json!({
@@ -234,6 +245,8 @@ fn device_nodes_are_created() {
         {"path": "/dev/kiln-zero", "type": "c", "major": 1, "minor": 5,
          "fileMode": 0o640, "uid": 1000, "gid": 1001}
     ]);
+    // Root reads a device it does not own.
+    with_caps(&mut c, &["CAP_DAC_OVERRIDE"]);
     let out = run_ok_bundle(&c);
     assert!(
         out.contains("character special file 1:5 640 1000:1001"),
@@ -329,6 +342,7 @@ fn shared_root_propagation_reaches_the_host_and_leaving_the_old_root_does_not_un
         k = keep.display()
     ));
     let mut c = base_config("mount -t tmpfs data /var/lib && echo mounted");
+    with_caps(&mut c, &["CAP_SYS_ADMIN"]);
     c["root"]["readonly"] = json!(false);
     c["linux"]["rootfsPropagation"] = json!("shared");
     c["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"}]);
@@ -372,11 +386,208 @@ fn a_failed_start_names_the_step_and_the_mount() {
     );
 
     let mut c = base_config("true");
-    c["linux"]["sysctl"] = json!({"kernel.no_such_parameter": "1"});
+    // A parameter of the container's own network namespace that this kernel lacks.
+    c["linux"]["sysctl"] = json!({"net.ipv4.kiln_no_such_parameter": "1"});
     let (code, out) = run(&c, None);
     assert_ne!(code, 0);
     assert!(
-        out.contains("setting sysctl kernel.no_such_parameter=1"),
+        out.contains("setting sysctl net.ipv4.kiln_no_such_parameter=1"),
         "{out}"
     );
+}
+
+/// A bundle directory laid out as `kiln build` lays out a writable container (kiln-init's
+/// case): config.json, runtime.json mounting a tmpfs on tmp/ and an overlay on rootfs/ over the
+/// busybox root.
+fn writable_bundle(script: &str) -> (tempfile::TempDir, Value, Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = dir.path();
+    for d in ["tmp", "rootfs"] {
+        std::fs::create_dir(b.join(d)).expect("mkdir");
+    }
+    let mut config = base_config(script);
+    config["root"] = json!({"path": b.join("rootfs"), "readonly": false});
+    let runtime = json!({
+        "mounts": [
+            {"destination": b.join("tmp"), "type": "tmpfs", "source": "tmpfs"},
+            {"destination": b.join("tmp"), "options": ["remount", "private"]},
+            {"destination": b.join("rootfs"), "type": "overlay", "source": "overlay", "options": [
+                format!("lowerdir={}", rootfs().display()),
+                format!("upperdir={}", b.join("tmp/upper").display()),
+                format!("workdir={}", b.join("tmp/work").display())]}
+        ]
+    });
+    (dir, config, runtime)
+}
+
+/// What the host looks like around one `kiln run bundle --prepare`, run in a private mount
+/// namespace where the unified cgroup hierarchy is mounted at /sys/fs/cgroup (this host's may
+/// be hybrid): the kiln exit code, the container's output, and whether the mount table and the
+/// cgroup are as before.
+struct Around {
+    code: i32,
+    out: String,
+    mounts_before: String,
+    mounts_after: String,
+    cgroup_before: bool,
+    cgroup_after: bool,
+}
+
+fn run_around(bundle: &Path, config: &Value, runtime: &Value, cgroup: &str) -> Around {
+    std::fs::write(bundle.join("config.json"), config.to_string()).expect("config");
+    std::fs::write(bundle.join("runtime.json"), runtime.to_string()).expect("runtime");
+    let facts = tempfile::tempdir().expect("tempdir");
+    let f = facts.path();
+    // The mount points (field 5 of mountinfo), which do not change with mount ids.
+    let script = format!(
+        r#"set -u
+mount -t cgroup2 cgroup2 /sys/fs/cgroup || exit 99
+cut -d' ' -f5 /proc/self/mountinfo | sort > {f}/mounts-before
+[ -e /sys/fs/cgroup/{cgroup} ] && touch {f}/cgroup-before
+"$0" run bundle --prepare {b} > {f}/out 2>&1
+echo $? > {f}/code
+cut -d' ' -f5 /proc/self/mountinfo | sort > {f}/mounts-after
+[ -e /sys/fs/cgroup/{cgroup} ] && touch {f}/cgroup-after
+rmdir "/sys/fs/cgroup/$(dirname {cgroup})" 2>/dev/null
+exit 0"#,
+        f = f.display(),
+        b = bundle.display(),
+    );
+    let status = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .status()
+        .expect("unshare (util-linux) runs");
+    assert!(
+        status.success(),
+        "no private mount namespace with a cgroup2 mount at /sys/fs/cgroup: {status}"
+    );
+    let read = |name: &str| std::fs::read_to_string(f.join(name)).unwrap_or_default();
+    Around {
+        code: read("code").trim().parse().expect("exit code"),
+        out: read("out"),
+        mounts_before: read("mounts-before"),
+        mounts_after: read("mounts-after"),
+        cgroup_before: f.join("cgroup-before").exists(),
+        cgroup_after: f.join("cgroup-after").exists(),
+    }
+}
+
+#[test]
+fn no_cgroup_mount_or_mount_point_is_left_after_the_container_ends() {
+    let cgroup = format!("kiln-test-{}/left", std::process::id());
+    let point = format!("/kiln-test-mount-point-{}", std::process::id());
+    let (dir, mut config, runtime) = writable_bundle(&format!(
+        "grep '^0::' /proc/self/cgroup; \
+         grep -q ' / / .* - overlay ' /proc/self/mountinfo && echo ROOT-OVERLAY; \
+         [ -d {point} ] && echo POINT-MOUNTED; touch /written && echo WROTE"
+    ));
+    config["linux"]["cgroupsPath"] = json!(cgroup);
+    config["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(json!({"destination": point, "type": "tmpfs", "source": "tmpfs"}));
+    let done = run_around(dir.path(), &config, &runtime, &cgroup);
+    assert_eq!(done.code, 0, "{}", done.out);
+    // While it ran: in the cgroup, on the overlay, with its mount point.
+    assert!(
+        done.out.contains(&format!("0::/{cgroup}")),
+        "not in the cgroup:\n{}",
+        done.out
+    );
+    assert!(done.out.contains("ROOT-OVERLAY"), "{}", done.out);
+    assert!(done.out.contains("POINT-MOUNTED"), "{}", done.out);
+    assert!(done.out.contains("WROTE"), "{}", done.out);
+    // After: nothing of it.
+    assert!(!done.cgroup_before);
+    assert!(!done.cgroup_after, "the cgroup {cgroup} was left behind");
+    assert!(
+        !done.mounts_before.is_empty() && done.mounts_before == done.mounts_after,
+        "mounts left behind:\nbefore:\n{}\nafter:\n{}",
+        done.mounts_before,
+        done.mounts_after
+    );
+
+    // The same when the start fails after the host mounts, the cgroup and the mount points
+    // were made.
+    config["linux"]["sysctl"] = json!({"net.ipv4.kiln_no_such_parameter": "1"});
+    let failed = run_around(dir.path(), &config, &runtime, &cgroup);
+    assert_ne!(failed.code, 0, "{}", failed.out);
+    assert!(
+        failed
+            .out
+            .contains("setting sysctl net.ipv4.kiln_no_such_parameter=1"),
+        "{}",
+        failed.out
+    );
+    assert!(!failed.cgroup_after, "the cgroup {cgroup} was left behind");
+    assert_eq!(
+        failed.mounts_before, failed.mounts_after,
+        "mounts left behind"
+    );
+
+    // And when the runtime.json mounts fail half-way.
+    let mut broken = runtime.clone();
+    broken["mounts"][2]["options"][0] = json!("lowerdir=/nonexistent/kiln-lower");
+    let failed = run_around(dir.path(), &config, &broken, &cgroup);
+    assert_ne!(failed.code, 0, "{}", failed.out);
+    assert!(failed.out.contains("rootfs"), "{}", failed.out);
+    assert_eq!(
+        failed.mounts_before, failed.mounts_after,
+        "mounts left behind"
+    );
+    assert!(!failed.cgroup_after);
+}
+
+#[test]
+fn mount_points_made_in_a_read_only_root_are_removed_after_the_run_and_a_failed_start() {
+    let point = format!("kiln-test-point-{}", std::process::id());
+    let mut c = base_config(&format!("[ -d /{point} ] && echo POINT-THERE"));
+    c["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(json!({"destination": format!("/{point}"), "type": "tmpfs", "source": "tmpfs"}));
+    let out = run_ok_bundle(&c);
+    assert!(out.contains("POINT-THERE"), "{out}");
+    assert!(!rootfs().join(&point).exists(), "the mount point stayed");
+
+    c["process"]["cwd"] = json!("/no/such/dir");
+    let (code, out) = run(&c, None);
+    assert_ne!(code, 0);
+    assert!(out.contains("/no/such/dir"), "{out}");
+    assert!(!rootfs().join(&point).exists(), "the mount point stayed");
+}
+
+#[test]
+fn exit_codes_tell_the_container_from_kiln() {
+    // The container's own status.
+    let (code, out) = run(&base_config("exit 1"), None);
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = run(&base_config("exit 42"), None);
+    assert_eq!(code, 42, "{out}");
+    // Killed by a signal: 128+N (outside a PID namespace of its own, whose init would
+    // ignore it).
+    let mut killed = base_config("kill -KILL $$");
+    killed["linux"]["namespaces"] = json!([{"type": "mount"}]);
+    let (code, out) = run(&killed, None);
+    assert_eq!(code, 128 + 9, "{out}");
+    // Its program cannot run: 127 when not found, 126 when not executable.
+    let mut missing = base_config("true");
+    missing["process"]["args"] = json!(["/no/such/program"]);
+    let (code, out) = run(&missing, None);
+    assert_eq!(code, 127, "{out}");
+    assert!(out.contains("/no/such/program"), "{out}");
+    let mut directory = base_config("true");
+    directory["process"]["args"] = json!(["/bin"]);
+    let (code, out) = run(&directory, None);
+    assert_eq!(code, 126, "{out}");
+    // kiln's own failure: the bundle is missing.
+    let out = kiln()
+        .args(["run", "bundle"])
+        .arg("/nonexistent/kiln-bundle")
+        .output()
+        .expect("spawn kiln run bundle");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("/nonexistent/kiln-bundle"), "{stderr}");
 }

@@ -12,10 +12,48 @@
 //! a path that does not exist in the image. Absolute paths are taken relative to the root.
 
 use crate::entry::{Entry, Kind};
-use crate::error::AssembleError;
-use kiln_oci::{Image, Store};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
+
+/// The layers of one image, bottom first, as a store hands them out.
+pub trait Layers {
+    /// The image, as errors name it.
+    fn image(&self) -> &str;
+    /// How many layers there are.
+    fn count(&self) -> usize;
+    /// Layer `index`'s digest, as errors name it.
+    fn digest(&self, index: usize) -> String;
+    /// Layer `index` as an uncompressed tar stream.
+    fn open(&self, index: usize) -> std::io::Result<Box<dyn Read + Send + '_>>;
+}
+
+/// A layer that could not be flattened.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// A member refused as hostile.
+    #[error("image {image}, layer {layer}: refusing entry `{path}`: {why}")]
+    Hostile {
+        /// The image.
+        image: String,
+        /// The layer digest (or the archive's name).
+        layer: String,
+        /// The entry path as it is in the layer.
+        path: String,
+        /// Why.
+        why: String,
+    },
+    /// The layer could not be read.
+    #[error("image {image}, layer {layer}: {source}")]
+    Read {
+        /// The image.
+        image: String,
+        /// The layer digest (or the archive's name).
+        layer: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 #[derive(Debug, Clone)]
 enum Node {
@@ -59,14 +97,58 @@ fn base_of(path: &str) -> &str {
     path.rfind('/').map_or(path, |i| &path[i + 1..])
 }
 
+/// The largest file a GNU sparse layer member may expand to: 1 GiB. Its holes become zeros in
+/// every output, so a few bytes of layer could otherwise stand for terabytes.
+pub const MAX_SPARSE_BYTES: u64 = 1 << 30;
+
 /// The entry a tar member describes, or `None` for members that are not file system entries.
+///
+/// A GNU sparse member (type `S`, as `tar --sparse` writes in GNU format) is a regular file:
+/// the tar reader expands its holes, and the entry's size is the file's real size, at most
+/// [`MAX_SPARSE_BYTES`]. A sparse file in the PAX format (`GNU.sparse.*` records, as
+/// `tar --sparse --format=posix` writes) is refused by name, as the reader would yield its
+/// sparse map and data as the content.
 pub fn entry_from_tar<R: Read>(
     member: &mut tar::Entry<'_, R>,
     path: String,
 ) -> Result<Option<Entry>, std::io::Error> {
+    if let Some(exts) = member.pax_extensions()? {
+        let mut sparse = false;
+        let mut name = None;
+        for ext in exts.flatten() {
+            match ext.key() {
+                Ok("GNU.sparse.name") => name = ext.value().ok().map(str::to_string),
+                Ok(k) if k.starts_with("GNU.sparse.") => sparse = true,
+                _ => {}
+            }
+        }
+        if sparse || name.is_some() {
+            let file = name
+                .map(|n| format!(" (the file `{n}`)"))
+                .unwrap_or_default();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "member `{path}`{file} is a sparse file in the PAX format (`GNU.sparse.*` records), which kiln does not read; rebuild the layer without `--sparse`, or with GNU tar's `--format=gnu`"
+                ),
+            ));
+        }
+    }
     let h = member.header();
+    if h.entry_type() == tar::EntryType::GNUSparse && member.size() > MAX_SPARSE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "member `{path}` is a sparse file of {} bytes, more than the limit of {} MiB for a sparse file (its holes would be written as zeros); leave it out of the layer",
+                member.size(),
+                MAX_SPARSE_BYTES >> 20
+            ),
+        ));
+    }
     let kind = match h.entry_type() {
-        tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            Kind::File
+        }
         tar::EntryType::Directory => Kind::Dir,
         tar::EntryType::Symlink => Kind::Symlink(
             member
@@ -117,52 +199,41 @@ pub fn entry_from_tar<R: Read>(
 
 /// Flattens one image.
 pub struct Flattener<'a> {
-    store: &'a Store,
-    image: &'a Image,
+    layers: &'a dyn Layers,
     tree: BTreeMap<String, Node>,
 }
 
 impl<'a> Flattener<'a> {
-    /// Prepare to flatten `image` from `store`.
-    pub fn new(store: &'a Store, image: &'a Image) -> Self {
+    /// Prepare to flatten the image whose layers are `layers`.
+    pub fn new(layers: &'a dyn Layers) -> Self {
         Flattener {
-            store,
-            image,
+            layers,
             tree: BTreeMap::new(),
         }
-    }
-
-    fn layer_digest(&self, layer: usize) -> String {
-        self.image
-            .manifest
-            .layers
-            .get(layer)
-            .map(|l| l.digest.clone())
-            .unwrap_or_default()
     }
 
     /// Layer `layer` of the image as a tar archive, decompressed.
     fn open_layer(
         &self,
         layer: usize,
-    ) -> Result<tar::Archive<Box<dyn Read + Send>>, AssembleError> {
-        let reader = self.store.open_layer(&self.image.manifest.layers[layer])?;
+    ) -> Result<tar::Archive<Box<dyn Read + Send + 'a>>, LayerError> {
+        let reader = self.layers.open(layer).map_err(|e| self.io(layer, e))?;
         Ok(tar::Archive::new(reader))
     }
 
-    fn hostile(&self, layer: usize, path: &str, why: String) -> AssembleError {
-        AssembleError::HostileLayer {
-            image: self.image.reference.clone(),
-            layer: self.layer_digest(layer),
+    fn hostile(&self, layer: usize, path: &str, why: String) -> LayerError {
+        LayerError::Hostile {
+            image: self.layers.image().to_string(),
+            layer: self.layers.digest(layer),
             path: path.to_string(),
             why,
         }
     }
 
-    fn io(&self, layer: usize, e: std::io::Error) -> AssembleError {
-        AssembleError::Layer {
-            image: self.image.reference.clone(),
-            layer: self.layer_digest(layer),
+    fn io(&self, layer: usize, e: std::io::Error) -> LayerError {
+        LayerError::Read {
+            image: self.layers.image().to_string(),
+            layer: self.layers.digest(layer),
             source: e,
         }
     }
@@ -193,7 +264,7 @@ impl<'a> Flattener<'a> {
         }
     }
 
-    fn index_layer(&mut self, layer: usize) -> Result<(), AssembleError> {
+    fn index_layer(&mut self, layer: usize) -> Result<(), LayerError> {
         let mut archive = self.open_layer(layer)?;
         let members = archive.entries().map_err(|e| self.io(layer, e))?;
         for (ordinal, member) in members.enumerate() {
@@ -276,7 +347,7 @@ impl<'a> Flattener<'a> {
         Ok(())
     }
 
-    fn check_ancestors(&mut self, layer: usize, path: &str) -> Result<(), AssembleError> {
+    fn check_ancestors(&mut self, layer: usize, path: &str) -> Result<(), LayerError> {
         let mut end = 0;
         while let Some(i) = path[end..].find('/') {
             let ancestor = &path[..end + i];
@@ -302,11 +373,11 @@ impl<'a> Flattener<'a> {
     }
 
     /// Emit the flattened image: `emit` is called for each surviving entry with its data.
-    pub fn run(
+    pub fn run<E: From<LayerError>>(
         mut self,
-        emit: &mut dyn FnMut(&Entry, &mut dyn Read) -> Result<(), AssembleError>,
-    ) -> Result<(), AssembleError> {
-        let layers = self.image.manifest.layers.len();
+        emit: &mut dyn FnMut(&Entry, &mut dyn Read) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let layers = self.layers.count();
         for l in 0..layers {
             self.index_layer(l)?;
         }
@@ -357,12 +428,12 @@ impl<'a> Flattener<'a> {
         Ok(())
     }
 
-    fn ensure_dir(
+    fn ensure_dir<E>(
         &self,
         path: &str,
         emitted: &mut HashSet<String>,
-        emit: &mut dyn FnMut(&Entry, &mut dyn Read) -> Result<(), AssembleError>,
-    ) -> Result<(), AssembleError> {
+        emit: &mut dyn FnMut(&Entry, &mut dyn Read) -> Result<(), E>,
+    ) -> Result<(), E> {
         if emitted.contains(path) {
             return Ok(());
         }

@@ -3,10 +3,9 @@
 //! (LinuxKit's defaults, the image's `org.mobyproject.config` label, its entrypoint, command,
 //! environment and working directory), with the root made writable.
 
-use crate::error::{BuildError, io_err};
-use kiln_assemble::layers::Flattener;
-use kiln_assemble::{AssembleError, oci_config};
-use kiln_oci::{Reference, Store};
+use crate::{AssembleError, oci_config};
+use kiln_fs::Flattener;
+use kiln_oci::{ImageLayers, Reference, Store};
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
@@ -17,37 +16,32 @@ pub fn unpack_bundle(
     name: &Reference,
     arch: &str,
     dir: &Path,
-) -> Result<(), BuildError> {
+) -> Result<(), AssembleError> {
+    let bundle_err = |message: String| AssembleError::Bundle {
+        dir: dir.to_path_buf(),
+        message,
+    };
     let image = store.resolve(name, arch)?;
-    if dir.exists() && fs::read_dir(dir).map_err(io_err(dir))?.next().is_some() {
-        return Err(io_err(dir)(std::io::Error::other(
-            "the bundle directory is not empty: give a new or empty directory",
-        )));
+    let not_empty = fs::read_dir(dir).map(|mut d| d.next().is_some());
+    if matches!(not_empty, Ok(true)) {
+        return Err(bundle_err(
+            "the directory is not empty: give a new or empty directory".into(),
+        ));
     }
     let rootfs = dir.join("rootfs");
-    fs::create_dir_all(&rootfs).map_err(io_err(&rootfs))?;
-    let mut failure = None;
-    Flattener::new(store, &image)
-        .run(&mut |entry, data| {
-            crate::unpack::write_entry(&rootfs, entry, data).map_err(|e| {
-                let message = e.to_string();
-                failure = Some(e);
-                AssembleError::Output(std::io::Error::other(message))
-            })
-        })
-        .map_err(|e| {
-            failure
-                .take()
-                .unwrap_or_else(|| io_err(&rootfs)(std::io::Error::other(e.to_string())))
-        })?;
+    fs::create_dir_all(&rootfs)
+        .map_err(|e| bundle_err(format!("cannot create {}: {e}", rootfs.display())))?;
+    Flattener::new(&ImageLayers::new(store, &image)).run(&mut |entry, data| {
+        kiln_fs::unpack::write_entry(&rootfs, entry, data).map_err(AssembleError::from)
+    })?;
     let exec = image.config.config.clone().unwrap_or_default();
     let label = exec
         .labels
         .as_ref()
-        .and_then(|l| l.get(crate::pkg::CONFIG_LABEL))
+        .and_then(|l| l.get(kiln_manifest::CONFIG_LABEL))
         .map(|text| kiln_manifest::parse_label(&image.reference, text))
         .transpose()
-        .map_err(|d| io_err(dir)(std::io::Error::other(d.to_string())))?
+        .map_err(AssembleError::Manifest)?
         .unwrap_or_default();
     let yaml = kiln_manifest::Image {
         name: name
@@ -61,8 +55,9 @@ pub fn unpack_bundle(
         ..Default::default()
     };
     let b = oci_config::bundle(&yaml, &label, &exec, &HashMap::new())
-        .map_err(|(field, msg)| io_err(dir)(std::io::Error::other(format!("{field}: {msg}"))))?;
+        .map_err(|(field, msg)| bundle_err(format!("{field}: {msg}")))?;
     let path = dir.join("config.json");
-    fs::write(&path, oci_config::to_go_json(&b.config)).map_err(io_err(&path))?;
+    fs::write(&path, oci_config::to_go_json(&b.config))
+        .map_err(|e| bundle_err(format!("cannot write {}: {e}", path.display())))?;
     Ok(())
 }

@@ -4,14 +4,42 @@
 //! climb out, entries beneath a symlink or a non-directory, hard links to paths that are not in
 //! the layer.
 
-use crate::error::{BuildError, io_err};
-use kiln_assemble::layers::{entry_from_tar, normalize};
-use kiln_assemble::{Entry, Kind};
+use crate::entry::{Entry, Kind};
+use crate::layers::{entry_from_tar, normalize};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{PermissionsExt, lchown, symlink};
 use std::path::{Path, PathBuf};
+
+/// A layer or entry that could not be written into a directory.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// A member refused as hostile (it climbs out, writes beneath a symlink, ...).
+    #[error("layer {layer}: refusing entry `{path}`: {message}")]
+    Refused {
+        /// The layer digest, or what the entries came from.
+        layer: String,
+        /// The member's path as it is in the layer.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// A file system operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path it failed on.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> UnpackError {
+    let path = path.into();
+    move |source| UnpackError::Io { path, source }
+}
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
@@ -20,9 +48,9 @@ pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// Unpack the (uncompressed) layer `reader` into the empty directory `dest`. `layer` names the
 /// layer in errors.
-pub fn unpack(reader: impl Read, dest: &Path, layer: &str) -> Result<(), BuildError> {
+pub fn unpack(reader: impl Read, dest: &Path, layer: &str) -> Result<(), UnpackError> {
     let mut archive = tar::Archive::new(reader);
-    let bad = |path: &str, message: String| BuildError::Layer {
+    let bad = |path: &str, message: String| UnpackError::Refused {
         layer: layer.to_string(),
         path: path.to_string(),
         message,
@@ -74,14 +102,10 @@ pub fn unpack(reader: impl Read, dest: &Path, layer: &str) -> Result<(), BuildEr
 }
 
 /// Write one entry of a flattened image (paths already normalised and checked) under `root`.
-pub(crate) fn write_entry(
-    root: &Path,
-    entry: &Entry,
-    data: &mut dyn Read,
-) -> Result<(), BuildError> {
+pub fn write_entry(root: &Path, entry: &Entry, data: &mut dyn Read) -> Result<(), UnpackError> {
     let target = root.join(&entry.path);
     create(entry, &target, root, data).map_err(|e| match e {
-        Create::Bad(m) => BuildError::Layer {
+        Create::Bad(m) => UnpackError::Refused {
             layer: "flattened image".into(),
             path: entry.path.clone(),
             message: m,
@@ -126,7 +150,7 @@ fn ensure_dir(root: &Path, rel: &str) -> Result<PathBuf, String> {
     Ok(p)
 }
 
-fn remove_existing(path: &Path) -> Result<(), BuildError> {
+fn remove_existing(path: &Path) -> Result<(), UnpackError> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(io_err(path)),
         Ok(_) => fs::remove_file(path).map_err(io_err(path)),
@@ -210,7 +234,7 @@ fn create(entry: &Entry, target: &Path, root: &Path, data: &mut dyn Read) -> Res
 }
 
 /// Set a path's modification time without following a final symlink.
-pub(crate) fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
+pub fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
     let t = nix::sys::time::TimeSpec::new(i64::try_from(mtime).unwrap_or(i64::MAX), 0);
     nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,

@@ -104,15 +104,49 @@ impl Entry {
     }
 }
 
+/// What a sink does with a segment announced by [`Sink::begin_segment`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment {
+    /// Send the segment's entries as usual.
+    Emit,
+    /// The sink already has the segment's output (it cached it): the producer skips the
+    /// segment's entries and goes on with [`Sink::end_segment`].
+    Reuse,
+}
+
 /// Consumes the entry stream.
+///
+/// A producer may group entries into segments: [`Sink::begin_segment`], the segment's entries,
+/// [`Sink::end_segment`]. A segment's key determines its entries completely (two segments with
+/// equal keys consist of the same entries with the same data, in the same order), so a sink
+/// that caches its output per segment may answer [`Segment::Reuse`]. Segments do not nest.
+/// Sinks that do not cache ignore segments.
 pub trait Sink {
     /// Add one entry; `data` yields exactly `entry.size` bytes for regular files.
     fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()>;
+
+    /// The entries up to the next [`Sink::end_segment`] form a segment identified by `key`.
+    /// On [`Segment::Reuse`] the producer sends none of them.
+    fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
+        let _ = key;
+        Ok(Segment::Emit)
+    }
+
+    /// The segment begun last is complete (or was skipped).
+    fn end_segment(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl<S: Sink + ?Sized> Sink for &mut S {
     fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
         (**self).add(entry, data)
+    }
+    fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
+        (**self).begin_segment(key)
+    }
+    fn end_segment(&mut self) -> io::Result<()> {
+        (**self).end_segment()
     }
 }
 

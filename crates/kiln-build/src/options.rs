@@ -1,0 +1,92 @@
+//! What a build is asked to do ([`BuildOptions`]) and what it produced ([`Built`]).
+
+use crate::diff::LayerCompression;
+use crate::image::ImageConfig;
+use crate::vars::host_arch;
+use kiln_oci::registry::RegistryOptions;
+use kiln_oci::spec::Descriptor;
+use kiln_oci::{Digest, Reference};
+use kiln_runtime::Network;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where progress lines go.
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// What to build and how.
+#[derive(Clone)]
+pub struct BuildOptions {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile.
+    pub dockerfile: PathBuf,
+    /// The stage to build (the last one if unset).
+    pub target: Option<String>,
+    /// `--build-arg NAME=VALUE` values.
+    pub build_args: Vec<(String, String)>,
+    /// Target architecture, in Go's naming (amd64, arm64).
+    pub arch: String,
+    /// Ignore the step cache.
+    pub no_cache: bool,
+    /// Labels added to the image (after the Dockerfile's own).
+    pub labels: BTreeMap<String, String>,
+    /// Names to give the image in the store.
+    pub tags: Vec<Reference>,
+    /// How to reach registries for base images.
+    pub registry: RegistryOptions,
+    /// Networking for RUN steps that do not say (`--network`).
+    pub network: Network,
+    /// SOURCE_DATE_EPOCH: the image creation time, and a cap on file times in new layers.
+    pub source_date_epoch: Option<u64>,
+    /// Where progress lines go.
+    pub progress: Option<Progress>,
+    /// How new layers are compressed.
+    pub compression: LayerCompression,
+}
+
+impl std::fmt::Debug for BuildOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildOptions")
+            .field("context", &self.context)
+            .field("dockerfile", &self.dockerfile)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BuildOptions {
+    /// Options for building `dockerfile` in `context` for the host's architecture.
+    pub fn new(context: impl Into<PathBuf>, dockerfile: impl Into<PathBuf>) -> Self {
+        BuildOptions {
+            context: context.into(),
+            dockerfile: dockerfile.into(),
+            target: None,
+            build_args: Vec::new(),
+            arch: host_arch().to_string(),
+            no_cache: false,
+            labels: BTreeMap::new(),
+            tags: Vec::new(),
+            registry: RegistryOptions::default(),
+            network: Network::Host,
+            source_date_epoch: None,
+            progress: None,
+            compression: LayerCompression::default(),
+        }
+    }
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// Digest of the image manifest.
+    pub manifest: Digest,
+    /// Its descriptor (as tagged in the store).
+    pub descriptor: Descriptor,
+    /// The image config.
+    pub config: ImageConfig,
+    /// Steps that changed the file system and were executed.
+    pub executed: usize,
+    /// Steps that changed the file system and came from the cache.
+    pub cached: usize,
+}

@@ -1,0 +1,112 @@
+//! Making every image a manifest names available in the store before assembly: `@pkg:DIR`
+//! references (a kiln extension: the image of the package in DIR, relative to the first
+//! manifest's directory) are built when the store lacks them and replaced by their image
+//! names, and images the store lacks are pulled.
+
+use crate::error::BuildError;
+use crate::pkg::{PkgOptions, PkgResult, build_packages};
+use kiln_manifest::Manifest;
+use kiln_oci::registry;
+use kiln_oci::{Reference, Store};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// The prefix of package references in manifests.
+pub const PKG_PREFIX: &str = "@pkg:";
+
+/// How [`resolve_images`] finds images.
+#[derive(Clone, Copy)]
+pub struct ResolveOptions<'a> {
+    /// Package builds (and, through `packages.base.registry`, pulls).
+    pub packages: &'a PkgOptions,
+    /// The directory `@pkg:` paths are relative to.
+    pub base_dir: &'a Path,
+    /// Pull every image, even those the store has.
+    pub pull_always: bool,
+}
+
+/// Build the `@pkg:` packages `manifest` names and put their image names in its place, then
+/// pull every image the store lacks. Returns what happened to each package.
+pub fn resolve_images(
+    store: &Store,
+    manifest: &mut Manifest,
+    opts: &ResolveOptions<'_>,
+) -> Result<Vec<PkgResult>, BuildError> {
+    let packages = build_referenced_packages(store, manifest, opts)?;
+    pull_missing(store, manifest, opts)?;
+    Ok(packages)
+}
+
+fn build_referenced_packages(
+    store: &Store,
+    manifest: &mut Manifest,
+    opts: &ResolveOptions<'_>,
+) -> Result<Vec<PkgResult>, BuildError> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (r, _) in manifest.image_references() {
+        if let Some(path) = r.strip_prefix(PKG_PREFIX) {
+            let dir = opts.base_dir.join(path);
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    if dirs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let built = build_packages(store, &dirs, opts.packages)?;
+    for r in manifest.image_references_mut() {
+        if let Some(path) = r.strip_prefix(PKG_PREFIX) {
+            let dir = opts.base_dir.join(path);
+            // The same package may have been reached by another path (a dependency's `..`).
+            let found = built
+                .iter()
+                .find(|b| b.dir == dir || same_dir(&b.dir, &dir));
+            *r = match found {
+                Some(b) => b.reference.clone(),
+                None => {
+                    return Err(BuildError::PackageNotBuilt {
+                        reference: r.clone(),
+                        dir,
+                    });
+                }
+            };
+        }
+    }
+    Ok(built)
+}
+
+fn pull_missing(
+    store: &Store,
+    manifest: &Manifest,
+    opts: &ResolveOptions<'_>,
+) -> Result<(), BuildError> {
+    let ropts = &opts.packages.base.registry;
+    let mut done = HashSet::new();
+    for (reference, location) in manifest.image_references() {
+        let r: Reference = reference
+            .parse()
+            .map_err(|source| BuildError::ImageReference {
+                location: location.clone(),
+                reference: reference.to_string(),
+                source,
+            })?;
+        if !done.insert(r.to_string()) {
+            continue;
+        }
+        if !opts.pull_always && store.resolve(&r, &ropts.arch).is_ok() {
+            continue;
+        }
+        tracing::info!("pulling {r}");
+        registry::pull(store, &r, ropts).map_err(|source| BuildError::Pull {
+            location,
+            reference: r.to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+}

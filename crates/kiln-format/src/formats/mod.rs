@@ -1,0 +1,6 @@
+//! One module per output format, each providing the [`crate::FormatWriter`] of
+//! [`crate::Format`]'s variant.
+
+pub(crate) mod kernel_initrd;
+pub(crate) mod tar;
+pub(crate) mod tar_kernel_initrd;

@@ -1,0 +1,249 @@
+//! What runs in the child between `fork` and `exec` (the pre-exec hook): join the cgroup, enter
+//! or create the namespaces, fork once more so that the command is PID 1 of its PID namespace,
+//! wait at the gate, set sysctls, set up the root file system, then limits, identity and
+//! capabilities.
+//!
+//! The hook runs in a forked copy of a process that may have other threads: it must not
+//! allocate or take locks. Everything it needs is converted beforehand into [`Prepared`]
+//! (C strings, open descriptors, numbers), and it only makes system calls (nix's wrappers, which
+//! take `&CStr` without copying, or [`crate::sys`]).
+//!
+//! The intermediate process (the hook's first child) sends the container's pid on a pipe,
+//! closes every other descriptor, waits for the container and exits with its status (a signal
+//! N as 128+N). A step that fails is recorded on the report pipe (see `failure`).
+
+use crate::failure::{self, Step};
+use crate::rootfs::{self, PreparedMount};
+use crate::security::{self, Capabilities, Rlimit};
+use crate::{cgroup, error::errno, sys};
+use nix::mount::MsFlags;
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, chdir, setgid, setgroups, setuid};
+use std::ffi::{CStr, CString, OsStr};
+use std::fs;
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// The pipes shared by the parent and the hook.
+pub(crate) struct Pipes {
+    /// The intermediate process writes the container's pid (4 bytes) here.
+    pub(crate) pid_write: OwnedFd,
+    /// A gated start: the container waits for a byte on the first, after closing its inherited
+    /// copy of the write end (the second).
+    pub(crate) gate: Option<(OwnedFd, RawFd)>,
+    /// Where the hook records the step that failed (see `failure`).
+    pub(crate) report: OwnedFd,
+}
+
+/// Everything the hook needs, converted before the fork.
+pub(crate) struct Prepared {
+    pub(crate) rootfs: CString,
+    pub(crate) proc_dir: CString,
+    pub(crate) sys_dir: CString,
+    pub(crate) dev_dir: CString,
+    pub(crate) pts_dir: CString,
+    pub(crate) shm_dir: CString,
+    pub(crate) host_devices: Vec<(CString, CString)>,
+    /// The config mounts a file system (not a bind) on /dev: add the default devices.
+    pub(crate) fresh_dev: bool,
+    /// Device nodes to create: path, mode (type and permissions), device number, owner.
+    pub(crate) devices: Vec<(CString, libc::mode_t, libc::dev_t, Uid, Gid)>,
+    pub(crate) masked_paths: Vec<CString>,
+    pub(crate) readonly_paths: Vec<CString>,
+    pub(crate) root_propagation: MsFlags,
+    /// `/proc/sys/...` files and their values.
+    pub(crate) sysctls: Vec<(CString, CString)>,
+    pub(crate) rlimits: Vec<Rlimit>,
+    pub(crate) capabilities: Option<Capabilities>,
+    pub(crate) last_capability: u32,
+    pub(crate) no_new_privileges: bool,
+    /// The value for /proc/self/oom_score_adj.
+    pub(crate) oom_score_adj: Option<CString>,
+    /// The cgroup's `cgroup.procs`, open for writing.
+    pub(crate) cgroup_procs: Option<fs::File>,
+    pub(crate) pipes: Pipes,
+    pub(crate) dev_links: Vec<(CString, CString)>,
+    pub(crate) mounts: Vec<PreparedMount>,
+    pub(crate) standard_mounts: bool,
+    pub(crate) readonly_root: bool,
+    pub(crate) joins: Vec<(fs::File, CloneFlags)>,
+    pub(crate) unshare: CloneFlags,
+    pub(crate) hostname: CString,
+    pub(crate) cwd: CString,
+    pub(crate) uid: Uid,
+    pub(crate) gid: Gid,
+    pub(crate) groups: Vec<Gid>,
+}
+
+/// The hook (installed by [`sys::install_hook`]).
+pub(crate) fn enter(p: &Prepared) -> io::Result<()> {
+    // The container starts with default signal handling and no signals blocked, whatever its
+    // parent does.
+    sys::reset_signal_dispositions();
+    let unblock = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    at(p, Step::Signals, 0, unblock.map_err(errno))?;
+    if let Some(procs) = &p.cgroup_procs {
+        at(p, Step::Cgroup, 0, cgroup::join(procs))?;
+    }
+    if let Some(value) = &p.oom_score_adj {
+        at(
+            p,
+            Step::OomScore,
+            0,
+            write_file(c"/proc/self/oom_score_adj", value),
+        )?;
+    }
+    for (i, (file, kind)) in p.joins.iter().enumerate() {
+        at(
+            p,
+            Step::JoinNamespace,
+            i,
+            nix::sched::setns(file, *kind).map_err(errno),
+        )?;
+    }
+    at(p, Step::Unshare, 0, unshare(p.unshare).map_err(errno))?;
+    let intermediate = nix::unistd::getpid();
+    match at(p, Step::Fork, 0, sys::fork_in_hook())? {
+        ForkResult::Parent { child } => wait_and_exit(p, child),
+        ForkResult::Child => {}
+    }
+    // The container cannot outlive the process that reports its exit. If that one died before
+    // this took effect, the parent is another process by now (in a new PID namespace the
+    // parent is outside it and shows as 0: nothing to compare).
+    let orphaned = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(errno)
+        .and_then(|()| {
+            let parent = nix::unistd::getppid();
+            if parent == intermediate || parent.as_raw() == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(libc::ESRCH))
+            }
+        });
+    at(p, Step::ParentDeath, 0, orphaned)?;
+    if let Some((go_read, go_write)) = &p.pipes.gate {
+        at(p, Step::Gate, 0, wait_for_gate(go_read, *go_write))?;
+    }
+    // /proc/sys shows the namespaces of the process that opens it: set before leaving the host's /proc.
+    for (i, (path, value)) in p.sysctls.iter().enumerate() {
+        at(p, Step::Sysctl, i, write_file(path, value))?;
+    }
+    rootfs::setup_root(p)?;
+    if p.unshare.contains(CloneFlags::CLONE_NEWUTS) {
+        let name = OsStr::from_bytes(p.hostname.to_bytes());
+        at(
+            p,
+            Step::Hostname,
+            0,
+            nix::unistd::sethostname(name).map_err(errno),
+        )?;
+    }
+    if p.unshare.contains(CloneFlags::CLONE_NEWNET) {
+        // Best effort: a container without loopback still runs.
+        let _ = loopback_up();
+    }
+    at(p, Step::Rlimit, 0, security::apply_rlimits(&p.rlimits))?;
+    if let Some(caps) = &p.capabilities {
+        at(
+            p,
+            Step::Bounding,
+            0,
+            security::apply_bounding(caps, p.last_capability),
+        )?;
+    }
+    if p.no_new_privileges {
+        at(p, Step::NoNewPrivs, 0, security::apply_no_new_privs())?;
+    }
+    at(p, Step::Groups, 0, setgroups(&p.groups).map_err(errno))?;
+    at(p, Step::Gid, 0, setgid(p.gid).map_err(errno))?;
+    at(p, Step::Uid, 0, setuid(p.uid).map_err(errno))?;
+    if let Some(caps) = &p.capabilities {
+        at(
+            p,
+            Step::Capabilities,
+            0,
+            security::apply_sets(caps, p.last_capability),
+        )?;
+    }
+    at(p, Step::Cwd, 0, chdir(p.cwd.as_c_str()).map_err(errno))?;
+    // What fails from here on is the exec itself.
+    failure::record(&p.pipes.report, Step::Exec, 0);
+    Ok(())
+}
+
+/// The intermediate process: report the container's pid, close everything but stdio (so the
+/// parent sees the container's exec), wait for the container and pass its status on.
+fn wait_and_exit(p: &Prepared, child: Pid) -> ! {
+    let pid = child.as_raw().to_ne_bytes();
+    // If this write fails the parent reads no pid and signals this process instead.
+    let _ = nix::unistd::write(&p.pipes.pid_write, &pid);
+    sys::close_from_3();
+    let code = loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, c)) => break c,
+            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(_) => break 255,
+        }
+    };
+    sys::exit_immediately(code)
+}
+
+/// Record the step on the report pipe when `r` failed (see `failure`).
+pub(crate) fn at<T>(p: &Prepared, step: Step, index: usize, r: io::Result<T>) -> io::Result<T> {
+    if r.is_err() {
+        failure::record(&p.pipes.report, step, index);
+    }
+    r
+}
+
+/// Block until the caller opens the gate (or drops it: then the container is abandoned).
+fn wait_for_gate(read: &OwnedFd, write: RawFd) -> io::Result<()> {
+    // This process's copy of the write end: closed, so that a dropped gate reads as EOF.
+    let _ = nix::unistd::close(write);
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(read, &mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => {
+                return Err(io::Error::other(
+                    "the container was abandoned before its start",
+                ));
+            }
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(errno(e)),
+        }
+    }
+}
+
+/// Write `value` to the file at `path` (no allocation; for the pre-exec hook).
+fn write_file(path: &CStr, value: &CStr) -> io::Result<()> {
+    let fd = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(errno)?;
+    nix::unistd::write(&fd, value.to_bytes())
+        .map(drop)
+        .map_err(errno)
+}
+
+/// Bring `lo` up in the current network namespace.
+pub fn loopback_up() -> io::Result<()> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(errno)?;
+    // IFF_UP and IFF_RUNNING fit the 16-bit flags field.
+    #[allow(clippy::cast_possible_truncation)]
+    let flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    sys::set_interface_flags(&fd, b"lo", flags)
+}

@@ -1,0 +1,354 @@
+//! `kiln run bundle` fails closed: each hostile or malformed bundle is refused before anything
+//! runs, with a message naming config.json (or runtime.json), the field and its value, and
+//! nothing is created outside the bundle — nor inside it. A well-formed bundle on the same
+//! runtime runs, without capabilities when it asks for none. Needs root, as the runtime does.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Root, or a skip (a failure in CI).
+fn is_root() -> bool {
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "these tests run containers: run them as root"
+        );
+        eprintln!("skipping: not root");
+    }
+    root
+}
+
+/// The busybox package unpacked once, for the bundle that runs.
+fn busybox_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let cache = shared_store();
+        let built = build_packages(&cache, &["busybox"]);
+        let image = built.last().expect("busybox image name").trim().to_string();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bundle-config-busybox");
+        let _ = std::fs::remove_dir_all(&dir);
+        run_ok(
+            kiln()
+                .args(["image", "unpack", "--cache"])
+                .arg(&cache)
+                .arg(&image)
+                .arg(&dir),
+        );
+        let root = dir.join("rootfs");
+        for d in ["proc", "dev"] {
+            std::fs::create_dir_all(root.join(d)).expect("mount point");
+        }
+        root
+    })
+}
+
+/// A config that would run `/bin/sh` as root with no capabilities, in new namespaces, on
+/// `rootfs`, and print RAN.
+fn config(rootfs: &Path) -> Value {
+    json!({
+        "ociVersion": "1.2.1",
+        "process": {
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/bin/sh", "-c", "echo RAN; grep CapEff /proc/self/status"],
+            "env": ["PATH=/bin:/sbin:/usr/bin:/usr/sbin"],
+            "cwd": "/"
+        },
+        "root": {"path": rootfs},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"}
+        ],
+        "linux": {
+            "namespaces": [
+                {"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"},
+                {"type": "network"}
+            ]
+        }
+    })
+}
+
+/// What a bundle run printed and its exit code.
+struct Run {
+    code: Option<i32>,
+    output: String,
+}
+
+/// `kiln run bundle --prepare DIR` with `config` (and `runtime`) written as given.
+fn run(bundle: &Path, config: &str, runtime: Option<&str>) -> Run {
+    std::fs::write(bundle.join("config.json"), config).expect("config.json");
+    if let Some(rt) = runtime {
+        std::fs::write(bundle.join("runtime.json"), rt).expect("runtime.json");
+    }
+    let out = kiln()
+        .args(["run", "bundle", "--prepare"])
+        .arg(bundle)
+        .output()
+        .expect("spawn kiln run bundle");
+    Run {
+        code: out.status.code(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Every path under `dir`, relative, sorted.
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(dir).expect("inside").to_path_buf());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_well_formed_bundle_runs_without_capabilities_when_it_names_none() {
+    if !is_root() {
+        return;
+    }
+    let bundle = tempfile::tempdir().expect("tempdir");
+    let r = run(bundle.path(), &config(busybox_root()).to_string(), None);
+    assert_eq!(r.code, Some(0), "{}", r.output);
+    assert!(r.output.contains("RAN"), "{}", r.output);
+    // Absent capabilities are none, even for uid 0 (as runc), not all of root's.
+    assert!(
+        r.output.contains("CapEff:\t0000000000000000"),
+        "{}",
+        r.output
+    );
+}
+
+/// One hostile change to a valid config: the field it must be refused for and how its value
+/// is shown.
+struct Case {
+    name: &'static str,
+    change: fn(&mut Value),
+    field: &'static str,
+    shown: &'static str,
+}
+
+/// From work/bundle/rootfs, `/../../escaped` is work/escaped: outside the bundle, where the
+/// test looks for it.
+const ESCAPE: &str = "../../escaped";
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "uid as a string",
+            change: |c| c["process"]["user"]["uid"] = json!("0"),
+            field: "process.user.uid",
+            shown: "\"0\"",
+        },
+        Case {
+            name: "negative uid",
+            change: |c| c["process"]["user"]["uid"] = json!(-1),
+            field: "process.user.uid",
+            shown: "-1",
+        },
+        Case {
+            name: "uid above u32",
+            change: |c| c["process"]["user"]["uid"] = json!(4_294_967_296_u64),
+            field: "process.user.uid",
+            shown: "4294967296",
+        },
+        Case {
+            name: "capabilities as a list",
+            change: |c| c["process"]["capabilities"] = json!(["CAP_SYS_ADMIN"]),
+            field: "process.capabilities",
+            shown: "[\"CAP_SYS_ADMIN\"]",
+        },
+        Case {
+            name: "capabilities as a string",
+            change: |c| c["process"]["capabilities"] = json!("ALL"),
+            field: "process.capabilities",
+            shown: "\"ALL\"",
+        },
+        Case {
+            name: "capabilities null",
+            change: |c| c["process"]["capabilities"] = Value::Null,
+            field: "process.capabilities",
+            shown: "null",
+        },
+        Case {
+            name: "noNewPrivileges as a string",
+            change: |c| c["process"]["noNewPrivileges"] = json!("true"),
+            field: "process.noNewPrivileges",
+            shown: "\"true\"",
+        },
+        Case {
+            name: "readonly as a string",
+            change: |c| c["root"]["readonly"] = json!("true"),
+            field: "root.readonly",
+            shown: "\"true\"",
+        },
+        Case {
+            name: "maskedPaths as a string",
+            change: |c| c["linux"]["maskedPaths"] = json!("/proc/kcore"),
+            field: "linux.maskedPaths",
+            shown: "\"/proc/kcore\"",
+        },
+        Case {
+            name: "rlimits as a string",
+            change: |c| c["process"]["rlimits"] = json!("nofile,1024,4096"),
+            field: "process.rlimits",
+            shown: "\"nofile,1024,4096\"",
+        },
+        Case {
+            name: "rlimit values as strings",
+            change: |c| {
+                c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": "8", "soft": 8}])
+            },
+            field: "process.rlimits[0].hard",
+            shown: "\"8\"",
+        },
+        Case {
+            name: "a user namespace",
+            change: |c| push(&mut c["linux"]["namespaces"], json!({"type": "user"})),
+            field: "linux.namespaces[5].type",
+            shown: "\"user\"",
+        },
+        Case {
+            name: "an unknown namespace",
+            change: |c| push(&mut c["linux"]["namespaces"], json!({"type": "time2"})),
+            field: "linux.namespaces[5].type",
+            shown: "\"time2\"",
+        },
+        Case {
+            name: "a device path leaving the root",
+            change: |c| {
+                c["linux"]["devices"] = json!([{"path": format!("/{ESCAPE}-dev"),
+                    "type": "b", "major": 8, "minor": 0, "fileMode": 438}])
+            },
+            field: "linux.devices[0].path",
+            shown: "\"/../../escaped-dev\"",
+        },
+        Case {
+            name: "a mount destination leaving the root",
+            change: |c| {
+                push(
+                    &mut c["mounts"],
+                    json!({"destination": format!("/{ESCAPE}-mnt"), "type": "tmpfs",
+                        "source": "tmpfs"}),
+                )
+            },
+            field: "mounts[1].destination",
+            shown: "\"/../../escaped-mnt\"",
+        },
+        Case {
+            name: "a sysctl no namespace holds",
+            change: |c| c["linux"]["sysctl"] = json!({"vm.overcommit_ratio": "51"}),
+            field: "linux.sysctl.vm.overcommit_ratio",
+            shown: "\"51\"",
+        },
+        Case {
+            name: "the host's /proc bound in",
+            change: |c| {
+                push(
+                    &mut c["mounts"],
+                    json!({"destination": "/host-proc", "type": "bind", "source": "/proc",
+                        "options": ["rbind"]}),
+                )
+            },
+            field: "mounts[1].source",
+            shown: "\"/proc\"",
+        },
+    ]
+}
+
+fn push(list: &mut Value, v: Value) {
+    if let Some(a) = list.as_array_mut() {
+        a.push(v);
+    }
+}
+
+#[test]
+fn hostile_configs_are_refused_with_the_field_and_nothing_is_created() {
+    if !is_root() {
+        return;
+    }
+    let overcommit = || std::fs::read_to_string("/proc/sys/vm/overcommit_ratio").expect("sysctl");
+    let host_overcommit = overcommit();
+    let mut failures = Vec::new();
+    for case in cases() {
+        // work/bundle/rootfs: an escape through `..` from the root lands in work/.
+        let work = tempfile::tempdir().expect("tempdir");
+        let bundle = work.path().join("bundle");
+        std::fs::create_dir_all(bundle.join("rootfs")).expect("rootfs");
+        let mut c = config(Path::new("rootfs"));
+        (case.change)(&mut c);
+        let r = run(&bundle, &c.to_string(), None);
+        let named = format!("{} = {}", case.field, case.shown);
+        if r.code == Some(0)
+            || r.output.contains("RAN")
+            || !r.output.contains("config.json")
+            || !r.output.contains(&named)
+        {
+            failures.push(format!(
+                "{}: expected a refusal naming config.json and `{named}`, got {:?}:\n{}",
+                case.name, r.code, r.output
+            ));
+        }
+        let left: Vec<PathBuf> = tree(work.path());
+        let expected: Vec<PathBuf> = ["bundle", "bundle/config.json", "bundle/rootfs"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        if left != expected {
+            failures.push(format!("{}: files were created: {left:?}", case.name));
+        }
+    }
+    assert_eq!(overcommit(), host_overcommit, "the host's sysctl changed");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn hostile_runtime_json_is_refused_before_the_host_is_touched() {
+    if !is_root() {
+        return;
+    }
+    for (runtime, named) in [
+        (json!({"mkdir": "/tmp/x"}), "mkdir = \"/tmp/x\""),
+        (
+            json!({"mkdir": ["relative/dir"]}),
+            "mkdir[0] = \"relative/dir\"",
+        ),
+        (
+            json!({"interfaces": [{"name": "x0", "add": "bridge"}]}),
+            "interfaces[0].add = \"bridge\"",
+        ),
+        (json!({"bindNS": {"net": 7}}), "bindNS.net = 7"),
+        (json!({"restart": "sometimes"}), "restart = \"sometimes\""),
+    ] {
+        let work = tempfile::tempdir().expect("tempdir");
+        let bundle = work.path().join("bundle");
+        std::fs::create_dir_all(bundle.join("rootfs")).expect("rootfs");
+        let c = config(Path::new("rootfs"));
+        let r = run(&bundle, &c.to_string(), Some(&runtime.to_string()));
+        assert_ne!(r.code, Some(0), "{runtime}: {}", r.output);
+        assert!(
+            r.output.contains("runtime.json") && r.output.contains(named),
+            "{runtime}: expected `{named}` in:\n{}",
+            r.output
+        );
+        assert!(!r.output.contains("RAN"), "{}", r.output);
+        assert!(
+            !Path::new("relative/dir").exists() && !work.path().join("bundle/relative").exists(),
+            "a directory was created"
+        );
+    }
+}
