@@ -17,7 +17,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let _ = parse_error_body(data);
     if let Ok(text) = std::str::from_utf8(data) {
         for c in parse_www_authenticate(text) {
-            assert!(!c.scheme.is_empty(), "a challenge without a scheme from {text:?}");
+            assert!(
+                !c.scheme.is_empty(),
+                "a challenge without a scheme from {text:?}"
+            );
         }
         let _ = TransferLimits::parse_min_rate(text);
     }

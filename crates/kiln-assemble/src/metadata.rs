@@ -47,10 +47,10 @@ fn go_nil_lists(value: &mut serde_json::Value) {
     const SECTIONS: [&str; 6] = ["init", "onboot", "onshutdown", "services", "files", "volumes"];
     if let Some(top) = value.as_object_mut() {
         for section in SECTIONS {
-            if let Some(v) = top.get_mut(section) {
-                if v.as_array().is_some_and(Vec::is_empty) {
-                    *v = serde_json::Value::Null;
-                }
+            if let Some(v) = top.get_mut(section)
+                && v.as_array().is_some_and(Vec::is_empty)
+            {
+                *v = serde_json::Value::Null;
             }
         }
     }

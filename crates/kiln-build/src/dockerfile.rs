@@ -23,8 +23,10 @@ mod instruction;
 mod values;
 
 pub(crate) use instruction::is_url;
+use instruction::keyword_hint;
 pub use instruction::{
-    Add, ArgDecl, Args, Check, Copy, Files, From, Healthcheck, Kind, Pair, Run, Source,
+    Add, ArgDecl, Args, Check, Copy, Files, From, Healthcheck, Heredoc, KEYWORDS, Kind, Pair, Run,
+    Source,
 };
 pub(crate) use values::ports;
 pub use values::{Checksum, Deferred, FlagValue, Mode, Platform, RunNetwork};
@@ -59,41 +61,8 @@ impl Instruction {
     }
 }
 
-/// A heredoc (`<<EOF ... EOF`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Heredoc {
-    /// The delimiter word.
-    pub name: String,
-    /// The body, each line ending in a newline.
-    pub content: String,
-    /// Whether variables in the body are expanded (the delimiter was not quoted).
-    pub expand: bool,
-}
-
 /// Instructions that may carry heredocs (also as the trigger of ONBUILD).
 const HEREDOC: &[&str] = &["RUN", "COPY", "ADD"];
-/// Every instruction kiln knows.
-pub const KEYWORDS: &[&str] = &[
-    "FROM",
-    "RUN",
-    "CMD",
-    "LABEL",
-    "MAINTAINER",
-    "EXPOSE",
-    "ENV",
-    "ADD",
-    "COPY",
-    "ENTRYPOINT",
-    "VOLUME",
-    "USER",
-    "WORKDIR",
-    "ARG",
-    "ONBUILD",
-    "STOPSIGNAL",
-    "HEALTHCHECK",
-    "SHELL",
-];
-
 /// Parse a Dockerfile. `name` is used in error messages.
 pub fn parse(name: &str, text: &str) -> Result<Dockerfile, BuildError> {
     let err = |line: usize, message: String| BuildError::Dockerfile {
@@ -300,17 +269,6 @@ fn heredoc_openers(args: &str) -> Vec<(String, bool, bool)> {
         rest = &rest[skip.min(rest.len())..];
     }
     out
-}
-
-/// ": did you mean X?" for a misspelt instruction, or nothing.
-fn keyword_hint(word: &str) -> String {
-    KEYWORDS
-        .iter()
-        .map(|k| (strsim::levenshtein(k, word), k))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, k)| format!(": did you mean {k}?"))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

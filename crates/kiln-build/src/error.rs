@@ -73,7 +73,7 @@ pub enum BuildError {
         reference: String,
         /// Why the pull failed.
         #[source]
-        source: kiln_oci::registry::RegistryError,
+        source: Box<kiln_oci::registry::RegistryError>,
     },
     /// A `@pkg:` reference whose package was not among those built.
     #[error("image {reference}: package {dir} was not built")]

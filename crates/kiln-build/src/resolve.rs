@@ -101,7 +101,7 @@ fn pull_missing(
         registry::pull(store, &r, ropts).map_err(|source| BuildError::Pull {
             location,
             reference: r.to_string(),
-            source,
+            source: Box::new(source),
         })?;
     }
     Ok(())

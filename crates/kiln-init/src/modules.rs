@@ -7,14 +7,15 @@
 //! Boot time goes mostly into probing devices (ACPI interrupt routing, ATA port resets), not
 //! into reading files, so `coldplug` loads the modules of independent devices on threads of
 //! their own and looks for new devices (a bus driver brings up devices of its own) each time one
-//! is loaded. `load_in_background` runs that, and other named modules, while init goes on:
-//! containers that cannot use a device (`needs_devices`) start at once, the others wait for
+//! is loaded. `load_in_background` runs that at a low priority while init goes on: containers
+//! that cannot use a device (`needs_devices`) start at once, the others wait for
 //! `Loading::wait`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
@@ -25,6 +26,32 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 pub struct Modules {
     index: Arc<Index>,
     loaded: Arc<Mutex<HashSet<String>>>,
+    /// Set on the clones a background load works with.
+    priority: Option<Arc<Priority>>,
+}
+
+/// The scheduling priority of a background load: low (nice 19) so that containers get the CPU
+/// first, normal once someone waits for it.
+struct Priority {
+    /// Sets the calling thread's nice value.
+    nice: fn(i32),
+    /// Someone waits: back to nice 0 before the next module.
+    hurry: AtomicBool,
+}
+
+impl Priority {
+    /// Lower the calling thread's priority, unless someone waits already.
+    fn lower(&self) {
+        if !self.hurry.load(Ordering::Relaxed) {
+            (self.nice)(19);
+        }
+    }
+
+    fn apply(&self) {
+        if self.hurry.load(Ordering::Relaxed) {
+            (self.nice)(0);
+        }
+    }
 }
 
 /// What modules.dep, modules.softdep and modules.alias say, read once.
@@ -253,6 +280,7 @@ impl Modules {
                 aliases: OnceLock::new(),
             }),
             loaded: Arc::new(Mutex::new(live_modules())),
+            priority: None,
         })
     }
 
@@ -331,6 +359,9 @@ impl Modules {
         if self.is_loaded(&name) {
             return Ok(());
         }
+        if let Some(p) = &self.priority {
+            p.apply();
+        }
         let path = self.index.dir.join(rel);
         let file = fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         match nix::kmod::finit_module(file.as_fd(), c"", nix::kmod::ModuleInitFlags::empty()) {
@@ -346,31 +377,26 @@ impl Modules {
         }
     }
 
-    /// Load the modules for every device that announces a modalias. Returns what was loaded.
+    /// Load the modules for every device that announces a modalias. Each module (with what it
+    /// needs) loads on a thread of its own, so that one device's probe waiting for its hardware
+    /// does not hold up the others; each time one is loaded, the devices that appeared since (a
+    /// bus driver such as virtio_pci brings up devices of its own) are looked at. Returns what
+    /// was loaded, sorted.
     pub fn coldplug(&mut self) -> Vec<String> {
-        self.coldplug_with(&[]).0
+        self.coldplug_threads()
     }
 
-    /// Coldplug, and load `names` meanwhile. Each module (with what it needs) loads on a thread
-    /// of its own, so that one device's probe waiting for its hardware does not hold up the
-    /// others; each time one is loaded, the devices that appeared since (a bus driver such as
-    /// virtio_pci brings up devices of its own) are looked at. Returns the modules loaded for
-    /// devices and the errors loading `names`.
-    fn coldplug_with(&self, names: &[String]) -> (Vec<String>, Vec<String>) {
-        let (tx, rx) = mpsc::channel::<(Option<String>, Result<(), String>)>();
+    fn coldplug_threads(&self) -> Vec<String> {
+        let (tx, rx) = mpsc::channel::<(String, Result<(), String>)>();
         let mut seen = HashSet::new();
         let mut started = HashSet::new();
-        let (mut loaded, mut errors) = (Vec::new(), Vec::new());
+        let mut loaded = Vec::new();
         std::thread::scope(|s| {
             let mut running = 0usize;
-            for name in names {
-                let (tx, me) = (tx.clone(), self.clone());
-                running += 1;
-                spawn_or_run(s, move || {
-                    let _ = tx.send((None, me.load_depth(name, 0)));
-                });
-            }
             loop {
+                if let Some(p) = &self.priority {
+                    p.apply();
+                }
                 for m in self.new_devices(&mut seen) {
                     if self.is_loaded(&m) || !started.insert(m.clone()) {
                         continue;
@@ -379,26 +405,24 @@ impl Modules {
                     running += 1;
                     spawn_or_run(s, move || {
                         let r = me.load_depth(&m, 0);
-                        let _ = tx.send((Some(m), r));
+                        let _ = tx.send((m, r));
                     });
                 }
                 if running == 0 {
                     break;
                 }
-                let Ok((device_module, result)) = rx.recv() else {
+                let Ok((m, result)) = rx.recv() else {
                     break;
                 };
                 running -= 1;
-                match (device_module, result) {
-                    (Some(m), Ok(())) => loaded.push(m),
-                    (None, Err(e)) => errors.push(e),
-                    // A device without a working driver is not an error of the system's.
-                    _ => {}
+                // A device without a working driver is not an error of the system's.
+                if result.is_ok() {
+                    loaded.push(m);
                 }
             }
         });
         loaded.sort();
-        (loaded, errors)
+        loaded
     }
 
     /// The modules wanted by devices not in `seen` (which they are added to), in the order the
@@ -438,23 +462,38 @@ impl Modules {
     }
 
     /// Start loading, on a thread of its own, the modules for the devices present (as
-    /// `coldplug`) and `names`; `done` is called there with what happened, before the returned
-    /// `Loading` reports it finished.
+    /// `coldplug` does); `done` is called there with what was loaded, before the returned
+    /// `Loading` reports it finished. `nice` sets the calling thread's nice value: the load
+    /// calls it with 19 as it starts, so that containers get the CPU first, and with 0 once
+    /// someone waits for it (`Loading::wait`) or hurries it (`Loading::hurry`).
+    #[allow(dead_code)] // Until boot and supervision use it.
     pub fn load_in_background(
         &self,
-        names: Vec<String>,
-        done: impl FnOnce(Report) + Send + 'static,
+        nice: fn(i32),
+        done: impl FnOnce(Vec<String>) + Send + 'static,
     ) -> Loading {
+        let priority = Arc::new(Priority {
+            nice,
+            hurry: AtomicBool::new(false),
+        });
         let loading = Loading {
             finished: Arc::new((Mutex::new(false), Condvar::new())),
+            priority: Arc::clone(&priority),
+        };
+        let me = Modules {
+            priority: Some(priority),
+            ..self.clone()
         };
         let job: Job = Box::new(move |me: &Modules| {
-            let (devices, errors) = me.coldplug_with(&names);
-            done(Report { devices, errors });
+            // The threads started from here inherit it.
+            if let Some(p) = &me.priority {
+                p.lower();
+            }
+            done(me.coldplug_threads());
         });
         let job = Arc::new(Mutex::new(Some(job)));
         let run = {
-            let (me, job) = (self.clone(), Arc::clone(&job));
+            let (me, job) = (me.clone(), Arc::clone(&job));
             let finished = Finished(Arc::clone(&loading.finished));
             move || {
                 // Reports the load finished however the job ends, a panic included.
@@ -473,7 +512,7 @@ impl Modules {
             println!("kiln-init: loading modules in the background: {e}");
             let job = job.lock().unwrap_or_else(PoisonError::into_inner).take();
             if let Some(job) = job {
-                job(self);
+                job(&me);
             }
         }
         loading
@@ -499,40 +538,31 @@ impl Drop for Finished {
     }
 }
 
-/// What a background load did.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// Modules loaded for the devices present.
-    pub devices: Vec<String>,
-    /// Named modules that failed to load, each with its reason.
-    pub errors: Vec<String>,
-}
-
 /// Modules loading on a thread of their own (`Modules::load_in_background`). Clones refer to
 /// the same load.
 #[derive(Clone)]
+#[allow(dead_code)] // Until boot and supervision use it.
 pub struct Loading {
     finished: Arc<(Mutex<bool>, Condvar)>,
+    priority: Arc<Priority>,
 }
 
+#[allow(dead_code)] // Until boot and supervision use it.
 impl Loading {
+    /// Load at normal priority from the next module on.
+    pub fn hurry(&self) {
+        self.priority.hurry.store(true, Ordering::Relaxed);
+    }
+
     /// Block until every module for the devices present and every named module is loaded (or
-    /// failed to).
+    /// failed to); the load goes on at normal priority.
     pub fn wait(&self) {
+        self.hurry();
         let (flag, cv) = &*self.finished;
         let mut done = flag.lock().unwrap_or_else(PoisonError::into_inner);
         while !*done {
             done = cv.wait(done).unwrap_or_else(PoisonError::into_inner);
         }
-    }
-
-    /// Whether the load has finished.
-    pub fn is_done(&self) -> bool {
-        *self
-            .finished
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -552,6 +582,7 @@ const DEVICE_CAPABILITIES: &[&str] = &[
 /// /sys, or when its runtime.json mounts anything but tmpfs and overlay or creates network
 /// interfaces. A container without these cannot configure, open or mount a device; it may
 /// still read /sys. Anything unreadable counts as needing devices.
+#[allow(dead_code)] // Until supervision uses it.
 pub fn needs_devices(bundle: &Path) -> bool {
     let Some(config) = fs::read(bundle.join("config.json"))
         .ok()
@@ -741,8 +772,12 @@ mod tests {
     fn loading_reports_when_finished() {
         let l = Loading {
             finished: Arc::new((Mutex::new(false), Condvar::new())),
+            priority: Arc::new(Priority {
+                nice: |_| {},
+                hurry: AtomicBool::new(false),
+            }),
         };
-        assert!(!l.is_done());
+        assert!(!*l.finished.0.lock().expect("lock"));
         let other = l.clone();
         let t = std::thread::spawn(move || {
             let (flag, cv) = &*other.finished;
@@ -750,8 +785,38 @@ mod tests {
             cv.notify_all();
         });
         l.wait();
-        assert!(l.is_done());
+        assert!(*l.finished.0.lock().expect("lock"));
         t.join().expect("join");
+    }
+
+    #[test]
+    fn background_load_reports_and_its_priority() {
+        use std::sync::atomic::AtomicI32;
+        static NICE: AtomicI32 = AtomicI32::new(-1);
+        let dir = TempDir::new();
+        fs::write(dir.path().join("modules.dep"), "kernel/a.ko:\n").expect("write");
+        // No alias matches a device of the machine the test runs on.
+        fs::write(dir.path().join("modules.alias"), "alias kiln-test-none a\n").expect("write");
+        let m = Modules::open_dir(dir.path()).expect("tree");
+        let (tx, rx) = mpsc::channel();
+        let loading = m.load_in_background(
+            |n| NICE.store(n, Ordering::Relaxed),
+            move |loaded| {
+                let _ = tx.send((loaded, NICE.load(Ordering::Relaxed)));
+            },
+        );
+        loading.wait();
+        assert!(*loading.finished.0.lock().expect("lock"));
+        let (loaded, nice) = rx.recv().expect("report");
+        assert!(loaded.is_empty(), "{loaded:?}");
+        // Lowered as it started; back to 0 if `wait` came before the end.
+        assert!(nice == 19 || nice == 0, "{nice}");
+        // After a wait, any later load runs at normal priority.
+        let p = &loading.priority;
+        p.lower();
+        assert_eq!(NICE.load(Ordering::Relaxed), nice);
+        p.apply();
+        assert_eq!(NICE.load(Ordering::Relaxed), 0);
     }
 
     fn config(caps: &[&str], mounts: serde_json::Value) -> serde_json::Value {

@@ -353,9 +353,10 @@ impl Supervisor {
                 svc.due = None;
                 match &svc.running {
                     Some(r) => {
-                        let _ = r.signal(Signal::SIGTERM);
-                        svc.kill_due = Some(now + STOP_GRACE);
-                        self.schedule();
+                        if ask_to_stop(&name, r) {
+                            svc.kill_due = Some(now + STOP_GRACE);
+                            self.schedule();
+                        }
                         format!("stopping {name}\n")
                     }
                     None => format!("{name} is not running\n"),
@@ -366,11 +367,12 @@ impl Supervisor {
                 let svc = &mut self.services[i];
                 svc.held = false;
                 svc.restart_now = true;
-                if let Some(r) = &svc.running {
-                    let _ = r.signal(Signal::SIGTERM);
+                if let Some(r) = &svc.running
+                    && ask_to_stop(&name, r)
+                {
+                    svc.kill_due = Some(now + STOP_GRACE);
+                    self.schedule();
                 }
-                svc.kill_due = Some(now + STOP_GRACE);
-                self.schedule();
                 format!("restarting {name}\n")
             }
             Command::Start(name) | Command::Restart(name) => {
@@ -446,7 +448,7 @@ impl Supervisor {
             svc.due = None;
             svc.kill_due = None;
             if let Some(r) = &svc.running {
-                let _ = r.signal(Signal::SIGTERM);
+                ask_to_stop(&svc.name, r);
             }
         }
         std::thread::spawn(move || {
@@ -486,6 +488,22 @@ impl Supervisor {
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
+    }
+}
+
+/// Ask a service's container to stop with SIGTERM, or kill it at once when SIGTERM would be
+/// lost on it (PID 1 of its namespace without a handler). Returns whether it was asked (and
+/// has a grace period).
+fn ask_to_stop(name: &str, r: &Running) -> bool {
+    if r.ignores(Signal::SIGTERM) {
+        log(&format!(
+            "service {name} does not handle SIGTERM (PID 1 of its namespace); killing it"
+        ));
+        let _ = r.signal(Signal::SIGKILL);
+        false
+    } else {
+        let _ = r.signal(Signal::SIGTERM);
+        true
     }
 }
 

@@ -291,24 +291,24 @@ fn network(url: &str, e: reqwest::Error) -> TransferError {
 }
 
 /// Paces one request: fails it when its deadline passes or when fewer than the minimum bytes
-/// arrive in a window.
+/// arrive in a window. A window is time spent waiting for the registry: time kiln spends
+/// writing what arrived does not count against the registry.
 pub struct Pace {
     url: String,
     limits: TransferLimits,
     deadline: Instant,
-    window_start: Instant,
+    waited: Duration,
     got: u64,
 }
 
 impl Pace {
     /// Start pacing a request to `url` now.
     pub fn new(url: &str, limits: TransferLimits) -> Self {
-        let now = Instant::now();
         Pace {
             url: url.to_string(),
             limits,
-            deadline: now + limits.request_timeout,
-            window_start: now,
+            deadline: Instant::now() + limits.request_timeout,
+            waited: Duration::ZERO,
             got: 0,
         }
     }
@@ -323,13 +323,9 @@ impl Pace {
     /// Wait for the response headers: at most one window, and not past the deadline.
     pub async fn headers<F: Future>(&mut self, fut: F) -> Result<F::Output, TransferError> {
         let wake = (Instant::now() + self.limits.stall_window).min(self.deadline);
-        let out = tokio::time::timeout_at(wake, fut).await;
-        let now = Instant::now();
-        self.window_start = now;
-        self.got = 0;
-        match out {
+        match tokio::time::timeout_at(wake, fut).await {
             Ok(v) => Ok(v),
-            Err(_) if now >= self.deadline => Err(self.deadline_error()),
+            Err(_) if Instant::now() >= self.deadline => Err(self.deadline_error()),
             Err(_) => Err(TransferError::NoResponse {
                 url: self.url.clone(),
                 after: self.limits.stall_window,
@@ -337,28 +333,37 @@ impl Pace {
         }
     }
 
+    /// At the end of a window: fail if too little arrived, else start the next one.
+    fn end_window(&mut self) -> Result<(), TransferError> {
+        if self.got < self.limits.min_bytes_per_window {
+            return Err(TransferError::Stalled {
+                url: self.url.clone(),
+                got: self.got,
+                window: self.limits.stall_window,
+                min: self.limits.min_bytes_per_window,
+            });
+        }
+        self.waited = Duration::ZERO;
+        self.got = 0;
+        Ok(())
+    }
+
     /// Wait for the next piece of a body, failing on a stall or at the deadline.
     pub async fn body<F: Future>(&mut self, fut: F) -> Result<F::Output, TransferError> {
         let mut fut = std::pin::pin!(fut);
         loop {
-            let window_end = self.window_start + self.limits.stall_window;
-            match tokio::time::timeout_at(window_end.min(self.deadline), &mut fut).await {
+            if self.waited >= self.limits.stall_window {
+                self.end_window()?;
+            }
+            let start = Instant::now();
+            let wake = (start + (self.limits.stall_window - self.waited)).min(self.deadline);
+            let out = tokio::time::timeout_at(wake, &mut fut).await;
+            let now = Instant::now();
+            self.waited += now - start;
+            match out {
                 Ok(v) => return Ok(v),
-                Err(_) => {
-                    if Instant::now() >= self.deadline {
-                        return Err(self.deadline_error());
-                    }
-                    if self.got < self.limits.min_bytes_per_window {
-                        return Err(TransferError::Stalled {
-                            url: self.url.clone(),
-                            got: self.got,
-                            window: self.limits.stall_window,
-                            min: self.limits.min_bytes_per_window,
-                        });
-                    }
-                    self.window_start = window_end;
-                    self.got = 0;
-                }
+                Err(_) if now >= self.deadline => return Err(self.deadline_error()),
+                Err(_) => self.waited = self.waited.max(self.limits.stall_window),
             }
         }
     }
@@ -803,6 +808,12 @@ impl Session {
                 ))
             });
         }
+        if challenges.is_empty() {
+            return Err(TransferError::Auth(format!(
+                "{}: the registry answered 401 without saying how to authenticate (no WWW-Authenticate challenge)",
+                self.base
+            )));
+        }
         Err(TransferError::Auth(format!(
             "{}: the registry asks for authentication kiln does not know ({}); kiln supports bearer tokens and basic authentication",
             self.base,
@@ -996,6 +1007,40 @@ mod tests {
         assert!(matches!(err, TransferError::Deadline { .. }), "{err}");
         assert!(!err.is_transient());
         assert_eq!(Instant::now() - start, Duration::from_secs(10));
+    }
+
+    /// A body sent at `chunk` every `every` from now on, buffered until read (as a socket's).
+    fn sent_at_a_rate(
+        chunk: &'static [u8],
+        every: Duration,
+    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+        futures_util::stream::unfold(Instant::now(), move |next| async move {
+            let next = next + every;
+            tokio::time::sleep_until(next).await;
+            Some((Ok(Bytes::from_static(chunk)), next))
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_is_not_a_slow_registry() {
+        let mut body = Body::new(
+            sent_at_a_rate(&[0u8; 100], Duration::from_millis(100)),
+            Pace::new("u", limits(1_000, 1024, 3_600_000)),
+        );
+        // 100 bytes per 100 ms of waiting is 1000 bytes a window: too slow when waited on.
+        let mut pace_check = Body::new(
+            endless(&[0u8; 100], Duration::from_millis(100)),
+            Pace::new("u", limits(1_000, 1024, 3_600_000)),
+        );
+        assert!(matches!(
+            pace_check.read_capped(u64::MAX, "m").await,
+            Err(TransferError::Stalled { .. })
+        ));
+        // The same body read by a reader that takes 10 s per chunk: the registry is not blamed.
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            assert!(body.next().await.expect("no stall").is_some());
+        }
     }
 
     #[tokio::test(start_paused = true)]

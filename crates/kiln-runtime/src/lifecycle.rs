@@ -294,6 +294,30 @@ impl Running {
         })
     }
 
+    /// Whether `signal` would be lost on the container: the kernel gives PID 1 of a PID
+    /// namespace only the signals it has a handler for (SIGKILL aside). A supervisor can then
+    /// kill at once instead of waiting out a grace period.
+    pub fn ignores(&self, signal: Signal) -> bool {
+        if signal == Signal::SIGKILL {
+            return false;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.container_pid))
+        else {
+            return false;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let namespace_init = field("NSpid:").and_then(|p| p.split_whitespace().last()) == Some("1");
+        let caught = field("SigCgt:")
+            .and_then(|m| u64::from_str_radix(m, 16).ok())
+            .unwrap_or(u64::MAX);
+        namespace_init && caught & (1u64 << (signal as i32 - 1)) == 0
+    }
+
     /// The container's stdout, when the command was configured with a pipe for it.
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
         self.child.stdout.take()
@@ -472,6 +496,15 @@ mod tests {
         let root = dir.path();
         let binds = host_tools(root);
         let c = container(root, &binds, &["/bin/sh", "-c", "exec sleep 600"]);
+        let trapping = container(
+            root,
+            &binds,
+            &[
+                "/bin/sh",
+                "-c",
+                "trap 'exit 0' TERM; echo trapped; sleep 600 & wait",
+            ],
+        );
         let links = entries(root);
         let options = Options {
             remove_mountpoints: true,
@@ -486,6 +519,9 @@ mod tests {
         let pid = Pid::from_raw(i32::try_from(running.container_pid()).expect("pid"));
         assert_ne!(running.container_pid(), running.pid());
         assert!(kill(pid, None).is_ok(), "the container is not running");
+        // PID 1 of its namespace without a handler: SIGTERM would be lost.
+        assert!(running.ignores(Signal::SIGTERM));
+        assert!(!running.ignores(Signal::SIGKILL));
         assert!(
             entries(root).len() > links.len(),
             "no mount points were made"
@@ -494,5 +530,25 @@ mod tests {
         assert!(kill(pid, None).is_err(), "the container survived");
         assert_eq!(entries(root), links);
         assert!(mounts_under(root).is_empty(), "{:?}", mounts_under(root));
+
+        // One that handles SIGTERM (once its trap is set: it says so) ends by it.
+        let mut running = Created::new(trapping, options)
+            .expect("created")
+            .start(|cmd| {
+                cmd.stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped());
+            })
+            .expect("started");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(running.take_stdout().expect("stdout")),
+            &mut line,
+        )
+        .expect("read");
+        assert_eq!(line, "trapped\n");
+        assert!(!running.ignores(Signal::SIGTERM));
+        running.signal(Signal::SIGTERM).expect("signal");
+        assert_eq!(running.wait().expect("wait"), Exit::Code(0));
+        assert_eq!(entries(root), links);
     }
 }

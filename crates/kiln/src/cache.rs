@@ -2,9 +2,9 @@
 
 use crate::ImageOpts;
 use anyhow::{Context, bail};
+use kiln_oci::Reference;
 use kiln_oci::archive::{self, ArchiveFormat};
 use kiln_oci::registry::{self, RegistryOptions, TransferLimits};
-use kiln_oci::Reference;
 use std::io::Write;
 use std::path::PathBuf;
 

@@ -726,3 +726,36 @@ fn documents_that_would_blow_up_in_memory_are_refused() {
         (config.len() + img.layer.len()) as u64,
     );
 }
+
+#[test]
+fn basic_authentication_works() {
+    let img = Arc::new(Image::new());
+    let i = img.clone();
+    let server = Server::start(move |req, conn, _| {
+        let basic = format!("Basic {}", base64_of("kiln:secret"));
+        if req.headers.get("authorization") == Some(&basic) {
+            i.serve(&i.manifest(), req, conn);
+        } else {
+            respond(
+                conn,
+                401,
+                &[("WWW-Authenticate", "Basic realm=\"hostile\"")],
+                b"",
+            );
+        }
+    });
+    let tmp = tempfile::tempdir().expect("tmp");
+    docker_config(tmp.path(), &server.addr);
+    let cache = tmp.path().join("cache");
+    let image = format!("{}/hostile/x:1", server.addr);
+    let p = pull_with(&cache, &image, tmp.path());
+    assert!(p.ok, "{}", p.stderr);
+    let ls = run_ok(kiln().args(["cache", "ls", "--cache"]).arg(&cache));
+    assert!(ls.contains(&image), "{ls}");
+
+    // Without credentials the error says how to give them.
+    let other = tempfile::tempdir().expect("tmp");
+    let p = pull_with(&other.path().join("cache"), &image, other.path());
+    assert!(!p.ok);
+    assert!(p.stderr.contains("docker login"), "{}", p.stderr);
+}

@@ -68,7 +68,7 @@ onboot:
   - name: fifos
     image: {busybox}
     binds: ["/run:/run"]
-    command: ["/bin/mkfifo", "/run/late-up", "/run/checked-gate"]
+    command: ["/bin/busybox", "mkfifo", "/run/late-up", "/run/checked-gate"]
 services:
   - name: crasher
     image: {busybox}

@@ -2,13 +2,45 @@
 //! flags are checked here, when the Dockerfile is parsed; variables in them are expanded at
 //! build time, where BuildKit expands them, because their values depend on ARG and ENV scoping.
 
-use super::Heredoc;
 use super::flags::{self, Flags};
 use super::values::{
     Checksum, Deferred, FlagValue, Mode, Platform, RunNetwork, duration, ports, retries,
 };
 use crate::shell_lex::{expand, split_words};
 use std::time::Duration;
+
+/// Every instruction kiln knows.
+pub const KEYWORDS: &[&str] = &[
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "MAINTAINER",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+];
+
+/// A heredoc (`<<EOF ... EOF`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heredoc {
+    /// The delimiter word.
+    pub name: String,
+    /// The body, each line ending in a newline.
+    pub content: String,
+    /// Whether variables in the body are expanded (the delimiter was not quoted).
+    pub expand: bool,
+}
 
 /// What an instruction says, by instruction.
 #[derive(Debug, Clone, PartialEq)]
@@ -606,10 +638,10 @@ fn onbuild(rest: &str, heredocs: &[Heredoc]) -> Result<String, String> {
         "FROM" | "MAINTAINER" => {
             return Err(format!("{trigger} is not allowed as an ONBUILD trigger"));
         }
-        t if !super::KEYWORDS.contains(&t) => {
+        t if !KEYWORDS.contains(&t) => {
             return Err(format!(
                 "unknown instruction {t:?} after ONBUILD{}",
-                super::keyword_hint(t)
+                keyword_hint(t)
             ));
         }
         _ => {}
@@ -621,4 +653,15 @@ fn onbuild(rest: &str, heredocs: &[Heredoc]) -> Result<String, String> {
         expression.push_str(&h.name);
     }
     Ok(expression)
+}
+
+/// ": did you mean X?" for a misspelt instruction, or nothing.
+pub(super) fn keyword_hint(word: &str) -> String {
+    KEYWORDS
+        .iter()
+        .map(|k| (strsim::levenshtein(k, word), k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| format!(": did you mean {k}?"))
+        .unwrap_or_default()
 }
