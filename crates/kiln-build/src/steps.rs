@@ -63,7 +63,7 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
     }
     let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     let material = format!(
-        "RUN {:?} env={:?} user={user} cwd={cwd} net={network:?}",
+        "RUN {:?} env={:?} user={user} cwd={cwd} net={network:?} sandbox=docker-default",
         args, env
     );
     let history = format!("RUN {}", ins.text);
@@ -99,6 +99,7 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
         container.cwd = cwd.clone();
         (container.uid, container.gid, container.additional_gids) = (uid, gid, groups);
         container.network = network;
+        sandbox(&mut container)?;
         container.mounts = vec![
             Mount::Bind {
                 source: resolv.clone(),
@@ -135,6 +136,73 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
         }
         Ok(())
     })
+}
+
+/// The capabilities Docker and BuildKit give a RUN step (Docker's default set).
+const RUN_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Paths runc hides from a container by default.
+const RUN_MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+
+/// Paths runc makes read-only by default.
+const RUN_READONLY_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Confine a RUN step as Docker confines a container by default: Docker's default capability
+/// set (bounding, effective and permitted; no CAP_SYS_ADMIN or CAP_SYS_MODULE), its default
+/// seccomp profile for those capabilities (which here also refuses block device nodes: there
+/// is no device cgroup to make them useless), no_new_privs, runc's masked and read-only paths.
+/// The standard mounts give it a fresh /dev with only the default devices and a read-only
+/// /sys; the runtime's PID namespace and parent-death signal end every process of the step.
+fn sandbox(container: &mut Container) -> Result<(), BuildError> {
+    let caps = kiln_runtime::security::capability_mask(RUN_CAPABILITIES)?;
+    container.capabilities = Some(kiln_runtime::Capabilities {
+        bounding: caps,
+        effective: caps,
+        permitted: caps,
+        inheritable: 0,
+        ambient: 0,
+    });
+    let program = kiln_runtime::seccomp::docker_default_without_block_devices(RUN_CAPABILITIES)
+        .map_err(|e| {
+            kiln_runtime::RuntimeError::Config(format!("Docker's default seccomp profile: {e}"))
+        })?;
+    container.seccomp = Some(std::sync::Arc::new(program));
+    container.no_new_privileges = true;
+    container.masked_paths = RUN_MASKED_PATHS.iter().map(|p| p.to_string()).collect();
+    container.readonly_paths = RUN_READONLY_PATHS.iter().map(|p| p.to_string()).collect();
+    Ok(())
 }
 
 use std::os::fd::AsFd;

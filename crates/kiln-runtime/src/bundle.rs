@@ -295,6 +295,13 @@ pub fn load(bundle: &Path) -> Result<Container, RuntimeError> {
     container.capabilities = Some(capabilities(&spec).map_err(|e| located(&file, e))?);
     container.rlimits = rlimits(&spec).map_err(|e| located(&file, e))?;
     container.no_new_privileges = process.no_new_privileges;
+    container.seccomp = spec
+        .linux
+        .seccomp
+        .as_ref()
+        .map(|s| crate::seccomp::compile(s).map(std::sync::Arc::new))
+        .transpose()
+        .map_err(|e| RuntimeError::Config(format!("{}: {e}", file.display())))?;
     container.oom_score_adj = process.oom_score_adj;
     let linux = &spec.linux;
     container.sysctls = linux

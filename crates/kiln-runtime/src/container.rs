@@ -5,12 +5,14 @@
 
 use crate::cgroup::Cgroup;
 use crate::error::{RuntimeError, errno};
+use crate::seccomp::Program;
 use crate::security::{Capabilities, Rlimit};
 use nix::sched::CloneFlags;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How the container reaches the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -128,6 +130,10 @@ pub struct Container {
     pub rlimits: Vec<Rlimit>,
     /// Set `no_new_privs`.
     pub no_new_privileges: bool,
+    /// A seccomp filter installed just before the exec (after `no_new_privs`), or, without
+    /// `no_new_privileges`, before the change of user and capabilities (it then needs
+    /// CAP_SYS_ADMIN, which the hook still has there).
+    pub seccomp: Option<Arc<Program>>,
     /// The OOM killer's score adjustment (-1000..1000).
     pub oom_score_adj: Option<i32>,
     /// Kernel parameters set in the container's namespaces (`net.ipv4.ip_forward` = `1`).
@@ -187,6 +193,7 @@ impl Container {
             capabilities: None,
             rlimits: Vec::new(),
             no_new_privileges: false,
+            seccomp: None,
             oom_score_adj: None,
             sysctls: Vec::new(),
             masked_paths: Vec::new(),

@@ -39,6 +39,7 @@ pub(crate) enum Step {
     Uid,
     Capabilities,
     Cwd,
+    Seccomp,
     Exec,
 }
 
@@ -69,6 +70,7 @@ const STEPS: &[Step] = &[
     Step::Uid,
     Step::Capabilities,
     Step::Cwd,
+    Step::Seccomp,
     Step::Exec,
 ];
 
@@ -146,6 +148,10 @@ pub(crate) fn describe(c: &Container, step: Step, index: usize) -> String {
         Step::Uid => format!("setting user id {}", c.uid),
         Step::Capabilities => "setting the capability sets".into(),
         Step::Cwd => format!("changing to the working directory {}", c.cwd),
+        Step::Seccomp => format!(
+            "installing the seccomp filter ({} instructions)",
+            c.seccomp.as_ref().map_or(0, |s| s.filter().len())
+        ),
         Step::Exec => format!(
             "executing {:?}",
             c.args.first().cloned().unwrap_or_default()

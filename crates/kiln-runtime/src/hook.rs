@@ -1,7 +1,8 @@
 //! What runs in the child between `fork` and `exec` (the pre-exec hook): join the cgroup, enter
 //! or create the namespaces, fork once more so that the command is PID 1 of its PID namespace,
-//! wait at the gate, set sysctls, set up the root file system, then limits, identity and
-//! capabilities.
+//! wait at the gate, set sysctls, set up the root file system, then limits, identity,
+//! capabilities and the seccomp filter (last, just before the exec, with no_new_privs; before
+//! the change of identity without it, as runc does).
 //!
 //! The hook runs in a forked copy of a process that may have other threads: it must not
 //! allocate or take locks. Everything it needs is converted beforehand into [`Prepared`]
@@ -60,6 +61,8 @@ pub(crate) struct Prepared {
     pub(crate) capabilities: Option<Capabilities>,
     pub(crate) last_capability: u32,
     pub(crate) no_new_privileges: bool,
+    /// The compiled filter (installed by [`sys::install_seccomp`]).
+    pub(crate) seccomp: Option<std::sync::Arc<crate::seccomp::Program>>,
     /// The value for /proc/self/oom_score_adj.
     pub(crate) oom_score_adj: Option<CString>,
     /// The cgroup's `cgroup.procs`, open for writing.
@@ -156,6 +159,10 @@ pub(crate) fn enter(p: &Prepared) -> io::Result<()> {
     }
     if p.no_new_privileges {
         at(p, Step::NoNewPrivs, 0, security::apply_no_new_privs())?;
+    } else if let Some(program) = &p.seccomp {
+        // Without no_new_privs the kernel takes a filter only with CAP_SYS_ADMIN in effect:
+        // before the change of user and capabilities, which then run under the filter (runc).
+        at(p, Step::Seccomp, 0, sys::install_seccomp(program))?;
     }
     at(p, Step::Groups, 0, setgroups(&p.groups).map_err(errno))?;
     at(p, Step::Gid, 0, setgid(p.gid).map_err(errno))?;
@@ -169,6 +176,12 @@ pub(crate) fn enter(p: &Prepared) -> io::Result<()> {
         )?;
     }
     at(p, Step::Cwd, 0, chdir(p.cwd.as_c_str()).map_err(errno))?;
+    if p.no_new_privileges
+        && let Some(program) = &p.seccomp
+    {
+        // Last, so that only the exec runs under the filter.
+        at(p, Step::Seccomp, 0, sys::install_seccomp(program))?;
+    }
     // What fails from here on is the exec itself.
     failure::record(&p.pipes.report, Step::Exec, 0);
     Ok(())

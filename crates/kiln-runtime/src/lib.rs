@@ -1,6 +1,7 @@
 //! kiln-runtime runs a process as a container: in new or joined namespaces, on a prepared root
 //! filesystem with its mounts, after `pivot_root`, limited by capabilities, rlimits,
-//! no_new_privs, masked and read-only paths, sysctls and a cgroup v2, as the requested user.
+//! no_new_privs, a seccomp filter ([`seccomp`]), masked and read-only paths, sysctls and a
+//! cgroup v2, as the requested user.
 //! `kiln image build` runs `RUN` steps with it; kiln-init and `kiln run bundle` run OCI bundles
 //! with it ([`bundle`]), carrying out runtime.json's host mounts, interfaces and namespace
 //! bindings.

@@ -140,6 +140,7 @@ impl Container {
             capabilities: self.capabilities,
             last_capability: security::last_capability(),
             no_new_privileges: self.no_new_privileges,
+            seccomp: self.seccomp.clone(),
             oom_score_adj: self
                 .oom_score_adj
                 .map(|v| cstr(v.to_string()))

@@ -282,6 +282,31 @@ pub fn docker_default<S: AsRef<str>>(caps: &[S]) -> Result<Program, SeccompError
     compile_for(&spec, arch)
 }
 
+/// Docker's default profile for `caps` (as [`docker_default`]), with one kiln addition for
+/// `RUN` steps: creating a block device node (`mknod`, `mknodat` with `S_IFBLK`) fails with
+/// EPERM. Docker allows the call and refuses the device's use with its device cgroup, which a
+/// build host may not offer; a block device of the host's disk would expose every host file.
+pub fn docker_default_without_block_devices<S: AsRef<str>>(
+    caps: &[S],
+) -> Result<Program, SeccompError> {
+    let arch = Arch::native().ok_or(SeccompError::Unsupported)?;
+    let mut spec = docker_default_spec(caps, arch, KernelVersion::running()?)?;
+    for (name, mode_arg) in [("mknod", 1), ("mknodat", 2)] {
+        spec.syscalls.push(Syscall {
+            names: vec![name.to_string()],
+            action: "SCMP_ACT_ERRNO".into(),
+            errno_ret: Some(libc::EPERM.unsigned_abs()),
+            args: vec![SeccompArg {
+                index: mode_arg,
+                value: u64::from(libc::S_IFMT),
+                value_two: u64::from(libc::S_IFBLK),
+                op: "SCMP_CMP_MASKED_EQ".into(),
+            }],
+        });
+    }
+    compile_for(&spec, arch)
+}
+
 /// Docker's default profile resolved for `caps`, `arch` and `kernel`: the `linux.seccomp`
 /// section Docker would write into the container's config.json.
 pub fn docker_default_spec<S: AsRef<str>>(

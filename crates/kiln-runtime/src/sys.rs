@@ -187,3 +187,28 @@ pub(crate) fn set_interface_flags(
     // shorter than the field, the rest zero) through an open socket.
     check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })
 }
+
+/// Install `program` as this thread's seccomp filter (seccomp(2), `SECCOMP_SET_MODE_FILTER`).
+/// The caller has set no_new_privs or holds CAP_SYS_ADMIN.
+pub(crate) fn install_seccomp(program: &crate::seccomp::Program) -> io::Result<()> {
+    let fprog = program.sock_fprog();
+    // SAFETY: seccomp(2) reads the sock_fprog on this stack frame and the `len` instructions it
+    // points to, which `program` owns (borrowed for the whole call); the kernel copies them.
+    // Nothing is allocated. With SECCOMP_FILTER_FLAG_TSYNC a positive result is the id of a
+    // thread that could not be synchronised: a failure too.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            program.flags(),
+            &fprog,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else if rc > 0 {
+        Err(io::Error::from_raw_os_error(libc::ESRCH))
+    } else {
+        Ok(())
+    }
+}

@@ -9,8 +9,8 @@
 //!   namespace, `kernel.hostname` and `kernel.domainname` with a UTS namespace;
 //! - a bind mount of the host's /proc (or anything under it) is refused;
 //! - capability and rlimit names must be known; absent capabilities mean none;
-//! - confinement kiln cannot apply (a seccomp filter, until the runtime applies one; AppArmor
-//!   profiles, SELinux labels) is refused rather than ignored.
+//! - confinement kiln cannot apply (AppArmor profiles, SELinux labels) is refused rather than
+//!   ignored; a `linux.seccomp` filter is applied (the runtime compiles and checks it).
 
 use crate::config::{Mount, NamespaceType, Spec};
 use crate::error::Invalid;
@@ -194,14 +194,6 @@ impl Spec {
                     "unknown propagation: use one of {}",
                     PROPAGATIONS.join(", ")
                 ),
-            ));
-        }
-        if let Some(seccomp) = &linux.seccomp {
-            return Err(Invalid::new(
-                "linux.seccomp",
-                &seccomp.default_action,
-                "kiln's runtime does not apply seccomp filters yet: remove the section rather \
-                 than run the container without its filter",
             ));
         }
         Ok(())

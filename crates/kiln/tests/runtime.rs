@@ -591,3 +591,48 @@ fn exit_codes_tell_the_container_from_kiln() {
     assert_eq!(out.status.code(), Some(125), "{stderr}");
     assert!(stderr.contains("/nonexistent/kiln-bundle"), "{stderr}");
 }
+
+#[test]
+fn a_seccomp_denied_system_call_gets_eperm_and_an_allowed_one_works() {
+    let script = "grep Seccomp: /proc/self/status; \
+                  mkdir /tmp/denied && echo mkdir=ok; \
+                  touch /tmp/allowed && echo touch=ok";
+    let mut c = base_config(script);
+    c["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+    });
+    // With no_new_privs the filter goes in just before the exec; without it, while the hook
+    // still has CAP_SYS_ADMIN, before the user and capabilities change.
+    for no_new_privs in [true, false] {
+        c["process"]["noNewPrivileges"] = json!(no_new_privs);
+        let out = run_ok_bundle(&c);
+        assert_eq!(field(&out, "Seccomp"), "2", "{out}");
+        assert!(out.contains("Operation not permitted"), "{out}");
+        assert!(!out.contains("mkdir=ok"), "{out}");
+        assert!(out.contains("touch=ok"), "{out}");
+    }
+
+    // Another errno, from errnoRet.
+    c["linux"]["seccomp"]["syscalls"][0]["errnoRet"] = json!(libc_enospc());
+    let out = run_ok_bundle(&c);
+    assert!(out.contains("No space left on device"), "{out}");
+
+    // A filter kiln cannot compile is refused before anything runs, naming the field.
+    c["linux"]["seccomp"]["syscalls"][0]["names"] = json!(["no_such_call"]);
+    let (code, out) = run(&c, None);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("config.json")
+            && out.contains("linux.seccomp.syscalls[0].names[0]")
+            && out.contains("no_such_call"),
+        "{out}"
+    );
+    assert!(!out.contains("touch=ok"), "{out}");
+}
+
+/// ENOSPC, the same on every Linux architecture.
+fn libc_enospc() -> u32 {
+    28
+}

@@ -210,6 +210,31 @@ fn docker_default_with_docker_capabilities() {
 }
 
 #[test]
+fn the_run_step_profile_refuses_block_devices_only() {
+    let Some(arch) = Arch::native() else { return };
+    let p = docker_default_without_block_devices(&DOCKER_CAPS).expect("compiles");
+    check(p.filter());
+    let f = p.filter();
+    let mode = |kind: libc::mode_t| u64::from(kind | 0o600);
+    let mut calls = vec![("mknodat", 2)];
+    if let Lookup::Here(_) = arch.syscall("mknod") {
+        calls.push(("mknod", 1));
+    }
+    for (name, index) in calls {
+        let call = |kind| {
+            let mut args = [0; 3];
+            args[index] = mode(kind);
+            run(f, &Data::call(arch, name, &args))
+        };
+        assert_eq!(call(libc::S_IFBLK), errno(libc::EPERM), "{name}");
+        assert_eq!(call(libc::S_IFCHR), ALLOW, "{name}");
+        assert_eq!(call(libc::S_IFIFO), ALLOW, "{name}");
+        assert_eq!(call(libc::S_IFREG), ALLOW, "{name}");
+    }
+    assert_eq!(run(f, &Data::call(arch, "read", &[])), ALLOW);
+}
+
+#[test]
 fn docker_default_with_all_capabilities() {
     for arch in ARCHES {
         let p = docker(&kiln_spec::CAPABILITIES, arch);
