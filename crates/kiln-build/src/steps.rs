@@ -139,22 +139,7 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
 }
 
 /// The capabilities Docker and BuildKit give a RUN step (Docker's default set).
-const RUN_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+const RUN_CAPABILITIES: &[&str] = &kiln_runtime::security::DOCKER_DEFAULT_CAPABILITIES;
 
 /// Paths runc hides from a container by default.
 const RUN_MASKED_PATHS: &[&str] = &[

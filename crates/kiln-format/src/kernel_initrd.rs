@@ -74,7 +74,7 @@ impl<K: Write, I: Write> KernelInitrd<K, I> {
     fn open(&mut self) -> io::Result<&mut InitrdWriter<BufWriter<I>>> {
         if let Initrd::Pending(w) = &mut self.initrd {
             let w = BufWriter::with_capacity(
-                1 << 20,
+                256 << 10,
                 w.take()
                     .ok_or_else(|| io::Error::other("initrd writer lost"))?,
             );

@@ -125,6 +125,24 @@ pub(crate) fn apply_no_new_privs() -> io::Result<()> {
     nix::sys::prctl::set_no_new_privs().map_err(errno)
 }
 
+/// The capabilities Docker gives a container (and BuildKit a RUN step) by default.
+pub const DOCKER_DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

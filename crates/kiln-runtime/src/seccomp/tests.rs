@@ -10,22 +10,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
 /// The capabilities Docker gives a container by default.
-const DOCKER_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+const DOCKER_CAPS: [&str; 14] = crate::security::DOCKER_DEFAULT_CAPABILITIES;
 
 const KERNEL: KernelVersion = KernelVersion { major: 6, minor: 1 };
 const ARCHES: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
