@@ -14,11 +14,11 @@
 //! An image used by several containers is written once; the others mount it from there.
 
 use crate::error::AssembleError;
+use crate::oci_config::{self, to_go_json};
 use kiln_fs::layers::entry_from_tar;
 use kiln_fs::{Entry, Flattener, Kind, LayerError, Segment, Sink, normalize};
-use kiln_oci::ImageLayers;
-use crate::oci_config::{self, to_go_json};
 use kiln_manifest::{CONTAINER_SECTIONS, Image, ManifestSet};
+use kiln_oci::ImageLayers;
 use kiln_oci::{Reference, Store};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -503,13 +503,15 @@ fn kernel_files(
     out.dir("boot", 0o755)?;
     // Microcode first (a pass of its own): it must lead the initrd, whatever the layer order.
     if let Some(u) = ucode {
-        Flattener::new(&ImageLayers::new(store, img)).run::<AssembleError>(&mut |entry, data| {
-            if entry.path == u && entry.kind == Kind::File {
-                found_ucode = true;
-                out.add(entry.moved_to("boot/ucode.cpio", now), data)?;
-            }
-            Ok(())
-        })?;
+        Flattener::new(&ImageLayers::new(store, img)).run::<AssembleError>(
+            &mut |entry, data| {
+                if entry.path == u && entry.kind == Kind::File {
+                    found_ucode = true;
+                    out.add(entry.moved_to("boot/ucode.cpio", now), data)?;
+                }
+                Ok(())
+            },
+        )?;
     }
     Flattener::new(&ImageLayers::new(store, img)).run::<AssembleError>(&mut |entry, data| {
         let rel = entry.path.as_str();
@@ -576,11 +578,9 @@ fn modules_tar(
             match normalize(t) {
                 Ok(Some(t)) => entry.kind = Kind::Hardlink(t),
                 _ => {
-                    return Err(hostile(
-                        &path,
-                        format!("hard link to `{t}`, outside the image"),
-                    )
-                    .into());
+                    return Err(
+                        hostile(&path, format!("hard link to `{t}`, outside the image")).into(),
+                    );
                 }
             }
         }

@@ -26,5 +26,5 @@ mod outputs;
 
 pub use build::{Options, RESOLV_SYMLINK, assemble};
 pub use bundle::unpack_bundle;
-pub use outputs::write_outputs;
 pub use error::AssembleError;
+pub use outputs::write_outputs;

@@ -44,7 +44,14 @@ pub fn render(m: &Manifest, kind: &str) -> String {
 /// LinuxKit's manifest sections are Go slices without `omitempty`: a section the manifest
 /// leaves out is a nil slice, which Go's JSON encoder writes as `null`.
 fn go_nil_lists(value: &mut serde_json::Value) {
-    const SECTIONS: [&str; 6] = ["init", "onboot", "onshutdown", "services", "files", "volumes"];
+    const SECTIONS: [&str; 6] = [
+        "init",
+        "onboot",
+        "onshutdown",
+        "services",
+        "files",
+        "volumes",
+    ];
     if let Some(top) = value.as_object_mut() {
         for section in SECTIONS {
             if let Some(v) = top.get_mut(section)

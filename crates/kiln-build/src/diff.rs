@@ -4,9 +4,9 @@
 //! written.
 
 use crate::error::{BuildError, io_err};
-use kiln_fs::unpack::OPAQUE_XATTR;
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use kiln_fs::unpack::OPAQUE_XATTR;
 use kiln_oci::spec::Descriptor;
 use kiln_oci::{Digest, HashingWriter, Store};
 use std::collections::HashMap;

@@ -106,7 +106,10 @@ fn interrupted_builds_leave_no_partial_output() {
         std::thread::yield_now();
     }
     let now = partials(&out);
-    assert!(!now.contains(&left[0]), "the dead build's partial output stayed: {now:?}");
+    assert!(
+        !now.contains(&left[0]),
+        "the dead build's partial output stayed: {now:?}"
+    );
     assert_eq!(now.len(), 1, "{now:?}");
     // A build of another output in the same directory while `running` writes: it must not
     // touch `running`'s partial output.
@@ -118,7 +121,11 @@ fn interrupted_builds_leave_no_partial_output() {
         .arg(&out)
         .arg("--name")
         .arg("tiny")
-        .arg(conformance_dir().expect("corpus").join("01-minimal/manifest.yml"));
+        .arg(
+            conformance_dir()
+                .expect("corpus")
+                .join("01-minimal/manifest.yml"),
+        );
     run_ok(&mut small);
     assert!(
         partials(&out).contains(&now[0]) || running.try_wait().expect("wait").is_some(),

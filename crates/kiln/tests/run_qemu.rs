@@ -42,9 +42,7 @@ fn run_qemu_attached_and_detached() {
     let port = free_port();
     let pid = run_ok(
         kiln()
-            .args([
-                "run", "qemu", "--accel", "tcg", "--mem", "512", "--disk",
-            ])
+            .args(["run", "qemu", "--accel", "tcg", "--mem", "512", "--disk"])
             .arg(format!(
                 "{},size=64M",
                 dir.path().join("data.qcow2").display()
