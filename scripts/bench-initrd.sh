@@ -41,7 +41,8 @@ fi
 export KILN_CACHE=$work/store
 $after image import "$base_tar" debian:bookworm >/dev/null
 echo "building pkg/kernel and pkg/busybox ..." >&2
-mapfile -t pkgs < <($after pkg build pkg/kernel pkg/busybox)
+$after pkg build pkg/kernel pkg/busybox >"$work/pkgs" 2>"$work/pkg.log" || { cat "$work/pkg.log" >&2; exit 1; }
+mapfile -t pkgs <"$work/pkgs"
 kernel=${pkgs[0]} busybox=${pkgs[1]}
 mkdir -p "$work/app"
 printf 'FROM %s\nCOPY app.txt /srv/app.txt\nCMD ["/bin/cat", "/srv/app.txt"]\n' "$busybox" >"$work/app/Dockerfile"

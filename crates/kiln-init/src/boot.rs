@@ -1,17 +1,19 @@
 //! Boot, before any container runs: a read-only view of the initramfs (`readonly_root`), the
-//! kernel file systems, modules (for the devices present, `overlay` and /etc/modules; later
-//! ones on demand, this program being the kernel's modprobe helper), the host name and loopback.
+//! kernel file systems, modules (`overlay` and /etc/modules; those for the devices present on a
+//! thread of their own, which containers that may use a device wait for; later ones on demand,
+//! this program being the kernel's modprobe helper), the host name and loopback.
 
-use crate::modules::Modules;
-use crate::{log, readonly_root};
+use crate::modules::{Loading, Modules};
+use crate::{log, power_button, readonly_root};
 use nix::mount::{MsFlags, mount};
 use nix::sys::reboot::set_cad_enabled;
 use std::fs;
 
 /// What boot leaves for the rest of init.
 pub struct Booted {
-    /// The module index, when the image has modules.
-    pub modules: Option<Modules>,
+    /// The modules for the devices present, loading on a thread of their own, when the image
+    /// has modules.
+    pub devices: Option<Loading>,
 }
 
 /// Bring the system up to the point where containers can run.
@@ -30,10 +32,16 @@ pub fn boot() -> Booted {
         }
     };
     early_mounts(readonly);
-    let mut modules = Modules::open();
-    if let Some(m) = modules.as_mut() {
-        load_modules(m);
-    }
+    let devices = match Modules::open() {
+        Some(mut m) => {
+            load_listed(&mut m);
+            Some(load_devices(&m))
+        }
+        None => {
+            power_button::watch(None);
+            None
+        }
+    };
     // Modules the kernel asks for later are loaded by this same program.
     if let Ok(me) = fs::read_link("/proc/self/exe") {
         let _ = fs::write(
@@ -52,19 +60,11 @@ pub fn boot() -> Booted {
         since_boot(),
         if readonly { ", root read-only" } else { "" }
     ));
-    Booted { modules }
+    Booted { devices }
 }
 
-/// The modules for the devices present, `overlay` (containers with a writable root need it)
-/// and those /etc/modules lists.
-fn load_modules(m: &mut Modules) {
-    let loaded = m.coldplug();
-    if !loaded.is_empty() {
-        log(&format!(
-            "modules for the devices present: {}",
-            loaded.join(" ")
-        ));
-    }
+/// `overlay` (every container's root is one) and the modules /etc/modules lists.
+fn load_listed(m: &mut Modules) {
     let listed = fs::read_to_string("/etc/modules").unwrap_or_default();
     for name in
         std::iter::once("overlay").chain(listed.split_whitespace().filter(|w| !w.starts_with('#')))
@@ -73,6 +73,23 @@ fn load_modules(m: &mut Modules) {
             log(&e);
         }
     }
+}
+
+/// Start loading the modules for the devices present; the power button is watched once they
+/// are loaded.
+fn load_devices(m: &Modules) -> Loading {
+    let mut buttons = m.clone();
+    let nice = |n| {
+        let _ = kiln_runtime::set_thread_nice(n);
+    };
+    m.load_in_background(nice, move |loaded| {
+        log(&format!(
+            "modules for the devices present: {}, {:.2} s after the kernel",
+            loaded.join(" "),
+            since_boot()
+        ));
+        power_button::watch(Some(&mut buttons));
+    })
 }
 
 /// The kernel file systems every system needs. Failures are reported, not fatal.

@@ -56,7 +56,7 @@ fn main() -> std::process::ExitCode {
     }
     // Before any thread starts, so that every thread has them blocked.
     let signals = supervision::block_signals();
-    let mut booted = boot::boot();
+    let booted = boot::boot();
     let requests = match control::listen() {
         Ok(rx) => Some(rx),
         Err(e) => {
@@ -64,6 +64,5 @@ fn main() -> std::process::ExitCode {
             None
         }
     };
-    power_button::watch(booted.modules.as_mut());
-    supervision::Supervisor::new(signals, requests, cmdline::Switches::read()).run()
+    supervision::Supervisor::new(signals, requests, cmdline::Switches::read(), booted.devices).run()
 }

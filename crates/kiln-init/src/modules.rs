@@ -382,11 +382,7 @@ impl Modules {
     /// does not hold up the others; each time one is loaded, the devices that appeared since (a
     /// bus driver such as virtio_pci brings up devices of its own) are looked at. Returns what
     /// was loaded, sorted.
-    pub fn coldplug(&mut self) -> Vec<String> {
-        self.coldplug_threads()
-    }
-
-    fn coldplug_threads(&self) -> Vec<String> {
+    fn coldplug(&self) -> Vec<String> {
         let (tx, rx) = mpsc::channel::<(String, Result<(), String>)>();
         let mut seen = HashSet::new();
         let mut started = HashSet::new();
@@ -465,8 +461,7 @@ impl Modules {
     /// `coldplug` does); `done` is called there with what was loaded, before the returned
     /// `Loading` reports it finished. `nice` sets the calling thread's nice value: the load
     /// calls it with 19 as it starts, so that containers get the CPU first, and with 0 once
-    /// someone waits for it (`Loading::wait`) or hurries it (`Loading::hurry`).
-    #[allow(dead_code)] // Until boot and supervision use it.
+    /// someone waits for it (`Loading::wait`).
     pub fn load_in_background(
         &self,
         nice: fn(i32),
@@ -489,7 +484,7 @@ impl Modules {
             if let Some(p) = &me.priority {
                 p.lower();
             }
-            done(me.coldplug_threads());
+            done(me.coldplug());
         });
         let job = Arc::new(Mutex::new(Some(job)));
         let run = {
@@ -541,21 +536,19 @@ impl Drop for Finished {
 /// Modules loading on a thread of their own (`Modules::load_in_background`). Clones refer to
 /// the same load.
 #[derive(Clone)]
-#[allow(dead_code)] // Until boot and supervision use it.
 pub struct Loading {
     finished: Arc<(Mutex<bool>, Condvar)>,
     priority: Arc<Priority>,
 }
 
-#[allow(dead_code)] // Until boot and supervision use it.
 impl Loading {
     /// Load at normal priority from the next module on.
-    pub fn hurry(&self) {
+    fn hurry(&self) {
         self.priority.hurry.store(true, Ordering::Relaxed);
     }
 
-    /// Block until every module for the devices present and every named module is loaded (or
-    /// failed to); the load goes on at normal priority.
+    /// Block until every module for the devices present is loaded (or failed to); the load goes
+    /// on at normal priority meanwhile.
     pub fn wait(&self) {
         self.hurry();
         let (flag, cv) = &*self.finished;
@@ -580,9 +573,9 @@ const DEVICE_CAPABILITIES: &[&str] = &[
 /// for the devices present are loaded: when its config.json gives it a capability in
 /// `DEVICE_CAPABILITIES`, device nodes (`linux.devices`), or a bind of the host's /, /dev or
 /// /sys, or when its runtime.json mounts anything but tmpfs and overlay or creates network
-/// interfaces. A container without these cannot configure, open or mount a device; it may
-/// still read /sys. Anything unreadable counts as needing devices.
-#[allow(dead_code)] // Until supervision uses it.
+/// interfaces. A container without these cannot configure, open or mount a device (it may still
+/// see one appear in /sys, or a network interface in the host's network namespace, while it
+/// runs). Anything unreadable counts as needing devices.
 pub fn needs_devices(bundle: &Path) -> bool {
     let Some(config) = fs::read(bundle.join("config.json"))
         .ok()

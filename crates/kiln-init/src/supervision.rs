@@ -16,6 +16,7 @@
 use crate::cmdline::Switches;
 use crate::control::{Command, Request};
 use crate::log;
+use crate::modules::{self, Loading};
 use crate::services::{self, Restart, Service};
 use kiln_runtime::{Created, Exit, Options, Running, RuntimeError};
 use nix::sys::reboot::{RebootMode, reboot};
@@ -74,6 +75,8 @@ pub struct Supervisor {
     shutdown: Option<RebootMode>,
     /// Shutting down: nothing is started any more.
     stopping: bool,
+    /// The modules for the devices present, loading; containers that may use a device wait.
+    devices: Option<Loading>,
 }
 
 impl Supervisor {
@@ -82,6 +85,7 @@ impl Supervisor {
         signals: SigSet,
         requests: Option<mpsc::Receiver<Request>>,
         switches: &'static Switches,
+        devices: Option<Loading>,
     ) -> Supervisor {
         let services = bundles("services")
             .into_iter()
@@ -104,6 +108,7 @@ impl Supervisor {
             oneshot: None,
             shutdown: None,
             stopping: false,
+            devices,
         }
     }
 
@@ -204,7 +209,7 @@ impl Supervisor {
         let svc = &mut self.services[i];
         svc.tried = true;
         svc.due = None;
-        match start(&svc.bundle, &svc.name, debug) {
+        match start(&svc.bundle, &svc.name, debug, self.devices.as_ref()) {
             Ok((running, output)) => {
                 svc.running = Some(running);
                 svc.output = output;
@@ -407,13 +412,14 @@ impl Supervisor {
                 log(&format!("{section} {name} skipped (kiln.skip)"));
                 continue;
             }
-            let (running, output) = match start(&b, &name, self.switches.debug) {
-                Ok(started) => started,
-                Err(e) => {
-                    log(&format!("{section} {name}: {e}"));
-                    continue;
-                }
-            };
+            let (running, output) =
+                match start(&b, &name, self.switches.debug, self.devices.as_ref()) {
+                    Ok(started) => started,
+                    Err(e) => {
+                        log(&format!("{section} {name}: {e}"));
+                        continue;
+                    }
+                };
             let pid = Pid::from_raw(i32::try_from(running.pid()).unwrap_or(i32::MAX));
             self.oneshot = Some((pid, None));
             let exit = loop {
@@ -562,13 +568,20 @@ fn forward(name: String, stream: impl std::io::Read + Send + 'static) -> JoinHan
     })
 }
 
-/// Create and start the container of `bundle` (runtime.json's host mounts first); returns it
-/// and the threads copying its output (done when it has ended).
+/// Create and start the container of `bundle` (runtime.json's host mounts first), once the
+/// modules for the devices present are loaded if it may use a device; returns it and the
+/// threads copying its output (done when it has ended).
 fn start(
     bundle: &Path,
     name: &str,
     debug: bool,
+    devices: Option<&Loading>,
 ) -> Result<(Running, Vec<JoinHandle<()>>), RuntimeError> {
+    if let Some(devices) = devices
+        && modules::needs_devices(bundle)
+    {
+        devices.wait();
+    }
     let created = Created::from_bundle(
         bundle,
         Options {

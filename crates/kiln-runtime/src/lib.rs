@@ -54,3 +54,4 @@ pub use host_mounts::mount_host;
 pub use lifecycle::{Created, Exit, Options, Running};
 pub use netdev::{Interface, bind_namespaces, setup_interfaces};
 pub use security::{Capabilities, Rlimit};
+pub use sys::set_thread_nice;

@@ -212,3 +212,10 @@ pub(crate) fn install_seccomp(program: &crate::seccomp::Program) -> io::Result<(
         Ok(())
     }
 }
+
+/// Set the calling thread's nice value (on Linux, `setpriority(PRIO_PROCESS, 0, ...)` acts on
+/// the calling thread only; threads it starts inherit the value).
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority(2) takes integers only and touches no memory of ours.
+    check(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) })
+}
