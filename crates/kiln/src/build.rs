@@ -1,7 +1,6 @@
 //! `kiln build`.
 
 use crate::ImageOpts;
-use anyhow::Context;
 use clap::builder::TypedValueParser as _;
 use kiln_assemble::{Options, write_outputs};
 use kiln_build::pkg::PkgOptions;
@@ -54,17 +53,6 @@ pub struct BuildArgs {
     images: ImageOpts,
 }
 
-fn source_date_epoch() -> anyhow::Result<Option<u64>> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => {
-            Ok(Some(v.parse().with_context(|| {
-                format!("SOURCE_DATE_EPOCH={v} is not a number of seconds")
-            })?))
-        }
-        _ => Ok(None),
-    }
-}
-
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let mut set = ManifestSet::load(&args.files)?;
     if args.dry_run {
@@ -95,7 +83,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| "kiln".into()),
     };
-    let epoch = source_date_epoch()?;
+    let epoch = crate::image::epoch()?;
     let opts = Options {
         arch: args.images.arch.clone(),
         source_date_epoch: epoch,

@@ -158,7 +158,8 @@ fn pair(s: &str, what: &str) -> anyhow::Result<(String, String)> {
     Ok((k.to_string(), v.to_string()))
 }
 
-fn epoch() -> anyhow::Result<Option<u64>> {
+/// SOURCE_DATE_EPOCH, when set: the time of everything kiln generates.
+pub(crate) fn epoch() -> anyhow::Result<Option<u64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => {
             Ok(Some(v.parse().with_context(|| {

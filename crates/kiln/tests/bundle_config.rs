@@ -27,25 +27,7 @@ fn is_root() -> bool {
 /// The busybox package unpacked once, for the bundle that runs.
 fn busybox_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let cache = shared_store();
-        let built = build_packages(&cache, &["busybox"]);
-        let image = built.last().expect("busybox image name").trim().to_string();
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bundle-config-busybox");
-        let _ = std::fs::remove_dir_all(&dir);
-        run_ok(
-            kiln()
-                .args(["image", "unpack", "--cache"])
-                .arg(&cache)
-                .arg(&image)
-                .arg(&dir),
-        );
-        let root = dir.join("rootfs");
-        for d in ["proc", "dev"] {
-            std::fs::create_dir_all(root.join(d)).expect("mount point");
-        }
-        root
-    })
+    ROOT.get_or_init(|| unpacked_busybox("bundle-config-busybox", &["proc", "dev"]))
 }
 
 /// A config that would run `/bin/sh` as root with no capabilities, in new namespaces, on

@@ -341,3 +341,25 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// The busybox package (built into the shared store) unpacked as a bundle root under the
+/// target directory's `name`, with `mount_points` created in it. Returns the root.
+pub fn unpacked_busybox(name: &str, mount_points: &[&str]) -> PathBuf {
+    let cache = shared_store();
+    let built = build_packages(&cache, &["busybox"]);
+    let image = built.last().expect("busybox image name").trim().to_string();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    run_ok(
+        kiln()
+            .args(["image", "unpack", "--cache"])
+            .arg(&cache)
+            .arg(&image)
+            .arg(&dir),
+    );
+    let root = dir.join("rootfs");
+    for d in mount_points {
+        std::fs::create_dir_all(root.join(d)).expect("mount point");
+    }
+    root
+}

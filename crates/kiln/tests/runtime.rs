@@ -16,23 +16,10 @@ use std::sync::OnceLock;
 fn rootfs() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let cache = shared_store();
-        let built = build_packages(&cache, &["busybox"]);
-        let image = built.last().expect("busybox image name").trim().to_string();
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runtime-bundle");
-        let _ = std::fs::remove_dir_all(&dir);
-        run_ok(
-            kiln()
-                .args(["image", "unpack", "--cache"])
-                .arg(&cache)
-                .arg(&image)
-                .arg(&dir),
-        );
-        let root = dir.join("rootfs");
-        for d in ["proc", "dev", "dev/pts", "sys", "mnt", "tmp"] {
-            std::fs::create_dir_all(root.join(d)).expect("mount point");
-        }
-        root
+        unpacked_busybox(
+            "runtime-bundle",
+            &["proc", "dev", "dev/pts", "sys", "mnt", "tmp"],
+        )
     })
 }
 

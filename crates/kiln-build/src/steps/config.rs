@@ -104,10 +104,7 @@ pub(super) fn user(
     ins: &Instruction,
     user: &str,
 ) -> Result<(), BuildError> {
-    let user = e.expand(st, ins.line, user)?;
-    st.config.set("User", Value::String(user));
-    record(st, ins);
-    Ok(())
+    set_expanded(e, st, ins, "User", user)
 }
 
 pub(super) fn stop_signal(
@@ -116,8 +113,19 @@ pub(super) fn stop_signal(
     ins: &Instruction,
     signal: &str,
 ) -> Result<(), BuildError> {
-    let signal = e.expand(st, ins.line, signal)?;
-    st.config.set("StopSignal", Value::String(signal));
+    set_expanded(e, st, ins, "StopSignal", signal)
+}
+
+/// Set the image config's `key` to `value` after variable expansion, and record the step.
+fn set_expanded(
+    e: &Engine,
+    st: &mut State,
+    ins: &Instruction,
+    key: &str,
+    value: &str,
+) -> Result<(), BuildError> {
+    let value = e.expand(st, ins.line, value)?;
+    st.config.set(key, Value::String(value));
     record(st, ins);
     Ok(())
 }
