@@ -49,6 +49,9 @@ pub fn build(store: &Store, opts: &BuildOptions) -> Result<Built, BuildError> {
         global_vars.extend(values);
     }
     let plan = plan::plan(&file, &df, opts.target.as_deref(), &global_vars)?;
+    if !opts.allow_insecure {
+        refuse_insecure_steps(&file, &df)?;
+    }
     let _guard = store.write_guard()?;
     let engine = Engine {
         ws: Workspace::open(store)?,
@@ -156,6 +159,26 @@ fn build_stage(e: &Engine, i: usize) -> Result<State, BuildError> {
         steps::apply(e, &mut st, ins)?;
     }
     Ok(st)
+}
+
+/// A `RUN --security=insecure` step needs the build's permission: refuse it, naming the line,
+/// before any step runs.
+fn refuse_insecure_steps(file: &str, df: &dockerfile::Dockerfile) -> Result<(), BuildError> {
+    for ins in &df.instructions {
+        if let Kind::Run(run) = &ins.kind
+            && run.security == dockerfile::RunSecurity::Insecure
+        {
+            return Err(BuildError::Dockerfile {
+                file: file.to_string(),
+                line: ins.line,
+                message: "RUN --security=insecure runs the step with all of root's capabilities \
+                          and no sandbox; allow it with `--allow security.insecure` if you trust \
+                          this Dockerfile"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

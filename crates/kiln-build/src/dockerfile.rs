@@ -29,7 +29,7 @@ pub use instruction::{
     Source,
 };
 pub(crate) use values::ports;
-pub use values::{Checksum, Deferred, FlagValue, Mode, Platform, RunNetwork};
+pub use values::{Checksum, Deferred, FlagValue, Mode, Platform, RunNetwork, RunSecurity};
 
 use crate::error::BuildError;
 

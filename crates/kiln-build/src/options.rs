@@ -43,6 +43,9 @@ pub struct BuildOptions {
     pub progress: Option<Progress>,
     /// How new layers are compressed.
     pub compression: LayerCompression,
+    /// Let `RUN --security=insecure` steps run without the sandbox (BuildKit's
+    /// `security.insecure` entitlement); without it such a step is an error.
+    pub allow_insecure: bool,
 }
 
 impl std::fmt::Debug for BuildOptions {
@@ -72,6 +75,7 @@ impl BuildOptions {
             source_date_epoch: None,
             progress: None,
             compression: LayerCompression::default(),
+            allow_insecure: false,
         }
     }
 }

@@ -2,17 +2,22 @@
 //! unpacked layers that serve as overlay lower directories, the step cache, and scratch space
 //! for overlay mounts.
 //!
+//! Each build works in its own locked scratch directory (see `scratch`); opening the working
+//! area removes the scratch directories of builds that were killed.
+//!
 //! Unpacked layers are named by diff id and created atomically (unpacked into scratch space,
 //! then renamed), so two builds can share them. A cache entry maps a step's key to the layer it
 //! produced; an entry whose layer blob has left the store is a miss.
 
 use crate::diff::Layer;
 use crate::error::{BuildError, io_err};
+use crate::scratch::{self, Scratch};
 use kiln_oci::spec::Descriptor;
 use kiln_oci::{Digest, Store};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The builder's directories.
 #[derive(Debug, Clone)]
@@ -20,6 +25,7 @@ pub struct Workspace {
     /// The image store.
     pub store: Store,
     root: PathBuf,
+    scratch: Arc<Scratch>,
 }
 
 /// What the step cache remembers about one step.
@@ -38,6 +44,12 @@ pub struct CachedLayer {
     pub descriptor: Descriptor,
 }
 
+/// Remove the scratch directories that killed builds left in `store`'s working area, leaving
+/// those of running builds. Returns how many were removed.
+pub fn remove_stale_scratch(store: &Store) -> usize {
+    scratch::remove_stale(&store.root().join("build").join("tmp"))
+}
+
 /// Remove the build cache of `store` (cached steps, unpacked layers, scratch space) while no
 /// build runs. Returns the bytes freed.
 pub fn clear_build_cache(store: &Store) -> Result<u64, BuildError> {
@@ -51,7 +63,7 @@ pub fn clear_build_cache(store: &Store) -> Result<u64, BuildError> {
     }
     // Stale overlay mounts of a killed build would keep files busy: detach them first.
     for e in walkdir::WalkDir::new(root.join("tmp"))
-        .max_depth(3)
+        .max_depth(4)
         .into_iter()
         .flatten()
     {
@@ -74,15 +86,22 @@ impl Workspace {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
+        let tmp = root.join("tmp");
+        let removed = scratch::remove_stale(&tmp);
+        if removed > 0 {
+            tracing::info!("removed {removed} scratch directories of builds that were killed");
+        }
         Ok(Workspace {
             store: store.clone(),
+            scratch: Arc::new(Scratch::create(&tmp)?),
             root,
         })
     }
 
-    /// Scratch space for overlay mounts (on the same file system as the unpacked layers).
+    /// This build's scratch space for overlay mounts and unpacking (on the same file system
+    /// as the unpacked layers), removed when the last clone of the working area is dropped.
     pub fn scratch(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.scratch.path().to_path_buf()
     }
 
     /// Where an unpacked layer lives once it has been unpacked.

@@ -7,21 +7,12 @@
 
 use crate::control::WaitState;
 use kiln_runtime::{Exit, Running};
-use std::fs;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// When a service is restarted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Restart {
-    /// Never.
-    No,
-    /// After a non-zero exit or a signal.
-    OnFailure,
-    /// After every exit.
-    Always,
-}
+/// When a service is restarted: runtime.json's typed policy.
+pub type Restart = kiln_spec::RestartPolicy;
 
 /// Where a service is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,25 +74,21 @@ pub struct Service {
 }
 
 impl Service {
-    /// Read a service's bundle.
+    /// Read a service's bundle: its restart policy and dependencies from runtime.json. A
+    /// runtime.json the runtime would refuse is reported here; the service then has neither,
+    /// and its start fails with the same error.
     pub fn load(bundle: PathBuf, name: String) -> Service {
-        let rt: serde_json::Value = fs::read_to_string(bundle.join("runtime.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
-        let restart = match rt["restart"].as_str() {
-            Some("on-failure") => Restart::OnFailure,
-            Some("always") => Restart::Always,
-            _ => Restart::No,
+        let (restart, depends_on) = match kiln_spec::load_runtime(&bundle) {
+            Ok(Some(rt)) => (
+                rt.restart.unwrap_or(Restart::No),
+                rt.depends_on.unwrap_or_default(),
+            ),
+            Ok(None) => (Restart::No, Vec::new()),
+            Err(e) => {
+                crate::log(&format!("service {name}: {e}"));
+                (Restart::No, Vec::new())
+            }
         };
-        let depends_on = rt["dependsOn"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
         Service {
             name,
             bundle,

@@ -178,6 +178,9 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
             if build_cache {
                 let bytes = kiln_build::clear_build_cache(&store)?;
                 println!("removed the build cache, {bytes} bytes");
+            } else {
+                let dirs = kiln_build::remove_stale_scratch(&store);
+                println!("removed {dirs} scratch directories of killed builds");
             }
             // Initrd segments: all of them with the build cache, else those unused for a week.
             let segments = kiln_format::segment_cache_dir(store.root());

@@ -80,6 +80,10 @@ pub struct BuildArgs {
     /// Layer compression
     #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
     compression: CompressionArg,
+    /// Grant an entitlement (as BuildKit's): security.insecure lets `RUN --security=insecure`
+    /// steps run unsandboxed
+    #[arg(long = "allow", value_enum)]
+    allow: Vec<Entitlement>,
     #[command(flatten)]
     images: ImageOpts,
 }
@@ -106,6 +110,10 @@ pub enum PkgCommand {
         /// Layer compression
         #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
         compression: CompressionArg,
+        /// Grant an entitlement (as BuildKit's): security.insecure lets `RUN
+        /// --security=insecure` steps run unsandboxed
+        #[arg(long = "allow", value_enum)]
+        allow: Vec<Entitlement>,
         #[command(flatten)]
         images: ImageOpts,
     },
@@ -128,6 +136,14 @@ pub(crate) enum NetworkArg {
     Host,
     /// No network: only a loopback interface
     None,
+}
+
+/// `--allow` of the commands that run Dockerfiles (BuildKit's entitlements).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Entitlement {
+    /// `RUN --security=insecure` steps run with all of root's capabilities and no sandbox
+    #[value(name = "security.insecure")]
+    SecurityInsecure,
 }
 
 /// `--compression` of the commands that write layers.
@@ -196,6 +212,7 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
             b.target = a.target.clone();
             b.no_cache = a.no_cache;
             b.compression = a.compression.into();
+            b.allow_insecure = a.allow.contains(&Entitlement::SecurityInsecure);
             if let Some(p) = &a.platform {
                 b.arch = p.rsplit('/').next().unwrap_or(p).to_string();
             }
@@ -279,12 +296,14 @@ pub fn run_pkg(cmd: PkgCommand) -> anyhow::Result<()> {
             org,
             push,
             compression,
+            allow,
             images,
         } => {
             let store = images.store()?;
             let mut base = base_options(&images)?;
             base.no_cache = no_cache;
             base.compression = compression.into();
+            base.allow_insecure = allow.contains(&Entitlement::SecurityInsecure);
             let opts = PkgOptions { base, org, force };
             let results = build_packages(&store, &dirs, &opts)?;
             for r in &results {

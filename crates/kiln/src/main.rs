@@ -111,8 +111,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// On SIGINT, SIGTERM or SIGHUP, remove the partial outputs this process is writing and exit
-/// as the signal would have (128 + its number). (`kiln run` leaves signals to the guest.)
+/// On SIGINT, SIGTERM or SIGHUP, remove the partial outputs this process is writing and its
+/// build scratch directories, and exit as the signal would have (128 + its number). (`kiln run`
+/// leaves signals to the guest.)
 fn clean_up_on_signals() {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
@@ -122,7 +123,10 @@ fn clean_up_on_signals() {
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             let removed = kiln_format::remove_own_partials();
-            tracing::info!("interrupted: removed {removed} partial outputs");
+            let scratch = kiln_build::remove_own_scratch();
+            tracing::info!(
+                "interrupted: removed {removed} partial outputs and {scratch} scratch directories"
+            );
             std::process::exit(128 + signal);
         }
     });

@@ -118,7 +118,7 @@ const fn refused(name: &'static str, ty: Type, why: &'static str) -> Spec {
 const FROM: &[Spec] = &[flag("platform", Type::Value, "--platform=linux/ARCH")];
 const RUN: &[Spec] = &[
     flag("network", Type::Value, "--network=default|none|host"),
-    flag("security", Type::Value, "--security=sandbox"),
+    flag("security", Type::Value, "--security=sandbox|insecure"),
     refused(
         "mount",
         Type::Values,

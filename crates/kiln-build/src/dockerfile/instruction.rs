@@ -4,7 +4,8 @@
 
 use super::flags::{self, Flags};
 use super::values::{
-    Checksum, Deferred, FlagValue, Mode, Platform, RunNetwork, duration, ports, retries,
+    Checksum, Deferred, FlagValue, Mode, Platform, RunNetwork, RunSecurity, duration, ports,
+    retries,
 };
 use crate::shell_lex::{expand, split_words};
 use std::time::Duration;
@@ -158,6 +159,8 @@ pub struct Run {
     pub heredocs: Vec<Heredoc>,
     /// `--network`.
     pub network: RunNetwork,
+    /// `--security`.
+    pub security: RunSecurity,
 }
 
 impl Run {
@@ -394,16 +397,10 @@ fn run(flags: &Flags, rest: &str, heredocs: Vec<Heredoc>) -> Result<Run, String>
         None => RunNetwork::Default,
         Some(v) => RunNetwork::parse(v).map_err(|m| format!("RUN --network={v}: {m}"))?,
     };
-    match flags.raw("security") {
-        None | Some("sandbox") => {}
-        Some("insecure") => {
-            return Err(
-                "RUN --security=insecure: kiln runs every RUN step sandboxed; remove the flag"
-                    .into(),
-            );
-        }
-        Some(v) => return Err(format!("RUN --security={v}: use sandbox")),
-    }
+    let security = match flags.raw("security") {
+        None => RunSecurity::Sandbox,
+        Some(v) => RunSecurity::parse(v).map_err(|m| format!("RUN --security={v}: {m}"))?,
+    };
     let command = Args::parse(rest);
     if rest.is_empty() || command == Args::Exec(Vec::new()) {
         return Err("RUN needs a command".into());
@@ -412,6 +409,7 @@ fn run(flags: &Flags, rest: &str, heredocs: Vec<Heredoc>) -> Result<Run, String>
         command,
         heredocs,
         network,
+        security,
     })
 }
 

@@ -72,8 +72,14 @@ fn typed_flags_and_heredocs() {
         panic!("not RUN");
     };
     assert_eq!(run.network, RunNetwork::None);
+    assert_eq!(run.security, RunSecurity::Sandbox);
     assert_eq!(run.heredocs[0].content, "echo $HOME\n");
     assert!(!run.heredocs[0].expand);
+    let i = one("RUN --security=insecure mount -t tmpfs none /mnt\n");
+    let Kind::Run(run) = &i.kind else {
+        panic!("not RUN");
+    };
+    assert_eq!(run.security, RunSecurity::Insecure);
 }
 
 #[test]
@@ -176,7 +182,7 @@ fn flag_errors_name_the_line_and_the_flag() {
         ),
         (
             "FROM scratch\nRUN --netwrk=none true\n",
-            "Dockerfile:2: RUN --netwrk: unknown flag (did you mean --network?); RUN accepts --network=default|none|host, --security=sandbox",
+            "Dockerfile:2: RUN --netwrk: unknown flag (did you mean --network?); RUN accepts --network=default|none|host, --security=sandbox|insecure",
         ),
         (
             "FROM scratch\nRUN --network=bridge true\n",
@@ -219,8 +225,8 @@ fn flag_errors_name_the_line_and_the_flag() {
             "Dockerfile:2: RUN --mount: kiln does not implement RUN mounts; COPY what the step needs instead",
         ),
         (
-            "FROM scratch\nRUN --security=insecure true\n",
-            "Dockerfile:2: RUN --security=insecure: kiln runs every RUN step sandboxed; remove the flag",
+            "FROM scratch\nRUN --security=unconfined true\n",
+            "Dockerfile:2: RUN --security=unconfined: use sandbox or insecure",
         ),
     ];
     for (text, want) in cases {

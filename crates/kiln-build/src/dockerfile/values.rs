@@ -182,6 +182,27 @@ impl FlagValue for RunNetwork {
     }
 }
 
+/// How a RUN step is confined (`--security`, as BuildKit's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunSecurity {
+    /// Docker's default sandbox (capabilities, seccomp, masked paths, no_new_privs).
+    #[default]
+    Sandbox,
+    /// All of root's capabilities, no seccomp filter, nothing masked: only when the build
+    /// allows it (`--allow security.insecure`, as BuildKit's entitlement).
+    Insecure,
+}
+
+impl FlagValue for RunSecurity {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "sandbox" => Ok(RunSecurity::Sandbox),
+            "insecure" => Ok(RunSecurity::Insecure),
+            _ => Err("use sandbox or insecure".into()),
+        }
+    }
+}
+
 /// The ports an EXPOSE word names (`80`, `53/udp`, `8000-8002`), each as `PORT/PROTO`.
 pub(crate) fn ports(spec: &str) -> Result<Vec<String>, String> {
     let bad = || "use PORT[/tcp|/udp|/sctp] or FIRST-LAST[/PROTO], such as 80/tcp".to_string();
