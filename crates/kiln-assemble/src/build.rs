@@ -236,7 +236,7 @@ pub fn assemble(
                     .map_err(AssembleError::Manifest)?,
                 None => Image::default(),
             };
-            let bundle = oci_config::bundle(&yaml, &label, &exec, &ids).map_err(|(field, msg)| {
+            let bundle = oci_config::bundle(&yaml, &label, &exec, &ids, &opts.arch).map_err(|(field, msg)| {
                 let mut d = set.diagnostic(section, i, &field, msg);
                 d.help = Some(format!("the value comes from the manifest or from the org.mobyproject.config label of {}", img.reference));
                 AssembleError::from(d)

@@ -54,7 +54,7 @@ pub fn unpack_bundle(
         readonly: Some(false),
         ..Default::default()
     };
-    let b = oci_config::bundle(&yaml, &label, &exec, &HashMap::new())
+    let b = oci_config::bundle(&yaml, &label, &exec, &HashMap::new(), arch)
         .map_err(|(field, msg)| bundle_err(format!("{field}: {msg}")))?;
     let path = dir.join("config.json");
     fs::write(&path, oci_config::to_go_json(&b.config))

@@ -8,13 +8,25 @@
 //! and absent, in Go's order) and LinuxKit's init and kiln-init read the same files. Paths that
 //! would leave the container's root and sysctls no namespace holds are refused here, located in
 //! the manifest, rather than at boot.
+//!
+//! `seccomp: docker-default` (a kiln extension, in the entry or the label) writes Docker's
+//! default profile into `linux.seccomp`, resolved as `docker run` resolves it: for the
+//! container's bounding capabilities, the target architecture and [`SECCOMP_KERNEL`].
 
-use kiln_manifest::{Id, Image, Runtime};
+use kiln_manifest::{Id, Image, Runtime, SeccompProfile};
 use kiln_oci::spec::ExecConfig;
 use kiln_spec as spec;
+use kiln_spec::docker_seccomp::{self, KernelVersion};
 use std::collections::{BTreeMap, HashMap};
 
 pub use kiln_spec::{CAPABILITIES as ALL_CAPS, RLIMITS, to_go_json};
+
+/// The kernel version the `minKernel` conditions of Docker's profile are resolved for: Docker
+/// resolves them for the kernel it runs on, but config.json is written before the kernel that
+/// runs it is known. kiln's kernel package and LinuxKit's current kernels are newer; with
+/// Docker's current profile only ptrace, process_vm_readv and process_vm_writev depend on it
+/// (allowed from Linux 4.8 on).
+pub const SECCOMP_KERNEL: KernelVersion = KernelVersion { major: 5, minor: 4 };
 
 /// A problem with one field: `(field, message)`, located by the caller.
 pub type FieldError = (String, String);
@@ -94,31 +106,41 @@ pub fn rootfs_mounts(prefix: &str, root: &str, readonly: bool) -> Vec<spec::Moun
 }
 
 /// Build config.json and runtime.json for `yaml` (the manifest entry) over `label` over `image`.
-/// `ids` maps container names to the uids/gids allocated to them.
+/// `ids` maps container names to the uids/gids allocated to them; `arch` is the target's
+/// architecture (`amd64`, `arm64`, or the kernel's names `x86_64`, `aarch64`).
 pub fn bundle(
     yaml: &Image,
     label: &Image,
     image: &ExecConfig,
     ids: &HashMap<String, u32>,
+    arch: &str,
 ) -> Result<Bundle, FieldError> {
     let m = Merged { yaml, label };
     let readonly = yaml.readonly.or(label.readonly).unwrap_or(false);
+    let process = m.process(image, ids)?;
+    let bounding = process
+        .capabilities
+        .as_ref()
+        .map(|c| c.bounding.as_slice())
+        .unwrap_or_default();
+    let mounts = m.mounts(readonly)?;
+    let linux = m.linux(bounding, arch)?;
     let config = spec::Spec {
         oci_version: "1.2.1".into(),
-        process: m.process(image, ids)?,
+        process,
         root: spec::Root {
             path: "rootfs".into(),
             readonly,
         },
         hostname: m.pick(|i| &i.hostname).cloned().unwrap_or_default(),
-        mounts: m.mounts(readonly)?,
+        mounts,
         annotations: m
             .pick(|i| &i.annotations)
             .into_iter()
             .flatten()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        linux: m.linux()?,
+        linux,
     };
     Ok(Bundle {
         config,
@@ -295,7 +317,9 @@ impl<'a> Merged<'a> {
         Ok(mounts.0.into_values().collect())
     }
 
-    fn linux(&self) -> Result<spec::Linux, FieldError> {
+    /// `linux`; `bounding` is the process's bounding set, which Docker's seccomp profile is
+    /// resolved for on `arch`.
+    fn linux(&self, bounding: &[String], arch: &str) -> Result<spec::Linux, FieldError> {
         let mut resources = self.resources()?;
         let devices = self.devices(&mut resources)?;
         let mut sysctl = BTreeMap::new();
@@ -321,7 +345,7 @@ impl<'a> Merged<'a> {
             cgroups_path: self.pick(|i| &i.cgroups_path).cloned().unwrap_or_default(),
             namespaces: self.namespaces(),
             devices,
-            seccomp: None,
+            seccomp: self.seccomp(bounding, arch)?,
             rootfs_propagation: self
                 .pick(|i| &i.rootfs_propagation)
                 .cloned()
@@ -329,6 +353,23 @@ impl<'a> Merged<'a> {
             masked_paths,
             readonly_paths,
         })
+    }
+
+    /// `seccomp`: Docker's default profile as `docker run` resolves it, or no filter.
+    fn seccomp(
+        &self,
+        bounding: &[String],
+        arch: &str,
+    ) -> Result<Option<spec::Seccomp>, FieldError> {
+        match self.yaml.seccomp.or(self.label.seccomp) {
+            None | Some(SeccompProfile::Unconfined) => Ok(None),
+            Some(SeccompProfile::DockerDefault) => {
+                let arch = kiln_oci::spec::normalize_arch(arch);
+                docker_seccomp::default_profile(bounding, arch, SECCOMP_KERNEL)
+                    .map(Some)
+                    .map_err(|e| field_error("seccomp", format!("docker-default: {e}")))
+            }
+        }
     }
 
     /// The manifest's `resources`, as typed as config.json's.
@@ -904,7 +945,7 @@ mod tests {
     }
 
     fn build(yaml: &Image) -> Result<Bundle, FieldError> {
-        bundle(yaml, &Image::default(), &image(), &HashMap::new())
+        bundle(yaml, &Image::default(), &image(), &HashMap::new(), "amd64")
     }
 
     #[test]
@@ -1024,5 +1065,149 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(build(&yaml).expect_err("refused").0, "rlimits[0]");
+    }
+
+    fn rules_for<'a>(seccomp: &'a spec::Seccomp, name: &str) -> Vec<&'a spec::Syscall> {
+        seccomp
+            .syscalls
+            .iter()
+            .filter(|s| s.names.iter().any(|n| n == name))
+            .collect()
+    }
+
+    #[test]
+    fn docker_default_seccomp_is_resolved_for_the_capabilities() {
+        let yaml = Image {
+            capabilities: Some(vec!["CAP_NET_ADMIN".into()]),
+            ambient: Some(vec!["CAP_SYS_CHROOT".into()]),
+            seccomp: Some(SeccompProfile::DockerDefault),
+            ..Default::default()
+        };
+        let b = build(&yaml).expect("bundle");
+        let seccomp = b.config.linux.seccomp.as_ref().expect("a filter");
+        // Exactly what Docker's resolution gives for the bounding set (ambient included).
+        let expected = docker_seccomp::default_profile(
+            &["CAP_NET_ADMIN", "CAP_SYS_CHROOT"],
+            "amd64",
+            SECCOMP_KERNEL,
+        )
+        .expect("resolves");
+        assert_eq!(seccomp, &expected);
+        assert_eq!(seccomp.default_action, "SCMP_ACT_ERRNO");
+        assert_eq!(
+            seccomp.architectures,
+            ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+        );
+        assert_eq!(rules_for(seccomp, "chroot").len(), 1);
+        for denied in ["unshare", "mount", "setns", "keyctl", "add_key", "reboot"] {
+            assert!(rules_for(seccomp, denied).is_empty(), "{denied}");
+        }
+        assert_eq!(rules_for(seccomp, "ptrace").len(), 1, "minKernel 4.8 holds");
+
+        // With CAP_SYS_ADMIN the calls Docker grants it are allowed, on arm64 too.
+        let admin = Image {
+            capabilities: Some(vec!["CAP_SYS_ADMIN".into()]),
+            seccomp: Some(SeccompProfile::DockerDefault),
+            ..Default::default()
+        };
+        let b = bundle(
+            &admin,
+            &Image::default(),
+            &image(),
+            &HashMap::new(),
+            "aarch64",
+        )
+        .expect("bundle");
+        let seccomp = b.config.linux.seccomp.as_ref().expect("a filter");
+        assert_eq!(
+            seccomp.architectures,
+            ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+        );
+        for allowed in ["unshare", "mount", "setns"] {
+            assert_eq!(rules_for(seccomp, allowed).len(), 1, "{allowed}");
+        }
+        assert!(rules_for(seccomp, "chroot").is_empty());
+        assert!(rules_for(seccomp, "arch_prctl").is_empty());
+    }
+
+    #[test]
+    fn the_written_config_carries_the_profile_and_reads_back() {
+        let yaml = Image {
+            seccomp: Some(SeccompProfile::DockerDefault),
+            ..Default::default()
+        };
+        let b = build(&yaml).expect("bundle");
+        let text = String::from_utf8(to_go_json(&b.config)).expect("utf-8");
+        assert!(
+            text.contains(
+                "        \"seccomp\": {\n            \"defaultAction\": \"SCMP_ACT_ERRNO\",\n            \"defaultErrnoRet\": 1,\n            \"architectures\": [\n                \"SCMP_ARCH_X86_64\","
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("includes") && !text.contains("minKernel"),
+            "{text}"
+        );
+        let read = kiln_spec::parse_config(&text, "config.json".as_ref()).expect("parses");
+        read.validate().expect("valid");
+        assert_eq!(read, b.config);
+    }
+
+    #[test]
+    fn seccomp_comes_from_the_label_unless_the_entry_says_unconfined() {
+        let label = Image {
+            seccomp: Some(SeccompProfile::DockerDefault),
+            ..Default::default()
+        };
+        let from_label = bundle(
+            &Image::default(),
+            &label,
+            &image(),
+            &HashMap::new(),
+            "amd64",
+        )
+        .expect("bundle");
+        assert!(from_label.config.linux.seccomp.is_some());
+        let yaml = Image {
+            seccomp: Some(SeccompProfile::Unconfined),
+            ..Default::default()
+        };
+        let unconfined = bundle(&yaml, &label, &image(), &HashMap::new(), "amd64").expect("bundle");
+        assert_eq!(unconfined.config.linux.seccomp, None);
+        // `unconfined` writes what no key writes: LinuxKit's config, byte for byte.
+        assert_eq!(
+            String::from_utf8(to_go_json(&build(&yaml).expect("bundle").config)).expect("utf-8"),
+            MINIMAL_CONFIG
+        );
+    }
+
+    #[test]
+    fn docker_default_on_an_architecture_docker_does_not_know_is_refused() {
+        let yaml = Image {
+            seccomp: Some(SeccompProfile::DockerDefault),
+            ..Default::default()
+        };
+        let (field, msg) = bundle(
+            &yaml,
+            &Image::default(),
+            &image(),
+            &HashMap::new(),
+            "sparc64",
+        )
+        .expect_err("refused");
+        assert_eq!(field, "seccomp");
+        assert!(
+            msg.contains("\"sparc64\"") && msg.contains("amd64"),
+            "{msg}"
+        );
+        // Without the key the architecture does not matter.
+        bundle(
+            &Image::default(),
+            &Image::default(),
+            &image(),
+            &HashMap::new(),
+            "sparc64",
+        )
+        .expect("no filter, no resolution");
     }
 }

@@ -39,7 +39,7 @@ pub use diff::LayerCompression;
 pub use error::BuildError;
 pub use import::{ImportOptions, import};
 pub use kiln_fs::unpack::unpack;
-pub use options::{BuildOptions, Built, Progress};
+pub use options::{BuildOptions, Built, DEFAULT_PIDS_LIMIT, Progress};
 pub use scratch::remove_own as remove_own_scratch;
 pub use vars::platform_args;
 pub use workspace::{clear_build_cache, remove_stale_scratch};

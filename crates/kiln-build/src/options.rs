@@ -46,7 +46,14 @@ pub struct BuildOptions {
     /// Let `RUN --security=insecure` steps run without the sandbox (BuildKit's
     /// `security.insecure` entitlement); without it such a step is an error.
     pub allow_insecure: bool,
+    /// The most processes a RUN step may have at once ([`DEFAULT_PIDS_LIMIT`] unless set): the
+    /// `pids.max` of the step's cgroup, or its RLIMIT_NPROC where the host has no writable pids
+    /// controller (see `kiln_runtime::process_limit`).
+    pub pids_limit: u64,
 }
+
+/// The process limit of a RUN step unless set (as podman's default `pids_limit`).
+pub const DEFAULT_PIDS_LIMIT: u64 = 2048;
 
 impl std::fmt::Debug for BuildOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,6 +83,7 @@ impl BuildOptions {
             progress: None,
             compression: LayerCompression::default(),
             allow_insecure: false,
+            pids_limit: DEFAULT_PIDS_LIMIT,
         }
     }
 }

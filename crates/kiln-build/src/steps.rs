@@ -5,7 +5,7 @@
 mod config;
 mod copy;
 
-use crate::dockerfile::{Instruction, Kind, Run, RunNetwork};
+use crate::dockerfile::{Instruction, Kind, Run, RunNetwork, RunSecurity};
 use crate::engine::Engine;
 use crate::error::{BuildError, io_err};
 use crate::fsops;
@@ -62,14 +62,21 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
         env.push(("PATH".into(), DEFAULT_PATH.into()));
     }
     let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let insecure = cmd.security == RunSecurity::Insecure;
+    let sandbox_name = if insecure {
+        "insecure"
+    } else {
+        "docker-default"
+    };
     let material = format!(
-        "RUN {:?} env={:?} user={user} cwd={cwd} net={network:?} sandbox=docker-default",
+        "RUN {:?} env={:?} user={user} cwd={cwd} net={network:?} sandbox={sandbox_name}",
         args, env
     );
     let history = format!("RUN {}", ins.text);
     let file = e.file.clone();
     let line = ins.line;
     let scratch = e.ws.scratch();
+    let pids_limit = e.opts.pids_limit;
     e.fs_step(st, ins, &material, &history, &mut |root| {
         let (uid, gid, groups) = if user.is_empty() {
             (0, 0, Vec::new())
@@ -99,7 +106,15 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
         container.cwd = cwd.clone();
         (container.uid, container.gid, container.additional_gids) = (uid, gid, groups);
         container.network = network;
-        sandbox(&mut container)?;
+        if insecure {
+            // Allowed by the build (`--allow security.insecure`), checked before any step ran.
+            e.progress(&format!(
+                "  RUN --security=insecure ({file}:{line}): no sandbox, all of root's capabilities"
+            ));
+            limit_processes(&mut container, pids_limit);
+        } else {
+            sandbox(&mut container, pids_limit)?;
+        }
         container.mounts = vec![
             Mount::Bind {
                 source: resolv.clone(),
@@ -119,9 +134,10 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
             .map(std::process::Stdio::from)
             .unwrap_or_else(|_| std::process::Stdio::inherit());
         // The root is the step's own: the mount points made for it are removed afterwards,
-        // leaving no trace in the layer.
+        // leaving no trace in the layer. The step ends with this process, however it ends.
         let options = kiln_runtime::Options {
             remove_mountpoints: true,
+            die_with_parent: true,
             ..kiln_runtime::Options::default()
         };
         let exit = kiln_runtime::Created::new(container, options)?
@@ -169,8 +185,9 @@ const RUN_READONLY_PATHS: &[&str] = &[
 /// seccomp profile for those capabilities (which here also refuses block device nodes: there
 /// is no device cgroup to make them useless), no_new_privs, runc's masked and read-only paths.
 /// The standard mounts give it a fresh /dev with only the default devices and a read-only
-/// /sys; the runtime's PID namespace and parent-death signal end every process of the step.
-fn sandbox(container: &mut Container) -> Result<(), BuildError> {
+/// /sys; the runtime's PID namespace and parent-death signals end every process of the step.
+/// At most `pids_limit` processes (see [`limit_processes`]).
+fn sandbox(container: &mut Container, pids_limit: u64) -> Result<(), BuildError> {
     let caps = kiln_runtime::security::capability_mask(RUN_CAPABILITIES)?;
     container.capabilities = Some(kiln_runtime::Capabilities {
         bounding: caps,
@@ -187,7 +204,30 @@ fn sandbox(container: &mut Container) -> Result<(), BuildError> {
     container.no_new_privileges = true;
     container.masked_paths = RUN_MASKED_PATHS.iter().map(|p| p.to_string()).collect();
     container.readonly_paths = RUN_READONLY_PATHS.iter().map(|p| p.to_string()).collect();
+    limit_processes(container, pids_limit);
     Ok(())
+}
+
+/// At most `pids_limit` processes (0: no limit) in the step: a pids cgroup of its own (v2, or
+/// v1 on hybrid hosts), or RLIMIT_NPROC where the host has no writable pids controller (said
+/// once).
+fn limit_processes(container: &mut Container, pids_limit: u64) {
+    if pids_limit > 0 {
+        match kiln_runtime::process_limit(pids_limit) {
+            kiln_runtime::ProcessLimit::Cgroup(cg) => container.cgroup = Some(cg),
+            kiln_runtime::ProcessLimit::Rlimit(limit) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!(
+                        "no writable pids cgroup controller (cgroup v2 or v1): RUN steps are \
+                         limited by RLIMIT_NPROC to {} processes of their user on the whole host",
+                        limit.soft
+                    );
+                });
+                container.rlimits.push(limit);
+            }
+        }
+    }
 }
 
 use std::os::fd::AsFd;

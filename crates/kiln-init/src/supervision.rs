@@ -588,6 +588,8 @@ fn start(
             host_mounts: true,
             // The root may be an image directory other containers use.
             remove_mountpoints: false,
+            // Started from threads that may end first: a parent-death signal would kill it.
+            die_with_parent: false,
         },
     )?;
     let args = debug.then(|| created.container().args.clone());

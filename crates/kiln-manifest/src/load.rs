@@ -566,6 +566,7 @@ fn expectation_help(path: &str) -> String {
         "oomScoreAdj" | "major" | "minor" => format!("`{key}` takes an integer"),
         "uid" | "gid" | "additionalGids" => format!("`{key}` takes a number or a container name"),
         "mode" => "`mode` takes an octal string such as \"0644\"".into(),
+        "seccomp" => "`seccomp` takes `docker-default` or `unconfined`".into(),
         _ => format!(
             "check the type of `{key}` against the manifest reference: docs/manifest.md#{}",
             reference_anchor(path)
@@ -590,6 +591,7 @@ fn reference_anchor(path: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::SeccompProfile;
 
     #[test]
     fn help_anchors_exist_in_the_manifest_reference() {
@@ -745,6 +747,52 @@ mod tests {
         )
         .expect("ok");
         assert_eq!(l.pid.as_deref(), Some("host"));
+    }
+
+    #[test]
+    fn seccomp_takes_a_profile_name() {
+        let set = load(&[(
+            "m.yml",
+            "onboot:\n  - name: a\n    image: b\n    seccomp: docker-default\n\
+             services:\n  - name: c\n    image: d\n    seccomp: unconfined\n  - name: e\n    image: f\n",
+        )])
+        .expect("valid");
+        let m = &set.manifest;
+        assert_eq!(m.onboot[0].seccomp, Some(SeccompProfile::DockerDefault));
+        assert_eq!(m.services[0].seccomp, Some(SeccompProfile::Unconfined));
+        assert_eq!(m.services[1].seccomp, None);
+        // --dry-run prints it back as written, and leaves it out when absent.
+        let yaml = crate::to_yaml(m);
+        assert!(yaml.contains("seccomp: docker-default"), "{yaml}");
+        assert_eq!(yaml.matches("seccomp").count(), 2, "{yaml}");
+        let label = parse_label("img", r#"{"seccomp": "docker-default"}"#).expect("label");
+        assert_eq!(label.seccomp, Some(SeccompProfile::DockerDefault));
+    }
+
+    #[test]
+    fn an_unknown_seccomp_profile_is_located_with_the_accepted_values() {
+        let e = err(&[(
+            "m.yml",
+            "services:\n  - name: a\n    image: b\n    seccomp: strict\n",
+        )]);
+        assert!(e.starts_with("m.yml:4:14: services[0].seccomp: "), "{e}");
+        assert!(
+            e.contains("`strict`") && e.contains("`docker-default`") && e.contains("`unconfined`"),
+            "{e}"
+        );
+        let e = err(&[(
+            "m.yml",
+            "onboot:\n  - name: a\n    image: b\n    seccomp: [docker-default]\n",
+        )]);
+        assert!(e.starts_with("m.yml:4:14: onboot[0].seccomp: "), "{e}");
+        assert!(e.contains("`docker-default` or `unconfined`"), "{e}");
+        let e = parse_label("img", r#"{"seccomp": "default"}"#)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("seccomp") && e.contains("`docker-default`"),
+            "{e}"
+        );
     }
 
     #[test]

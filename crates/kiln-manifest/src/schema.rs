@@ -226,6 +226,21 @@ pub struct Image {
     /// kiln extension: services this one starts after.
     #[serde(default, rename = "dependsOn", skip_serializing_if = "Option::is_none")]
     pub depends_on: Option<Vec<String>>,
+    /// kiln extension: the seccomp filter of the container, `docker-default` (Docker's default
+    /// profile, resolved for the container's capabilities and the target architecture) or
+    /// `unconfined` (none, the default, as in LinuxKit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<SeccompProfile>,
+}
+
+/// The seccomp filter a container asks for (`seccomp:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeccompProfile {
+    /// Docker's default profile, as `docker run` applies it.
+    DockerDefault,
+    /// No filter (LinuxKit's behaviour).
+    Unconfined,
 }
 
 /// When kiln-init restarts a service that exited.

@@ -7,18 +7,28 @@
 //! pull names nothing. This module decides what to fetch, verifies every manifest and blob
 //! against its digest and size as it streams into the store, fetches layers in parallel, maps
 //! registries to mirrors, and reads credentials from the Docker config file
-//! (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`). Pushes use `oci-client`.
+//! (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`).
+//!
+//! Pushes go through the same transport, with a token scope of `pull,push`: each blob the
+//! registry does not have (HEAD) is uploaded with a POST and one PUT streamed from the store,
+//! given the request timeout plus the time its size takes at the minimum rate, and stopped
+//! when the registry takes it more slowly than that rate; then the manifests (an index's
+//! after its children). Error bodies are read capped; only transient failures are retried,
+//! each with a fresh upload.
 //! Plain HTTP is used for localhost, 127.0.0.0/8, ::1 and registries marked insecure.
 
 use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::spec::{self, Descriptor, Index, Manifest};
 use crate::store::{MAX_JSON_BLOB, Store, StoreError, media_type_of, select_platform};
-use crate::transport::{Credentials, MAX_JSON_VALUES, Session, TransferError, check_json_size};
+use crate::transport::{
+    Access, Credentials, MAX_JSON_VALUES, Payload, Session, TransferError, check_json_size,
+    upload_url,
+};
 use futures_util::{StreamExt, TryStreamExt};
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth;
-use std::io::{Read, Write};
+use reqwest::Method;
+use reqwest::header::{CONTENT_TYPE, HeaderValue, LOCATION};
+use std::io::Write;
 use std::time::Duration;
 
 pub use crate::transport::{TransferLimits, parse_seconds};
@@ -117,33 +127,6 @@ fn target(r: &Reference, opts: &RegistryOptions) -> Target {
     Target { host, http }
 }
 
-fn client(t: &Target) -> oci_client::Client {
-    let protocol = if t.http {
-        ClientProtocol::HttpsExcept(vec![t.host.clone()])
-    } else {
-        ClientProtocol::Https
-    };
-    oci_client::Client::new(ClientConfig {
-        protocol,
-        connect_timeout: Some(Duration::from_secs(30)),
-        read_timeout: Some(Duration::from_secs(300)),
-        ..Default::default()
-    })
-}
-
-fn client_ref(t: &Target, r: &Reference, digest: Option<&str>) -> oci_client::Reference {
-    match digest.or(r.digest.as_deref()) {
-        Some(d) => {
-            oci_client::Reference::with_digest(t.host.clone(), r.repository.clone(), d.to_string())
-        }
-        None => oci_client::Reference::with_tag(
-            t.host.clone(),
-            r.repository.clone(),
-            r.tag.clone().unwrap_or_else(|| "latest".into()),
-        ),
-    }
-}
-
 /// Credentials for `host` from the Docker config file, if it has any.
 pub fn docker_credentials(host: &str) -> Option<Credentials> {
     let dir = std::env::var_os("DOCKER_CONFIG")
@@ -192,14 +175,6 @@ pub fn docker_credentials(host: &str) -> Option<Credentials> {
     None
 }
 
-/// Credentials for `host` from the Docker config file, else anonymous.
-pub fn credentials(host: &str) -> RegistryAuth {
-    match docker_credentials(host) {
-        Some(c) => RegistryAuth::Basic(c.username, c.password),
-        None => RegistryAuth::Anonymous,
-    }
-}
-
 const ACCEPT: [&str; 4] = [
     spec::MEDIA_OCI_MANIFEST,
     spec::MEDIA_OCI_INDEX,
@@ -229,37 +204,6 @@ where
                 attempt += 1;
             }
             Err(e) => return Err(e),
-        }
-    }
-}
-
-/// The same for pushes, whose errors come from `oci-client` as text.
-async fn retry_push<T, F, Fut>(what: &str, mut f: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let mut delay = Duration::from_millis(250);
-    let mut attempt = 1;
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e)
-                if attempt >= ATTEMPTS
-                    || e.contains("MANIFEST_UNKNOWN")
-                    || e.contains("NAME_UNKNOWN")
-                    || e.contains("not found")
-                    || e.contains("digest mismatch")
-                    || e.contains("Digest error") =>
-            {
-                return Err(e);
-            }
-            Err(e) => {
-                tracing::warn!("{what}: attempt {attempt} failed: {e}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
         }
     }
 }
@@ -613,25 +557,35 @@ async fn push_async(
         .lookup(r)?
         .ok_or_else(|| StoreError::NotFound(r.to_string()))?;
     let t = target(r, opts);
-    let c = client(&t);
-    let auth = credentials(&t.host);
-    let remote = |operation, message: String| RegistryError::Remote {
+    let image = r.to_string();
+    let remote = |operation, e: TransferError| RegistryError::Remote {
         registry: t.host.clone(),
-        operation,
-        image: r.to_string(),
-        message,
+        operation: if matches!(e, TransferError::Auth(_)) {
+            "authenticate"
+        } else {
+            operation
+        },
+        image: image.clone(),
+        message: e.to_string(),
     };
-    let cref = client_ref(&t, r, None);
-    c.auth(&cref, &auth, oci_client::RegistryOperation::Push)
-        .await
-        .map_err(|e| remote("authenticate", e.to_string()))?;
+    let session = Session::new(
+        &t.host,
+        t.http,
+        &r.repository,
+        docker_credentials(&t.host),
+        opts.limits,
+    )
+    .map_err(|e| remote("connect", e))?
+    .with_access(Access::Push);
     let top: Digest = desc.digest.parse().map_err(StoreError::from)?;
     let mut manifests = vec![(top.clone(), desc.media_type.clone())];
     if spec::is_index(&desc.media_type) {
-        let index: Index = serde_json::from_slice(&store.read_json_blob(&top, &r.to_string())?)
-            .map_err(|source| StoreError::Json {
-                what: r.to_string(),
-                source,
+        let index: Index =
+            serde_json::from_slice(&store.read_json_blob(&top, &image)?).map_err(|source| {
+                StoreError::Json {
+                    what: image.clone(),
+                    source,
+                }
             })?;
         manifests = index
             .manifests
@@ -642,30 +596,46 @@ async fn push_async(
             .collect();
     }
     for (digest, media) in manifests {
-        let data = store.read_json_blob(&digest, &r.to_string())?;
+        let data = store.read_json_blob(&digest, &image)?;
         if !spec::is_index(&media) {
             let m: Manifest = serde_json::from_slice(&data).map_err(|source| StoreError::Json {
-                what: r.to_string(),
+                what: image.clone(),
                 source,
             })?;
             for b in std::iter::once(&m.config).chain(m.layers.iter()) {
-                push_blob(store, &c, &cref, b)
+                push_blob(store, &session, &image, b)
                     .await
                     .map_err(|e| remote("push blob", e))?;
             }
         }
-        let is_top = digest == top;
-        let mref = if is_top {
-            cref.clone()
+        // The image's own manifest under its tag (or digest), an index's children by digest.
+        let reference = if digest == top {
+            r.target()
         } else {
-            client_ref(&t, r, Some(&digest.to_string()))
+            digest.to_string()
         };
-        let ct = http::HeaderValue::from_str(&media)
-            .map_err(|e| remote("push manifest", e.to_string()))?;
-        retry_push("push manifest", || async {
-            c.push_manifest_raw(&mref, data.clone(), ct.clone())
-                .await
-                .map_err(|e| e.to_string())
+        let what = format!("manifest {digest}");
+        let content_type = HeaderValue::from_str(&media).map_err(|_| {
+            remote(
+                "push manifest",
+                invalid(
+                    &what,
+                    format!("media type `{media}` is not a valid header value"),
+                ),
+            )
+        })?;
+        let url = session.url("manifests", &reference);
+        let payload = Payload::Bytes(data.into());
+        retry(&format!("{what} of {image}"), || async {
+            let resp = session
+                .request(
+                    Method::PUT,
+                    &url,
+                    &[(CONTENT_TYPE, content_type.clone())],
+                    &payload,
+                )
+                .await?;
+            expect_success(resp).await
         })
         .await
         .map_err(|e| remote("push manifest", e))?;
@@ -673,37 +643,91 @@ async fn push_async(
     Ok(top)
 }
 
+/// Accept a 2xx response (without reading its body), or fail with its status and message.
+async fn expect_success(resp: crate::transport::Response) -> Result<(), TransferError> {
+    if (200..300).contains(&resp.status) {
+        Ok(())
+    } else {
+        Err(resp.into_error().await)
+    }
+}
+
+/// Upload one blob of the store unless the registry has it: HEAD, then POST for an upload
+/// location and PUT the blob there, streamed from the store. Each attempt starts afresh.
 async fn push_blob(
     store: &Store,
-    c: &oci_client::Client,
-    cref: &oci_client::Reference,
+    session: &Session,
+    image: &str,
     b: &Descriptor,
-) -> Result<(), String> {
-    if c.blob_exists(cref, &b.digest).await.unwrap_or(false) {
-        return Ok(());
-    }
+) -> Result<(), TransferError> {
+    let what = format!("blob {}", b.digest);
     let digest: Digest = b
         .digest
         .parse()
-        .map_err(|e: crate::DigestError| e.to_string())?;
-    retry_push(&format!("push {}", b.digest), || async {
-        let file = store.open_blob(&digest).map_err(|e| e.to_string())?;
-        let size = file.metadata().map_err(|e| e.to_string())?.len();
-        let stream = futures_util::stream::try_unfold(file, |mut f| async move {
-            let mut buf = vec![0u8; 1 << 20];
-            let n = f.read(&mut buf).map_err(|e| {
-                oci_client::errors::OciDistributionError::GenericError(Some(e.to_string()))
-            })?;
-            if n == 0 {
-                return Ok(None);
-            }
-            buf.truncate(n);
-            Ok(Some((bytes::Bytes::from(buf), f)))
+        .map_err(|e: crate::DigestError| invalid(&what, e.to_string()))?;
+    let path = store.blob_path(&digest);
+    let size = std::fs::metadata(&path)
+        .map_err(|e| TransferError::Store(format!("{}: {e}", path.display())))?
+        .len();
+    if size != b.size {
+        return Err(TransferError::SizeMismatch {
+            what,
+            expected: b.size,
+            got: format!("the store holds {size} bytes for it"),
         });
-        c.push_blob_stream(cref, stream, &b.digest, Some(size))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    }
+    let blob_url = session.url("blobs", &b.digest);
+    let uploads = session.url("blobs", "uploads/");
+    let payload = Payload::File { path, len: size };
+    let octets = HeaderValue::from_static("application/octet-stream");
+    retry(&format!("push {what} of {image}"), || async {
+        let head = session
+            .request(Method::HEAD, &blob_url, &[], &Payload::Empty)
+            .await?;
+        match head.status {
+            200 => return Ok(()),
+            s if s >= 500 || s == 429 => return Err(head.into_error().await),
+            // 404, or a refusal the upload will explain.
+            _ => drop(head),
+        }
+        let started = session
+            .request(Method::POST, &uploads, &[], &Payload::Empty)
+            .await?;
+        if !(200..300).contains(&started.status) {
+            return Err(started.into_error().await);
+        }
+        let location = started
+            .headers
+            .get(LOCATION)
+            .ok_or_else(|| {
+                invalid(
+                    &format!("{}: upload of {what}", started.url),
+                    format!(
+                        "the registry answered {} without a Location header",
+                        started.status
+                    ),
+                )
+            })?
+            .to_str()
+            .map_err(|_| {
+                invalid(
+                    &format!("{}: upload of {what}", started.url),
+                    "the Location header is not ASCII",
+                )
+            })?
+            .to_string();
+        let put = upload_url(&started.url, &location, &digest)
+            .map_err(|why| invalid(&format!("{}: upload of {what}", started.url), why))?;
+        drop(started);
+        let done = session
+            .request(
+                Method::PUT,
+                &put,
+                &[(CONTENT_TYPE, octets.clone())],
+                &payload,
+            )
+            .await?;
+        expect_success(done).await
     })
     .await
 }

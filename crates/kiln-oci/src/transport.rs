@@ -4,8 +4,10 @@
 //!
 //! This module owns the requests to one repository of one registry ([`Session`]): sending them
 //! with the credentials the registry asks for (anonymous, a bearer token from the registry's
-//! token service, or HTTP basic), reading bodies through a [`Pace`] and telling transient
-//! failures (network errors, 5xx, 429, stalls) from final ones (a wrong size or digest, a refusal).
+//! token service for pulling or pushing, or HTTP basic), reading bodies through a [`Pace`],
+//! sending request bodies ([`Payload`]: a manifest, or a blob streamed from a file) at a
+//! minimum rate within a deadline that grows with their size, and telling transient failures
+//! (network errors, 5xx, 429, stalls) from final ones (a wrong size or digest, a refusal).
 //! It also holds the parsers of what registries send besides manifests: `WWW-Authenticate`
 //! challenges, token responses and error bodies. It does not decide what to fetch: that is
 //! [`crate::registry`].
@@ -16,7 +18,10 @@ use futures_util::{Stream, StreamExt};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -24,6 +29,12 @@ use tokio::time::Instant;
 pub const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
 /// Largest error body kiln reads (only for its message).
 const MAX_ERROR_BODY: u64 = 16 << 10;
+/// Bytes of a request body kiln hands to the connection at a time.
+const SEND_CHUNK: usize = 64 << 10;
+/// Most bytes of a request body the connection may still hold once kiln has handed it the
+/// last one (a kernel send buffer, 4 MiB at most by Linux's defaults, and the HTTP client's):
+/// the registry is given the time to receive them at the minimum rate before it must answer.
+const SEND_BUFFERS: u64 = 8 << 20;
 
 /// How long a registry may take and how slowly it may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +107,21 @@ pub enum TransferError {
         url: String,
         /// Bytes received in the last window.
         got: u64,
+        /// The window.
+        window: Duration,
+        /// Bytes required per window.
+        min: u64,
+    },
+    /// The registry took a request body more slowly than the minimum rate (transient).
+    #[error(
+        "{url}: the upload stalled: the registry took {took} bytes in {}, fewer than the {min} required; the registry is too slow or not reading",
+        secs(*window)
+    )]
+    UploadStalled {
+        /// The URL sent to.
+        url: String,
+        /// Bytes the registry took in the last window.
+        took: u64,
         /// The window.
         window: Duration,
         /// Bytes required per window.
@@ -176,7 +202,8 @@ impl TransferError {
         match self {
             TransferError::Network { .. }
             | TransferError::NoResponse { .. }
-            | TransferError::Stalled { .. } => true,
+            | TransferError::Stalled { .. }
+            | TransferError::UploadStalled { .. } => true,
             TransferError::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }
@@ -304,12 +331,91 @@ pub struct Pace {
 impl Pace {
     /// Start pacing a request to `url` now.
     pub fn new(url: &str, limits: TransferLimits) -> Self {
+        Self::with_timeout(url, limits, limits.request_timeout)
+    }
+
+    /// Start pacing a request to `url` now, with a deadline `timeout` from now.
+    fn with_timeout(url: &str, limits: TransferLimits, timeout: Duration) -> Self {
         Pace {
             url: url.to_string(),
             limits,
-            deadline: Instant::now() + limits.request_timeout,
+            deadline: after(timeout),
             waited: Duration::ZERO,
             got: 0,
+        }
+    }
+
+    /// Start pacing a request to `url` that sends a body of `len` bytes: its deadline is the
+    /// request timeout plus the time `len` bytes take at the minimum rate.
+    fn for_upload(url: &str, limits: TransferLimits, len: u64) -> Self {
+        Self::with_timeout(
+            url,
+            limits,
+            limits
+                .request_timeout
+                .saturating_add(at_min_rate(&limits, len)),
+        )
+    }
+
+    /// Wait for the response to a request whose body of `len` bytes is being sent, `progress`
+    /// counting the bytes the connection has taken: fails when the connection takes fewer than
+    /// the minimum bytes in a window, when no response comes within one window (plus the time
+    /// the bytes the connection may still hold take at the minimum rate) after it took the
+    /// last byte, and at the deadline.
+    async fn sending<F: Future>(
+        &mut self,
+        fut: F,
+        progress: &Progress,
+        len: u64,
+    ) -> Result<F::Output, TransferError> {
+        let window = self.limits.stall_window;
+        let min = self.limits.min_bytes_per_window;
+        let answer_by = |done: Instant| {
+            // Without a minimum rate, bytes the connection still holds may take any time.
+            if min == 0 && len > 0 {
+                return self.deadline;
+            }
+            let drain = at_min_rate(&self.limits, len.min(SEND_BUFFERS));
+            done.checked_add(window.saturating_add(drain))
+                .map_or(self.deadline, |t| t.min(self.deadline))
+        };
+        let mut fut = std::pin::pin!(fut);
+        let mut sent_before = 0u64;
+        loop {
+            let now = Instant::now();
+            let mut wake = now
+                .checked_add(window)
+                .map_or(self.deadline, |t| t.min(self.deadline));
+            if let Some(done) = progress.done() {
+                wake = wake.min(answer_by(done));
+            }
+            let out = tokio::time::timeout_at(wake, &mut fut).await;
+            let now = Instant::now();
+            match out {
+                Ok(v) => return Ok(v),
+                Err(_) if now >= self.deadline => return Err(self.deadline_error()),
+                Err(_) => {}
+            }
+            if let Some(done) = progress.done() {
+                if now >= answer_by(done) {
+                    return Err(TransferError::NoResponse {
+                        url: self.url.clone(),
+                        after: now - done,
+                    });
+                }
+                continue;
+            }
+            let sent = progress.sent();
+            let took = sent.saturating_sub(sent_before);
+            if took < min {
+                return Err(TransferError::UploadStalled {
+                    url: self.url.clone(),
+                    took,
+                    window,
+                    min,
+                });
+            }
+            sent_before = sent;
         }
     }
 
@@ -372,6 +478,168 @@ impl Pace {
     pub fn record(&mut self, n: usize) {
         self.got = self.got.saturating_add(n as u64);
     }
+}
+
+/// The instant `d` from now, or a century from now when that is later (no overflow).
+fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d.min(Duration::from_secs(100 * 365 * 86400)))
+        .unwrap_or(now)
+}
+
+/// How long `len` bytes take at the minimum rate of `limits` (zero without a minimum rate).
+fn at_min_rate(limits: &TransferLimits, len: u64) -> Duration {
+    if limits.min_bytes_per_window == 0 {
+        return Duration::ZERO;
+    }
+    let windows = len as f64 / limits.min_bytes_per_window as f64;
+    Duration::try_from_secs_f64(limits.stall_window.as_secs_f64() * windows)
+        .unwrap_or(Duration::MAX)
+}
+
+/// How much of a request body the connection has taken, and when it took the last byte.
+#[derive(Debug, Default)]
+struct Progress {
+    sent: AtomicU64,
+    done: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Progress {
+    /// Bytes the connection has taken.
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// When the connection took the last byte of the body, if it has.
+    fn done(&self) -> Option<Instant> {
+        self.done.lock().ok().and_then(|d| *d)
+    }
+
+    fn record(&self, n: u64, finished: bool) {
+        self.sent.fetch_add(n, Ordering::Relaxed);
+        if finished && let Ok(mut d) = self.done.lock() {
+            d.get_or_insert_with(Instant::now);
+        }
+    }
+}
+
+/// A request body's chunks.
+type PayloadStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync>>;
+
+/// The body of a request, made afresh each time the request is sent (again after an
+/// authentication challenge, or by a retry).
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// No body.
+    Empty,
+    /// Bytes in memory (a manifest).
+    Bytes(Bytes),
+    /// The first `len` bytes of the file at `path` (a blob of the store), read as the
+    /// connection takes them.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Bytes to send.
+        len: u64,
+    },
+}
+
+impl Payload {
+    /// The body's length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Payload::Empty => 0,
+            Payload::Bytes(b) => b.len() as u64,
+            Payload::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether there is no body.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body, counting what the connection takes in `progress`.
+    fn body(&self, progress: Arc<Progress>) -> Result<reqwest::Body, TransferError> {
+        Ok(reqwest::Body::wrap_stream(self.stream(progress)?))
+    }
+
+    /// The body as a stream of chunks, counting what is taken in `progress`.
+    fn stream(&self, progress: Arc<Progress>) -> Result<PayloadStream, TransferError> {
+        match self {
+            Payload::Empty => Ok(Box::pin(futures_util::stream::empty())),
+            Payload::Bytes(b) => {
+                let stream = futures_util::stream::unfold(b.clone(), move |mut left| {
+                    let progress = progress.clone();
+                    async move {
+                        if left.is_empty() {
+                            return None;
+                        }
+                        let chunk = left.split_to(left.len().min(SEND_CHUNK));
+                        progress.record(chunk.len() as u64, left.is_empty());
+                        Some((Ok::<_, std::io::Error>(chunk), left))
+                    }
+                });
+                Ok(Box::pin(stream))
+            }
+            Payload::File { path, len } => {
+                let file = std::fs::File::open(path).map_err(|e| {
+                    TransferError::Store(format!("cannot read {}: {e}", path.display()))
+                })?;
+                let file = tokio::fs::File::from_std(file);
+                let path = path.clone();
+                let stream =
+                    futures_util::stream::try_unfold((file, *len), move |(mut file, left)| {
+                        let (progress, path) = (progress.clone(), path.clone());
+                        async move {
+                            use tokio::io::AsyncReadExt as _;
+                            if left == 0 {
+                                return Ok(None);
+                            }
+                            let mut buf =
+                                vec![
+                                    0u8;
+                                    usize::try_from(left).unwrap_or(SEND_CHUNK).min(SEND_CHUNK)
+                                ];
+                            let n = file.read(&mut buf).await.map_err(|e| {
+                                std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                            })?;
+                            if n == 0 {
+                                return Err(std::io::Error::new(
+                                    std::io::ErrorKind::UnexpectedEof,
+                                    format!("{} ended {left} bytes early", path.display()),
+                                ));
+                            }
+                            buf.truncate(n);
+                            let left = left - n as u64;
+                            progress.record(n as u64, left == 0);
+                            Ok(Some((Bytes::from(buf), (file, left))))
+                        }
+                    });
+                Ok(Box::pin(stream))
+            }
+        }
+    }
+}
+
+/// The URL to PUT an upload's content to: the `Location` the upload's POST answered with
+/// (absolute, or relative to `base`, the URL that answered), with the blob's `digest` added to
+/// its query.
+pub fn upload_url(base: &str, location: &str, digest: &Digest) -> Result<String, String> {
+    let shown: String = location.chars().take(200).collect();
+    let base = reqwest::Url::parse(base).map_err(|e| format!("`{base}` is not a URL: {e}"))?;
+    let mut url = base
+        .join(location)
+        .map_err(|e| format!("the upload location `{shown}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!(
+            "the upload location `{shown}` is not an http or https URL"
+        ));
+    }
+    url.set_fragment(None);
+    url.query_pairs_mut()
+        .append_pair("digest", &digest.to_string());
+    Ok(url.into())
 }
 
 /// A response body read through a [`Pace`].
@@ -615,11 +883,33 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// What a session does in its repository, and so the scope it asks a token service for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Access {
+    /// Read manifests and blobs (`repository:NAME:pull`).
+    #[default]
+    Pull,
+    /// Read and write them (`repository:NAME:pull,push`).
+    Push,
+}
+
+impl Access {
+    /// The actions of the token scope.
+    fn actions(self) -> &'static str {
+        match self {
+            Access::Pull => "pull",
+            Access::Push => "pull,push",
+        }
+    }
+}
+
 /// Requests to one repository of one registry, authenticated as the registry asks.
 pub struct Session {
     http: reqwest::Client,
     base: String,
+    origin: reqwest::Url,
     repository: String,
+    access: Access,
     credentials: Option<Credentials>,
     authorization: tokio::sync::Mutex<Option<String>>,
     limits: TransferLimits,
@@ -639,8 +929,27 @@ pub struct Response {
     pub body: Body<'static>,
 }
 
+impl Response {
+    /// The error this response stands for when it is not the one expected: its status and the
+    /// registry's message, read from at most 16 KiB of its body under the request's deadline
+    /// and minimum rate (a body that does not arrive is no loss: the status stays).
+    pub async fn into_error(self) -> TransferError {
+        let mut body = self.body;
+        let message = match body.read_capped(MAX_ERROR_BODY, "error body").await {
+            Ok(b) => parse_error_body(&b),
+            Err(_) => None,
+        };
+        TransferError::Status {
+            url: self.url,
+            status: self.status,
+            message,
+        }
+    }
+}
+
 impl Session {
-    /// Requests to `repository` at `host`, over plain HTTP when `http`.
+    /// Requests to `repository` at `host`, over plain HTTP when `http`, for pulling (see
+    /// [`Session::with_access`]).
     pub fn new(
         host: &str,
         http: bool,
@@ -662,17 +971,30 @@ impl Session {
         } else {
             host
         };
+        let base = format!(
+            "{}://{host}/v2/{repository}",
+            if http { "http" } else { "https" }
+        );
+        let origin = reqwest::Url::parse(&base).map_err(|e| TransferError::Invalid {
+            what: format!("registry {host}"),
+            why: format!("`{base}` is not a URL: {e}"),
+        })?;
         Ok(Session {
             http: client,
-            base: format!(
-                "{}://{host}/v2/{repository}",
-                if http { "http" } else { "https" }
-            ),
+            base,
+            origin,
             repository: repository.to_string(),
+            access: Access::Pull,
             credentials,
             authorization: tokio::sync::Mutex::new(None),
             limits,
         })
+    }
+
+    /// The same session, asking the token service for `access` to the repository.
+    pub fn with_access(mut self, access: Access) -> Session {
+        self.access = access;
+        self
     }
 
     /// The URL of `kind` (`manifests` or `blobs`) `reference` in the repository.
@@ -680,24 +1002,46 @@ impl Session {
         format!("{}/{kind}/{reference}", self.base)
     }
 
+    /// Whether `url` is at the registry itself (same scheme, host and port): only there are
+    /// credentials sent.
+    fn is_ours(&self, url: &str) -> bool {
+        reqwest::Url::parse(url).is_ok_and(|u| {
+            u.scheme() == self.origin.scheme()
+                && u.host_str() == self.origin.host_str()
+                && u.port_or_known_default() == self.origin.port_or_known_default()
+        })
+    }
+
     async fn send(
         &self,
+        method: &reqwest::Method,
         url: &str,
-        accept: &[&str],
+        headers: &[(reqwest::header::HeaderName, reqwest::header::HeaderValue)],
+        payload: &Payload,
         authorization: Option<&str>,
     ) -> Result<Response, TransferError> {
-        let mut pace = Pace::new(url, self.limits);
-        let mut req = self.http.get(url);
-        if !accept.is_empty() {
-            req = req.header(reqwest::header::ACCEPT, accept.join(", "));
+        let len = payload.len();
+        let mut pace = Pace::for_upload(url, self.limits, len);
+        let mut req = self.http.request(method.clone(), url);
+        for (k, v) in headers {
+            req = req.header(k, v);
         }
         if let Some(a) = authorization {
             req = req.header(reqwest::header::AUTHORIZATION, a);
         }
-        let resp = pace
-            .headers(req.send())
-            .await?
-            .map_err(|e| network(url, e))?;
+        let sent = if *method == reqwest::Method::GET || *method == reqwest::Method::HEAD {
+            pace.headers(req.send()).await?
+        } else {
+            let progress = Arc::new(Progress::default());
+            if len == 0 {
+                progress.record(0, true);
+            }
+            let req = req
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .body(payload.body(progress.clone())?);
+            pace.sending(req.send(), &progress, len).await?
+        };
+        let resp = sent.map_err(|e| network(url, e))?;
         Ok(Response {
             url: resp.url().to_string(),
             status: resp.status().as_u16(),
@@ -707,12 +1051,28 @@ impl Session {
         })
     }
 
-    /// GET `url`, authenticating when the registry asks to (once); a response other than 200
-    /// is an error carrying the registry's message.
-    pub async fn get(&self, url: &str, accept: &[&str]) -> Result<Response, TransferError> {
-        let current = self.authorization.lock().await.clone();
-        let mut resp = self.send(url, accept, current.as_deref()).await?;
-        if resp.status == 401 {
+    /// Send `method` to `url` with `headers` and `payload` (a body of `len` bytes is given
+    /// the request timeout plus the time it takes at the minimum rate, and must leave at the
+    /// minimum rate), authenticating when the registry asks to (once). Credentials go only to
+    /// the registry itself, not to a URL elsewhere (such as an upload location on another
+    /// host). Any status but a 401 after authenticating is the caller's to judge.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        headers: &[(reqwest::header::HeaderName, reqwest::header::HeaderValue)],
+        payload: &Payload,
+    ) -> Result<Response, TransferError> {
+        let ours = self.is_ours(url);
+        let current = if ours {
+            self.authorization.lock().await.clone()
+        } else {
+            None
+        };
+        let mut resp = self
+            .send(&method, url, headers, payload, current.as_deref())
+            .await?;
+        if resp.status == 401 && ours {
             let challenges: Vec<Challenge> = resp
                 .headers
                 .get_all(reqwest::header::WWW_AUTHENTICATE)
@@ -720,9 +1080,12 @@ impl Session {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(parse_www_authenticate)
                 .collect();
+            drop(resp);
             let auth = self.authenticate(&challenges).await?;
             *self.authorization.lock().await = Some(auth.clone());
-            resp = self.send(url, accept, Some(&auth)).await?;
+            resp = self
+                .send(&method, url, headers, payload, Some(&auth))
+                .await?;
             if resp.status == 401 {
                 return Err(TransferError::Auth(format!(
                     "{url}: the registry refused the credentials{}",
@@ -733,18 +1096,28 @@ impl Session {
                 )));
             }
         }
+        Ok(resp)
+    }
+
+    /// GET `url`, authenticating when the registry asks to (once); a response other than 200
+    /// is an error carrying the registry's message.
+    pub async fn get(&self, url: &str, accept: &[&str]) -> Result<Response, TransferError> {
+        let mut headers = Vec::new();
+        if !accept.is_empty() {
+            let value =
+                reqwest::header::HeaderValue::from_str(&accept.join(", ")).map_err(|e| {
+                    TransferError::Invalid {
+                        what: format!("{url}: Accept"),
+                        why: e.to_string(),
+                    }
+                })?;
+            headers.push((reqwest::header::ACCEPT, value));
+        }
+        let resp = self
+            .request(reqwest::Method::GET, url, &headers, &Payload::Empty)
+            .await?;
         if resp.status != 200 {
-            let mut body = resp.body;
-            // Only for its message: bounded, and a body that does not arrive is no loss.
-            let message = match body.read_capped(MAX_ERROR_BODY, "error body").await {
-                Ok(b) => parse_error_body(&b),
-                Err(_) => None,
-            };
-            return Err(TransferError::Status {
-                url: resp.url,
-                status: resp.status,
-                message,
-            });
+            return Err(resp.into_error().await);
         }
         Ok(resp)
     }
@@ -783,7 +1156,10 @@ impl Session {
                 if let Some(service) = bearer.params.get("service") {
                     q.append_pair("service", service);
                 }
-                q.append_pair("scope", &format!("repository:{}:pull", self.repository));
+                q.append_pair(
+                    "scope",
+                    &format!("repository:{}:{}", self.repository, self.access.actions()),
+                );
             }
             let token_url = url.to_string();
             let mut last = None;
@@ -826,18 +1202,21 @@ impl Session {
     }
 
     async fn fetch_token(&self, url: &str, basic: Option<&str>) -> Result<String, TransferError> {
-        let resp = self.send(url, &["application/json"], basic).await?;
-        let mut body = resp.body;
+        let accept = (
+            reqwest::header::ACCEPT,
+            reqwest::header::HeaderValue::from_static("application/json"),
+        );
+        let resp = self
+            .send(
+                &reqwest::Method::GET,
+                url,
+                &[accept],
+                &Payload::Empty,
+                basic,
+            )
+            .await?;
         if resp.status != 200 {
-            let message = match body.read_capped(MAX_ERROR_BODY, "error body").await {
-                Ok(b) => parse_error_body(&b),
-                Err(_) => None,
-            };
-            let status = TransferError::Status {
-                url: resp.url,
-                status: resp.status,
-                message,
-            };
+            let status = resp.into_error().await;
             if status.is_transient() {
                 return Err(status);
             }
@@ -852,6 +1231,7 @@ impl Session {
                 announced: Some(n),
             });
         }
+        let mut body = resp.body;
         let data = body
             .read_capped(MAX_TOKEN_RESPONSE, &format!("token response of {url}"))
             .await?;
@@ -1077,6 +1457,218 @@ mod tests {
             "{err}"
         );
         assert!(body.received <= (1 << 20) + 65536);
+    }
+
+    #[test]
+    fn upload_locations_resolve() {
+        let d = Digest::of(b"blob");
+        let q = format!("digest={}", d.to_string().replace(':', "%3A"));
+        let base = "http://127.0.0.1:5000/v2/a/b/blobs/uploads/";
+        // Relative to the registry's root, without and with a query.
+        assert_eq!(
+            upload_url(base, "/v2/a/b/blobs/uploads/u-1", &d),
+            Ok(format!(
+                "http://127.0.0.1:5000/v2/a/b/blobs/uploads/u-1?{q}"
+            ))
+        );
+        assert_eq!(
+            upload_url(base, "/v2/a/b/blobs/uploads/u-1?_state=x%2By&n=1", &d),
+            Ok(format!(
+                "http://127.0.0.1:5000/v2/a/b/blobs/uploads/u-1?_state=x%2By&n=1&{q}"
+            ))
+        );
+        // Relative to the URL that answered.
+        assert_eq!(
+            upload_url(base, "u-2?s=1", &d),
+            Ok(format!(
+                "http://127.0.0.1:5000/v2/a/b/blobs/uploads/u-2?s=1&{q}"
+            ))
+        );
+        // Absolute, elsewhere, without and with a query; a fragment is dropped.
+        assert_eq!(
+            upload_url(base, "https://storage.example/up/9", &d),
+            Ok(format!("https://storage.example/up/9?{q}"))
+        );
+        assert_eq!(
+            upload_url(base, "https://storage.example:8443/up/9?sig=a%3Db#frag", &d),
+            Ok(format!("https://storage.example:8443/up/9?sig=a%3Db&{q}"))
+        );
+        // What is not an http(s) URL is refused, naming it.
+        let err = upload_url(base, "file:///etc/passwd", &d).expect_err("file");
+        assert!(
+            err.contains("`file:///etc/passwd` is not an http or https URL"),
+            "{err}"
+        );
+        assert!(upload_url(base, "http://", &d).is_err());
+        assert!(upload_url("not a url", "/x", &d).is_err());
+    }
+
+    #[test]
+    fn push_sessions_ask_for_push() {
+        assert_eq!(Access::default().actions(), "pull");
+        assert_eq!(Access::Push.actions(), "pull,push");
+        let s = Session::new(
+            "127.0.0.1:5000",
+            true,
+            "a/b",
+            None,
+            TransferLimits::default(),
+        )
+        .expect("session");
+        assert!(s.is_ours("http://127.0.0.1:5000/v2/a/b/blobs/uploads/x"));
+        assert!(!s.is_ours("https://127.0.0.1:5000/v2/a/b/blobs/uploads/x"));
+        assert!(!s.is_ours("http://127.0.0.1:5001/v2/"));
+        assert!(!s.is_ours("http://storage.example/v2/"));
+        let s = Session::new(
+            "registry.example",
+            false,
+            "a",
+            None,
+            TransferLimits::default(),
+        )
+        .expect("session");
+        assert!(s.is_ours("https://registry.example:443/v2/a/blobs/x"));
+    }
+
+    /// A request body of `len` bytes of which the connection takes `taken` and then nothing;
+    /// `progress` as `sending` sees it.
+    fn taken(len: u64, taken: u64) -> Progress {
+        let p = Progress::default();
+        p.record(taken, taken == len);
+        p
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_registry_that_stops_reading_an_upload_stalls_it() {
+        let start = Instant::now();
+        let progress = taken(10 << 20, 1 << 20);
+        let mut pace = Pace::for_upload("u", limits(1_000, 1024, 20_000), 10 << 20);
+        let err = pace
+            .sending(std::future::pending::<()>(), &progress, 10 << 20)
+            .await
+            .expect_err("stall");
+        // The first window saw a megabyte leave, the second nothing.
+        assert!(
+            matches!(
+                err,
+                TransferError::UploadStalled {
+                    took: 0,
+                    min: 1024,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.is_transient());
+        assert!(err.to_string().contains("not reading"), "{err}");
+        assert_eq!(Instant::now() - start, Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_registry_silent_after_an_upload_gives_no_response() {
+        // 4 KiB sent: one window, and the 4 KiB the buffers may hold at 1 KiB a second.
+        let start = Instant::now();
+        let progress = taken(4096, 4096);
+        let mut pace = Pace::for_upload("u", limits(1_000, 1024, 20_000), 4096);
+        let err = pace
+            .sending(std::future::pending::<()>(), &progress, 4096)
+            .await
+            .expect_err("silent");
+        assert!(matches!(err, TransferError::NoResponse { .. }), "{err}");
+        assert_eq!(Instant::now() - start, Duration::from_secs(5));
+        // A large body: the buffers' allowance is capped, the deadline holds.
+        let start = Instant::now();
+        let len = 1u64 << 30;
+        let progress = taken(len, len);
+        let mut pace = Pace::for_upload("u", limits(1_000, 1 << 20, 20_000), len);
+        let err = pace
+            .sending(std::future::pending::<()>(), &progress, len)
+            .await
+            .expect_err("silent");
+        assert!(matches!(err, TransferError::NoResponse { .. }), "{err}");
+        assert_eq!(Instant::now() - start, Duration::from_secs(9));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_has_a_deadline_by_its_size() {
+        // 20 s of request timeout and 200 KiB at 1 KiB a second, sent just above the rate.
+        let start = Instant::now();
+        let len = 200 << 10;
+        let progress = Arc::new(Progress::default());
+        let p = progress.clone();
+        let feeder = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                p.record(120, false);
+            }
+        });
+        let mut pace = Pace::for_upload("u", limits(1_000, 1024, 20_000), len);
+        let err = pace
+            .sending(std::future::pending::<()>(), &progress, len)
+            .await
+            .expect_err("deadline");
+        feeder.abort();
+        assert!(matches!(err, TransferError::Deadline { .. }), "{err}");
+        assert!(!err.is_transient());
+        assert_eq!(Instant::now() - start, Duration::from_secs(220));
+        // Without a minimum rate only the request timeout counts.
+        assert_eq!(
+            at_min_rate(&limits(1_000, 0, 20_000), u64::MAX),
+            Duration::ZERO
+        );
+        assert_eq!(
+            at_min_rate(&limits(30_000, 16 << 10, 20_000), 1 << 30),
+            Duration::from_secs(30 * 65536)
+        );
+    }
+
+    #[tokio::test]
+    async fn payloads_stream_what_they_hold() {
+        async fn collect(mut s: PayloadStream) -> Result<Vec<u8>, std::io::Error> {
+            let mut out = Vec::new();
+            while let Some(chunk) = s.next().await {
+                let chunk = chunk?;
+                assert!(chunk.len() <= SEND_CHUNK);
+                out.extend_from_slice(&chunk);
+            }
+            Ok(out)
+        }
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("blob");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("write");
+        for payload in [
+            Payload::Bytes(Bytes::from(data.clone())),
+            Payload::File {
+                path: path.clone(),
+                len: data.len() as u64,
+            },
+        ] {
+            let progress = Arc::new(Progress::default());
+            let got = collect(payload.stream(progress.clone()).expect("body"))
+                .await
+                .expect("read");
+            assert_eq!(got, data);
+            assert_eq!(progress.sent(), data.len() as u64);
+            assert!(progress.done().is_some());
+        }
+        // A file shorter than said fails, naming it.
+        let payload = Payload::File {
+            path: path.clone(),
+            len: data.len() as u64 + 1,
+        };
+        let err = collect(payload.stream(Arc::new(Progress::default())).expect("body"))
+            .await
+            .expect_err("short");
+        assert!(err.to_string().contains("ended 1 bytes early"), "{err}");
+        let missing = Payload::File {
+            path: dir.path().join("nothing"),
+            len: 1,
+        };
+        assert!(matches!(
+            missing.stream(Arc::new(Progress::default())),
+            Err(TransferError::Store(_))
+        ));
     }
 
     #[test]

@@ -1,9 +1,15 @@
-//! Control groups (v2, the unified hierarchy): the container's cgroup is created and its limits
-//! written before the process starts; the process moves itself in first thing in the pre-exec
-//! hook, so everything it runs is accounted from the start. When the container has ended, what
-//! is left in a cgroup it created is killed and the cgroup removed.
+//! Control groups: the container's cgroup is created and its limits written before the process
+//! starts; the process moves itself in first thing in the pre-exec hook, so everything it runs
+//! is accounted from the start. When the container has ended, what is left in a cgroup it
+//! created is killed and the cgroup removed.
+//!
+//! Configurations (`cgroupsPath`, `linux.resources`) apply on cgroup v2, the unified hierarchy.
+//! A process limit ([`process_limit`], what a build's RUN steps get) also works on a host that
+//! keeps the pids controller in a cgroup v1 hierarchy (hybrid hosts), and falls back to
+//! RLIMIT_NPROC where no pids controller is writable.
 
 use crate::error::RuntimeError;
+use crate::security::Rlimit;
 use serde_json::Value;
 use std::fs;
 use std::io;
@@ -13,11 +19,25 @@ use std::time::{Duration, Instant};
 /// Where the unified hierarchy is mounted.
 pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
 
+/// Where a cgroup v1 pids controller is mounted on a hybrid host.
+pub const V1_PIDS_ROOT: &str = "/sys/fs/cgroup/pids";
+
+/// The kind of hierarchy a [`Cgroup`] is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// cgroup v2, the unified hierarchy: controllers are enabled on the way down.
+    Unified,
+    /// A cgroup v1 hierarchy holding this one controller (`pids`).
+    V1(String),
+}
+
 /// A cgroup to run the container in, with the limits to write into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroup {
-    /// The mount point of the unified hierarchy.
+    /// The mount point of the hierarchy.
     pub root: PathBuf,
+    /// Which kind of hierarchy `root` is.
+    pub hierarchy: Hierarchy,
     /// The cgroup, relative to `root` (`kiln/redis`).
     pub path: String,
     /// Interface files and values (`memory.max` = `67108864`), written in order.
@@ -29,6 +49,17 @@ impl Cgroup {
     pub fn new(path: &str) -> Self {
         Cgroup {
             root: DEFAULT_ROOT.into(),
+            hierarchy: Hierarchy::Unified,
+            path: path.trim_matches('/').to_string(),
+            settings: Vec::new(),
+        }
+    }
+
+    /// A cgroup in the cgroup v1 hierarchy of `controller` mounted at `root`.
+    pub fn v1(root: impl Into<PathBuf>, controller: &str, path: &str) -> Self {
+        Cgroup {
+            root: root.into(),
+            hierarchy: Hierarchy::V1(controller.to_string()),
             path: path.trim_matches('/').to_string(),
             settings: Vec::new(),
         }
@@ -111,14 +142,19 @@ impl Cgroup {
             source: e,
         };
         let stat = nix::sys::statfs::statfs(&self.root).map_err(|e| err(&self.root, e.into()))?;
-        if stat.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
-            return Err(err(
-                &self.root,
-                io::Error::other(
-                    "is not a cgroup v2 (unified) hierarchy; kiln applies cgroupsPath and \
-                     resources only on cgroup v2",
-                ),
-            ));
+        let (magic, what) = match self.hierarchy {
+            Hierarchy::Unified => (
+                nix::sys::statfs::CGROUP2_SUPER_MAGIC,
+                "is not a cgroup v2 (unified) hierarchy; kiln applies cgroupsPath and \
+                 resources only on cgroup v2",
+            ),
+            Hierarchy::V1(_) => (
+                nix::sys::statfs::CGROUP_SUPER_MAGIC,
+                "is not a cgroup v1 hierarchy",
+            ),
+        };
+        if stat.filesystem_type() != magic {
+            return Err(err(&self.root, io::Error::other(what)));
         }
         let mut controllers: Vec<&str> = self
             .settings
@@ -128,7 +164,11 @@ impl Cgroup {
             .collect();
         controllers.sort_unstable();
         controllers.dedup();
-        let enable: String = controllers.iter().map(|c| format!("+{c} ")).collect();
+        // cgroup v1 has no controllers to enable: the hierarchy is the controller's.
+        let enable: String = match self.hierarchy {
+            Hierarchy::Unified => controllers.iter().map(|c| format!("+{c} ")).collect(),
+            Hierarchy::V1(_) => String::new(),
+        };
         let mut dir = self.root.clone();
         let mut created = false;
         for part in self.path.split('/').filter(|p| !p.is_empty()) {
@@ -178,15 +218,15 @@ impl Cgroup {
             source,
         };
         let deadline = Instant::now() + Duration::from_secs(2);
-        let mut killed = false;
         loop {
             match fs::remove_dir(&dir) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    if kill_rest && !killed {
+                    if kill_rest {
+                        // Again on each round: without `cgroup.kill`, a process can fork
+                        // between reading the list and the kill.
                         kill_all(&dir);
-                        killed = true;
                     }
                     if Instant::now() >= deadline {
                         let left = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
@@ -201,6 +241,131 @@ impl Cgroup {
                 }
                 Err(e) => return Err(err(e)),
             }
+        }
+    }
+}
+
+impl Cgroup {
+    /// The `cgroup.procs` of the cgroup the calling process is in, in this cgroup's hierarchy
+    /// (from /proc/self/cgroup): where a process leaves this cgroup for.
+    pub(crate) fn own_procs(&self) -> Option<PathBuf> {
+        let list = fs::read_to_string("/proc/self/cgroup").ok()?;
+        self.procs_of(&list)
+    }
+
+    /// As [`Cgroup::own_procs`], from the contents of a /proc/PID/cgroup.
+    fn procs_of(&self, list: &str) -> Option<PathBuf> {
+        let path = list.lines().find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let mine = match &self.hierarchy {
+                Hierarchy::Unified => controllers.is_empty(),
+                Hierarchy::V1(c) => controllers.split(',').any(|x| x == c),
+            };
+            mine.then_some(path)
+        })?;
+        let dir = self.root.join(path.trim_start_matches('/'));
+        (dir != self.dir()).then(|| dir.join("cgroup.procs"))
+    }
+}
+
+/// How a container's processes are capped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessLimit {
+    /// A cgroup of its own whose `pids.max` is the limit (cgroup v2, or a v1 pids controller).
+    Cgroup(Cgroup),
+    /// No pids controller can be written: RLIMIT_NPROC, which the kernel checks against every
+    /// process of the container's user on the host, not only the container's.
+    Rlimit(Rlimit),
+}
+
+/// The parent of the cgroups [`process_limit`] makes.
+const RUN_PARENT: &str = "kiln";
+
+/// The cap of `max` processes for a container, the best way this host allows: a new cgroup
+/// `kiln/run-PID-N` (PID this process's, N counting) with `pids.max`, on cgroup v2 when the
+/// unified hierarchy at [`DEFAULT_ROOT`] has the pids controller, else in the cgroup v1 pids
+/// hierarchy at [`V1_PIDS_ROOT`]; RLIMIT_NPROC when neither can be written (not root, a
+/// read-only /sys/fs/cgroup). The cgroup is created when the container is, and removed with
+/// it (`Created`). The first call also removes such cgroups that processes no longer alive
+/// left behind (a runtime killed with SIGKILL).
+pub fn process_limit(max: u64) -> ProcessLimit {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static USABLE: OnceLock<Option<Cgroup>> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let base = USABLE.get_or_init(|| {
+        let unified = Cgroup::new("");
+        let v1 = Cgroup::v1(V1_PIDS_ROOT, "pids", "");
+        let has_pids = |dir: &Path| {
+            fs::read_to_string(dir.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"))
+        };
+        [unified, v1].into_iter().find(|base| {
+            if base.hierarchy == Hierarchy::Unified && !has_pids(&base.root) {
+                return false;
+            }
+            remove_stale(base);
+            // A probe: the hierarchy is usable when a cgroup with a limit can be made there.
+            let mut probe = base.clone();
+            probe.path = format!("{RUN_PARENT}/probe-{pid}");
+            probe.settings = vec![("pids.max".into(), "1".into())];
+            let made = probe.create().is_ok();
+            let _ = probe.remove(false);
+            made
+        })
+    });
+    let max = max.max(1);
+    match base {
+        Some(base) => {
+            let mut cg = base.clone();
+            let n = COUNT.fetch_add(1, Ordering::Relaxed);
+            cg.path = format!("{RUN_PARENT}/run-{pid}-{n}");
+            cg.settings = vec![("pids.max".into(), max.to_string())];
+            ProcessLimit::Cgroup(cg)
+        }
+        None => {
+            // The hard limit cannot be raised without CAP_SYS_RESOURCE: stay within it.
+            let hard = current_nproc_hard().unwrap_or(u64::MAX).min(max);
+            ProcessLimit::Rlimit(Rlimit {
+                resource: libc::RLIMIT_NPROC,
+                soft: hard,
+                hard,
+            })
+        }
+    }
+}
+
+/// The hard RLIMIT_NPROC of this process (/proc/self/limits), None when unlimited or unknown.
+fn current_nproc_hard() -> Option<u64> {
+    let limits = fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max processes"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Remove the cgroups `kiln/run-PID-N` under `base` whose process PID no longer runs, killing
+/// what is left in them.
+fn remove_stale(base: &Cgroup) {
+    let Ok(entries) = fs::read_dir(base.root.join(RUN_PARENT)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("run-"))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+            .filter(|pid| *pid > 0)
+        else {
+            continue;
+        };
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        if !alive && entry.path().is_dir() {
+            let mut stale = base.clone();
+            stale.path = format!("{RUN_PARENT}/{}", name.to_string_lossy());
+            let _ = stale.remove(true);
         }
     }
 }
@@ -271,5 +436,73 @@ mod tests {
         cg.add_resources(&serde_json::json!({"memory": {"limit": -1}, "pids": {"limit": 0}}));
         assert_eq!(cg.settings[0].1, "max");
         assert_eq!(cg.settings[1].1, "max");
+    }
+
+    #[test]
+    fn the_cgroup_to_leave_for_is_the_callers_own() {
+        let list = "12:pids:/user.slice/session-3.scope\n1:name=systemd:/x\n0::/init.scope\n";
+        let v1 = Cgroup::v1("/sys/fs/cgroup/pids", "pids", "kiln/run-1-0");
+        assert_eq!(
+            v1.procs_of(list),
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/pids/user.slice/session-3.scope/cgroup.procs"
+            ))
+        );
+        let v2 = Cgroup::new("kiln/run-1-0");
+        assert_eq!(
+            v2.procs_of(list),
+            Some(PathBuf::from("/sys/fs/cgroup/init.scope/cgroup.procs"))
+        );
+        // The root cgroup; none for a controller the process is not in.
+        assert_eq!(
+            v2.procs_of("0::/\n"),
+            Some(PathBuf::from("/sys/fs/cgroup/cgroup.procs"))
+        );
+        assert_eq!(Cgroup::v1("/x", "memory", "a").procs_of(list), None);
+    }
+
+    #[test]
+    fn a_process_limit_cgroup_is_made_and_stale_ones_removed() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: cgroups need root");
+            return;
+        }
+        let ProcessLimit::Cgroup(cg) = process_limit(16) else {
+            // A host without a writable pids controller: the rlimit is within the hard one.
+            let ProcessLimit::Rlimit(r) = process_limit(16) else {
+                unreachable!()
+            };
+            assert!(r.resource == libc::RLIMIT_NPROC && r.hard <= 16);
+            return;
+        };
+        let prefix = format!("kiln/run-{}-", std::process::id());
+        assert!(cg.path.starts_with(&prefix), "{}", cg.path);
+        assert_eq!(cg.settings, [("pids.max".to_string(), "16".to_string())]);
+        let (_procs, made) = cg.create().expect("create");
+        assert!(made);
+        assert_eq!(
+            fs::read_to_string(cg.dir().join("pids.max"))
+                .expect("pids.max")
+                .trim(),
+            "16"
+        );
+        cg.remove(true).expect("remove");
+        assert!(!cg.dir().exists());
+
+        // One whose process is gone (no pid is this large) goes; one of a live process stays.
+        let mut base = cg.clone();
+        base.path = String::new();
+        base.settings.clear();
+        let mut stale = cg.clone();
+        stale.path = "kiln/run-999999999-0".into();
+        let mut live = cg.clone();
+        live.path = format!("{prefix}stale-test");
+        for c in [&stale, &live] {
+            c.create().expect("create");
+        }
+        remove_stale(&base);
+        assert!(!stale.dir().exists(), "the stale cgroup stayed");
+        assert!(live.dir().exists(), "a live process's cgroup was removed");
+        live.remove(false).expect("remove");
     }
 }

@@ -5,12 +5,19 @@
 
 use crate::cgroup::Cgroup;
 use crate::error::{RuntimeError, errno};
+use crate::rootfs::resolve::{self, Kind};
 use crate::seccomp::Program;
 use crate::security::{Capabilities, Rlimit};
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sched::CloneFlags;
+use nix::sys::stat::{fstat, fstatat, futimens};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{UnlinkatFlags, unlinkat};
+use std::ffi::{CStr, CString, OsStr};
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -237,72 +244,117 @@ impl Container {
     /// and each extra mount), recording in `made` what was created, so that it can be removed
     /// again (it is not part of what the process did). What was made before a failure is in
     /// `made` too.
+    ///
+    /// Each path is resolved inside the root ([`resolve`]): a symbolic link in the image is
+    /// followed as if the root were `/`, so nothing is created outside it; one that leads to
+    /// nothing inside the root is an error naming the mount point.
     pub(crate) fn make_mountpoints(&self, made: &mut MountPoints) -> Result<(), RuntimeError> {
-        let mut want: Vec<(PathBuf, bool)> = Vec::new();
+        let mut want: Vec<(&str, Kind)> = Vec::new();
         if self.standard_mounts {
-            want.extend(
-                STANDARD_MOUNTPOINTS
-                    .iter()
-                    .map(|d| (in_root(&self.rootfs, d), true)),
-            );
+            want.extend(STANDARD_MOUNTPOINTS.iter().map(|d| (*d, Kind::Dir)));
         }
+        let kind = |dir: bool| if dir { Kind::Dir } else { Kind::File(0o644) };
         for m in &self.mounts {
             match m {
                 Mount::Bind { source, target, .. } => {
-                    want.push((in_root(&self.rootfs, target), source.is_dir()));
+                    want.push((target, kind(source.is_dir())));
                 }
-                Mount::Tmpfs { target } => want.push((in_root(&self.rootfs, target), true)),
+                Mount::Tmpfs { target } => want.push((target, Kind::Dir)),
                 Mount::Oci {
                     source,
                     target,
                     fstype,
-                    ..
+                    options,
                 } => {
-                    let file = fstype.is_empty() && Path::new(source).is_file();
-                    want.push((in_root(&self.rootfs, target), !file));
+                    // A bind of a file needs a file to mount on (as the hook sees it).
+                    let bind = fstype.is_empty()
+                        || fstype == "bind"
+                        || options.iter().any(|o| o == "bind" || o == "rbind");
+                    let file = bind && Path::new(source).is_file();
+                    want.push((target, kind(!file)));
                 }
             }
         }
-        for (path, dir) in want {
-            if fs::symlink_metadata(&path).is_ok() {
-                continue;
-            }
-            let mut missing = Vec::new();
-            let mut p = path.parent();
-            while let Some(parent) = p {
-                if parent == self.rootfs || fs::symlink_metadata(parent).is_ok() {
-                    break;
-                }
-                missing.push(parent.to_path_buf());
-                p = parent.parent();
-            }
-            let prep = |source| RuntimeError::Prepare {
-                path: path.clone(),
-                source,
+        let root = nix::fcntl::open(
+            &self.rootfs,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| RuntimeError::Prepare {
+            path: self.rootfs.clone(),
+            source: errno(e),
+        })?;
+        for (target, kind) in want {
+            let mut record = Recorder {
+                made,
+                root: &self.rootfs,
+                failed: None,
             };
-            // Another container on the same root may create them at the same time.
-            for d in missing.iter().rev() {
-                made.note_parent(d);
-                match fs::create_dir(d) {
-                    Ok(()) => made.paths.push(d.clone()),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(prep(e)),
+            let r = resolve::create(root.as_fd(), target.as_bytes(), kind, &mut record);
+            let failed = record.failed.take();
+            let path = in_root(&self.rootfs, target);
+            match (r, failed) {
+                (_, Some(source)) => return Err(RuntimeError::Prepare { path, source }),
+                (Ok(()), None) => {}
+                (Err(e), None) => {
+                    let source = if e.kind() == io::ErrorKind::NotFound {
+                        io::Error::new(
+                            e.kind(),
+                            format!(
+                                "mount point {target}: a symbolic link on the way leads to \
+                                 nothing inside the container's root (links are resolved \
+                                 inside it: make the link lead to a directory of the root, \
+                                 or mount elsewhere): {e}"
+                            ),
+                        )
+                    } else {
+                        io::Error::new(e.kind(), format!("mount point {target}: {e}"))
+                    };
+                    return Err(RuntimeError::Prepare { path, source });
                 }
-            }
-            made.note_parent(&path);
-            let created = if dir {
-                fs::create_dir(&path)
-            } else {
-                fs::File::create_new(&path).map(drop)
-            };
-            match created {
-                Ok(()) => made.paths.push(path),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(prep(e)),
             }
         }
         Ok(())
     }
+}
+
+/// Records in [`MountPoints`] what [`resolve::create`] makes.
+struct Recorder<'a> {
+    made: &'a mut MountPoints,
+    root: &'a Path,
+    /// The first failure to keep track of a directory (then its entries could not be removed).
+    failed: Option<io::Error>,
+}
+
+impl resolve::Record for Recorder<'_> {
+    fn creating(&mut self, dir: BorrowedFd<'_>) {
+        if let Err(e) = self.made.note_dir(dir) {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    fn created(&mut self, dir: BorrowedFd<'_>, name: &CStr) {
+        match self.made.dir(dir) {
+            Ok(dir) => {
+                let shown = fd_path(&dir)
+                    .unwrap_or_else(|| self.root.to_path_buf())
+                    .join(OsStr::from_bytes(name.to_bytes()));
+                self.made.paths.push(Made {
+                    dir,
+                    name: name.to_owned(),
+                    shown,
+                });
+            }
+            Err(e) => {
+                self.failed.get_or_insert(e);
+            }
+        }
+    }
+}
+
+/// Where `dir` is on the host, for messages.
+fn fd_path(dir: &OwnedFd) -> Option<PathBuf> {
+    fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()
 }
 
 /// The path `target` (absolute in the container) on the host.
@@ -312,55 +364,100 @@ pub(crate) fn in_root(root: &Path, target: &str) -> PathBuf {
 
 /// Mount points made in a root file system, and the times of the directories that held them
 /// before, so that removing them leaves the root as it was (a build step's layer must not
-/// change because of them).
+/// change because of them). Each is kept as an open descriptor of the directory that holds it
+/// and its name there: removing it never resolves a path again, so what the container did to
+/// its root meanwhile (a directory replaced by a link) cannot lead the removal elsewhere.
 #[derive(Debug, Default)]
 pub(crate) struct MountPoints {
     /// What was created, in order.
-    pub(crate) paths: Vec<PathBuf>,
-    /// Directories that got a new entry, with their access and modification times before.
-    parents: Vec<(PathBuf, nix::sys::time::TimeSpec, nix::sys::time::TimeSpec)>,
+    pub(crate) paths: Vec<Made>,
+    /// Directories that got a new entry (open for reading), with their access and
+    /// modification times before.
+    parents: Vec<Parent>,
+}
+
+/// One entry made in the root.
+#[derive(Debug)]
+pub(crate) struct Made {
+    /// The directory holding it.
+    dir: Arc<OwnedFd>,
+    /// Its name there.
+    name: CString,
+    /// Its path on the host when it was made, for messages.
+    pub(crate) shown: PathBuf,
+}
+
+/// A directory that got a new entry.
+#[derive(Debug)]
+struct Parent {
+    dir: Arc<OwnedFd>,
+    id: (u64, u64),
+    atime: TimeSpec,
+    mtime: TimeSpec,
 }
 
 impl MountPoints {
-    /// Remember the times of the directory holding `path`, before the first entry is made in it.
-    fn note_parent(&mut self, path: &Path) {
-        let Some(parent) = path.parent() else { return };
-        if self.parents.iter().any(|(p, _, _)| p == parent) {
-            return;
+    /// The directory `dir` (an `O_PATH` descriptor) opened for reading, shared with a noted one.
+    fn dir(&mut self, dir: BorrowedFd<'_>) -> io::Result<Arc<OwnedFd>> {
+        let st = fstat(dir).map_err(errno)?;
+        let id = (st.st_dev, st.st_ino);
+        if let Some(p) = self.parents.iter().find(|p| p.id == id) {
+            return Ok(p.dir.clone());
         }
-        if let Ok(m) = fs::metadata(parent) {
-            self.parents.push((
-                parent.to_path_buf(),
-                nix::sys::time::TimeSpec::new(m.atime(), m.atime_nsec()),
-                nix::sys::time::TimeSpec::new(m.mtime(), m.mtime_nsec()),
-            ));
+        let fd = nix::fcntl::openat(
+            dir,
+            c".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(errno)?;
+        Ok(Arc::new(fd))
+    }
+
+    /// Remember the times of the directory `dir`, before the first entry is made in it.
+    fn note_dir(&mut self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        let st = fstat(dir).map_err(errno)?;
+        let id = (st.st_dev, st.st_ino);
+        if self.parents.iter().any(|p| p.id == id) {
+            return Ok(());
         }
+        let fd = self.dir(dir)?;
+        self.parents.push(Parent {
+            dir: fd,
+            id,
+            atime: TimeSpec::new(st.st_atime, st.st_atime_nsec),
+            mtime: TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
+        });
+        Ok(())
     }
 
     /// Remove what was created (the last made first) and restore the directories' times. Returns
     /// a description of what could not be removed.
     pub(crate) fn remove(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
-        for p in self.paths.drain(..).rev() {
-            let removed = match fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => fs::remove_dir(&p),
-                Ok(_) => fs::remove_file(&p),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e),
+        for m in self.paths.drain(..).rev() {
+            let removed = match fstatat(
+                m.dir.as_fd(),
+                m.name.as_c_str(),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Ok(st) => {
+                    let how = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                        UnlinkatFlags::RemoveDir
+                    } else {
+                        UnlinkatFlags::NoRemoveDir
+                    };
+                    unlinkat(m.dir.as_fd(), m.name.as_c_str(), how).map_err(errno)
+                }
+                Err(nix::Error::ENOENT) => Ok(()),
+                Err(e) => Err(errno(e)),
             };
             if let Err(e) = removed {
-                problems.push(format!("mount point {}: {e}", p.display()));
+                problems.push(format!("mount point {}: {e}", m.shown.display()));
             }
         }
-        for (dir, atime, mtime) in self.parents.drain(..).rev() {
-            let _ = nix::sys::stat::utimensat(
-                nix::fcntl::AT_FDCWD,
-                &dir,
-                &atime,
-                &mtime,
-                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-            )
-            .map_err(errno);
+        for p in self.parents.drain(..).rev() {
+            let _ = futimens(p.dir.as_fd(), &p.atime, &p.mtime);
         }
         problems
     }
@@ -369,6 +466,7 @@ impl MountPoints {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn mountpoints_are_created_and_removed_without_a_trace() {
@@ -391,10 +489,11 @@ mod tests {
         });
         let mut made = MountPoints::default();
         c.make_mountpoints(&mut made).expect("prepare");
+        let real = dir.path().canonicalize().expect("canonicalize");
         let names: Vec<_> = made
             .paths
             .iter()
-            .map(|p| p.strip_prefix(dir.path()).expect("inside").to_path_buf())
+            .map(|p| p.shown.strip_prefix(&real).expect("inside").to_path_buf())
             .collect();
         assert_eq!(
             names,
@@ -412,5 +511,52 @@ mod tests {
         assert_eq!(left, ["proc"]);
         let m = fs::metadata(dir.path()).expect("metadata");
         assert_eq!(m.mtime(), 1_000_000, "the root's time was not restored");
+    }
+
+    #[test]
+    fn mountpoints_through_links_are_made_inside_the_root_and_removed_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        fs::create_dir_all(&root).expect("mkdir");
+        fs::create_dir_all(&outside).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, root.join("etc")).expect("link");
+        std::os::unix::fs::symlink("../../outside", root.join("up")).expect("link");
+        let mut c = Container::new(&root, vec!["true".into()]);
+        c.standard_mounts = false;
+        for target in ["/etc/x", "/up/y"] {
+            c.mounts = vec![Mount::Tmpfs {
+                target: target.into(),
+            }];
+            let mut made = MountPoints::default();
+            let e = c.make_mountpoints(&mut made).expect_err("dangling inside");
+            let message = e.to_string();
+            assert!(
+                message.contains(&format!("mount point {target}: a symbolic link")),
+                "{message}"
+            );
+            assert!(made.paths.is_empty());
+        }
+        assert_eq!(fs::read_dir(&outside).expect("outside").count(), 0);
+        // The link's target exists inside the root: the mount point is made there.
+        let inside = root.join(outside.strip_prefix("/").expect("absolute"));
+        fs::create_dir_all(&inside).expect("mkdir");
+        c.mounts = vec![Mount::Tmpfs {
+            target: "/etc/x".into(),
+        }];
+        let mut made = MountPoints::default();
+        c.make_mountpoints(&mut made).expect("prepare");
+        assert!(inside.join("x").is_dir());
+        assert_eq!(fs::read_dir(&outside).expect("outside").count(), 0);
+        // The container swaps the directory for a link out of the root: the removal stays
+        // with the directory it made the mount point in.
+        fs::rename(&inside, root.join("moved")).expect("rename");
+        std::os::unix::fs::symlink(&outside, &inside).expect("link");
+        fs::create_dir(outside.join("x")).expect("mkdir");
+        assert!(made.remove().is_empty());
+        assert!(!root.join("moved/x").exists());
+        assert!(
+            outside.join("x").is_dir(),
+            "the removal followed the link out"
+        );
     }
 }

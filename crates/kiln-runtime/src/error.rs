@@ -63,6 +63,9 @@ pub enum RuntimeError {
         /// The error.
         source: io::Error,
     },
+    /// Entering a private mount namespace failed (see `private_mount_namespace`).
+    #[error("entering a private mount namespace: {0}")]
+    MountNamespace(#[source] io::Error),
     /// What was set up for the container could not all be removed after it ended.
     #[error("cleaning up after {command:?}: {problems}")]
     Cleanup {

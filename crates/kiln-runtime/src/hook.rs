@@ -1,5 +1,6 @@
 //! What runs in the child between `fork` and `exec` (the pre-exec hook): join the cgroup, enter
-//! or create the namespaces, fork once more so that the command is PID 1 of its PID namespace,
+//! or create the namespaces, fork once more so that the command is PID 1 of its PID namespace
+//! (its new mount and cgroup namespaces are made after the fork, the container's alone),
 //! wait at the gate, set sysctls, set up the root file system, then limits, identity,
 //! capabilities and the seccomp filter (last, just before the exec, with no_new_privs; before
 //! the change of identity without it, as runc does).
@@ -12,6 +13,11 @@
 //! The intermediate process (the hook's first child) sends the container's pid on a pipe,
 //! closes every other descriptor, waits for the container and exits with its status (a signal
 //! N as 128+N). A step that fails is recorded on the report pipe (see `failure`).
+//!
+//! The container dies with the intermediate process (a parent-death signal). When asked
+//! ([`ParentDeath`]), the intermediate process dies with its own parent too: the parent's death
+//! (or SIGTERM, SIGINT, SIGHUP) makes it kill the container, which ends every process of the
+//! container's PID namespace, remove the cgroup the run created, and die of that signal.
 
 use crate::failure::{self, Step};
 use crate::rootfs::{self, PreparedMount};
@@ -37,6 +43,24 @@ pub(crate) struct Pipes {
     pub(crate) gate: Option<(OwnedFd, RawFd)>,
     /// Where the hook records the step that failed (see `failure`).
     pub(crate) report: OwnedFd,
+}
+
+/// Tie the intermediate process to its parent (`Options::die_with_parent`).
+pub(crate) struct ParentDeath {
+    /// The parent (the process that starts the container).
+    pub(crate) parent: Pid,
+    /// The cgroup the run created, which the intermediate process removes when its parent is
+    /// gone: the directory, and the `cgroup.procs` to move itself to first.
+    pub(crate) cgroup: Option<(CString, CString)>,
+}
+
+/// The signals that stop a container tied to its parent; SIGTERM is the parent-death signal.
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
 }
 
 /// Everything the hook needs, converted before the fork.
@@ -67,6 +91,8 @@ pub(crate) struct Prepared {
     pub(crate) oom_score_adj: Option<CString>,
     /// The cgroup's `cgroup.procs`, open for writing.
     pub(crate) cgroup_procs: Option<fs::File>,
+    /// Whether (and how) the intermediate process dies with its parent.
+    pub(crate) parent_death: Option<ParentDeath>,
     pub(crate) pipes: Pipes,
     pub(crate) dev_links: Vec<(CString, CString)>,
     pub(crate) mounts: Vec<PreparedMount>,
@@ -107,11 +133,23 @@ pub(crate) fn enter(p: &Prepared) -> io::Result<()> {
             nix::sched::setns(file, *kind).map_err(errno),
         )?;
     }
-    at(p, Step::Unshare, 0, unshare(p.unshare).map_err(errno))?;
+    // The mount and cgroup namespaces are the container's alone: the intermediate process
+    // stays in those of its parent, where the paths it may clean up are.
+    let own = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP;
+    at(p, Step::Unshare, 0, unshare(p.unshare - own).map_err(errno))?;
+    if let Some(death) = &p.parent_death {
+        at(p, Step::ParentDeath, 0, tie_to_parent(death))?;
+    }
     let intermediate = nix::unistd::getpid();
     match at(p, Step::Fork, 0, sys::fork_in_hook())? {
         ForkResult::Parent { child } => wait_and_exit(p, child),
         ForkResult::Child => {}
+    }
+    at(p, Step::Unshare, 0, unshare(p.unshare & own).map_err(errno))?;
+    if p.parent_death.is_some() {
+        // The signals the intermediate process waits for are blocked: not in the container.
+        let unblock = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+        at(p, Step::Signals, 0, unblock.map_err(errno))?;
     }
     // The container cannot outlive the process that reports its exit. If that one died before
     // this took effect, the parent is another process by now (in a new PID namespace the
@@ -194,6 +232,9 @@ fn wait_and_exit(p: &Prepared, child: Pid) -> ! {
     // If this write fails the parent reads no pid and signals this process instead.
     let _ = nix::unistd::write(&p.pipes.pid_write, &pid);
     sys::close_from_3();
+    if let Some(death) = &p.parent_death {
+        wait_or_stop(child, death);
+    }
     let code = loop {
         match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, c)) => break c,
@@ -203,6 +244,71 @@ fn wait_and_exit(p: &Prepared, child: Pid) -> ! {
         }
     };
     sys::exit_immediately(code)
+}
+
+/// In the intermediate process before the fork: wait for the stop signals and SIGCHLD (blocked,
+/// for [`wait_or_stop`]), receive SIGTERM when the parent dies, and check that it has not died
+/// already (then this process has another parent by now).
+fn tie_to_parent(death: &ParentDeath) -> io::Result<()> {
+    let mut blocked = stop_signals();
+    blocked.add(Signal::SIGCHLD);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None).map_err(errno)?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(errno)?;
+    if nix::unistd::getppid() == death.parent {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::ESRCH))
+    }
+}
+
+/// The intermediate process tied to its parent: pass the container's status on when it ends;
+/// when a stop signal arrives (the parent died), kill the container (and with it its PID
+/// namespace), remove the run's cgroup, and die of the signal.
+fn wait_or_stop(child: Pid, death: &ParentDeath) -> ! {
+    let mut waited = stop_signals();
+    waited.add(Signal::SIGCHLD);
+    loop {
+        let signal = match waited.wait() {
+            Ok(Signal::SIGCHLD) => {
+                match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(_, c)) => sys::exit_immediately(c),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => sys::exit_immediately(128 + sig as i32),
+                    Ok(_) | Err(nix::Error::EINTR) => continue,
+                    Err(_) => sys::exit_immediately(255),
+                }
+            }
+            Ok(signal) => signal,
+            // sigwait fails only on an invalid set.
+            Err(_) => Signal::SIGTERM,
+        };
+        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        // PID 1 of a namespace is reaped only after every other process in it.
+        while let Err(nix::Error::EINTR) = waitpid(child, None) {}
+        if let Some((dir, procs)) = &death.cgroup {
+            leave_and_remove(dir, procs);
+        }
+        let mut only = SigSet::empty();
+        only.add(signal);
+        let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&only), None);
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), signal);
+        sys::exit_immediately(128 + signal as i32)
+    }
+}
+
+/// Move this process out of the cgroup at `dir` (to the cgroup whose `cgroup.procs` is
+/// `procs`) and remove it; best effort, for about a second (cgroup v2 empties asynchronously).
+fn leave_and_remove(dir: &CStr, procs: &CStr) {
+    let _ = write_file(procs, c"0");
+    for _ in 0..100 {
+        match nix::unistd::unlinkat(
+            nix::fcntl::AT_FDCWD,
+            dir,
+            nix::unistd::UnlinkatFlags::RemoveDir,
+        ) {
+            Err(nix::Error::EBUSY) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            _ => return,
+        }
+    }
 }
 
 /// Record the step on the report pipe when `r` failed (see `failure`).

@@ -1,7 +1,7 @@
 //! kiln-runtime runs a process as a container: in new or joined namespaces, on a prepared root
 //! filesystem with its mounts, after `pivot_root`, limited by capabilities, rlimits,
 //! no_new_privs, a seccomp filter ([`seccomp`]), masked and read-only paths, sysctls and a
-//! cgroup v2, as the requested user.
+//! cgroup v2 (or a process limit: [`process_limit`]), as the requested user.
 //! `kiln image build` runs `RUN` steps with it; kiln-init and `kiln run bundle` run OCI bundles
 //! with it ([`bundle`]), carrying out runtime.json's host mounts, interfaces and namespace
 //! bindings.
@@ -15,8 +15,10 @@
 //!
 //! The process is started with `std::process::Command` and a pre-exec hook (`hook`) that
 //! unshares the namespaces and forks once more, so that the command is PID 1 of its PID
-//! namespace; the intermediate process only waits and passes on the exit status. All `unsafe`
-//! code is in the private `sys` module.
+//! namespace; the intermediate process only waits and passes on the exit status. With
+//! [`Options::die_with_parent`] it also dies with its parent, taking the container, its PID
+//! namespace and its cgroup along. [`private_mount_namespace`] keeps what a whole process (a
+//! build) mounts off the host. All `unsafe` code is in the private `sys` module.
 //!
 //! ```no_run
 //! use kiln_runtime::lifecycle::{Created, Options};
@@ -38,6 +40,7 @@ mod failure;
 mod hook;
 mod host_mounts;
 pub mod lifecycle;
+mod mount_namespace;
 mod netdev;
 mod prepare;
 mod rootfs;
@@ -46,12 +49,13 @@ pub mod security;
 mod spawn;
 mod sys;
 
-pub use cgroup::Cgroup;
+pub use cgroup::{Cgroup, Hierarchy, ProcessLimit, process_limit};
 pub use container::{Container, Device, Mount, Namespace, Network, NsKind, STANDARD_MOUNTPOINTS};
 pub use error::RuntimeError;
 pub use hook::loopback_up;
 pub use host_mounts::mount_host;
 pub use lifecycle::{Created, Exit, Options, Running};
+pub use mount_namespace::private_mount_namespace;
 pub use netdev::{Interface, bind_namespaces, setup_interfaces};
 pub use security::{Capabilities, Rlimit};
 pub use sys::set_thread_nice;

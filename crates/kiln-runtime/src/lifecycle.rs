@@ -33,11 +33,14 @@ use crate::bundle::{self, HostSetup};
 use crate::cgroup::Cgroup;
 use crate::container::{Container, MountPoints};
 use crate::error::{RuntimeError, errno};
+use crate::hook::ParentDeath;
 use crate::host_mounts;
+use crate::prepare::cstr;
 use crate::spawn;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus};
 
@@ -52,6 +55,14 @@ pub struct Options {
     /// no other container uses meanwhile: removing a directory that is a mount point in
     /// another container's namespace detaches that mount.
     pub remove_mountpoints: bool,
+    /// Tie the run to the thread that starts it: when that thread (or the whole process) dies,
+    /// even by SIGKILL, the runtime's process gets a parent-death signal, kills the container
+    /// (and with it every process of its PID namespace) and removes the cgroup the run
+    /// created. SIGTERM, SIGINT and SIGHUP sent to the runtime's process do the same. For a
+    /// build's RUN steps and `kiln run bundle`; not for a supervisor that starts containers
+    /// from threads that may end before them (the signal follows the starting *thread*, not
+    /// the process), such as kiln-init.
+    pub die_with_parent: bool,
 }
 
 /// How a container ended.
@@ -161,6 +172,7 @@ pub struct Created {
     container: Container,
     host: HostSetup,
     cgroup_procs: Option<std::fs::File>,
+    die_with_parent: bool,
     cleanup: Cleanup,
 }
 
@@ -210,6 +222,7 @@ impl Created {
             container,
             host,
             cgroup_procs: None,
+            die_with_parent: options.die_with_parent,
         };
         // From here on, a failure drops `created`, which cleans up what was made.
         if let Some(cg) = &created.container.cgroup {
@@ -238,7 +251,8 @@ impl Created {
         let host = std::mem::take(&mut self.host);
         let apply = |pid: u32| host.apply(pid);
         let setup: Option<spawn::Setup<'_>> = if host.is_empty() { None } else { Some(&apply) };
-        let spawned = spawn::spawn(&self.container, procs, configure, setup)?;
+        let parent_death = self.parent_death()?;
+        let spawned = spawn::spawn(&self.container, procs, parent_death, configure, setup)?;
         let pid = spawned.child.id();
         Ok(Running {
             container_pid: spawned.container_pid.unwrap_or(pid),
@@ -246,6 +260,28 @@ impl Created {
             cleanup: std::mem::take(&mut self.cleanup),
             finished: false,
         })
+    }
+
+    /// What ties the runtime's process to this one, with `Options::die_with_parent`: this
+    /// process, and the cgroup the run created with where to leave it for.
+    fn parent_death(&self) -> Result<Option<ParentDeath>, RuntimeError> {
+        if !self.die_with_parent {
+            return Ok(None);
+        }
+        let cgroup = match &self.cleanup.cgroup {
+            Some(cg) => match cg.own_procs() {
+                Some(procs) => Some((
+                    cstr(cg.dir().as_os_str().as_bytes())?,
+                    cstr(procs.as_os_str().as_bytes())?,
+                )),
+                None => None,
+            },
+            None => None,
+        };
+        Ok(Some(ParentDeath {
+            parent: nix::unistd::getpid(),
+            cgroup,
+        }))
     }
 
     /// Start with stdin empty and the given stdout and stderr, and wait for the end.
@@ -550,5 +586,100 @@ mod tests {
         running.signal(Signal::SIGTERM).expect("signal");
         assert_eq!(running.wait().expect("wait"), Exit::Code(0));
         assert_eq!(entries(root), links);
+    }
+
+    #[test]
+    fn a_tied_run_is_stopped_with_its_process_limit_cgroup_by_a_stop_signal() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let binds = host_tools(root);
+        let options = Options {
+            remove_mountpoints: true,
+            die_with_parent: true,
+            ..Options::default()
+        };
+        // Statuses pass through as without the tie.
+        let mut exits = container(root, &binds, &["/bin/sh", "-c", "exit 3"]);
+        let cgroup = match crate::cgroup::process_limit(64) {
+            crate::cgroup::ProcessLimit::Cgroup(cg) => Some(cg),
+            crate::cgroup::ProcessLimit::Rlimit(_) => {
+                eprintln!("no writable pids controller: the cgroup part is not checked");
+                None
+            }
+        };
+        exits.cgroup = cgroup.clone();
+        let exit = Created::new(exits, options)
+            .expect("created")
+            .run(std::process::Stdio::null(), std::process::Stdio::null())
+            .expect("runs");
+        assert_eq!(exit, Exit::Code(3));
+        if let Some(cg) = &cgroup {
+            assert!(!cg.dir().exists(), "{} was left", cg.dir().display());
+        }
+
+        // SIGTERM to the runtime's process is what it gets when its parent dies: the
+        // container, and every process of its PID namespace, end, and the runtime's process
+        // removes the cgroup itself before it dies of the signal.
+        let mut c = container(
+            root,
+            &binds,
+            &["/bin/sh", "-c", "sleep 600 & echo started; exec sleep 601"],
+        );
+        let cgroup = match crate::cgroup::process_limit(64) {
+            crate::cgroup::ProcessLimit::Cgroup(cg) => Some(cg),
+            crate::cgroup::ProcessLimit::Rlimit(_) => None,
+        };
+        c.cgroup = cgroup.clone();
+        let mut running = Created::new(c, options)
+            .expect("created")
+            .start(|cmd| {
+                cmd.stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped());
+            })
+            .expect("started");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(running.take_stdout().expect("stdout")),
+            &mut line,
+        )
+        .expect("read");
+        assert_eq!(line, "started\n");
+        let container_pid = Pid::from_raw(i32::try_from(running.container_pid()).expect("pid"));
+        // The background sleep: the container's child.
+        let children = fs::read_to_string(format!(
+            "/proc/{container_pid}/task/{container_pid}/children"
+        ))
+        .expect("children");
+        let background: Vec<Pid> = children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .map(Pid::from_raw)
+            .collect();
+        assert_eq!(background.len(), 1, "{children:?}");
+        if let Some(cg) = &cgroup {
+            let procs = fs::read_to_string(cg.dir().join("cgroup.procs")).expect("procs");
+            assert_eq!(procs.lines().count(), 3, "{procs}");
+        }
+        let intermediate = Pid::from_raw(i32::try_from(running.pid()).expect("pid"));
+        kill(intermediate, Signal::SIGTERM).expect("signal");
+        let status = nix::sys::wait::waitpid(intermediate, None).expect("wait");
+        assert!(
+            matches!(
+                status,
+                nix::sys::wait::WaitStatus::Signaled(_, Signal::SIGTERM, _)
+            ),
+            "{status:?}"
+        );
+        // Reaped: pids are not reused so soon.
+        assert!(kill(container_pid, None).is_err(), "the container survived");
+        assert!(kill(background[0], None).is_err(), "its child survived");
+        if let Some(cg) = &cgroup {
+            assert!(!cg.dir().exists(), "{} was left", cg.dir().display());
+        }
+        running.reaped().expect("cleanup");
+        assert!(mounts_under(root).is_empty(), "{:?}", mounts_under(root));
     }
 }

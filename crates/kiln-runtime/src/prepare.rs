@@ -4,7 +4,7 @@
 
 use crate::container::{Container, Mount, in_root};
 use crate::error::RuntimeError;
-use crate::hook::{Pipes, Prepared};
+use crate::hook::{ParentDeath, Pipes, Prepared};
 use crate::rootfs::{PreparedMount, mount_options};
 use crate::security;
 use nix::mount::MsFlags;
@@ -24,11 +24,12 @@ pub(crate) fn cstr(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
 
 impl Container {
     /// Everything the hook needs; `cgroup_procs` is the open `cgroup.procs` of the container's
-    /// cgroup, created beforehand.
+    /// cgroup, created beforehand; `parent_death` ties the runtime's process to its parent.
     pub(crate) fn prepare(
         &self,
         pipes: Pipes,
         cgroup_procs: Option<fs::File>,
+        parent_death: Option<ParentDeath>,
     ) -> Result<Prepared, RuntimeError> {
         let root = &self.rootfs;
         let p = |rel: &str| cstr(in_root(root, rel).as_os_str().as_bytes());
@@ -146,6 +147,7 @@ impl Container {
                 .map(|v| cstr(v.to_string()))
                 .transpose()?,
             cgroup_procs,
+            parent_death,
             pipes,
             dev_links,
             mounts,

@@ -2,16 +2,30 @@
 //! mounts with their options, or the builder's standard /proc, /dev and /sys), device nodes,
 //! masked and read-only paths, and the switch into it (pivot_root, or move-and-chroot from an
 //! initramfs). Runs between fork and exec: system calls on prepared C strings only.
+//!
+//! Every path under the new root is resolved inside it ([`resolve`]): a mount is made onto
+//! `/proc/self/fd/N` of its target opened inside the root, a device or a link is made relative
+//! to its parent directory opened that way, so that a symbolic link in the image cannot lead
+//! any of them out of the root.
+
+pub(crate) mod resolve;
 
 use crate::error::errno;
 use crate::failure::Step;
 use crate::hook::{Prepared, at};
-use nix::fcntl::{AT_FDCWD, OFlag, open};
+use nix::fcntl::{AtFlags, OFlag, open};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, mknod};
-use nix::unistd::{Gid, Uid, chdir, fchdir, mkdir, pivot_root, symlinkat, unlink};
+use nix::sys::stat::{Mode, SFlag, fstat, mknodat, umask};
+use nix::unistd::{
+    Gid, Uid, UnlinkatFlags, chdir, fchdir, fchownat, pivot_root, symlinkat, unlinkat,
+};
+use resolve::{Kind, ProcFd};
 use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+/// No source, file system type or data for mount(2).
+const NONE: Option<&CStr> = None;
 
 /// One mount, ready for the system call.
 pub(crate) struct PreparedMount {
@@ -64,37 +78,75 @@ pub(crate) fn mount_options(options: &[String]) -> (MsFlags, MsFlags, Vec<String
 
 pub(crate) fn setup_root(p: &Prepared) -> io::Result<()> {
     at(p, Step::RootBind, 0, bind_root(p))?;
+    // The root bound onto itself: every path under it is resolved from this descriptor.
+    let root = open(
+        p.rootfs.as_c_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno);
+    let root = at(p, Step::RootBind, 0, root)?;
+    let root = root.as_fd();
     if p.standard_mounts {
-        at(p, Step::StandardMounts, 0, standard_mounts(p))?;
+        at(p, Step::StandardMounts, 0, standard_mounts(p, root))?;
     }
     for (i, m) in p.mounts.iter().enumerate() {
-        at(p, Step::Mount, i, oci_mount(m))?;
+        at(p, Step::Mount, i, oci_mount(p, root, m))?;
     }
     // A config that mounts a fresh /dev gets the default devices in it, as runc gives.
     if p.fresh_dev {
-        at(p, Step::StandardMounts, 0, default_devices(p))?;
+        at(p, Step::StandardMounts, 0, default_devices(p, root))?;
     }
     for (i, device) in p.devices.iter().enumerate() {
-        at(p, Step::Device, i, make_device(device))?;
+        at(p, Step::Device, i, make_device(p, root, device))?;
     }
     for (i, path) in p.readonly_paths.iter().enumerate() {
         at(
             p,
             Step::ReadonlyPath,
             i,
-            ignore_missing(readonly_path(path)),
+            ignore_missing(readonly_path(p, root, path)),
         )?;
     }
     for (i, path) in p.masked_paths.iter().enumerate() {
-        at(p, Step::MaskedPath, i, ignore_missing(mask_path(path)))?;
+        at(
+            p,
+            Step::MaskedPath,
+            i,
+            ignore_missing(mask_path(p, root, path)),
+        )?;
     }
     if p.readonly_root {
-        let none: Option<&str> = None;
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
-        let r = mount(none, p.rootfs.as_c_str(), none, flags, none).map_err(errno);
+        let r = mount(NONE, p.rootfs.as_c_str(), NONE, flags, NONE).map_err(errno);
         at(p, Step::ReadonlyRoot, 0, r)?;
     }
     at(p, Step::PivotRoot, 0, enter_root(p))
+}
+
+/// The path in the container of `host`, one of the paths [`Prepared`] holds under the root
+/// (the root's path joined with it): what follows the root's path.
+fn inside<'a>(p: &Prepared, host: &'a CStr) -> io::Result<&'a [u8]> {
+    let root = p.rootfs.to_bytes();
+    match host.to_bytes().strip_prefix(root) {
+        Some(rest) if rest.is_empty() || rest[0] == b'/' || root.ends_with(b"/") => Ok(rest),
+        _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    }
+}
+
+/// Mount onto `target` (a path in the container) opened inside the root: through
+/// `/proc/self/fd/N`, the mount lands on what was resolved, not where a name leads.
+fn mount_at(
+    root: BorrowedFd<'_>,
+    target: &[u8],
+    source: Option<&CStr>,
+    fstype: Option<&CStr>,
+    flags: MsFlags,
+    data: Option<&CStr>,
+) -> io::Result<()> {
+    let fd = resolve::open(root, target, OFlag::O_PATH)?;
+    let path = ProcFd::new(fd.as_fd());
+    mount(source, path.as_cstr(), fstype, flags, data).map_err(errno)
 }
 
 /// Set the root's propagation and bind the container's root onto itself.
@@ -126,18 +178,20 @@ fn bind_root(p: &Prepared) -> io::Result<()> {
 }
 
 /// One mount of the config (a failed optional one is skipped).
-fn oci_mount(m: &PreparedMount) -> io::Result<()> {
-    let none: Option<&str> = None;
+fn oci_mount(p: &Prepared, root: BorrowedFd<'_>, m: &PreparedMount) -> io::Result<()> {
+    let target = inside(p, &m.target)?;
     // The target may live on a file system mounted just before (a /dev tmpfs). A failure
-    // here shows in mount() below.
-    if m.file_target {
-        let _ = create_file(&m.target, 0o644);
+    // here shows in the mount.
+    let kind = if m.file_target {
+        Kind::File(0o644)
     } else {
-        let _ = mkdir(m.target.as_c_str(), Mode::from_bits_truncate(0o755));
-    }
-    let r = mount(
+        Kind::Dir
+    };
+    let _ = resolve::create(root, target, kind, &mut ());
+    let r = mount_at(
+        root,
+        target,
         m.source.as_deref(),
-        m.target.as_c_str(),
         m.fstype.as_deref(),
         m.flags,
         m.data.as_deref(),
@@ -145,95 +199,80 @@ fn oci_mount(m: &PreparedMount) -> io::Result<()> {
     match r {
         Ok(()) => {}
         Err(_) if m.optional => return Ok(()),
-        Err(e) => return Err(errno(e)),
+        Err(e) => return Err(e),
     }
+    // Resolved again each time: the new mount, not what it covers.
     if m.readonly_bind {
-        mount(
-            none,
-            m.target.as_c_str(),
-            none,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            none,
-        )
-        .map_err(errno)?;
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mount_at(root, target, NONE, NONE, flags, NONE)?;
     }
     if !m.propagation.is_empty() {
-        mount(none, m.target.as_c_str(), none, m.propagation, none).map_err(errno)?;
+        mount_at(root, target, NONE, NONE, m.propagation, NONE)?;
     }
     Ok(())
 }
 
 /// /proc, /sys, a tmpfs /dev with the usual devices, devpts and /dev/shm.
-fn standard_mounts(p: &Prepared) -> io::Result<()> {
-    let none: Option<&str> = None;
+fn standard_mounts(p: &Prepared, root: BorrowedFd<'_>) -> io::Result<()> {
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(
-        Some("proc"),
-        p.proc_dir.as_c_str(),
-        Some("proc"),
-        nodev,
-        none,
-    )
-    .map_err(errno)?;
-    mount(
-        Some("sysfs"),
-        p.sys_dir.as_c_str(),
-        Some("sysfs"),
-        nodev | MsFlags::MS_RDONLY,
-        none,
-    )
-    .map_err(errno)?;
-    mount(
-        Some("tmpfs"),
-        p.dev_dir.as_c_str(),
-        Some("tmpfs"),
+    let proc_dir = inside(p, &p.proc_dir)?;
+    mount_at(root, proc_dir, Some(c"proc"), Some(c"proc"), nodev, NONE)?;
+    let sys_dir = inside(p, &p.sys_dir)?;
+    let ro = nodev | MsFlags::MS_RDONLY;
+    mount_at(root, sys_dir, Some(c"sysfs"), Some(c"sysfs"), ro, NONE)?;
+    let dev_dir = inside(p, &p.dev_dir)?;
+    let tmpfs = Some(c"tmpfs");
+    mount_at(
+        root,
+        dev_dir,
+        tmpfs,
+        tmpfs,
         MsFlags::MS_NOSUID,
-        Some("mode=755"),
-    )
-    .map_err(errno)?;
-    default_devices(p)?;
-    for dir in [&p.pts_dir, &p.shm_dir] {
+        Some(c"mode=755"),
+    )?;
+    default_devices(p, root)?;
+    let (pts, shm) = (inside(p, &p.pts_dir)?, inside(p, &p.shm_dir)?);
+    for dir in [pts, shm] {
         // It may exist already; a failure shows in the mount.
-        let _ = mkdir(dir.as_c_str(), Mode::from_bits_truncate(0o755));
+        let _ = resolve::create(root, dir, Kind::Dir, &mut ());
     }
-    mount(
-        Some("devpts"),
-        p.pts_dir.as_c_str(),
-        Some("devpts"),
+    mount_at(
+        root,
+        pts,
+        Some(c"devpts"),
+        Some(c"devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=620"),
-    )
-    .map_err(errno)?;
-    mount(
-        Some("shm"),
-        p.shm_dir.as_c_str(),
-        Some("tmpfs"),
-        nodev,
-        Some("mode=1777"),
-    )
-    .map_err(errno)?;
-    Ok(())
+        Some(c"newinstance,ptmxmode=0666,mode=620"),
+    )?;
+    mount_at(root, shm, Some(c"shm"), tmpfs, nodev, Some(c"mode=1777"))
 }
 
 /// The devices every container has in /dev (null, zero, full, random, urandom, tty: bound
 /// from the host) and the usual links (ptmx, fd, stdin, stdout, stderr).
-fn default_devices(p: &Prepared) -> io::Result<()> {
-    let none: Option<&str> = None;
-    for (host, inside) in &p.host_devices {
+fn default_devices(p: &Prepared, root: BorrowedFd<'_>) -> io::Result<()> {
+    for (host, inside_path) in &p.host_devices {
+        let target = inside(p, inside_path)?;
         // A failure shows in the bind.
-        let _ = create_file(inside, 0o666);
-        mount(
+        let _ = resolve::create(root, target, Kind::File(0o666), &mut ());
+        mount_at(
+            root,
+            target,
             Some(host.as_c_str()),
-            inside.as_c_str(),
-            none,
+            NONE,
             MsFlags::MS_BIND,
-            none,
-        )
-        .map_err(errno)?;
+            NONE,
+        )?;
     }
     for (target, link) in &p.dev_links {
         // Best effort, as runc: a link that exists already stays.
-        let _ = symlinkat(target.as_c_str(), AT_FDCWD, link.as_c_str());
+        let (dir, name) = resolve::split(inside(p, link)?);
+        let mut name_buf = [0u8; 256];
+        if let (Ok(dir), Ok(name)) = (
+            resolve::open(root, dir, OFlag::O_PATH | OFlag::O_DIRECTORY),
+            resolve::to_cstr(name, &mut name_buf),
+        ) {
+            let _ = symlinkat(target.as_c_str(), &dir, name);
+        }
     }
     Ok(())
 }
@@ -285,71 +324,68 @@ fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
     }
 }
 
-/// One of the container's device nodes (replacing whatever is at its path).
-fn make_device(device: &(CString, libc::mode_t, libc::dev_t, Uid, Gid)) -> io::Result<()> {
+/// One of the container's device nodes (replacing whatever is at its path), made in its
+/// parent directory resolved inside the root (created if missing).
+fn make_device(
+    p: &Prepared,
+    root: BorrowedFd<'_>,
+    device: &(CString, libc::mode_t, libc::dev_t, Uid, Gid),
+) -> io::Result<()> {
     let (path, mode, dev, uid, gid) = device;
-    // Whatever is there is replaced.
-    let _ = unlink(path.as_c_str());
+    let (parent, name) = resolve::split(inside(p, path)?);
+    if name.is_empty() || name == b"." || name == b".." {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let dir = resolve::make_dirs(root, parent, &mut ())?;
+    let mut name_buf = [0u8; 256];
+    let name = resolve::to_cstr(name, &mut name_buf)?;
+    // Whatever is there is replaced (a link itself, not what it leads to).
+    let _ = unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir);
     let kind = SFlag::from_bits_truncate(*mode & libc::S_IFMT);
     let perm = Mode::from_bits_truncate(*mode & 0o7777);
-    mknod(path.as_c_str(), kind, perm, *dev).map_err(errno)?;
-    // mknod applies the umask.
-    fchmodat(
-        AT_FDCWD,
-        path.as_c_str(),
-        perm,
-        FchmodatFlags::FollowSymlink,
+    // The permissions as given, not less the umask (this process is single-threaded).
+    let umask_before = umask(Mode::empty());
+    let made = mknodat(&dir, name, kind, perm, *dev);
+    umask(umask_before);
+    made.map_err(errno)?;
+    fchownat(
+        &dir,
+        name,
+        Some(*uid),
+        Some(*gid),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
     )
-    .map_err(errno)?;
-    nix::unistd::chown(path.as_c_str(), Some(*uid), Some(*gid)).map_err(errno)
+    .map_err(errno)
 }
 
 /// Bind a path over itself, read-only.
-fn readonly_path(path: &CStr) -> io::Result<()> {
-    let none: Option<&str> = None;
-    mount(
-        Some(path),
-        path,
-        none,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        none,
-    )
-    .map_err(errno)?;
-    mount(
-        none,
-        path,
-        none,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-        none,
-    )
-    .map_err(errno)
+fn readonly_path(p: &Prepared, root: BorrowedFd<'_>, path: &CStr) -> io::Result<()> {
+    let target = inside(p, path)?;
+    let fd = resolve::open(root, target, OFlag::O_PATH)?;
+    let at = ProcFd::new(fd.as_fd());
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(Some(at.as_cstr()), at.as_cstr(), NONE, flags, NONE).map_err(errno)?;
+    // Resolved again: the bind just made.
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
+    mount_at(root, target, NONE, NONE, flags, NONE)
 }
 
 /// Hide a path: an empty read-only tmpfs over a directory, /dev/null over anything else.
-fn mask_path(path: &CStr) -> io::Result<()> {
-    let none: Option<&str> = None;
-    let meta = nix::sys::stat::stat(path).map_err(errno)?;
+fn mask_path(p: &Prepared, root: BorrowedFd<'_>, path: &CStr) -> io::Result<()> {
+    let fd = resolve::open(root, inside(p, path)?, OFlag::O_PATH)?;
+    let meta = fstat(&fd).map_err(errno)?;
+    let at = ProcFd::new(fd.as_fd());
     if meta.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        let tmpfs = Some(c"tmpfs");
+        mount(tmpfs, at.as_cstr(), tmpfs, MsFlags::MS_RDONLY, NONE).map_err(errno)
+    } else {
         mount(
-            Some(c"tmpfs"),
-            path,
-            Some(c"tmpfs"),
-            MsFlags::MS_RDONLY,
-            none,
+            Some(c"/dev/null"),
+            at.as_cstr(),
+            NONE,
+            MsFlags::MS_BIND,
+            NONE,
         )
         .map_err(errno)
-    } else {
-        mount(Some(c"/dev/null"), path, none, MsFlags::MS_BIND, none).map_err(errno)
     }
-}
-
-/// Create the file at `path` if it is missing (a mount point for a file).
-fn create_file(path: &CStr, mode: libc::mode_t) -> io::Result<()> {
-    open(
-        path,
-        OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(mode),
-    )
-    .map(drop)
-    .map_err(errno)
 }

@@ -32,21 +32,18 @@
 //!   refused as libseccomp refuses an architecture its filter lacks. Other architecture names are
 //!   checked and otherwise ignored, since a process of the native architecture cannot use them.
 //!
-//! Docker's default profile ([`DOCKER_DEFAULT_PROFILE`]) is Docker's own data, resolved as Docker
-//! resolves it ([`docker_profile`]): rules included or excluded by the container's bounding
-//! capabilities, the architecture and the running kernel's version.
+//! Docker's default profile ([`DOCKER_DEFAULT_PROFILE`]) is Docker's own data, kept and resolved
+//! in kiln-spec ([`kiln_spec::docker_seccomp`], which kiln-assemble uses too); here it is
+//! resolved ([`docker_profile`]) for the container's bounding capabilities, this architecture
+//! and the running kernel's version.
 
+use kiln_spec::docker_seccomp::{self, ProfileError};
 use kiln_spec::{Invalid, Seccomp, SeccompArg, Syscall};
-use serde::Deserialize;
 use std::fmt;
 
 mod syscalls;
 
-/// Docker's default seccomp profile, in Docker's profile format (with `archMap` and rules
-/// included or excluded by capability, architecture and kernel version). Taken unchanged from
-/// moby's `profiles/seccomp/default.json` (module github.com/moby/profiles/seccomp v0.2.3, as
-/// vendored by Docker v29.7.2), Apache-2.0 licensed, like kiln; see seccomp/README.md.
-pub const DOCKER_DEFAULT_PROFILE: &str = include_str!("seccomp/docker-default.json");
+pub use kiln_spec::docker_seccomp::{DEFAULT_PROFILE as DOCKER_DEFAULT_PROFILE, KernelVersion};
 
 /// The kernel's limit on the length of a BPF program (`BPF_MAXINSNS`).
 pub const MAX_INSTRUCTIONS: usize = 4096;
@@ -190,6 +187,9 @@ pub enum SeccompError {
         /// Its length.
         len: usize,
     },
+    /// The target architecture has no Docker profile resolution.
+    #[error("{0}")]
+    Architecture(ProfileError),
     /// Rules depend on the kernel's version and the running kernel's cannot be read.
     #[error("cannot tell the running kernel's version from its release {release:?}")]
     Kernel {
@@ -207,6 +207,24 @@ fn invalid(
     message: impl Into<String>,
 ) -> SeccompError {
     SeccompError::Invalid(Invalid::new(field, value, message))
+}
+
+impl From<ProfileError> for SeccompError {
+    fn from(e: ProfileError) -> Self {
+        match e {
+            ProfileError::Syntax {
+                line,
+                column,
+                message,
+            } => SeccompError::Profile {
+                line,
+                column,
+                message,
+            },
+            ProfileError::Invalid(i) => SeccompError::Invalid(i),
+            e @ ProfileError::Architecture { .. } => SeccompError::Architecture(e),
+        }
+    }
 }
 
 /// A compiled filter, ready to install.
@@ -278,7 +296,7 @@ pub fn compile(seccomp: &Seccomp) -> Result<Program, SeccompError> {
 /// `CAP_SYS_ADMIN`), on this architecture and the running kernel, compiled.
 pub fn docker_default<S: AsRef<str>>(caps: &[S]) -> Result<Program, SeccompError> {
     let arch = Arch::native().ok_or(SeccompError::Unsupported)?;
-    let spec = docker_default_spec(caps, arch, KernelVersion::running()?)?;
+    let spec = docker_default_spec(caps, arch, running_kernel()?)?;
     compile_for(&spec, arch)
 }
 
@@ -290,7 +308,7 @@ pub fn docker_default_without_block_devices<S: AsRef<str>>(
     caps: &[S],
 ) -> Result<Program, SeccompError> {
     let arch = Arch::native().ok_or(SeccompError::Unsupported)?;
-    let mut spec = docker_default_spec(caps, arch, KernelVersion::running()?)?;
+    let mut spec = docker_default_spec(caps, arch, running_kernel()?)?;
     for (name, mode_arg) in [("mknod", 1), ("mknodat", 2)] {
         spec.syscalls.push(Syscall {
             names: vec![name.to_string()],
@@ -314,218 +332,39 @@ pub fn docker_default_spec<S: AsRef<str>>(
     arch: Arch,
     kernel: KernelVersion,
 ) -> Result<Seccomp, SeccompError> {
-    docker_profile(DOCKER_DEFAULT_PROFILE, caps, arch, kernel)
+    Ok(docker_seccomp::default_profile(
+        caps,
+        arch.docker_name(),
+        kernel,
+    )?)
 }
 
-/// A kernel version as Docker's profile conditions compare it: `6.1` of `6.1.0-18-amd64`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct KernelVersion {
-    /// The first number (`6`).
-    pub major: u32,
-    /// The second number (`1`).
-    pub minor: u32,
-}
-
-impl KernelVersion {
-    /// The running kernel's version.
-    pub fn running() -> Result<KernelVersion, SeccompError> {
-        let uts = nix::sys::utsname::uname().map_err(|_| SeccompError::Kernel {
-            release: String::new(),
-        })?;
-        let release = uts.release().to_string_lossy();
-        KernelVersion::parse(&release).ok_or_else(|| SeccompError::Kernel {
-            release: release.into_owned(),
-        })
-    }
-
-    /// The first two numbers of a kernel release (`6.1.0-18-amd64`, `4.8`, `3.12-rc5`).
-    pub fn parse(release: &str) -> Option<KernelVersion> {
-        let mut parts = release.splitn(3, '.');
-        let major = parts.next()?.parse().ok()?;
-        let minor: String = parts
-            .next()?
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        Some(KernelVersion {
-            major,
-            minor: minor.parse().ok()?,
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Docker's profile format.
-
-/// A profile in Docker's format: runtime-spec's fields, plus `archMap` and conditional rules.
-#[derive(Deserialize)]
-struct DockerProfile {
-    #[serde(default, rename = "defaultAction")]
-    default_action: String,
-    #[serde(default, rename = "defaultErrnoRet")]
-    default_errno_ret: Option<u32>,
-    #[serde(default)]
-    architectures: Option<Vec<String>>,
-    #[serde(default, rename = "archMap")]
-    arch_map: Option<Vec<DockerArch>>,
-    #[serde(default)]
-    flags: Option<Vec<String>>,
-    #[serde(default, rename = "listenerPath")]
-    listener_path: Option<String>,
-    #[serde(default)]
-    syscalls: Option<Vec<DockerSyscall>>,
-}
-
-#[derive(Deserialize)]
-struct DockerArch {
-    architecture: String,
-    #[serde(default, rename = "subArchitectures")]
-    sub_architectures: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-struct DockerSyscall {
-    #[serde(default)]
-    names: Option<Vec<String>>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    action: String,
-    #[serde(default, rename = "errnoRet")]
-    errno_ret: Option<u32>,
-    #[serde(default)]
-    args: Option<Vec<SeccompArg>>,
-    #[serde(default)]
-    includes: Option<DockerFilter>,
-    #[serde(default)]
-    excludes: Option<DockerFilter>,
-}
-
-#[derive(Deserialize)]
-struct DockerFilter {
-    #[serde(default)]
-    caps: Option<Vec<String>>,
-    #[serde(default)]
-    arches: Option<Vec<String>>,
-    #[serde(default, rename = "minKernel")]
-    min_kernel: Option<String>,
+/// The running kernel's version, as Docker's profile conditions compare it.
+pub fn running_kernel() -> Result<KernelVersion, SeccompError> {
+    let uts = nix::sys::utsname::uname().map_err(|_| SeccompError::Kernel {
+        release: String::new(),
+    })?;
+    let release = uts.release().to_string_lossy();
+    KernelVersion::parse(&release).ok_or_else(|| SeccompError::Kernel {
+        release: release.into_owned(),
+    })
 }
 
 /// Resolve a profile in Docker's format (`text`, JSON) as Docker does for a container with
-/// bounding set `caps` on `arch` and `kernel`: `archMap` gives the architectures, and each rule is
-/// kept or dropped by its `includes` and `excludes` (architecture, capabilities, minimum kernel).
-/// The result is a runtime-spec `linux.seccomp`, to [`compile_for`]. Unlike Docker, a profile
-/// without a default action is an error rather than no filter.
+/// bounding set `caps` on `arch` and `kernel` (see [`docker_seccomp::resolve`]). The result is
+/// a runtime-spec `linux.seccomp`, to [`compile_for`].
 pub fn docker_profile<S: AsRef<str>>(
     text: &str,
     caps: &[S],
     arch: Arch,
     kernel: KernelVersion,
 ) -> Result<Seccomp, SeccompError> {
-    let profile: DockerProfile = serde_json::from_str(text).map_err(|e| SeccompError::Profile {
-        line: e.line(),
-        column: e.column(),
-        message: strip_position(&e.to_string()),
-    })?;
-    if profile.default_action.is_empty() {
-        return Err(invalid(
-            "defaultAction".into(),
-            &profile.default_action,
-            "is missing: give the action for system calls no rule names",
-        ));
-    }
-    let has_caps = |c: &String| caps.iter().any(|have| have.as_ref() == c);
-    let mut architectures = profile.architectures.unwrap_or_default();
-    if let Some(map) = profile.arch_map.filter(|m| !m.is_empty()) {
-        if !architectures.is_empty() {
-            return Err(invalid(
-                "archMap".into(),
-                &architectures,
-                "both architectures and archMap are given: use one of them",
-            ));
-        }
-        if let Some(entry) = map.into_iter().find(|a| a.architecture == arch.scmp_name()) {
-            architectures.push(entry.architecture);
-            architectures.extend(entry.sub_architectures.unwrap_or_default());
-        }
-    }
-    let mut syscalls = Vec::new();
-    for (i, call) in profile.syscalls.unwrap_or_default().into_iter().enumerate() {
-        let field = |name: &str| format!("syscalls[{i}].{name}");
-        let mut names = call.names.unwrap_or_default();
-        if let Some(name) = call.name.filter(|n| !n.is_empty()) {
-            if !names.is_empty() {
-                return Err(invalid(
-                    field("name"),
-                    &name,
-                    "both name and names are given: use names",
-                ));
-            }
-            names.push(name);
-        }
-        if let Some(ex) = &call.excludes
-            && (ex.arches.iter().flatten().any(|a| a == arch.docker_name())
-                || ex.caps.iter().flatten().any(has_caps)
-                || min_kernel(ex, kernel, &field("excludes.minKernel"))? == Some(true))
-        {
-            continue;
-        }
-        if let Some(inc) = &call.includes {
-            let arches = inc.arches.as_deref().unwrap_or_default();
-            if (!arches.is_empty() && !arches.iter().any(|a| a == arch.docker_name()))
-                || !inc.caps.iter().flatten().all(has_caps)
-                || min_kernel(inc, kernel, &field("includes.minKernel"))? == Some(false)
-            {
-                continue;
-            }
-        }
-        syscalls.push(Syscall {
-            names,
-            action: call.action,
-            errno_ret: call.errno_ret,
-            args: call.args.unwrap_or_default(),
-        });
-    }
-    Ok(Seccomp {
-        default_action: profile.default_action,
-        default_errno_ret: profile.default_errno_ret,
-        architectures,
-        flags: profile.flags.unwrap_or_default(),
-        listener_path: profile.listener_path.unwrap_or_default(),
-        listener_metadata: String::new(),
-        syscalls,
-    })
-}
-
-/// Whether `kernel` is at least a filter's `minKernel` (`None` without one).
-fn min_kernel(
-    filter: &DockerFilter,
-    kernel: KernelVersion,
-    field: &str,
-) -> Result<Option<bool>, SeccompError> {
-    let Some(min) = filter.min_kernel.as_deref().filter(|m| !m.is_empty()) else {
-        return Ok(None);
-    };
-    let version = min
-        .split_once('.')
-        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
-        .map(|(major, minor)| KernelVersion { major, minor })
-        .ok_or_else(|| {
-            invalid(
-                field.into(),
-                &min,
-                "expected a kernel version such as \"4.8\"",
-            )
-        })?;
-    Ok(Some(kernel >= version))
-}
-
-/// serde_json appends " at line L column C": the position is reported separately.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
-    }
+    Ok(docker_seccomp::resolve(
+        text,
+        caps,
+        arch.docker_name(),
+        kernel,
+    )?)
 }
 
 // ---------------------------------------------------------------------------------------------

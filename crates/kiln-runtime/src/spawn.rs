@@ -7,7 +7,7 @@
 use crate::container::Container;
 use crate::error::{RuntimeError, errno};
 use crate::failure;
-use crate::hook::Pipes;
+use crate::hook::{ParentDeath, Pipes};
 use crate::sys;
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
@@ -44,10 +44,12 @@ enum SetupFailure {
 }
 
 /// Start `c`, its cgroup joined through `cgroup_procs`, after `configure` has set up the command
-/// (stdio, say); with `setup`, gated. A failure names the step that failed.
+/// (stdio, say); with `setup`, gated; with `parent_death`, tied to this process. A failure
+/// names the step that failed.
 pub(crate) fn spawn(
     c: &Container,
     cgroup_procs: Option<fs::File>,
+    parent_death: Option<ParentDeath>,
     configure: impl FnOnce(&mut Command),
     setup: Option<Setup<'_>>,
 ) -> Result<Spawned, RuntimeError> {
@@ -77,7 +79,7 @@ pub(crate) fn spawn(
         gate,
         report: report_write,
     };
-    let prepared = c.prepare(pipes, cgroup_procs)?;
+    let prepared = c.prepare(pipes, cgroup_procs, parent_death)?;
     let mut cmd = Command::new(program);
     cmd.args(&c.args[1..]).env_clear();
     for kv in &c.env {

@@ -219,3 +219,26 @@ pub fn set_thread_nice(nice: i32) -> io::Result<()> {
     // SAFETY: setpriority(2) takes integers only and touches no memory of ours.
     check(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) })
 }
+
+/// Read the target of the symbolic link open as `link` (an `O_PATH | O_NOFOLLOW` descriptor)
+/// into `buf`, without allocation: the target's length. A target that fills `buf` may have
+/// been cut: ENAMETOOLONG.
+pub(crate) fn read_link(link: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: readlinkat(2) with an empty path reads the link `link` refers to and writes at
+    // most `buf.len()` bytes to `buf`, which is borrowed mutably for the call; the path is a
+    // static NUL-terminated string. Nothing is allocated.
+    let n = unsafe {
+        libc::readlinkat(
+            link.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    if n >= buf.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    Ok(n)
+}

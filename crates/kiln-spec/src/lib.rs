@@ -10,13 +10,16 @@
 //! - [`Spec::validate`] / [`Runtime::validate`]: the checks that make the runtime fail closed
 //!   (no user namespaces, paths that stay in the container's root, only namespaced sysctls, no
 //!   host /proc, known capability and rlimit names; absent capabilities mean none),
-//! - [`to_go_json`]: writing either file byte for byte as LinuxKit (Go) does.
+//! - [`to_go_json`]: writing either file byte for byte as LinuxKit (Go) does,
+//! - [`docker_seccomp`]: Docker's default seccomp profile as data, resolved as Docker resolves
+//!   it into a `linux.seccomp` section.
 //!
 //! It does not build configurations from manifests (kiln-assemble does) nor carry them out
 //! (kiln-runtime does), and it reads no files but the two it is asked for.
 
 mod config;
 mod de;
+pub mod docker_seccomp;
 mod error;
 mod gojson;
 mod runtime;

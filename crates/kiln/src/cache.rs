@@ -82,6 +82,10 @@ pub enum CacheCommand {
         opts: ImageOpts,
     },
     /// Push images from the store to the registries they name
+    ///
+    /// The limits of `kiln cache pull` apply: KILN_REGISTRY_MIN_RATE is the least a registry
+    /// must take of an upload in every window, and an upload's deadline grows with its size
+    /// at that rate on top of KILN_REGISTRY_TIMEOUT.
     Push {
         /// Images to push
         #[arg(required = true)]

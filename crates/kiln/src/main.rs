@@ -84,6 +84,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    // Before any thread starts (the signal watcher's included): a namespace is per thread.
+    if runs_build_steps(&cli.command) {
+        enter_private_mount_namespace();
+    }
     if !matches!(cli.command, Command::Run(_)) {
         clean_up_on_signals();
     }
@@ -108,6 +112,32 @@ fn main() -> ExitCode {
             report(&e);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Whether the command may run Dockerfile RUN steps, on overlays it mounts.
+fn runs_build_steps(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Build(_)
+            | Command::Image(image::ImageCommand::Build(_))
+            | Command::Pkg(image::PkgCommand::Build { .. })
+    )
+}
+
+/// Mount a build's overlays in a mount namespace of this process's own, so that they are
+/// never seen on the host and disappear with the process, even after `kill -9`. The outputs
+/// are plain files, and mounts the host makes meanwhile still appear. Without the right to
+/// (not root), mounts are made on the host as before.
+fn enter_private_mount_namespace() {
+    match kiln_runtime::private_mount_namespace() {
+        Ok(true) => tracing::debug!("build mounts are private to this process"),
+        Ok(false) => {
+            tracing::debug!("no private mount namespace (not root): mounts are the host's")
+        }
+        Err(e) => tracing::warn!(
+            "{e}: build mounts are made on the host and stay there if kiln is killed"
+        ),
     }
 }
 

@@ -47,6 +47,8 @@ fn run_bundle(a: &BundleArgs) -> anyhow::Result<ExitCode> {
         host_mounts: a.prepare,
         // Mount points made for the run are not part of the bundle.
         remove_mountpoints: true,
+        // The container does not outlive kiln, even when kiln is killed.
+        die_with_parent: true,
     };
     let exit = Created::from_bundle(&a.dir, options)
         .and_then(|created| created.run(Stdio::inherit(), Stdio::inherit()));

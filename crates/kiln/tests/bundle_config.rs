@@ -334,3 +334,145 @@ fn hostile_runtime_json_is_refused_before_the_host_is_touched() {
         );
     }
 }
+
+/// The mount points under `dir` in this process's mount namespace.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let dir = dir.to_string_lossy().into_owned();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A bundle whose root holds a link out of it: `abs` to the directory `outside` next to the
+/// bundle by its absolute path, `rel` climbing there with `../../outside`. On the host both
+/// lead out of the root; the runtime resolves them inside it (as if the root were `/`), so
+/// mounts, devices, masked and read-only paths through them land inside the root, or the run
+/// is refused when nothing is there, and never is anything made or mounted outside.
+#[test]
+fn links_in_the_root_cannot_lead_mounts_or_devices_out_of_it() {
+    if !is_root() {
+        return;
+    }
+    let mut failures = Vec::new();
+    for link in ["abs", "rel"] {
+        for case in ["resolves inside", "mount to nothing", "device to nothing"] {
+            let name = format!("{link}, {case}");
+            let work = tempfile::tempdir().expect("tempdir");
+            let (bundle, outside) = (work.path().join("bundle"), work.path().join("outside"));
+            let rootfs = bundle.join("rootfs");
+            std::fs::create_dir_all(&bundle).expect("bundle");
+            std::fs::create_dir(&outside).expect("outside");
+            run_ok(
+                std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg(busybox_root())
+                    .arg(&rootfs),
+            );
+            std::os::unix::fs::symlink(&outside, rootfs.join("abs")).expect("link");
+            std::os::unix::fs::symlink("../../outside", rootfs.join("rel")).expect("link");
+            // Where the link leads when resolved inside the root.
+            let resolved = match link {
+                "abs" => outside.clone(),
+                _ => PathBuf::from("/outside"),
+            };
+            let resolved = resolved.to_string_lossy().into_owned();
+            std::fs::write(bundle.join("host-file"), "FROM-THE-HOST\n").expect("host file");
+            let mut c = config(Path::new("rootfs"));
+            match case {
+                "resolves inside" => {
+                    let there = rootfs.join(resolved.trim_start_matches('/'));
+                    std::fs::create_dir_all(&there).expect("inside");
+                    std::fs::write(there.join("secret"), "TOP-SECRET\n").expect("secret");
+                    push(
+                        &mut c["mounts"],
+                        json!({"destination": format!("/{link}/mnt"), "type": "tmpfs",
+                            "source": "tmpfs"}),
+                    );
+                    push(
+                        &mut c["mounts"],
+                        json!({"destination": format!("/{link}/file"), "type": "bind",
+                            "source": bundle.join("host-file"), "options": ["bind", "ro"]}),
+                    );
+                    c["linux"]["devices"] = json!([{"path": format!("/{link}/null"),
+                        "type": "c", "major": 1, "minor": 3, "fileMode": 438}]);
+                    c["linux"]["maskedPaths"] = json!([format!("/{link}/secret")]);
+                    c["linux"]["readonlyPaths"] = json!([format!("/{link}/mnt")]);
+                    c["process"]["args"] = json!([
+                        "/bin/sh",
+                        "-c",
+                        format!(
+                            "echo RAN; grep -q ' {resolved}/mnt ' /proc/self/mountinfo && echo MOUNTED; \
+                         cat /{link}/file /{link}/secret; ls -l /{link}/null; \
+                         touch /{link}/mnt/w 2>/dev/null && echo WRITABLE || echo READ-ONLY"
+                        )
+                    ]);
+                }
+                "mount to nothing" => push(
+                    &mut c["mounts"],
+                    json!({"destination": format!("/{link}/mnt"), "type": "tmpfs",
+                        "source": "tmpfs"}),
+                ),
+                _ => {
+                    c["linux"]["devices"] = json!([{"path": format!("/{link}/null"),
+                        "type": "c", "major": 1, "minor": 3, "fileMode": 438}])
+                }
+            }
+            let r = run(&bundle, &c.to_string(), None);
+            match case {
+                "resolves inside" => {
+                    let ran = r.code == Some(0)
+                        && ["RAN", "MOUNTED", "FROM-THE-HOST", "crw-rw-rw-", "READ-ONLY"]
+                            .iter()
+                            .all(|s| r.output.contains(s))
+                        && !r.output.contains("TOP-SECRET")
+                        && !r.output.contains("WRITABLE");
+                    if !ran {
+                        failures.push(format!(
+                            "{name}: expected the run with its mounts inside the root, got \
+                             {:?}:\n{}",
+                            r.code, r.output
+                        ));
+                    }
+                }
+                _ => {
+                    let what = if case == "mount to nothing" {
+                        format!("/{link}/mnt")
+                    } else {
+                        format!("/{link}/null")
+                    };
+                    // The command line, with its `echo RAN`, is in the message: not a line RAN.
+                    let ran = r.output.lines().any(|l| l == "RAN");
+                    if r.code == Some(0) || ran || !r.output.contains(&what) {
+                        failures.push(format!(
+                            "{name}: expected a refusal naming {what}, got {:?}:\n{}",
+                            r.code, r.output
+                        ));
+                    }
+                }
+            }
+            let left: Vec<PathBuf> = std::fs::read_dir(work.path())
+                .expect("read_dir")
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            let mut expected = vec![bundle.clone(), outside.clone()];
+            expected.sort();
+            let mut left_sorted = left.clone();
+            left_sorted.sort();
+            if left_sorted != expected || !tree(&outside).is_empty() {
+                failures.push(format!(
+                    "{name}: something was made outside the bundle: {left:?}, {:?}",
+                    tree(&outside)
+                ));
+            }
+            let mounted = mounts_under(work.path());
+            if !mounted.is_empty() {
+                failures.push(format!("{name}: mounts remain: {mounted:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,10 +1,13 @@
-//! `kiln cache pull` against a hostile registry: a small HTTP server in this file, on 127.0.0.1
-//! and a port of its own, that sends an endless manifest, an endless blob, nothing at all, one
-//! byte a second, an oversized config, wrong sizes and digests, and errors.
+//! `kiln cache pull` and `kiln cache push` against a hostile registry: a small HTTP server in
+//! this file, on 127.0.0.1 and a port of its own, that sends an endless manifest, an endless
+//! blob, nothing at all, one byte a second, an oversized config, wrong sizes and digests, and
+//! errors; and to a push, no answer to the upload, an endless error body, or reads the upload
+//! at a trickle.
 //!
 //! Each failing pull must fail in bounded time with an error naming the image and what was
 //! wrong, peak memory under 64 MB (measured by GNU time), the store's disk use bounded by the
-//! descriptors, and no name tagged. Short deadlines come from `KILN_REGISTRY_TIMEOUT` and
+//! descriptors, and no name tagged; each failing push in bounded time and memory, naming the
+//! image and what was wrong. Short deadlines come from `KILN_REGISTRY_TIMEOUT` and
 //! `KILN_REGISTRY_MIN_RATE`, so the suite stays fast.
 
 mod common;
@@ -25,11 +28,22 @@ const MAX_RSS_KB: u64 = 64 * 1024;
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-/// One request the server received.
+/// One request the server received (its body, if any, is still to be read from the
+/// connection).
 struct Request {
+    method: String,
     path: String,
     query: String,
     headers: BTreeMap<String, String>,
+}
+
+impl Request {
+    fn content_length(&self) -> usize {
+        self.headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 type Handler = dyn Fn(&Request, &mut TcpStream, usize) + Send + Sync;
@@ -79,10 +93,21 @@ impl Server {
     }
 }
 
+/// The request line and headers (read a byte at a time, so that the body stays unread).
 fn read_request(conn: &TcpStream) -> Option<Request> {
-    let mut r = BufReader::new(conn.try_clone().ok()?.take(64 << 10));
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let mut c = conn.try_clone().ok()?;
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 64 << 10 || c.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let mut r = BufReader::new(head.as_slice());
     let mut line = String::new();
     r.read_line(&mut line).ok()?;
+    let method = line.split_whitespace().next()?.to_string();
     let target = line.split_whitespace().nth(1)?.to_string();
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let mut headers = BTreeMap::new();
@@ -96,6 +121,7 @@ fn read_request(conn: &TcpStream) -> Option<Request> {
         }
     }
     Some(Request {
+        method,
         path: path.to_string(),
         query: query.to_string(),
         headers,
@@ -119,8 +145,13 @@ fn respond(conn: &mut TcpStream, status: u16, headers: &[(&str, &str)], body: &[
 /// A 200 whose body never ends (no Content-Length): `prefix`, then spaces until the client
 /// hangs up.
 fn endless(conn: &mut TcpStream, content_type: &str, prefix: &[u8]) {
+    endless_status(conn, 200, content_type, prefix)
+}
+
+/// The same with another status.
+fn endless_status(conn: &mut TcpStream, status: u16, content_type: &str, prefix: &[u8]) {
     let head =
-        format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n");
+        format!("HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n");
     if conn.write_all(head.as_bytes()).is_err() || conn.write_all(prefix).is_err() {
         return;
     }
@@ -169,13 +200,18 @@ struct Image {
 
 impl Image {
     fn new() -> Image {
+        Image::with_layer_of(64 * 1024)
+    }
+
+    /// An image whose layer is `size` bytes (a multiple of 8) of noise.
+    fn with_layer_of(size: usize) -> Image {
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let layer = (0..64 * 1024)
-            .map(|_| {
+        let layer = (0..size / 8)
+            .flat_map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                x.to_le_bytes()[0]
+                x.to_le_bytes()
             })
             .collect();
         Image {
@@ -223,7 +259,7 @@ impl Image {
     }
 }
 
-/// What a `kiln cache pull` did.
+/// What a `kiln cache pull` or `push` did.
 struct Pull {
     ok: bool,
     stderr: String,
@@ -232,6 +268,11 @@ struct Pull {
 }
 
 fn pull_with(cache: &Path, image: &str, docker_config: &Path) -> Pull {
+    cache_with("pull", cache, image, docker_config)
+}
+
+/// `kiln cache VERB image`, with short deadlines, under GNU time.
+fn cache_with(verb: &str, cache: &Path, image: &str, docker_config: &Path) -> Pull {
     let rss = tempfile::NamedTempFile::new().expect("tmp");
     let start = Instant::now();
     let child = Command::new("/usr/bin/time")
@@ -239,7 +280,7 @@ fn pull_with(cache: &Path, image: &str, docker_config: &Path) -> Pull {
         .arg(rss.path())
         .args(["-f", "%M"])
         .arg(env!("CARGO_BIN_EXE_kiln"))
-        .args(["cache", "pull", image, "--cache"])
+        .args(["cache", verb, image, "--cache"])
         .arg(cache)
         .env("KILN_REGISTRY_TIMEOUT", "20")
         .env("KILN_REGISTRY_MIN_RATE", "1024/1")
@@ -267,7 +308,7 @@ fn pull_with(cache: &Path, image: &str, docker_config: &Path) -> Pull {
             {
                 let _ = Command::new("kill").arg("-9").arg(p).status();
             }
-            panic!("kiln cache pull {image} did not finish within {BOUND:?}");
+            panic!("kiln cache {verb} {image} did not finish within {BOUND:?}");
         }
     };
     let elapsed = start.elapsed();
@@ -279,7 +320,7 @@ fn pull_with(cache: &Path, image: &str, docker_config: &Path) -> Pull {
         .expect("GNU time printed the peak memory");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     eprintln!(
-        "pull {image}: {elapsed:?}, peak {rss_kb} KiB: {}",
+        "{verb} {image}: {elapsed:?}, peak {rss_kb} KiB: {}",
         stderr.trim()
     );
     Pull {
@@ -758,4 +799,238 @@ fn basic_authentication_works() {
     let p = pull_with(&other.path().join("cache"), &image, other.path());
     assert!(!p.ok);
     assert!(p.stderr.contains("docker login"), "{}", p.stderr);
+}
+
+/// Read the `len` bytes of a request's body.
+fn read_body(conn: &mut TcpStream, len: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    let _ = conn.take(len as u64).read_to_end(&mut body);
+    body
+}
+
+const UPLOADS: &str = "/v2/hostile/x/blobs/uploads/";
+
+/// A registry that serves `img` to a pull and answers a push's requests (HEAD, POST, PUT)
+/// with `push`.
+fn push_registry(
+    img: Arc<Image>,
+    push: impl Fn(&Request, &mut TcpStream, usize) + Send + Sync + 'static,
+) -> Server {
+    Server::start(move |req, conn, n| {
+        if req.method == "GET" {
+            img.serve(&img.manifest(), req, conn);
+        } else {
+            push(req, conn, n);
+        }
+    })
+}
+
+/// Answer an upload's POST with a location relative to the registry's root, with a query.
+fn upload_started(conn: &mut TcpStream, n: usize) {
+    let location = format!("{UPLOADS}u{n}?_state=s%2B{n}");
+    respond(conn, 202, &[("Location", &location)], b"");
+}
+
+/// A store holding `hostile/x:1` of `server`, pulled from it; the store's directory and image.
+fn pulled(server: &Server) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cache = tmp.path().join("cache");
+    let image = format!("{}/hostile/x:1", server.addr);
+    let p = pull_with(&cache, &image, tmp.path());
+    assert!(p.ok, "{}", p.stderr);
+    (tmp, cache, image)
+}
+
+/// A push of `hostile/x:1` to `server` that must fail, mentioning every one of `expect`, in
+/// bounded time and memory.
+fn assert_push_refused(server: &Server, expect: &[&str]) -> Pull {
+    let (tmp, cache, image) = pulled(server);
+    let p = cache_with("push", &cache, &image, tmp.path());
+    assert!(!p.ok, "the push of {image} succeeded");
+    for e in [image.as_str(), "push blob"].iter().chain(expect) {
+        assert!(
+            p.stderr.to_lowercase().contains(&e.to_lowercase()),
+            "the error does not say `{e}`: {}",
+            p.stderr
+        );
+    }
+    assert!(
+        p.rss_kb < MAX_RSS_KB,
+        "the push of {image} peaked at {} KiB",
+        p.rss_kb
+    );
+    assert!(p.elapsed < BOUND);
+    p
+}
+
+#[test]
+fn a_push_through_tokens_uploads_what_the_store_holds() {
+    // A registry that wants a token, gives an upload location relative to the URL it answered
+    // from, and checks each upload against the digest in its query.
+    let img = Arc::new(Image::new());
+    let scopes: Arc<Mutex<Vec<String>>> = Arc::default();
+    let received: Arc<Mutex<BTreeMap<String, Vec<u8>>>> = Arc::default();
+    let (i, sc, rx) = (img.clone(), scopes.clone(), received.clone());
+    let server = Server::start(move |req, conn, n| {
+        let host = req.headers.get("host").cloned().unwrap_or_default();
+        if req.path == "/token" {
+            sc.lock().expect("lock").push(req.query.clone());
+            respond(conn, 200, &[], br#"{"token":"t0ken"}"#);
+            return;
+        }
+        if req.headers.get("authorization").map(String::as_str) != Some("Bearer t0ken") {
+            let challenge = format!("Bearer realm=\"http://{host}/token\",service=\"hostile\"");
+            respond(conn, 401, &[("WWW-Authenticate", &challenge)], b"");
+            return;
+        }
+        let body = read_body(conn, req.content_length());
+        match req.method.as_str() {
+            "GET" => i.serve(&i.manifest(), req, conn),
+            "HEAD" => respond(conn, 404, &[], b""),
+            "POST" if req.path == UPLOADS => respond(
+                conn,
+                202,
+                &[("Location", &format!("u{n}?_state=s%2B{n}"))],
+                b"",
+            ),
+            "PUT" if req.path.starts_with(UPLOADS) => {
+                let digest = req
+                    .query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("digest="))
+                    .unwrap_or_default()
+                    .replace("%3A", ":");
+                let typed = req.headers.get("content-type").map(String::as_str)
+                    == Some("application/octet-stream");
+                // The location's query is kept: `u7` was given with `_state=s%2B7`.
+                let state = format!("_state=s%2B{}&", &req.path[UPLOADS.len() + 1..]);
+                if req.query.starts_with(&state) && typed && sha(&body) == digest {
+                    rx.lock().expect("lock").insert(digest, body);
+                    respond(conn, 201, &[], b"");
+                } else {
+                    respond(conn, 400, &[], br#"{"errors":[{"code":"DIGEST_INVALID"}]}"#);
+                }
+            }
+            "PUT"
+                if req.path == "/v2/hostile/x/manifests/1"
+                    && req.headers.get("content-type").map(String::as_str) == Some(MANIFEST) =>
+            {
+                rx.lock().expect("lock").insert("manifest".into(), body);
+                respond(conn, 201, &[], b"");
+            }
+            _ => respond(conn, 404, &[], b""),
+        }
+    });
+    let (tmp, cache, image) = pulled(&server);
+    let p = cache_with("push", &cache, &image, tmp.path());
+    assert!(p.ok, "{}", p.stderr);
+    let got = received.lock().expect("lock");
+    assert_eq!(got.get(&sha(&img.config)), Some(&img.config));
+    assert_eq!(got.get(&sha(&img.layer)), Some(&img.layer));
+    assert_eq!(got.get("manifest"), Some(&img.manifest()));
+    assert!(
+        scopes
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|q| q.contains("scope=repository%3Ahostile%2Fx%3Apull%2Cpush")),
+        "no token was asked for with the push scope: {:?}",
+        scopes.lock().expect("lock")
+    );
+}
+
+#[test]
+fn a_push_to_a_silent_registry_times_out() {
+    let img = Arc::new(Image::new());
+    let server = push_registry(img, |req, conn, _| match req.method.as_str() {
+        "HEAD" => respond(conn, 404, &[], b""),
+        _ => silent(conn),
+    });
+    let p = assert_push_refused(&server, &["no response within 1s"]);
+    // Four attempts of a one-second window, and the back-off between them.
+    assert_eq!(server.hits(UPLOADS), 4);
+    assert!(p.elapsed >= Duration::from_secs(4), "{:?}", p.elapsed);
+}
+
+#[test]
+fn an_endless_error_body_to_an_upload_is_cut() {
+    let img = Arc::new(Image::new());
+    // Each upload's query and body.
+    type Puts = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let puts: Puts = Arc::default();
+    let seen = puts.clone();
+    let server = push_registry(img.clone(), move |req, conn, n| match req.method.as_str() {
+        "HEAD" => respond(conn, 404, &[], b""),
+        "POST" => upload_started(conn, n),
+        "PUT" => {
+            let body = read_body(conn, req.content_length());
+            seen.lock().expect("lock").push((req.query.clone(), body));
+            endless_status(conn, 500, "application/json", br#"{"errors":[{"code":"#);
+        }
+        _ => respond(conn, 404, &[], b""),
+    });
+    assert_push_refused(&server, &["the registry answered 500"]);
+    // Retried, each time with a fresh upload that carried the whole blob.
+    assert_eq!(server.hits(UPLOADS), 4);
+    let puts = puts.lock().expect("lock");
+    assert_eq!(puts.len(), 4);
+    let config = sha(&img.config);
+    for (n, (query, body)) in puts.iter().enumerate() {
+        assert_eq!(
+            query,
+            &format!("_state=s%2B{n}&digest={}", config.replace(':', "%3A"))
+        );
+        assert_eq!(body, &img.config);
+    }
+
+    // A refusal is final: one upload, and the registry's message.
+    let server = push_registry(img, |req, conn, n| match req.method.as_str() {
+        "HEAD" => respond(conn, 404, &[], b""),
+        "POST" => upload_started(conn, n),
+        _ => {
+            read_body(conn, req.content_length());
+            respond(
+                conn,
+                400,
+                &[("Content-Type", "application/json")],
+                br#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}"#,
+            );
+        }
+    });
+    assert_push_refused(
+        &server,
+        &["answered 400: provided digest did not match uploaded content (DIGEST_INVALID)"],
+    );
+    assert_eq!(server.hits(UPLOADS), 1, "a refused upload was retried");
+}
+
+#[test]
+fn a_registry_reading_an_upload_at_a_trickle_stalls_it() {
+    // A layer larger than what the connection's buffers hold, read at 100 bytes a second.
+    let img = Arc::new(Image::with_layer_of(16 << 20));
+    let config = format!("/v2/hostile/x/blobs/{}", sha(&img.config));
+    let server = push_registry(img, move |req, conn, n| match req.method.as_str() {
+        "HEAD" if req.path == config => respond(conn, 200, &[], b""),
+        "HEAD" => respond(conn, 404, &[], b""),
+        "POST" => upload_started(conn, n),
+        _ => {
+            let mut buf = [0u8; 100];
+            for _ in 0..BOUND.as_secs() {
+                if conn.read(&mut buf).map_or(true, |n| n == 0) {
+                    return;
+                }
+                // Pacing the trickle, not synchronisation.
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    });
+    assert_push_refused(
+        &server,
+        &[
+            "the upload stalled",
+            "fewer than the 1024 required",
+            "too slow or not reading",
+        ],
+    );
+    assert_eq!(server.hits(UPLOADS), 4);
 }

@@ -1,6 +1,8 @@
 //! Interrupted builds leave nothing behind: SIGINT or SIGTERM remove the partial output and
 //! exit with 128 + the signal; what a `kill -9` leaves is removed by the next build in that
-//! directory, while a concurrent build's partial output is left alone.
+//! directory, while a concurrent build's partial output is left alone. An image build
+//! interrupted during a RUN step ends the step and removes its scratch space; after a `kill -9`
+//! the step ends too, and `kiln cache clean` removes the scratch space left behind.
 
 mod common;
 
@@ -135,4 +137,171 @@ fn interrupted_builds_leave_no_partial_output() {
     assert!(status.success(), "{status:?}");
     assert!(out.join("slow.tar").is_file());
     assert_eq!(partials(&out), Vec::<String>::new());
+}
+
+/// Root, or a skip (a failure in CI): RUN steps need root.
+fn is_root() -> bool {
+    let root =
+        std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "these tests run RUN steps: run them as root"
+        );
+        eprintln!("skipping: not root");
+    }
+    root
+}
+
+/// A store of the test's own holding busybox as `kiln-test/busybox`, so that `kiln cache
+/// clean` there touches no other test's store.
+fn busybox_store(dir: &Path, name: &str) -> PathBuf {
+    let root = unpacked_busybox(name, &[]);
+    let cache = dir.join("store");
+    run_ok(
+        kiln()
+            .args(["image", "import"])
+            .arg(&root)
+            .arg("kiln-test/busybox")
+            .arg("--cache")
+            .arg(&cache),
+    );
+    cache
+}
+
+/// Start `kiln image build` of a Dockerfile whose RUN step sleeps, marked by `marker`.
+fn start_sleeping_step(dir: &Path, cache: &Path, marker: &str) -> Child {
+    let context = dir.join("context");
+    std::fs::create_dir_all(&context).expect("context");
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM kiln-test/busybox\nRUN sleep 1000; echo {marker}\n"),
+    )
+    .expect("Dockerfile");
+    let log = std::fs::File::create(dir.join("build.log")).expect("log");
+    kiln()
+        .args(["image", "build", "--cache"])
+        .arg(cache)
+        .arg(&context)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn kiln")
+}
+
+/// The processes whose command line holds `marker`.
+fn marked_processes(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(marker)
+        {
+            found.push(name);
+        }
+    }
+    found
+}
+
+/// The build scratch directories in `cache`.
+fn scratch_dirs(cache: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(cache.join("build/tmp"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The mounts of this process's namespace under `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = std::fs::canonicalize(dir).expect("canonical path");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| Path::new(m).starts_with(&dir))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Wait until the RUN step marked `marker` runs.
+fn wait_for_step(build: &mut Child, dir: &Path, marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while marked_processes(marker).is_empty() {
+        if build.try_wait().expect("wait").is_some() {
+            let log = std::fs::read_to_string(dir.join("build.log")).unwrap_or_default();
+            panic!("the build ended before its RUN step ran:\n{log}");
+        }
+        assert!(Instant::now() < deadline, "the RUN step did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait until no process of the step is left.
+fn assert_step_ends(marker: &str, after: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !marked_processes(marker).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the RUN step outlived kiln ({after}): {:?}",
+            marked_processes(marker)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_during_a_run_step_ends_it_and_removes_its_scratch() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = busybox_store(dir.path(), "interrupt-term-busybox");
+    let marker = format!("kiln-term-{}", std::process::id());
+    let mut build = start_sleeping_step(dir.path(), &cache, &marker);
+    wait_for_step(&mut build, dir.path(), &marker);
+    assert_eq!(scratch_dirs(&cache).len(), 1);
+    signal(&build, "-TERM");
+    let status = build.wait().expect("wait");
+    assert_eq!(status.code(), Some(143));
+    assert_step_ends(&marker, "SIGTERM");
+    assert_eq!(scratch_dirs(&cache), Vec::<PathBuf>::new());
+    assert_eq!(mounts_under(&cache), Vec::<String>::new());
+}
+
+#[test]
+fn kill_9_during_a_run_step_ends_it_and_cache_clean_removes_its_scratch() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = busybox_store(dir.path(), "interrupt-kill-busybox");
+    let marker = format!("kiln-kill-{}", std::process::id());
+    let mut build = start_sleeping_step(dir.path(), &cache, &marker);
+    wait_for_step(&mut build, dir.path(), &marker);
+    signal(&build, "-KILL");
+    build.wait().expect("wait");
+    assert_step_ends(&marker, "kill -9");
+    assert_eq!(mounts_under(&cache), Vec::<String>::new());
+    // Nothing ran kiln's clean-up: the scratch directory stays, its lock free.
+    let left = scratch_dirs(&cache);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let out = run_ok(kiln().args(["cache", "clean", "--cache"]).arg(&cache));
+    assert!(
+        out.contains("removed 1 scratch directories of killed builds"),
+        "{out}"
+    );
+    assert_eq!(scratch_dirs(&cache), Vec::<PathBuf>::new());
+    // The image the store held is still there.
+    let names = run_ok(kiln().args(["cache", "ls", "--cache"]).arg(&cache));
+    assert!(names.contains("kiln-test/busybox"), "{names}");
 }
