@@ -11,20 +11,17 @@ use crate::security::{self, Capabilities, Rlimit};
 use crate::{
     Cgroup, Container, Device, Interface, Mount, Namespace, NsKind, RuntimeError, mount_host,
 };
-use kiln_spec::{CONFIG_FILE, NamespaceType, Spec, SpecError};
+use kiln_spec::{CONFIG_FILE, NamespaceType, Spec};
 use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-fn spec_error(e: SpecError) -> RuntimeError {
-    RuntimeError::Config(e.to_string())
-}
-
 /// Carry out a bundle's runtime.json on the host: its mounts (the writable root's tmpfs and
-/// overlay, binds the container shares) and its directories.
-pub fn prepare_host(bundle: &Path) -> Result<(), RuntimeError> {
-    let Some(rt) = kiln_spec::load_runtime(bundle).map_err(spec_error)? else {
+/// overlay, binds the container shares) and its directories. The targets of the mounts it
+/// stacks are added to `made` in order, also when it fails, so that the caller can undo them.
+pub fn prepare_host(bundle: &Path, made: &mut Vec<PathBuf>) -> Result<(), RuntimeError> {
+    let Some(rt) = kiln_spec::load_runtime(bundle)? else {
         return Ok(());
     };
     for dir in &rt.mkdir {
@@ -34,7 +31,10 @@ pub fn prepare_host(bundle: &Path) -> Result<(), RuntimeError> {
         })?;
     }
     for m in &rt.mounts {
-        mount_host(&m.source, Path::new(&m.destination), &m.kind, &m.options)?;
+        let target = Path::new(&m.destination);
+        if mount_host(&m.source, target, &m.kind, &m.options)? {
+            made.push(target.to_path_buf());
+        }
     }
     Ok(())
 }
@@ -45,18 +45,14 @@ pub fn prepare_host(bundle: &Path) -> Result<(), RuntimeError> {
 pub struct HostSetup {
     /// Interfaces to create or move into its network namespace.
     pub interfaces: Vec<Interface>,
-    /// `bindNS`: namespace kind to the path to bind it to.
-    pub bind_ns: Value,
+    /// `bindNS`: each namespace kind (as /proc/PID/ns names it) with the path to bind it to.
+    pub bind_ns: Vec<(&'static str, PathBuf)>,
 }
 
 impl HostSetup {
     /// Whether anything is to be done (otherwise the container need not wait for it).
     pub fn is_empty(&self) -> bool {
-        self.interfaces.is_empty()
-            && self
-                .bind_ns
-                .as_object()
-                .is_none_or(|m| m.values().all(|v| v.as_str().is_none_or(str::is_empty)))
+        self.interfaces.is_empty() && self.bind_ns.is_empty()
     }
 
     /// Carry it out for the container whose (first) process is `pid`.
@@ -68,7 +64,7 @@ impl HostSetup {
 
 /// The interfaces and namespace bindings of a bundle's runtime.json.
 pub fn host_setup(bundle: &Path) -> Result<HostSetup, RuntimeError> {
-    let Some(rt) = kiln_spec::load_runtime(bundle).map_err(spec_error)? else {
+    let Some(rt) = kiln_spec::load_runtime(bundle)? else {
         return Ok(HostSetup::default());
     };
     let interfaces = rt
@@ -80,14 +76,13 @@ pub fn host_setup(bundle: &Path) -> Result<HostSetup, RuntimeError> {
             peer: i.peer.clone(),
         })
         .collect();
-    let bind_ns = Value::Object(
-        rt.bind_ns
-            .entries()
-            .into_iter()
-            .filter(|(_, path)| !path.is_empty())
-            .map(|(kind, path)| (kind.to_string(), Value::from(path)))
-            .collect(),
-    );
+    let bind_ns = rt
+        .bind_ns
+        .entries()
+        .into_iter()
+        .filter(|(_, path)| !path.is_empty())
+        .map(|(kind, path)| (kind, PathBuf::from(path)))
+        .collect();
     Ok(HostSetup {
         interfaces,
         bind_ns,
@@ -169,9 +164,9 @@ fn cgroup(spec: &Spec, name: &str, file: &Path) -> Result<Option<Cgroup>, Runtim
         Some(inside(file, "linux.cgroupsPath", &linux.cgroups_path)?)
     };
     let mut cg = Cgroup::new(path.as_deref().unwrap_or(&format!("kiln/{name}")));
-    let resources = serde_json::to_value(&linux.resources)
-        .map_err(|e| RuntimeError::Config(format!("{}: linux.resources: {e}", file.display())))?;
-    cg.add_resources(&resources);
+    if let Some(resources) = &linux.resources {
+        cg.add_resources(resources);
+    }
     Ok((path.is_some() || !cg.settings.is_empty()).then_some(cg))
 }
 
@@ -277,7 +272,7 @@ fn check_sysctl_namespaces(spec: &Spec, file: &Path) -> Result<(), RuntimeError>
 
 /// The container a bundle's config.json describes.
 pub fn load(bundle: &Path) -> Result<Container, RuntimeError> {
-    let spec = kiln_spec::load_config(bundle).map_err(spec_error)?;
+    let spec = kiln_spec::load_config(bundle)?;
     let file = bundle.join(CONFIG_FILE);
     check_sysctl_namespaces(&spec, &file)?;
     let process = &spec.process;
@@ -451,9 +446,11 @@ mod tests {
         fs::write(dir.path().join("runtime.json"), rt.to_string()).expect("write");
         let h = host_setup(dir.path()).expect("setup");
         assert_eq!(h.interfaces[0].peer, "h1");
-        assert_eq!(h.bind_ns, json!({"net": "/run/netns/x"}));
+        assert_eq!(h.bind_ns, [("net", PathBuf::from("/run/netns/x"))]);
         fs::write(dir.path().join("runtime.json"), r#"{"mkdir": "/tmp/x"}"#).expect("write");
-        let msg = prepare_host(dir.path()).expect_err("refused").to_string();
+        let msg = prepare_host(dir.path(), &mut Vec::new())
+            .expect_err("refused")
+            .to_string();
         assert!(
             msg.contains("runtime.json") && msg.contains("mkdir"),
             "{msg}"

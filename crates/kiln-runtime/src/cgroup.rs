@@ -10,7 +10,7 @@
 
 use crate::error::RuntimeError;
 use crate::security::Rlimit;
-use serde_json::Value;
+use kiln_spec::Resources;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -72,9 +72,8 @@ impl Cgroup {
 
     /// Add the limits of an OCI `linux.resources` object (memory, cpu, pids and `unified`;
     /// device rules need eBPF on cgroup v2 and are not applied).
-    pub fn add_resources(&mut self, r: &Value) {
+    pub fn add_resources(&mut self, r: &Resources) {
         let mut set = |file: &str, value: String| self.settings.push((file.into(), value));
-        let int = |v: &Value| v.as_i64();
         let max_or = |n: i64| {
             if n < 0 {
                 "max".to_string()
@@ -82,38 +81,41 @@ impl Cgroup {
                 n.to_string()
             }
         };
-        let mem = &r["memory"];
-        if let Some(limit) = int(&mem["limit"]) {
-            set("memory.max", max_or(limit));
-            // OCI's swap is memory plus swap; cgroup v2 limits swap alone.
-            if let Some(swap) = int(&mem["swap"]) {
-                let only_swap = if swap < 0 || limit < 0 {
-                    -1
-                } else {
-                    (swap - limit).max(0)
-                };
-                set("memory.swap.max", max_or(only_swap));
+        if let Some(mem) = &r.memory {
+            if let Some(limit) = mem.limit {
+                set("memory.max", max_or(limit));
+                // OCI's swap is memory plus swap; cgroup v2 limits swap alone.
+                if let Some(swap) = mem.swap {
+                    let only_swap = if swap < 0 || limit < 0 {
+                        -1
+                    } else {
+                        (swap - limit).max(0)
+                    };
+                    set("memory.swap.max", max_or(only_swap));
+                }
+            }
+            if let Some(low) = mem.reservation {
+                set("memory.low", max_or(low));
             }
         }
-        if let Some(low) = int(&mem["reservation"]) {
-            set("memory.low", max_or(low));
-        }
-        let cpu = &r["cpu"];
-        if let Some(shares) = cpu["shares"].as_u64().filter(|s| *s > 0) {
-            // The conversion runc and crun use: 2..262144 onto 1..10000.
-            let weight = 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142;
-            set("cpu.weight", weight.to_string());
-        }
-        if let Some(quota) = int(&cpu["quota"]) {
-            let period = cpu["period"].as_u64().unwrap_or(100_000);
-            set("cpu.max", format!("{} {period}", max_or(quota)));
-        }
-        for (key, file) in [("cpus", "cpuset.cpus"), ("mems", "cpuset.mems")] {
-            if let Some(v) = cpu[key].as_str().filter(|v| !v.is_empty()) {
-                set(file, v.to_string());
+        if let Some(cpu) = &r.cpu {
+            if let Some(shares) = cpu.shares.filter(|s| *s > 0) {
+                // The conversion runc and crun use: 2..262144 onto 1..10000.
+                let weight = 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142;
+                set("cpu.weight", weight.to_string());
+            }
+            if let Some(quota) = cpu.quota {
+                let period = cpu.period.unwrap_or(100_000);
+                set("cpu.max", format!("{} {period}", max_or(quota)));
+            }
+            for (value, file) in [(&cpu.cpus, "cpuset.cpus"), (&cpu.mems, "cpuset.mems")] {
+                if !value.is_empty() {
+                    set(file, value.clone());
+                }
             }
         }
-        if let Some(limit) = int(&r["pids"]["limit"]) {
+        if let Some(pids) = &r.pids {
+            let limit = pids.limit;
             set(
                 "pids.max",
                 if limit <= 0 {
@@ -123,13 +125,8 @@ impl Cgroup {
                 },
             );
         }
-        if let Some(unified) = r["unified"].as_object() {
-            for (file, v) in unified {
-                set(
-                    file,
-                    v.as_str().map_or_else(|| v.to_string(), str::to_string),
-                );
-            }
+        for (file, value) in &r.unified {
+            set(file, value.clone());
         }
     }
 
@@ -400,15 +397,19 @@ pub(crate) fn join(procs: &fs::File) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    fn resources(v: serde_json::Value) -> Resources {
+        serde_json::from_value(v).expect("valid resources")
+    }
+
     #[test]
     fn resources_become_cgroup_v2_settings() {
         let mut cg = Cgroup::new("/kiln/secure/");
-        cg.add_resources(&serde_json::json!({
+        cg.add_resources(&resources(serde_json::json!({
             "memory": {"limit": 67108864, "swap": 100663296, "reservation": 1024},
             "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"},
             "pids": {"limit": 32},
             "unified": {"io.weight": "50"},
-        }));
+        })));
         assert_eq!(cg.path, "kiln/secure");
         let s: Vec<(&str, &str)> = cg
             .settings
@@ -433,7 +434,9 @@ mod tests {
     #[test]
     fn unlimited_values_are_max() {
         let mut cg = Cgroup::new("x");
-        cg.add_resources(&serde_json::json!({"memory": {"limit": -1}, "pids": {"limit": 0}}));
+        cg.add_resources(&resources(
+            serde_json::json!({"memory": {"limit": -1}, "pids": {"limit": 0}}),
+        ));
         assert_eq!(cg.settings[0].1, "max");
         assert_eq!(cg.settings[1].1, "max");
     }

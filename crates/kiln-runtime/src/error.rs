@@ -12,6 +12,9 @@ pub enum RuntimeError {
     /// The container's configuration is invalid.
     #[error("{0}")]
     Config(String),
+    /// A bundle's config.json or runtime.json is unreadable or invalid.
+    #[error(transparent)]
+    Spec(#[from] kiln_spec::SpecError),
     /// Creating or configuring the container's cgroup failed.
     #[error("cgroup {path}: {source}")]
     Cgroup {

@@ -1,41 +1,26 @@
 //! Mounts on the host side, outside any container: runtime.json's `mounts` (a writable root's
 //! tmpfs and overlay, a read-only root's bind, binds a container shares), made by
-//! [`mount_host`] before the container starts. The lifecycle records which ones a bundle's
-//! preparation made ([`recording`]) and undoes them, the last first, when the container is
-//! cleaned up.
+//! [`mount_host`] before the container starts. The lifecycle keeps the targets of those a
+//! bundle's preparation stacked and undoes them, the last first, when the container is cleaned
+//! up.
 
 use crate::error::{RuntimeError, errno};
 use crate::rootfs::mount_options;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use std::cell::RefCell;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
-
-thread_local! {
-    /// The mounts [`mount_host`] made on this thread while [`recording`] runs.
-    static MADE: RefCell<Option<Vec<PathBuf>>> = const { RefCell::new(None) };
-}
-
-/// Run `f`, and return with its result the targets of the mounts [`mount_host`] made on this
-/// thread meanwhile, in order (whether `f` succeeded or not: what was made before a failure
-/// must be undone too).
-pub(crate) fn recording<T>(f: impl FnOnce() -> T) -> (T, Vec<PathBuf>) {
-    let outer = MADE.with(|m| m.replace(Some(Vec::new())));
-    let result = f();
-    let made = MADE.with(|m| m.replace(outer)).unwrap_or_default();
-    (result, made)
-}
+use std::path::Path;
 
 /// Mount on the host side (kiln-init's runtime.json mounts): `target` is created first, and an
 /// overlay's upper and work directories too. An entry with only propagation options changes
-/// the propagation of what is mounted at `target`.
+/// the propagation of what is mounted at `target`. Returns whether a new mount was stacked on
+/// `target` (a remount or a propagation change stacks none): the caller undoes it.
 pub fn mount_host(
     source: &str,
     target: &Path,
     fstype: &str,
     options: &[String],
-) -> Result<(), RuntimeError> {
+) -> Result<bool, RuntimeError> {
     let (flags, propagation, data) = mount_options(options);
     let prep = |source: io::Error| RuntimeError::Prepare {
         path: target.to_path_buf(),
@@ -52,6 +37,7 @@ pub fn mount_host(
     }
     let none: Option<&str> = None;
     let only_propagation = source.is_empty() && fstype.is_empty() && flags.is_empty();
+    let mut stacked = false;
     if !only_propagation {
         let data = data.join(",");
         mount(
@@ -63,18 +49,18 @@ pub fn mount_host(
         )
         .map_err(|e| prep(errno(e)))?;
         // A remount changes a mount; every other call stacks a new one.
-        if !flags.contains(MsFlags::MS_REMOUNT) {
-            MADE.with(|m| {
-                if let Some(made) = m.borrow_mut().as_mut() {
-                    made.push(target.to_path_buf());
-                }
-            });
-        }
+        stacked = !flags.contains(MsFlags::MS_REMOUNT);
     }
     if !propagation.is_empty() {
-        mount(none, target, none, propagation, none).map_err(|e| prep(errno(e)))?;
+        let changed = mount(none, target, none, propagation, none).map_err(|e| prep(errno(e)));
+        if let Err(e) = changed {
+            if stacked {
+                let _ = unmount(target);
+            }
+            return Err(e);
+        }
     }
-    Ok(())
+    Ok(stacked)
 }
 
 /// Undo one host mount (detached, so that a process still using it does not keep it).

@@ -190,16 +190,14 @@ impl Created {
         let container = bundle::load(dir)?;
         let host = bundle::host_setup(dir)?;
         let mut mounted = Vec::new();
-        if options.host_mounts {
-            let (prepared, made) = host_mounts::recording(|| bundle::prepare_host(dir));
-            mounted = made;
-            if let Err(e) = prepared {
-                // Undo what was made before the failure.
-                for target in mounted.iter().rev() {
-                    let _ = host_mounts::unmount(target);
-                }
-                return Err(e);
+        if options.host_mounts
+            && let Err(e) = bundle::prepare_host(dir, &mut mounted)
+        {
+            // Undo what was made before the failure.
+            for target in mounted.iter().rev() {
+                let _ = host_mounts::unmount(target);
             }
+            return Err(e);
         }
         Created::with_host(container, host, mounted, options)
     }

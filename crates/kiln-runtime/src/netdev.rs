@@ -17,7 +17,7 @@ use nix::mount::{MsFlags, mount};
 use serde_json::Value;
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::PathBuf;
 
 /// One entry of runtime.json's `interfaces`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,28 +149,21 @@ pub fn setup_interfaces(pid: u32, interfaces: &[Interface]) -> Result<(), Runtim
     Ok(())
 }
 
-/// Bind the namespaces of process `pid` to the paths of runtime.json's `bindNS` (`net`,
-/// `ipc`, `uts`, `mnt`, `pid`, `cgroup`; empty paths are skipped). `pid` is the container's
-/// process, not the runtime's intermediate one.
-pub fn bind_namespaces(pid: u32, bind_ns: &Value) -> Result<(), RuntimeError> {
-    let Some(map) = bind_ns.as_object() else {
-        return Ok(());
-    };
-    for (kind, path) in map {
-        let Some(path) = path.as_str().filter(|p| !p.is_empty()) else {
-            continue;
-        };
-        let proc_name = match kind.as_str() {
-            "pid" | "net" | "ipc" | "uts" | "mnt" | "cgroup" | "user" => kind.as_str(),
-            other => {
-                return Err(RuntimeError::Config(format!(
-                    "bindNS: unknown namespace {other:?}"
-                )));
-            }
-        };
-        let source = format!("/proc/{pid}/ns/{proc_name}");
-        let what = || format!("binding {source} to {path}");
-        let target = Path::new(path);
+/// Bind the namespaces of process `pid` to the paths of runtime.json's `bindNS`: each kind
+/// as /proc/PID/ns names it (`net`, `ipc`, `uts`, `mnt`, `pid`, `cgroup`, `user`) with its
+/// path. `pid` is the container's process, not the runtime's intermediate one.
+pub fn bind_namespaces(pid: u32, bind_ns: &[(&str, PathBuf)]) -> Result<(), RuntimeError> {
+    for (kind, target) in bind_ns {
+        if !matches!(
+            *kind,
+            "pid" | "net" | "ipc" | "uts" | "mnt" | "cgroup" | "user"
+        ) {
+            return Err(RuntimeError::Config(format!(
+                "bindNS: unknown namespace {kind:?}"
+            )));
+        }
+        let source = format!("/proc/{pid}/ns/{kind}");
+        let what = || format!("binding {source} to {}", target.display());
         if let Some(dir) = target.parent() {
             fs::create_dir_all(dir).map_err(net_err(what()))?;
         }
