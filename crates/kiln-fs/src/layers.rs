@@ -7,11 +7,16 @@
 //! directories first at their first appearance with their final metadata, so that parents always
 //! precede children. Memory grows with the number of paths, never with file sizes.
 //!
+//! The first pass needs each layer's headers, not its data: a source of layers that keeps the
+//! index the first pass records for a layer ([`Layers::save_index`], see [`crate::layer_index`])
+//! lets every later flattening of that layer skip reading it, so the layer is read once.
+//!
 //! Hostile layers are refused: a path that climbs out of the root with `..`, an entry beneath a
 //! symlink (writing it would follow the link), an entry beneath a non-directory, a hard link to
 //! a path that does not exist in the image. Absolute paths are taken relative to the root.
 
 use crate::entry::{Entry, Kind};
+use crate::layer_index::{Member, Recorder, Records, What};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 
@@ -25,6 +30,22 @@ pub trait Layers {
     fn digest(&self, index: usize) -> String;
     /// Layer `index` as an uncompressed tar stream.
     fn open(&self, index: usize) -> std::io::Result<Box<dyn Read + Send + '_>>;
+
+    /// The index of layer `index` that [`Layers::save_index`] kept for a layer with the same
+    /// content, if this source keeps indexes (the default keeps none). Data that is not an
+    /// intact index is ignored, and the layer read instead.
+    fn load_index(&self, index: usize) -> Option<Vec<u8>> {
+        let _ = index;
+        None
+    }
+
+    /// Keep `data`, the index of layer `index` (at most
+    /// [`MAX_INDEX_BYTES`](crate::layer_index::MAX_INDEX_BYTES)), for later flattenings of any
+    /// image holding this layer. It depends on the layer's content alone. Best effort: a source
+    /// that cannot keep it drops it (the default).
+    fn save_index(&self, index: usize, data: &[u8]) {
+        let _ = (index, data);
+    }
 }
 
 /// A layer that could not be flattened.
@@ -93,7 +114,7 @@ fn parent_of(path: &str) -> Option<&str> {
     path.rfind('/').map(|i| &path[..i])
 }
 
-fn base_of(path: &str) -> &str {
+pub(crate) fn base_of(path: &str) -> &str {
     path.rfind('/').map_or(path, |i| &path[i + 1..])
 }
 
@@ -264,44 +285,81 @@ impl<'a> Flattener<'a> {
         }
     }
 
+    /// The first pass over one layer: from its saved index if there is an intact one, else from
+    /// its headers (recording the index for the next time).
     fn index_layer(&mut self, layer: usize) -> Result<(), LayerError> {
+        if let Some(data) = self.layers.load_index(layer)
+            && let Some(records) = Records::parse(&data)
+        {
+            for (ordinal, member) in records.enumerate() {
+                let member = member.map_err(|_| {
+                    self.io(
+                        layer,
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "the index kept for this layer does not decode although its checksum matches; remove the kept index so that the layer is read again",
+                        ),
+                    )
+                })?;
+                self.add(layer, ordinal, member)?;
+            }
+            return Ok(());
+        }
         let mut archive = self.open_layer(layer)?;
         let members = archive.entries().map_err(|e| self.io(layer, e))?;
+        let mut recorder = Recorder::new();
         for (ordinal, member) in members.enumerate() {
             let mut member = member.map_err(|e| self.io(layer, e))?;
-            let raw = member.path_bytes();
-            let raw = String::from_utf8_lossy(&raw).to_string();
-            let path = match normalize(&raw) {
-                Ok(Some(p)) => p,
-                Ok(None) => continue,
-                Err(why) => return Err(self.hostile(layer, &raw, why)),
+            let member = Member::read(&mut member);
+            recorder.push(&member);
+            self.add(layer, ordinal, member)?;
+        }
+        if let Some(data) = recorder.finish() {
+            self.layers.save_index(layer, &data);
+        }
+        Ok(())
+    }
+
+    /// Apply member `ordinal` of `layer` to the tree.
+    fn add(&mut self, layer: usize, ordinal: usize, member: Member) -> Result<(), LayerError> {
+        let raw = member.raw;
+        let path = match normalize(&raw) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(why) => return Err(self.hostile(layer, &raw, why)),
+        };
+        let base = base_of(&path).to_string();
+        let parent = parent_of(&path).unwrap_or("").to_string();
+        if base == ".wh..wh..opq" {
+            self.hide(&parent, layer, false);
+            return Ok(());
+        }
+        if base.starts_with(".wh..wh.") {
+            return Ok(());
+        }
+        if let Some(name) = base.strip_prefix(".wh.") {
+            let target = if parent.is_empty() {
+                name.to_string()
+            } else {
+                format!("{parent}/{name}")
             };
-            let base = base_of(&path).to_string();
-            let parent = parent_of(&path).unwrap_or("").to_string();
-            if base == ".wh..wh..opq" {
-                self.hide(&parent, layer, false);
-                continue;
+            self.hide(&target, layer, true);
+            return Ok(());
+        }
+        self.check_ancestors(layer, &path)?;
+        let symlink = match member.what {
+            What::Nothing => return Ok(()),
+            What::Failed(e) => return Err(self.io(layer, e)),
+            What::Dir(mut entry) => {
+                entry.path = path.clone();
+                if !matches!(self.tree.get(&path), Some(Node::Dir(_))) {
+                    self.tree.remove(&path);
+                }
+                self.tree.insert(path, Node::Dir(Some(entry)));
+                return Ok(());
             }
-            if base.starts_with(".wh..wh.") {
-                continue;
-            }
-            if let Some(name) = base.strip_prefix(".wh.") {
-                let target = if parent.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{parent}/{name}")
-                };
-                self.hide(&target, layer, true);
-                continue;
-            }
-            self.check_ancestors(layer, &path)?;
-            let Some(entry) =
-                entry_from_tar(&mut member, path.clone()).map_err(|e| self.io(layer, e))?
-            else {
-                continue;
-            };
-            if let Kind::Hardlink(target) = &entry.kind {
-                let t = match normalize(target) {
+            What::Hardlink(target) => {
+                let t = match normalize(&target) {
                     Ok(Some(t)) => t,
                     _ => {
                         return Err(self.hostile(
@@ -311,39 +369,28 @@ impl<'a> Flattener<'a> {
                         ));
                     }
                 };
-                match self.tree.get(&t) {
-                    Some(Node::Other { .. }) => {}
-                    _ => {
-                        return Err(self.hostile(
-                            layer,
-                            &path,
-                            format!("hard link to `{target}`, which is not a file of the image"),
-                        ));
-                    }
+                if !matches!(self.tree.get(&t), Some(Node::Other { .. })) {
+                    return Err(self.hostile(
+                        layer,
+                        &path,
+                        format!("hard link to `{target}`, which is not a file of the image"),
+                    ));
                 }
+                false
             }
-            match entry.kind {
-                Kind::Dir => {
-                    if !matches!(self.tree.get(&path), Some(Node::Dir(_))) {
-                        self.tree.remove(&path);
-                    }
-                    self.tree.insert(path, Node::Dir(Some(entry)));
-                }
-                _ => {
-                    // A non-directory replaces whatever was there, including a directory's contents.
-                    self.hide(&path, usize::MAX, false);
-                    let symlink = matches!(entry.kind, Kind::Symlink(_));
-                    self.tree.insert(
-                        path,
-                        Node::Other {
-                            layer,
-                            ordinal,
-                            symlink,
-                        },
-                    );
-                }
-            }
-        }
+            What::Symlink => true,
+            What::Other => false,
+        };
+        // A non-directory replaces whatever was there, including a directory's contents.
+        self.hide(&path, usize::MAX, false);
+        self.tree.insert(
+            path,
+            Node::Other {
+                layer,
+                ordinal,
+                symlink,
+            },
+        );
         Ok(())
     }
 

@@ -5,7 +5,9 @@
 //! owns what every stage needs to apply OCI layers safely: flattening an image's layers into one
 //! stream with whiteouts and opaque directories applied ([`layers::Flattener`], over any
 //! [`layers::Layers`] source), normalising archive paths so that none can climb out of the root
-//! ([`layers::normalize`]), and unpacking layers or entries into a directory ([`unpack`]).
+//! ([`layers::normalize`]), and unpacking layers or entries into a directory ([`unpack`]). A
+//! layer's index (its headers, which flattening reads before the entries) can be kept by the
+//! source of layers, so that a layer is read once ([`layer_index`]).
 //!
 //! It knows nothing of registries, stores, manifests or output formats.
 //!
@@ -18,8 +20,12 @@
 //! ```
 
 mod entry;
+pub mod layer_index;
 pub mod layers;
 pub mod unpack;
+
+#[cfg(test)]
+mod flatten_tests;
 
 pub use entry::{Collect, Entry, Kind, Segment, Sink};
 pub use layers::{Flattener, LayerError, Layers, normalize};

@@ -5,6 +5,7 @@
 //! ROOT/index.json          one entry per named image, name in org.opencontainers.image.ref.name
 //! ROOT/blobs/sha256/HEX    manifests, indexes, configs, layers
 //! ROOT/tmp/                blobs being written (removed by `gc`)
+//! ROOT/layer-index/HEX     a layer's index (kiln_fs::layer_index), kept by the first flattening
 //! ```
 //!
 //! Every blob is hashed while it is written to `tmp/`, checked against the digest it should have,
@@ -19,6 +20,10 @@ use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+
+/// Where layer indexes live, under the store's root: one file per layer, named by the hex of
+/// the layer blob's digest.
+const LAYER_INDEX_DIR: &str = "layer-index";
 
 /// Largest JSON blob (manifest, index, config) kiln reads into memory.
 pub const MAX_JSON_BLOB: u64 = 8 << 20;
@@ -152,6 +157,31 @@ impl kiln_fs::Layers for ImageLayers<'_> {
             .ok_or_else(|| std::io::Error::other(format!("the image has no layer {index}")))?;
         self.store.open_layer(layer).map_err(std::io::Error::other)
     }
+    fn load_index(&self, index: usize) -> Option<Vec<u8>> {
+        let path = self.store.layer_index_path(&self.digest(index))?;
+        let f = File::open(path).ok()?;
+        let mut data = Vec::new();
+        let max = kiln_fs::layer_index::MAX_INDEX_BYTES as u64;
+        f.take(max + 1).read_to_end(&mut data).ok()?;
+        (data.len() as u64 <= max).then_some(data)
+    }
+    fn save_index(&self, index: usize, data: &[u8]) {
+        let Some(path) = self.store.layer_index_path(&self.digest(index)) else {
+            return;
+        };
+        // Written to a temporary name and renamed, but not synced: a file a crash leaves
+        // damaged fails the index's checksum and is ignored, and the layer read instead.
+        let dir = self.store.root.join(LAYER_INDEX_DIR);
+        let saved = fs::create_dir_all(&dir)
+            .and_then(|()| tempfile::NamedTempFile::new_in(&dir))
+            .and_then(|mut tmp| {
+                tmp.write_all(data)?;
+                tmp.persist(&path).map_err(|e| e.error)
+            });
+        if let Err(e) = saved {
+            tracing::debug!("not keeping the index of layer {}: {e}", self.digest(index));
+        }
+    }
 }
 
 /// An entry of the store's index: a name and what it points to.
@@ -244,6 +274,12 @@ impl Store {
         Ok(WriteGuard {
             _file: self.lock("gc.lock", false)?,
         })
+    }
+
+    /// Where the index of the layer with digest `digest` is kept (`None` for a malformed digest).
+    fn layer_index_path(&self, digest: &str) -> Option<PathBuf> {
+        let d: Digest = digest.parse().ok()?;
+        Some(self.root.join(LAYER_INDEX_DIR).join(d.hex()))
     }
 
     /// Where the blob `d` lives.
@@ -542,7 +578,8 @@ impl Store {
         Ok(live)
     }
 
-    /// Remove blobs no name reaches and abandoned temporary files.
+    /// Remove blobs no name reaches, the indexes of layers no longer present, and abandoned
+    /// temporary files.
     pub fn gc(&self) -> Result<GcStats, StoreError> {
         let _exclusive = self.lock("gc.lock", true)?;
         let live = self.reachable()?;
@@ -557,6 +594,14 @@ impl Store {
                 stats.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
                 fs::remove_file(e.path()).map_err(io_err(&e.path()))?;
                 stats.blobs += 1;
+            }
+        }
+        let indexes = self.root.join(LAYER_INDEX_DIR);
+        for e in fs::read_dir(&indexes).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let layer = format!("sha256:{name}").parse::<Digest>();
+            if !layer.is_ok_and(|d| live.contains(&d)) {
+                let _ = fs::remove_file(e.path());
             }
         }
         let tmp = self.root.join("tmp");
@@ -748,5 +793,77 @@ mod tests {
             store.resolve(&r, "amd64"),
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn layer_indexes_are_kept_and_collected() {
+        use kiln_fs::{Collect, Flattener, Sink};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, "etc/motd", &b"hello"[..])
+            .expect("append");
+        let layer = b.into_inner().expect("tar");
+        let ld = store.put_bytes(&layer, None, "layer").expect("layer");
+        let cfg = store
+            .put_bytes(br#"{"architecture":"amd64","os":"linux"}"#, None, "config")
+            .expect("cfg");
+        let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": spec::MEDIA_OCI_MANIFEST,
+            "config": {"mediaType": spec::MEDIA_OCI_CONFIG, "digest": cfg.to_string(), "size": 37},
+            "layers": [{"mediaType": spec::MEDIA_OCI_LAYER, "digest": ld.to_string(), "size": layer.len()}]});
+        let data = serde_json::to_vec(&manifest).expect("json");
+        let md = store.put_bytes(&data, None, "manifest").expect("manifest");
+        let r: Reference = "example.com/layered".parse().expect("ref");
+        store
+            .tag(
+                &r,
+                Descriptor::new(spec::MEDIA_OCI_MANIFEST, &md, data.len() as u64),
+            )
+            .expect("tag");
+        let img = store.resolve(&r, "amd64").expect("resolve");
+        let flatten = || {
+            let mut out = Collect::default();
+            Flattener::new(&ImageLayers::new(&store, &img))
+                .run::<kiln_fs::LayerError>(&mut |e, d| {
+                    out.add(e, d).map_err(|source| kiln_fs::LayerError::Read {
+                        image: "test".into(),
+                        layer: "test".into(),
+                        source,
+                    })
+                })
+                .expect("flatten");
+            out.entries
+        };
+        let first = flatten();
+        let index = dir.path().join(LAYER_INDEX_DIR).join(ld.hex());
+        let saved = fs::read(&index).expect("index kept");
+        assert!(saved.starts_with(kiln_fs::layer_index::MAGIC));
+        let inode = || std::os::unix::fs::MetadataExt::ino(&fs::metadata(&index).expect("index"));
+        let before = inode();
+        assert_eq!(flatten(), first, "flattened from the kept index");
+        assert_eq!(
+            inode(),
+            before,
+            "the kept index was used, not written again"
+        );
+        fs::write(dir.path().join(LAYER_INDEX_DIR).join(".tmpXYZ"), b"x").expect("tmp");
+        store.gc().expect("gc");
+        assert!(index.exists(), "a live layer keeps its index");
+        assert!(store.untag(&r).expect("untag"));
+        store.gc().expect("gc");
+        let left = fs::read_dir(dir.path().join(LAYER_INDEX_DIR))
+            .expect("dir")
+            .count();
+        assert_eq!(
+            left, 0,
+            "indexes of removed layers and stray files collected"
+        );
     }
 }
