@@ -3,7 +3,7 @@
 # assertions; they go to BENCHMARKS.md.
 #  - image sizes of the examples;
 #  - boot (qemu, TCG here; guest clock, CLOCK_BOOTTIME from kernel start), in one run on the
-#    same kernel and qemu, for each initrd compression in CODECS (default "gzip none"):
+#    same kernel and qemu, for each initrd compression in CODECS (default "gzip lz4 none"):
 #      a busybox /init on the kernel package (its first output), then a kiln system: the kernel
 #      starting /init (kiln-init running, from the kernel log), kiln-init's "starting" line, the
 #      first onboot container's first output, the modules for the devices present loaded, all
@@ -11,7 +11,9 @@
 #  - kiln-init's memory (VmRSS and VmHWM of PID 1 with services running);
 #  - container start latency on the host: the same bundle run to completion N times by
 #    `kiln run bundle` and by Debian's runc.
-# RUNS boots of each system (default 7), interleaved; medians.
+# RUNS boots of each system (default 7), interleaved; medians. ICOUNT=1 runs qemu with
+# `-icount shift=0` (one guest instruction per nanosecond of guest time): a deterministic clock,
+# repeatable to about a millisecond, that shows where the time goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh >/dev/null
@@ -24,7 +26,15 @@ if ! $kiln cache ls | grep -q debian:bookworm; then
   $kiln image import "$(bash scripts/base-image.sh)" debian:bookworm >/dev/null
 fi
 runs=${RUNS:-7}
-codecs=${CODECS:-gzip none}
+codecs=${CODECS:-gzip lz4 none}
+if [ -n "${ICOUNT:-}" ]; then
+  # kiln run qemu starts qemu-system-x86_64 from PATH: this one adds -icount.
+  mkdir -p "$work/bin"
+  printf '#!/bin/sh\nexec %s -icount shift=0 "$@"\n' "$(command -v qemu-system-x86_64)" \
+    >"$work/bin/qemu-system-x86_64"
+  chmod +x "$work/bin/qemu-system-x86_64"
+  export PATH="$work/bin:$PATH"
+fi
 
 echo "== image sizes"
 for ex in hello minimal redis-os; do
@@ -34,7 +44,7 @@ for ex in hello minimal redis-os; do
     "$(bc -l <<<"$k/1000000")" "$(bc -l <<<"$i/1000000")" "$(bc -l <<<"($k+$i)/1000000")"
 done
 
-echo "== boot (guest clock, TCG, $runs runs of each, medians)"
+echo "== boot (guest clock, TCG${ICOUNT:+ -icount shift=0}, $runs runs of each, medians)"
 # The reference: busybox's shell as /init on the same kernel package, printing the uptime.
 mkdir -p "$work/bbinit"
 cat > "$work/bbinit/init" <<'SH'

@@ -8,11 +8,14 @@
 # tree. Both run in this one run, on the same store, interleaved (the machine is shared:
 # compare ratios); each figure is the median of BENCH_ROUNDS (default 3) runs:
 #
-#   full      warm image store, nothing of the initrd cached
+#   full      warm image store (with the layer indexes an earlier build kept), nothing of the
+#             initrd cached
+#   no index  full, without the layer indexes either: the first build after a pull or import
 #   again     the same build again: every initrd segment cached ("after" only)
 #   changed   after the small service image changed (a new version each time)
 #   1 core    `taskset -c 0`; the initrd must be identical to the one of `taskset -c 0,1`
 #   zstd      full, with --compress zstd
+#   lz4       full, with --compress lz4 ("after" only: "before" cannot write it)
 #   peak RSS  /usr/bin/time's maximum resident set size (largest of the rounds)
 #
 # On a shared machine, BENCH_WAIT_IDLE=1 waits before each build until the CPUs are idle.
@@ -108,6 +111,8 @@ for round in $(seq "$rounds"); do
   rm -rf "$segments"
   run "after full" "$after"
   run "after again" "$after"
+  rm -rf "$segments" "$KILN_CACHE/layer-index"
+  run "after no index" "$after"
   new_app
   run "before changed" "$before"
   run "after changed" "$after"
@@ -121,6 +126,8 @@ for round in $(seq "$rounds"); do
   run "before full zstd" "$before" "" zstd
   rm -rf "$segments"
   run "after full zstd" "$after" "" zstd
+  rm -rf "$segments"
+  run "after full lz4" "$after" "" lz4
 done
 
 median() { printf '%s\n' $1 | sort -g | sed -n "$((($(wc -w <<<"$1") + 1) / 2))p"; }
@@ -130,11 +137,14 @@ printf '\nroot filesystem %.0f MB; initrd, gzip: before %.1f MB, after %.1f MB; 
   "$(mb "$rootfs")" "$(mb "${size[before full]}")" "$(mb "${size[after full]}")" \
   "$(mb "${size[before full zstd]}")" "$(mb "${size[after full zstd]}")"
 printf '%-36s %8s %8s %7s\n' "kernel+initrd (median of $rounds)" before after ratio
-for c in full changed "1 core" "full zstd"; do
+walls[before no index]=${walls[before full]}
+for c in full "no index" changed "1 core" "full zstd"; do
   printf '%-36s %7.2fs %7.2fs %6.2fx\n' "$c" "$(t "before $c")" "$(t "after $c")" "$(echo "$(t "after $c")/$(t "before $c")" | bc -l)"
 done
 printf '%-36s %8s %7.2fs %6.2fx of after full\n' "again (every segment cached)" - "$(t "after again")" "$(echo "$(t "after again")/$(t "after full")" | bc -l)"
 printf '%-36s %8s %7.2fs %6.2fx of after full\n' "changed (one service image)" - "$(t "after changed")" "$(echo "$(t "after changed")/$(t "after full")" | bc -l)"
 printf '%-36s %6.1fMB %6.1fMB\n' "peak RSS, full, gzip" "$(echo "${rss[before full]}/1024" | bc -l)" "$(echo "${rss[after full]}/1024" | bc -l)"
 printf '%-36s %6.1fMB %6.1fMB\n' "peak RSS, full, zstd" "$(echo "${rss[before full zstd]}/1024" | bc -l)" "$(echo "${rss[after full zstd]}/1024" | bc -l)"
+printf '%-36s %8s %7.2fs %6.1fMB, %.1f MB\n' "full, lz4: wall, peak RSS, initrd" - "$(t "after full lz4")" \
+  "$(echo "${rss[after full lz4]}/1024" | bc -l)" "$(mb "${size[after full lz4]}")"
 printf '%-36s %8s %8s\n' "initrd on 1 core vs 2 (after)" - "$same"

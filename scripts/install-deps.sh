@@ -5,8 +5,9 @@
 #   runc: the peer runtime the multi-stage example runs under (and the start-latency benchmark)
 #   redis-tools: redis-cli, the host side of the redis-os test
 #   genisoimage: the CD-ROM `kiln run qemu --data` hands user data to the guest on
+#   lz4, zstd, cpio: independent readers of the initrds kiln writes
 set -euo pipefail
-pkgs=(docker-registry skopeo cpio zstd gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools genisoimage)
+pkgs=(docker-registry skopeo cpio zstd lz4 gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools genisoimage)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,24 +6,58 @@ use crate::initrd::{InitrdOptions, InitrdWriter};
 use kiln_fs::{Entry, Segment, Sink};
 use std::io::{self, BufWriter, Read, Write};
 
-/// Initrd compression.
+/// Initrd compression. Every member of an initrd has the same compression: the kernel's lz4
+/// unpacker reads up to the end of the initrd, so nothing of another kind may follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     /// gzip (the default; every kernel reads it).
     Gzip,
     /// zstd (smaller and faster to unpack; kernels from 5.9).
     Zstd,
+    /// lz4 in the kernel's legacy format (the fastest to unpack, larger; needs
+    /// CONFIG_RD_LZ4, which Debian's kernels have and LinuxKit's do not).
+    Lz4,
     /// None.
     None,
 }
 
 impl Compression {
+    /// Every compression, in the order `--help` lists them.
+    pub const ALL: [Compression; 4] = [
+        Compression::Gzip,
+        Compression::Zstd,
+        Compression::Lz4,
+        Compression::None,
+    ];
+
     /// The name `--compress` takes.
     pub fn name(self) -> &'static str {
         match self {
             Compression::Gzip => "gzip",
             Compression::Zstd => "zstd",
+            Compression::Lz4 => "lz4",
             Compression::None => "none",
+        }
+    }
+
+    /// Another name `--compress` takes (the file name extension).
+    pub fn alias(self) -> Option<&'static str> {
+        match self {
+            Compression::Gzip => Some("gz"),
+            Compression::Zstd => Some("zst"),
+            Compression::Lz4 | Compression::None => None,
+        }
+    }
+
+    /// One line for `--help`.
+    pub fn description(self) -> &'static str {
+        match self {
+            Compression::Gzip => "every kernel reads it (CONFIG_RD_GZIP)",
+            Compression::Zstd => "smaller, faster to unpack; kernels from 5.9 with CONFIG_RD_ZSTD",
+            Compression::Lz4 => {
+                "the kernel's legacy lz4 format: the fastest to unpack, larger; needs CONFIG_RD_LZ4"
+            }
+            Compression::None => "uncompressed: the largest, nothing to unpack",
         }
     }
 }
@@ -31,12 +65,13 @@ impl Compression {
 impl std::str::FromStr for Compression {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "gzip" | "gz" => Ok(Compression::Gzip),
-            "zstd" | "zst" => Ok(Compression::Zstd),
-            "none" => Ok(Compression::None),
-            _ => Err(format!("unknown compression `{s}`: use gzip, zstd or none")),
-        }
+        Compression::ALL
+            .into_iter()
+            .find(|c| c.name() == s || c.alias() == Some(s))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Compression::ALL.iter().map(|c| c.name()).collect();
+                format!("unknown compression `{s}`: use {}", names.join(", "))
+            })
     }
 }
 

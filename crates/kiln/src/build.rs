@@ -16,6 +16,17 @@ fn format_names() -> Vec<clap::builder::PossibleValue> {
         .collect()
 }
 
+fn compression_names() -> Vec<clap::builder::PossibleValue> {
+    Compression::ALL
+        .iter()
+        .map(|c| {
+            clap::builder::PossibleValue::new(c.name())
+                .aliases(c.alias())
+                .help(c.description())
+        })
+        .collect()
+}
+
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
     /// Manifest files, merged in order
@@ -40,8 +51,13 @@ pub struct BuildArgs {
     /// Output file for the tar format (`-` for standard output)
     #[arg(short = 'o')]
     output: Option<PathBuf>,
-    /// Initrd compression: gzip, zstd or none
-    #[arg(long, default_value = "gzip")]
+    /// Initrd compression (one the kernel was built to read)
+    #[arg(
+        long,
+        default_value = "gzip",
+        value_parser = clap::builder::PossibleValuesParser::new(compression_names())
+            .try_map(|s| s.parse::<Compression>()),
+    )]
     compress: Compression,
     /// Print the merged manifest and stop
     #[arg(long)]

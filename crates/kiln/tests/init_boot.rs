@@ -2,6 +2,9 @@
 //! `kiln pkg build`, make a system whose onboot containers run in order under kiln-init, their
 //! output prefixed with their names, the last one powering the machine off.
 //!
+//! An lz4 initrd (`--compress lz4`, the kernel's legacy lz4 format, one stream per chunk of
+//! every segment) is unpacked by the kernel and boots the same way.
+//!
 //! Guest-side scripts never sleep to let something happen: they wait for events, with
 //! `kiln-ctl wait NAME STATE` or by reading a FIFO another container writes when it is ready.
 
@@ -195,5 +198,90 @@ onboot:
     // first ran on the overlay runtime.json mounted for it, and it was gone once first ended.
     assert!(console.contains("first: first on its overlay"), "{console}");
     assert!(console.contains("second: first left 0 mounts"), "{console}");
+    assert!(console.contains("Power down"), "{console}");
+}
+
+/// The number that starts every lz4 stream of the kernel's legacy format, little-endian.
+const LZ4_LEGACY_MAGIC: [u8; 4] = 0x184C_2102u32.to_le_bytes();
+
+/// The lz4 streams of `initrd` (the kernel's legacy format), walked as the kernel walks them:
+/// a magic number, then block lengths and blocks, a magic number where a length would be
+/// starting the next stream. None when the walk does not end exactly at the end.
+fn lz4_streams(initrd: &[u8]) -> Option<usize> {
+    if !initrd.starts_with(&LZ4_LEGACY_MAGIC) {
+        return None;
+    }
+    let (mut at, mut streams) = (0, 0);
+    while at < initrd.len() {
+        let word: [u8; 4] = initrd.get(at..at + 4)?.try_into().ok()?;
+        at += 4;
+        if word == LZ4_LEGACY_MAGIC {
+            streams += 1;
+        } else {
+            at += usize::try_from(u32::from_le_bytes(word)).ok()?;
+        }
+    }
+    (at == initrd.len()).then_some(streams)
+}
+
+#[test]
+fn an_lz4_initrd_of_several_segments_boots() {
+    let cache = shared_store();
+    let (kernel, init, busybox) = packages(&cache);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = dir.path().join("lz4.yml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"kernel:
+  image: {kernel}
+  cmdline: "console=ttyS0 quiet"
+init:
+  - {init}
+onboot:
+  - name: first
+    image: {busybox}
+    command: ["/bin/sh", "-c", "echo unpacked from lz4; grep -q '^overlay ' /proc/modules && echo overlay module loaded"]
+  - name: poweroff
+    image: {busybox}
+    command: ["/sbin/poweroff", "-f"]
+    pid: host
+    capabilities: [CAP_SYS_BOOT]
+"#
+        ),
+    )
+    .expect("manifest");
+    let out = kiln()
+        .args(["build", "-f", "kernel+initrd", "--compress", "lz4"])
+        .args(["--name", "lz4", "--cache"])
+        .arg(&cache)
+        .arg("--dir")
+        .arg(dir.path())
+        .arg(&manifest)
+        .env("KILN_LOG", "debug")
+        .output()
+        .expect("spawn kiln");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kiln build failed:\n{log}");
+    // The kernel's modules, kiln-init and busybox are segments of their own (compressed now
+    // or taken from the store's cache), each one lz4 stream or more.
+    let segments = log
+        .lines()
+        .filter(|l| l.contains("initrd segment compressed") || l.contains("initrd segment reused"))
+        .count();
+    assert!(segments >= 3, "{segments} segments:\n{log}");
+    let initrd = std::fs::read(dir.path().join("lz4-initrd.img")).expect("initrd");
+    let streams = lz4_streams(&initrd);
+    assert!(
+        streams.is_some_and(|n| n > segments),
+        "not a sequence of legacy lz4 streams ({streams:?})"
+    );
+    let console = boot_ok(&dir.path().join("lz4"), &["--networking", "none"]);
+    assert!(console.contains("first: unpacked from lz4"), "{console}");
+    // A module from the initrd (every container's root is an overlay).
+    assert!(
+        console.contains("first: overlay module loaded"),
+        "{console}"
+    );
     assert!(console.contains("Power down"), "{console}");
 }
