@@ -450,11 +450,24 @@ exit 0"#,
         "no private mount namespace with a cgroup2 mount at /sys/fs/cgroup: {status}"
     );
     let read = |name: &str| std::fs::read_to_string(f.join(name)).unwrap_or_default();
+    // Only what this container could leave: mounts under its bundle, kiln's mount points and
+    // the cgroup hierarchies (other tests of this binary mount elsewhere meanwhile).
+    let own_mounts = |name: &str| -> String {
+        read(name)
+            .lines()
+            .filter(|m| {
+                Path::new(m).starts_with(bundle)
+                    || m.contains("kiln-test-")
+                    || m.starts_with("/sys/fs/cgroup")
+            })
+            .map(|m| format!("{m}\n"))
+            .collect()
+    };
     Around {
         code: read("code").trim().parse().expect("exit code"),
         out: read("out"),
-        mounts_before: read("mounts-before"),
-        mounts_after: read("mounts-after"),
+        mounts_before: own_mounts("mounts-before"),
+        mounts_after: own_mounts("mounts-after"),
         cgroup_before: f.join("cgroup-before").exists(),
         cgroup_after: f.join("cgroup-after").exists(),
     }
