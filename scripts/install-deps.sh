@@ -6,8 +6,9 @@
 #   redis-tools: redis-cli, the host side of the redis-os test
 #   genisoimage: the CD-ROM `kiln run qemu --data` hands user data to the guest on
 #   lz4, zstd, cpio: independent readers of the initrds kiln writes
+#   man-db: `man`, which reads the manual pages kiln generates (and the test that renders them)
 set -euo pipefail
-pkgs=(docker-registry skopeo cpio zstd lz4 gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools genisoimage)
+pkgs=(docker-registry skopeo cpio zstd lz4 gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools genisoimage man-db)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

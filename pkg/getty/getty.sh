@@ -3,7 +3,7 @@
 tty=${CONSOLE:-ttyS0}
 while true; do
   if [ "$INSECURE" = "true" ]; then
-    /sbin/getty -n -l /bin/sh 115200 "$tty" vt100
+    /sbin/getty -n -l /usr/bin/console-shell 115200 "$tty" vt100
   else
     /sbin/getty 115200 "$tty" vt100
   fi

@@ -6,6 +6,7 @@ use crate::context::Context;
 use crate::dockerfile::{self, Kind};
 use crate::engine::{Engine, one_line, poisoned};
 use crate::error::{BuildError, io_err};
+use crate::events::{Event, LOG_DIR, new_log_dir};
 use crate::image::{self, ImageConfig};
 use crate::options::{BuildOptions, Built};
 use crate::plan::{self, Base};
@@ -15,7 +16,7 @@ use crate::steps;
 use crate::vars::{arg_values, platform_args};
 use crate::workspace::Workspace;
 use kiln_oci::Store;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,6 +54,8 @@ pub fn build(store: &Store, opts: &BuildOptions) -> Result<Built, BuildError> {
         refuse_insecure_steps(&file, &df)?;
     }
     let _guard = store.write_guard()?;
+    let logs_root = store.root().join(LOG_DIR);
+    let logs = new_log_dir(&logs_root).map_err(io_err(&logs_root))?;
     let engine = Engine {
         ws: Workspace::open(store)?,
         opts: opts.clone(),
@@ -64,6 +67,8 @@ pub fn build(store: &Store, opts: &BuildOptions) -> Result<Built, BuildError> {
         done: Mutex::new(HashMap::new()),
         executed: AtomicUsize::new(0),
         cached: AtomicUsize::new(0),
+        cache_hits: Mutex::new(HashSet::new()),
+        logs,
     };
     for wave in engine.plan.waves.clone() {
         let results: Vec<Result<(usize, State), BuildError>> = std::thread::scope(|s| {
@@ -130,33 +135,77 @@ fn build_stage(e: &Engine, i: usize) -> Result<State, BuildError> {
             .unwrap_or_else(|| e.opts.arch.clone()),
         None => e.opts.arch.clone(),
     };
-    let label = stage
-        .name()
-        .map_or_else(|| format!("stage-{i}"), str::to_string);
+    let label = e.stage_label(i);
     let mut st = match &base {
-        Base::Scratch => State::new(
-            i,
-            Vec::new(),
-            ImageConfig::scratch(&arch),
-            chain("", "scratch"),
-        ),
+        Base::Scratch => {
+            e.progress(Event::StageStarted {
+                stage: label.clone(),
+                from: "scratch".into(),
+            });
+            State::new(
+                i,
+                Vec::new(),
+                ImageConfig::scratch(&arch),
+                chain("", "scratch"),
+            )
+        }
         Base::Stage(j) => {
+            e.progress(Event::StageStarted {
+                stage: label.clone(),
+                from: e.stage_label(*j),
+            });
             let s = e.stage_state(*j)?;
             State::new(i, s.layers, s.config, s.key)
         }
         Base::Image(name) => {
-            e.progress(&format!("[{label}] FROM {name}"));
+            e.progress(Event::StageStarted {
+                stage: label.clone(),
+                from: name.clone(),
+            });
             let (digest, layers, config) = e.image(stage.line, name, &arch)?;
             State::new(i, layers, config, chain("", &format!("image {digest}")))
         }
     };
     for ins in &stage.body {
-        e.progress(&format!(
-            "[{label}] {} {}",
-            ins.keyword(),
-            one_line(&ins.text)
-        ));
-        steps::apply(e, &mut st, ins)?;
+        let instruction = format!("{} {}", ins.keyword(), one_line(&ins.text));
+        e.progress(Event::StepStarted {
+            stage: label.clone(),
+            line: ins.line,
+            instruction: instruction.clone(),
+        });
+        let started = std::time::Instant::now();
+        let result = steps::apply(e, &mut st, ins);
+        let seconds = started.elapsed().as_secs_f64();
+        // A RUN step that ran (not one from the cache) has a log.
+        let log = Some(e.log_path(i, ins.line)).filter(|p| p.is_file());
+        match result {
+            Ok(()) => {
+                let cached = e
+                    .cache_hits
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .contains(&(i, ins.line));
+                e.progress(Event::StepFinished {
+                    stage: label.clone(),
+                    line: ins.line,
+                    instruction,
+                    cached,
+                    seconds,
+                    log: log.filter(|_| !cached),
+                });
+            }
+            Err(err) => {
+                e.progress(Event::StepFailed {
+                    stage: label.clone(),
+                    line: ins.line,
+                    instruction,
+                    seconds,
+                    log,
+                    error: err.to_string(),
+                });
+                return Err(err);
+            }
+        }
     }
     Ok(st)
 }

@@ -6,6 +6,7 @@ use crate::context::Context;
 use crate::diff::{self, Layer};
 use crate::dockerfile::Instruction;
 use crate::error::BuildError;
+use crate::events::Event;
 use crate::image::ImageConfig;
 use crate::options::BuildOptions;
 use crate::overlay::Overlay;
@@ -16,7 +17,7 @@ use crate::workspace::Workspace;
 use kiln_oci::registry;
 use kiln_oci::spec::Descriptor;
 use kiln_oci::{Digest, Reference};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +41,10 @@ pub(crate) struct Engine {
     pub(crate) done: Mutex<HashMap<usize, State>>,
     pub(crate) executed: AtomicUsize,
     pub(crate) cached: AtomicUsize,
+    /// The steps (stage index, line) whose result came from the step cache.
+    pub(crate) cache_hits: Mutex<HashSet<(usize, usize)>>,
+    /// This build's directory of RUN step logs.
+    pub(crate) logs: PathBuf,
 }
 
 /// The error of a build thread that failed without saying why.
@@ -70,10 +75,24 @@ impl Engine {
         }
     }
 
-    pub(crate) fn progress(&self, line: &str) {
+    /// Report `event` to the build's progress callback.
+    pub(crate) fn progress(&self, event: Event) {
         if let Some(p) = &self.opts.progress {
-            p(line);
+            p(&event);
         }
+    }
+
+    /// The name of stage `i` in events and log names: its own, else `stage-N`.
+    pub(crate) fn stage_label(&self, i: usize) -> String {
+        self.plan.stages[i]
+            .name()
+            .map_or_else(|| format!("stage-{i}"), str::to_string)
+    }
+
+    /// The log file of the RUN step at `line` of stage `i`.
+    pub(crate) fn log_path(&self, i: usize, line: usize) -> PathBuf {
+        self.logs
+            .join(crate::events::log_name(&self.stage_label(i), line))
     }
 
     /// `word` expanded with the stage's variables; errors name `line`.
@@ -108,12 +127,16 @@ impl Engine {
             Err(_) => {
                 let mut ropts = self.opts.registry.clone();
                 ropts.arch = arch.to_string();
-                registry::pull(store, &r, &ropts).map_err(|e| {
+                let digest = registry::pull(store, &r, &ropts).map_err(|e| {
                     self.err(
                         line,
                         format!("image {r} is not in the store and could not be pulled: {e}; import it with `kiln image import` or `kiln cache import`"),
                     )
                 })?;
+                self.progress(Event::ImagePulled {
+                    reference: r.to_string(),
+                    digest: digest.to_string(),
+                });
                 store.resolve(&r, arch)?
             }
         };
@@ -180,7 +203,10 @@ impl Engine {
             && let Some(hit) = self.ws.cache_get(&key)
         {
             self.cached.fetch_add(1, Ordering::Relaxed);
-            self.progress(&format!("  CACHED {}", one_line(&ins.text)));
+            self.cache_hits
+                .lock()
+                .map_err(|_| poisoned())?
+                .insert((st.stage, ins.line));
             let layer = match hit.layer {
                 Some(l) => Some((
                     l.diff_id.parse().map_err(kiln_oci::StoreError::from)?,

@@ -16,7 +16,7 @@ pub enum BuildError {
         message: String,
     },
     /// A `RUN` step exited with a non-zero status.
-    #[error("{file}:{line}: RUN {command}: exited with {status}")]
+    #[error("{file}:{line}: RUN {command}: exited with {status}; its output is in {}{}", .log.display(), last_lines(.tail))]
     RunFailed {
         /// The Dockerfile's name.
         file: String,
@@ -26,6 +26,10 @@ pub enum BuildError {
         command: String,
         /// The exit status.
         status: String,
+        /// The log file holding the step's output.
+        log: PathBuf,
+        /// The last lines of that output.
+        tail: Box<str>,
     },
     /// A file system operation failed.
     #[error("{path}: {source}")]
@@ -115,4 +119,13 @@ impl From<kiln_fs::UnpackError> for BuildError {
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.into();
     move |source| BuildError::Io { path, source }
+}
+
+/// The last lines of a failed step's output, indented, for its error message.
+fn last_lines(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        return String::new();
+    }
+    let lines: Vec<String> = tail.lines().map(|l| format!("  | {l}")).collect();
+    format!(", which ends with:\n{}", lines.join("\n"))
 }

@@ -9,10 +9,8 @@ use kiln_oci::{Digest, Reference};
 use kiln_runtime::Network;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-/// Where progress lines go.
-pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+pub use crate::events::Progress;
 
 /// What to build and how.
 #[derive(Clone)]
@@ -39,8 +37,11 @@ pub struct BuildOptions {
     pub network: Network,
     /// SOURCE_DATE_EPOCH: the image creation time, and a cap on file times in new layers.
     pub source_date_epoch: Option<u64>,
-    /// Where progress lines go.
+    /// Where the build's [`Event`](crate::Event)s go.
     pub progress: Option<Progress>,
+    /// Copy each RUN step's output to kiln's standard error as it runs (it is kept in the
+    /// step's log file either way). On by default.
+    pub echo_run_output: bool,
     /// How new layers are compressed.
     pub compression: LayerCompression,
     /// Let `RUN --security=insecure` steps run without the sandbox (BuildKit's
@@ -81,6 +82,7 @@ impl BuildOptions {
             network: Network::Host,
             source_date_epoch: None,
             progress: None,
+            echo_run_output: true,
             compression: LayerCompression::default(),
             allow_insecure: false,
             pids_limit: DEFAULT_PIDS_LIMIT,

@@ -8,6 +8,7 @@
 use crate::builder::build;
 use crate::context::hash_tree;
 use crate::error::{BuildError, io_err};
+use crate::events::Event;
 use crate::options::{BuildOptions, Built};
 use kiln_oci::{Reference, Store};
 use serde::Deserialize;
@@ -241,7 +242,20 @@ pub fn build_packages(
                 ),
             });
         }
-        if !opts.force && store.resolve(&r, &arch).is_ok() {
+        if !opts.force
+            && let Ok(img) = store.resolve(&r, &arch)
+        {
+            report(
+                opts,
+                Event::PackageBuilt {
+                    dir: dir.clone(),
+                    reference: reference.clone(),
+                    digest: img.digest.to_string(),
+                    built: false,
+                    steps_run: 0,
+                    steps_cached: 0,
+                },
+            );
             results.push(PkgResult {
                 dir,
                 reference,
@@ -285,6 +299,17 @@ pub fn build_packages(
         b.labels
             .insert("org.opencontainers.image.revision".into(), pkg.tag.clone());
         let built = build(store, &b)?;
+        report(
+            opts,
+            Event::PackageBuilt {
+                dir: dir.clone(),
+                reference: reference.clone(),
+                digest: built.manifest.to_string(),
+                built: true,
+                steps_run: built.executed,
+                steps_cached: built.cached,
+            },
+        );
         results.push(PkgResult {
             dir,
             reference,
@@ -292,6 +317,13 @@ pub fn build_packages(
         });
     }
     Ok(results)
+}
+
+/// Hand `event` to the build options' progress callback.
+fn report(opts: &PkgOptions, event: Event) {
+    if let Some(p) = &opts.base.progress {
+        p(&event);
+    }
 }
 
 /// A temporary build context: the package directory plus its extra sources, or `None` when the

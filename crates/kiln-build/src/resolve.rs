@@ -4,6 +4,7 @@
 //! names, and images the store lacks are pulled.
 
 use crate::error::BuildError;
+use crate::events::Event;
 use crate::pkg::{PkgOptions, PkgResult, build_packages};
 use kiln_manifest::Manifest;
 use kiln_oci::registry;
@@ -98,11 +99,17 @@ fn pull_missing(
             continue;
         }
         tracing::info!("pulling {r}");
-        registry::pull(store, &r, ropts).map_err(|source| BuildError::Pull {
+        let digest = registry::pull(store, &r, ropts).map_err(|source| BuildError::Pull {
             location,
             reference: r.to_string(),
             source: Box::new(source),
         })?;
+        if let Some(p) = &opts.packages.base.progress {
+            p(&Event::ImagePulled {
+                reference: r.to_string(),
+                digest: digest.to_string(),
+            });
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod copy;
 use crate::dockerfile::{Instruction, Kind, Run, RunNetwork, RunSecurity};
 use crate::engine::Engine;
 use crate::error::{BuildError, io_err};
+use crate::events::{Event, TAIL_LINES, tail};
 use crate::fsops;
 use crate::image::DEFAULT_PATH;
 use crate::state::State;
@@ -77,6 +78,8 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
     let line = ins.line;
     let scratch = e.ws.scratch();
     let pids_limit = e.opts.pids_limit;
+    let log = e.log_path(st.stage, ins.line);
+    let echo = e.opts.echo_run_output;
     e.fs_step(st, ins, &material, &history, &mut |root| {
         let (uid, gid, groups) = if user.is_empty() {
             (0, 0, Vec::new())
@@ -108,9 +111,11 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
         container.network = network;
         if insecure {
             // Allowed by the build (`--allow security.insecure`), checked before any step ran.
-            e.progress(&format!(
-                "  RUN --security=insecure ({file}:{line}): no sandbox, all of root's capabilities"
-            ));
+            e.progress(Event::Warning {
+                message: format!(
+                    "RUN --security=insecure ({file}:{line}): no sandbox, all of root's capabilities"
+                ),
+            });
             limit_processes(&mut container, pids_limit);
         } else {
             sandbox(&mut container, pids_limit)?;
@@ -127,12 +132,11 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
                 readonly: false,
             },
         ];
-        // The step's output goes to stderr, so that stdout stays the build's result.
-        let stdout = std::io::stderr()
-            .as_fd()
-            .try_clone_to_owned()
-            .map(std::process::Stdio::from)
-            .unwrap_or_else(|_| std::process::Stdio::inherit());
+        // The step's output (stdout and stderr, interleaved) goes to its log file, and to
+        // kiln's stderr when echoed, so that stdout stays the build's result.
+        let (reader, writer) = std::io::pipe().map_err(io_err(&log))?;
+        let copier = copy_output(reader, &log, echo)?;
+        let stderr_end = writer.try_clone().map_err(io_err(&log))?;
         // The root is the step's own: the mount points made for it are removed afterwards,
         // leaving no trace in the layer. The step ends with this process, however it ends.
         let options = kiln_runtime::Options {
@@ -140,18 +144,60 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
             die_with_parent: true,
             ..kiln_runtime::Options::default()
         };
-        let exit = kiln_runtime::Created::new(container, options)?
-            .run(stdout, std::process::Stdio::inherit())?;
+        let exit = kiln_runtime::Created::new(container, options)
+            .and_then(|c| c.run(writer.into(), stderr_end.into()));
+        // The write ends are closed now: the copier ends at the end of the output.
+        let copied = copier.join();
+        let exit = exit?;
+        match copied {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(io_err(&log)(err)),
+            Err(_) => return Err(io_err(&log)(std::io::Error::other("the log writer failed"))),
+        }
         if !exit.success() {
             return Err(BuildError::RunFailed {
                 file: file.clone(),
                 line,
                 command: args.join(" ").chars().take(200).collect(),
                 status: exit.to_string(),
+                log: log.clone(),
+                tail: tail(&log, TAIL_LINES).into(),
             });
         }
         Ok(())
     })
+}
+
+/// Copy a RUN step's output from `reader` into a new log file at `log` (and to kiln's stderr
+/// when `echo`) on a thread of its own, until every write end is closed.
+fn copy_output(
+    mut reader: std::io::PipeReader,
+    log: &std::path::Path,
+    echo: bool,
+) -> Result<std::thread::JoinHandle<std::io::Result<()>>, BuildError> {
+    if let Some(dir) = log.parent() {
+        // Another build may have pruned an old log directory: make sure this one is there.
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let mut file = fs::File::create(log).map_err(io_err(log))?;
+    Ok(std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            file.write_all(&buf[..n])?;
+            if echo {
+                // The build goes on if kiln's stderr is gone; the log keeps everything.
+                let _ = std::io::stderr().write_all(&buf[..n]);
+            }
+        }
+        file.sync_all()
+    }))
 }
 
 /// The capabilities Docker and BuildKit give a RUN step (Docker's default set).
@@ -229,5 +275,3 @@ fn limit_processes(container: &mut Container, pids_limit: u64) {
         }
     }
 }
-
-use std::os::fd::AsFd;

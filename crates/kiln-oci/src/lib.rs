@@ -21,6 +21,7 @@ pub mod registry;
 pub mod spec;
 mod store;
 pub mod transport;
+pub mod usage;
 
 pub use digest::{Digest, DigestError, HashingWriter};
 pub use reference::{DEFAULT_REGISTRY, Reference, ReferenceError};

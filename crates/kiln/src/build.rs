@@ -1,6 +1,8 @@
 //! `kiln build`.
 
 use crate::ImageOpts;
+use crate::progress;
+use anyhow::Context as _;
 use clap::builder::TypedValueParser as _;
 use kiln_assemble::{Options, write_outputs};
 use kiln_build::pkg::PkgOptions;
@@ -87,11 +89,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         base_dir,
         pull_always: args.pull,
     };
-    for p in resolve_images(&store, &mut set.manifest, &resolve)? {
-        if p.built.is_some() {
-            eprintln!("built package {}", p.reference);
-        }
-    }
+    // Packages built (or found) and images pulled are reported as they happen.
+    resolve_images(&store, &mut set.manifest, &resolve)?;
     let name = match &args.name {
         Some(n) => n.clone(),
         None => args.files[0]
@@ -112,7 +111,30 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         ..Target::new(&args.dir, name, args.compress, epoch.unwrap_or(0))
     };
     for path in write_outputs(&set, &store, &opts, &args.format, &target)? {
+        if progress::mode() == progress::Mode::Json {
+            written(&path)?;
+        }
         println!("{}", path.display());
     }
+    Ok(())
+}
+
+/// Report an output file with its size and digest (json progress only: hashing costs a read
+/// of the file). Standard output (`-o -`) is not a file and is not reported.
+fn written(path: &Path) -> anyhow::Result<()> {
+    use sha2::Digest as _;
+    if path.as_os_str() == "-" || !path.is_file() {
+        return Ok(());
+    }
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let bytes = std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("reading {}", path.display()))?;
+    progress::emit(&progress::Event::OutputWritten {
+        path: path.to_path_buf(),
+        bytes,
+        sha256: hex::encode(hasher.finalize()),
+    });
     Ok(())
 }

@@ -5,14 +5,24 @@ use anyhow::{Context, bail};
 use kiln_oci::Reference;
 use kiln_oci::archive::{self, ArchiveFormat};
 use kiln_oci::registry::{self, RegistryOptions, TransferLimits};
+use kiln_oci::usage::{self, ImageUsage};
 use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CacheCommand {
-    /// List the images in the store
+    /// List the images in the store: name, digest, platforms, age and size
     Ls {
-        /// Print JSON
+        /// Print JSON (every field, see docs/store.md)
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        images: ImageOpts,
+    },
+    /// Show the space the store takes: per image (unique and shared), unreferenced blobs,
+    /// layer indexes, the build cache and initrd segments
+    Du {
+        /// Print JSON (every field, see docs/store.md)
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -146,6 +156,135 @@ fn transfer_limits() -> anyhow::Result<TransferLimits> {
     Ok(limits)
 }
 
+/// Say on standard error what is wrong with the blobs of listed images.
+fn warn_problems(images: &[ImageUsage]) {
+    for img in images {
+        for p in &img.problems {
+            eprintln!("warning: {}: {p}; pull or import the image again", img.name);
+        }
+    }
+}
+
+/// Rows under a header, each column as wide as its widest cell, the last one unpadded.
+fn print_table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |out: &mut dyn Write, cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i == last {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<w$}   "));
+            }
+        }
+        writeln!(out, "{}", text.trim_end())
+    };
+    line(out, header.to_vec())?;
+    for row in rows {
+        line(out, row.iter().map(String::as_str).collect())?;
+    }
+    Ok(())
+}
+
+/// A listing piped into `head` stops early: not an error.
+fn closed_pipe_is_fine(r: std::io::Result<()>) -> anyhow::Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r.context("writing to standard output")?),
+    }
+}
+
+/// The first 12 hex digits of a digest, as `docker image ls` shows an image id.
+fn short_digest(digest: &str) -> String {
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+    hex.chars().take(12).collect()
+}
+
+fn print_ls(out: &mut dyn Write, images: &[ImageUsage]) -> std::io::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let rows: Vec<Vec<String>> = images
+        .iter()
+        .map(|i| {
+            let created = match (i.created_unix, &i.created) {
+                (Some(t), _) => usage::relative_time(t, now),
+                (None, Some(c)) => c.clone(),
+                (None, None) => "-".into(),
+            };
+            let platforms = if i.platforms.is_empty() {
+                "-".into()
+            } else {
+                i.platforms.join(",")
+            };
+            vec![
+                i.name.clone(),
+                short_digest(&i.digest),
+                platforms,
+                created,
+                usage::human_size(i.total_size),
+            ]
+        })
+        .collect();
+    print_table(
+        out,
+        &["NAME", "DIGEST", "PLATFORMS", "CREATED", "SIZE"],
+        &rows,
+    )
+}
+
+fn print_du(out: &mut dyn Write, du: &usage::DiskUsage) -> std::io::Result<()> {
+    let mut rows: Vec<Vec<String>> = du
+        .images
+        .iter()
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                usage::human_size(i.unique_size),
+                usage::human_size(i.shared_size),
+                usage::human_size(i.total_size),
+            ]
+        })
+        .collect();
+    print_table(out, &["IMAGE", "UNIQUE", "SHARED", "SIZE"], &rows)?;
+    writeln!(out)?;
+    rows = vec![
+        vec![
+            "blobs".into(),
+            du.blobs.files.to_string(),
+            usage::human_size(du.blobs.bytes),
+        ],
+        vec![
+            "  of which no name references".into(),
+            du.unreferenced.files.to_string(),
+            usage::human_size(du.unreferenced.bytes),
+        ],
+    ];
+    for a in &du.areas {
+        let mut name = a.name.clone();
+        if a.unreadable > 0 {
+            name.push_str(&format!(" ({} entries unreadable)", a.unreadable));
+        }
+        rows.push(vec![
+            name,
+            a.count.files.to_string(),
+            usage::human_size(a.count.bytes),
+        ]);
+    }
+    rows.push(vec![
+        "total".into(),
+        String::new(),
+        usage::human_size(du.total),
+    ]);
+    print_table(out, &["AREA", "FILES", "SIZE"], &rows)
+}
+
 fn parse(refs: &[String]) -> anyhow::Result<Vec<Reference>> {
     refs.iter()
         .map(|r| r.parse::<Reference>().map_err(Into::into))
@@ -156,15 +295,34 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
     match cmd {
         CacheCommand::Ls { json, images } => {
             let store = images.store()?;
-            let entries = store.list()?;
-            if json {
-                let v: Vec<_> = entries.iter().map(|e| serde_json::json!({"name": e.name, "digest": e.descriptor.digest, "mediaType": e.descriptor.media_type, "size": e.descriptor.size})).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            let list = usage::list_images(&store)?;
+            warn_problems(&list);
+            let mut out = std::io::stdout().lock();
+            let printed = if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)
             } else {
-                for e in entries {
-                    println!("{}\t{}", e.name, e.descriptor.digest);
-                }
-            }
+                print_ls(&mut out, &list)
+            };
+            closed_pipe_is_fine(printed)?;
+        }
+        CacheCommand::Du { json, images } => {
+            let store = images.store()?;
+            let areas = [
+                ("build cache", store.root().join("build")),
+                (
+                    "initrd segments",
+                    kiln_format::segment_cache_dir(store.root()),
+                ),
+            ];
+            let du = usage::disk_usage(&store, &areas)?;
+            warn_problems(&du.images);
+            let mut out = std::io::stdout().lock();
+            let printed = if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&du)?)
+            } else {
+                print_du(&mut out, &du)
+            };
+            closed_pipe_is_fine(printed)?;
         }
         CacheCommand::Rm { images, opts } => {
             let store = opts.store()?;

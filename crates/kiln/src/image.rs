@@ -2,13 +2,13 @@
 
 use crate::ImageOpts;
 use crate::cache::registry_options;
+use crate::progress::{Event, emit};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use kiln_build::pkg::{Package, PkgOptions, build_packages};
 use kiln_build::{BuildOptions, ImportOptions, LayerCompression};
 use kiln_oci::Reference;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
@@ -186,16 +186,14 @@ pub(crate) fn epoch() -> anyhow::Result<Option<u64>> {
     }
 }
 
-fn progress() -> kiln_build::Progress {
-    Arc::new(|line: &str| eprintln!("{line}"))
-}
-
 pub(crate) fn base_options(images: &ImageOpts) -> anyhow::Result<BuildOptions> {
     let mut b = BuildOptions::new(".", "Dockerfile");
     b.arch = kiln_oci::spec::normalize_arch(&images.arch).to_string();
     b.registry = registry_options(images)?;
     b.source_date_epoch = epoch()?;
-    b.progress = Some(progress());
+    b.progress = Some(crate::progress::reporter());
+    // Plain progress shows RUN steps' output as it comes; json keeps it in the logs only.
+    b.echo_run_output = crate::progress::mode() == crate::progress::Mode::Plain;
     Ok(b)
 }
 
@@ -234,10 +232,11 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
                 );
             }
             let built = kiln_build::build(&store, &b)?;
-            eprintln!(
-                "built {} ({} steps run, {} cached)",
-                built.manifest, built.executed, built.cached
-            );
+            emit(&Event::ImageBuilt {
+                digest: built.manifest.to_string(),
+                steps_run: built.executed,
+                steps_cached: built.cached,
+            });
             if let Some(f) = &a.iidfile {
                 std::fs::write(f, built.manifest.to_string())
                     .with_context(|| format!("writing {}", f.display()))?;
@@ -307,25 +306,13 @@ pub fn run_pkg(cmd: PkgCommand) -> anyhow::Result<()> {
             let opts = PkgOptions { base, org, force };
             let results = build_packages(&store, &dirs, &opts)?;
             for r in &results {
-                match &r.built {
-                    Some(b) => eprintln!(
-                        "{}: built {} ({} steps run, {} cached)",
-                        r.dir.display(),
-                        r.reference,
-                        b.executed,
-                        b.cached
-                    ),
-                    None => eprintln!(
-                        "{}: {} is already in the store (use --force to rebuild)",
-                        r.dir.display(),
-                        r.reference
-                    ),
-                }
                 if push {
                     let reference: Reference = r.reference.parse()?;
                     kiln_oci::registry::push(&store, &reference, &registry_options(&images)?)
                         .with_context(|| format!("pushing {}", r.reference))?;
-                    eprintln!("pushed {}", r.reference);
+                    emit(&Event::ImagePushed {
+                        reference: r.reference.clone(),
+                    });
                 }
                 println!("{}", r.reference);
             }

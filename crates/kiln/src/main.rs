@@ -3,6 +3,7 @@
 
 mod build;
 mod cache;
+mod completion;
 mod image;
 mod progress;
 mod run;
@@ -48,6 +49,10 @@ struct Cli {
     /// More output (-v: info, -vv: debug)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// How progress is shown on standard error: plain text lines, or one JSON object per
+    /// line (docs/progress.md)
+    #[arg(long, value_enum, default_value_t = progress::Mode::Plain, global = true)]
+    progress: progress::Mode,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,10 +73,13 @@ enum Command {
     /// Boot a built system
     #[command(subcommand)]
     Run(run::RunCommand),
+    /// Print a shell completion script (bash, zsh, fish) or write the manual pages
+    Completion(completion::CompletionArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    progress::set_mode(cli.progress);
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -81,7 +89,8 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(progress::LogWriter)
+        .with_ansi(cli.progress == progress::Mode::Plain)
         .with_target(false)
         .init();
     // Before any thread starts (the signal watcher's included): a namespace is per thread.
@@ -96,6 +105,7 @@ fn main() -> ExitCode {
         Command::Cache(cmd) => cache::run(cmd),
         Command::Image(cmd) => image::run_image(cmd),
         Command::Pkg(cmd) => image::run_pkg(cmd),
+        Command::Completion(args) => completion::run(args),
         Command::Run(cmd) => {
             return match run::run(cmd) {
                 Ok(code) => code,
@@ -168,15 +178,17 @@ const EXIT_RUN_FAILED: u8 = 125;
 
 /// Print an error and its causes, each once: a cause whose text the message before it
 /// already includes is not repeated.
+/// In json progress mode, one `{"event":"error","message":...}` object holds it all.
 fn report(e: &anyhow::Error) {
-    eprintln!("error: {e}");
+    let mut text = format!("error: {e}");
     let mut shown = e.to_string();
     for cause in e.chain().skip(1) {
-        let text = cause.to_string();
-        if text.is_empty() || shown.contains(&text) {
+        let cause = cause.to_string();
+        if cause.is_empty() || shown.contains(&cause) {
             continue;
         }
-        eprintln!("  caused by: {text}");
-        shown.push_str(&text);
+        text.push_str(&format!("\n  caused by: {cause}"));
+        shown.push_str(&cause);
     }
+    progress::error(&text);
 }
