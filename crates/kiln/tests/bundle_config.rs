@@ -7,22 +7,8 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-
-/// Root, or a skip (a failure in CI).
-fn is_root() -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if !root {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "these tests run containers: run them as root"
-        );
-        eprintln!("skipping: not root");
-    }
-    root
-}
 
 /// The busybox package unpacked once, for the bundle that runs.
 fn busybox_root() -> &'static Path {

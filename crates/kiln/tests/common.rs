@@ -363,3 +363,18 @@ pub fn unpacked_busybox(name: &str, mount_points: &[&str]) -> PathBuf {
     }
     root
 }
+
+/// Whether the test runs as root; otherwise a skip, which fails under CI (set `CI`): tests of
+/// containers, mounts and RUN steps need root.
+pub fn is_root() -> bool {
+    let root =
+        std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "this test runs containers: run it as root"
+        );
+        eprintln!("skipping: not root");
+    }
+    root
+}

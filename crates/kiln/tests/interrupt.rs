@@ -139,20 +139,6 @@ fn interrupted_builds_leave_no_partial_output() {
     assert_eq!(partials(&out), Vec::<String>::new());
 }
 
-/// Root, or a skip (a failure in CI): RUN steps need root.
-fn is_root() -> bool {
-    let root =
-        std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
-    if !root {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "these tests run RUN steps: run them as root"
-        );
-        eprintln!("skipping: not root");
-    }
-    root
-}
-
 /// A store of the test's own holding busybox as `kiln-test/busybox`, so that `kiln cache
 /// clean` there touches no other test's store.
 fn busybox_store(dir: &Path, name: &str) -> PathBuf {

@@ -9,21 +9,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-
-/// Root, or a skip (a failure in CI).
-fn is_root() -> bool {
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if !root {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "these tests run containers: run them as root"
-        );
-        eprintln!("skipping: not root");
-    }
-    root
-}
 
 /// What each service runs: the exit status of `unshare -U true` (and its complaint), then the
 /// process's seccomp mode (2: a filter).
