@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install what kiln's build, tests and quick start need on Debian 12. Idempotent.
+# Install what kiln's build, tests and quick start need on Debian 12. Idempotent: installs only
+# the packages missing (and runs no apt at all when none is), says which in one line, and keeps
+# apt's output in a log file whose end it shows if apt fails.
 #   docker-registry, skopeo: a real registry and a peer client for the registry tests
 #   debootstrap: the Debian base image; qemu-system-x86, qemu-utils: booting what kiln builds
 #   runc: the peer runtime the multi-stage example runs under (and the start-latency benchmark)
@@ -15,7 +17,17 @@ for p in "${pkgs[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}"
+  log=$(mktemp "${TMPDIR:-/tmp}/kiln-install-deps.XXXXXX.log")
+  echo "installing with apt-get: ${missing[*]} (its output: $log)"
+  if ! {
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+      && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        -o DPkg::Lock::Timeout=600 "${missing[@]}"
+  } >"$log" 2>&1 </dev/null; then
+    echo "error: apt-get could not install ${missing[*]}; the end of its output ($log):" >&2
+    tail -n 20 "$log" | sed 's/^/  | /' >&2
+    exit 1
+  fi
+  rm -f "$log"
 fi
 command -v cargo >/dev/null || { echo "kiln needs a Rust toolchain (cargo) on PATH" >&2; exit 1; }

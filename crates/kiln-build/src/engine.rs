@@ -127,7 +127,7 @@ impl Engine {
             Err(_) => {
                 let mut ropts = self.opts.registry.clone();
                 ropts.arch = arch.to_string();
-                let digest = registry::pull(store, &r, &ropts).map_err(|e| {
+                let pulled = registry::pull(store, &r, &ropts).map_err(|e| {
                     self.err(
                         line,
                         format!("image {r} is not in the store and could not be pulled: {e}; import it with `kiln image import` or `kiln cache import`"),
@@ -135,7 +135,8 @@ impl Engine {
                 })?;
                 self.progress(Event::ImagePulled {
                     reference: r.to_string(),
-                    digest: digest.to_string(),
+                    digest: pulled.digest.to_string(),
+                    bytes: pulled.bytes,
                 });
                 store.resolve(&r, arch)?
             }

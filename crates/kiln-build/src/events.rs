@@ -43,6 +43,8 @@ pub enum Event {
         reference: String,
         /// The digest of what was pulled (manifest or index).
         digest: String,
+        /// Bytes downloaded (blobs the store already held are not counted).
+        bytes: u64,
     },
     /// A step of a stage began.
     StepStarted {
@@ -135,7 +137,11 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::StageStarted { stage, from } => write!(f, "[{stage}] FROM {from}"),
-            Event::ImagePulled { reference, digest } => write!(f, "pulled {reference} ({digest})"),
+            Event::ImagePulled {
+                reference,
+                digest,
+                bytes,
+            } => write!(f, "pulled {reference} ({digest}, {bytes} bytes)"),
             Event::StepStarted {
                 stage, instruction, ..
             } => write!(f, "[{stage}] {instruction}"),

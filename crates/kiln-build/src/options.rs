@@ -42,6 +42,9 @@ pub struct BuildOptions {
     /// Copy each RUN step's output to kiln's standard error as it runs (it is kept in the
     /// step's log file either way). On by default.
     pub echo_run_output: bool,
+    /// Also hand each RUN step's output, as it comes, to this function (with the step's
+    /// stage name and line): a renderer showing the last line of a running step uses it.
+    pub run_output: Option<RunOutput>,
     /// How new layers are compressed.
     pub compression: LayerCompression,
     /// Let `RUN --security=insecure` steps run without the sandbox (BuildKit's
@@ -52,6 +55,11 @@ pub struct BuildOptions {
     /// controller (see `kiln_runtime::process_limit`).
     pub pids_limit: u64,
 }
+
+/// Where RUN steps' output goes as it comes ([`BuildOptions::run_output`]): called with the
+/// stage's name (as in [`Event`](crate::Event)s), the step's line and a chunk of output (not
+/// split at line ends).
+pub type RunOutput = std::sync::Arc<dyn Fn(&str, usize, &[u8]) + Send + Sync>;
 
 /// The process limit of a RUN step unless set (as podman's default `pids_limit`).
 pub const DEFAULT_PIDS_LIMIT: u64 = 2048;
@@ -83,6 +91,7 @@ impl BuildOptions {
             source_date_epoch: None,
             progress: None,
             echo_run_output: true,
+            run_output: None,
             compression: LayerCompression::default(),
             allow_insecure: false,
             pids_limit: DEFAULT_PIDS_LIMIT,

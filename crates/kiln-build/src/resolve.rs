@@ -99,7 +99,7 @@ fn pull_missing(
             continue;
         }
         tracing::info!("pulling {r}");
-        let digest = registry::pull(store, &r, ropts).map_err(|source| BuildError::Pull {
+        let pulled = registry::pull(store, &r, ropts).map_err(|source| BuildError::Pull {
             location,
             reference: r.to_string(),
             source: Box::new(source),
@@ -107,7 +107,8 @@ fn pull_missing(
         if let Some(p) = &opts.packages.base.progress {
             p(&Event::ImagePulled {
                 reference: r.to_string(),
-                digest: digest.to_string(),
+                digest: pulled.digest.to_string(),
+                bytes: pulled.bytes,
             });
         }
     }

@@ -80,6 +80,11 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
     let pids_limit = e.opts.pids_limit;
     let log = e.log_path(st.stage, ins.line);
     let echo = e.opts.echo_run_output;
+    let sink = e
+        .opts
+        .run_output
+        .clone()
+        .map(|f| (f, e.stage_label(st.stage), line));
     e.fs_step(st, ins, &material, &history, &mut |root| {
         let (uid, gid, groups) = if user.is_empty() {
             (0, 0, Vec::new())
@@ -135,7 +140,7 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
         // The step's output (stdout and stderr, interleaved) goes to its log file, and to
         // kiln's stderr when echoed, so that stdout stays the build's result.
         let (reader, writer) = std::io::pipe().map_err(io_err(&log))?;
-        let copier = copy_output(reader, &log, echo)?;
+        let copier = copy_output(reader, &log, echo, sink.clone())?;
         let stderr_end = writer.try_clone().map_err(io_err(&log))?;
         // The root is the step's own: the mount points made for it are removed afterwards,
         // leaving no trace in the layer. The step ends with this process, however it ends.
@@ -169,11 +174,13 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
 }
 
 /// Copy a RUN step's output from `reader` into a new log file at `log` (and to kiln's stderr
-/// when `echo`) on a thread of its own, until every write end is closed.
+/// when `echo`, and to `sink` with its stage name and line when given) on a thread of its own,
+/// until every write end is closed.
 fn copy_output(
     mut reader: std::io::PipeReader,
     log: &std::path::Path,
     echo: bool,
+    sink: Option<(crate::RunOutput, String, usize)>,
 ) -> Result<std::thread::JoinHandle<std::io::Result<()>>, BuildError> {
     if let Some(dir) = log.parent() {
         // Another build may have pruned an old log directory: make sure this one is there.
@@ -194,6 +201,9 @@ fn copy_output(
             if echo {
                 // The build goes on if kiln's stderr is gone; the log keeps everything.
                 let _ = std::io::stderr().write_all(&buf[..n]);
+            }
+            if let Some((f, stage, line)) = &sink {
+                f(stage, *line, &buf[..n]);
             }
         }
         file.sync_all()

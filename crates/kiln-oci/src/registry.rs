@@ -342,15 +342,24 @@ pub fn next_step(
 /// Blobs are written first, then the manifests, and the name last: a pull that fails names
 /// nothing (blobs it wrote stay unnamed until `gc`; partial files are removed, or by `gc`
 /// when the process was killed).
-pub fn pull(store: &Store, r: &Reference, opts: &RegistryOptions) -> Result<Digest, RegistryError> {
+pub fn pull(store: &Store, r: &Reference, opts: &RegistryOptions) -> Result<Pulled, RegistryError> {
     runtime()?.block_on(pull_async(store, r, opts))
+}
+
+/// What a pull stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    /// The digest of the manifest or index the name now points to.
+    pub digest: Digest,
+    /// The bytes of config and layer blobs downloaded (blobs the store held are not counted).
+    pub bytes: u64,
 }
 
 async fn pull_async(
     store: &Store,
     r: &Reference,
     opts: &RegistryOptions,
-) -> Result<Digest, RegistryError> {
+) -> Result<Pulled, RegistryError> {
     let _guard = store.write_guard()?;
     let t = target(r, opts);
     let image = r.to_string();
@@ -435,7 +444,7 @@ async fn pull_async(
     let config_digest: Digest = config.digest.parse().map_err(StoreError::from)?;
     let blobs = std::iter::once((config, "config")).chain(layers.into_iter().map(|l| (l, "layer")));
     let parallel = opts.parallel.max(1);
-    futures_util::stream::iter(blobs.map(|(b, kind)| {
+    let fetched = futures_util::stream::iter(blobs.map(|(b, kind)| {
         let (p, image) = (opts.progress.as_ref(), image.as_str());
         async move {
             let what = format!("{kind} {}", b.digest);
@@ -445,8 +454,9 @@ async fn pull_async(
         }
     }))
     .buffer_unordered(parallel)
-    .try_collect::<Vec<()>>()
+    .try_collect::<Vec<u64>>()
     .await?;
+    let bytes = fetched.iter().sum();
 
     // The config must parse in bounded memory wherever it is read later.
     let config_what = format!("config {}", config_digest);
@@ -463,7 +473,10 @@ async fn pull_async(
     let desc = Descriptor::new(top_media, &top_stored, top.len() as u64);
     store.resolve_descriptor(&image, &desc, &opts.arch)?;
     store.tag(r, desc)?;
-    Ok(top_stored)
+    Ok(Pulled {
+        digest: top_stored,
+        bytes,
+    })
 }
 
 fn store_error(e: StoreError) -> TransferError {
@@ -489,7 +502,7 @@ async fn fetch_blob(
     b: &Descriptor,
     what: &str,
     progress: Option<&PullProgress>,
-) -> Result<(), TransferError> {
+) -> Result<u64, TransferError> {
     let expected: Digest = b
         .digest
         .parse()
@@ -506,7 +519,7 @@ async fn fetch_blob(
                 got: format!("the store holds {size} bytes for it"),
             });
         }
-        return Ok(());
+        return Ok(0);
     }
     let url = session.url("blobs", &b.digest);
     retry(&format!("{what} of {image}"), || async {
@@ -537,7 +550,7 @@ async fn fetch_blob(
             });
         }
         w.commit(Some(&expected), what)
-            .map(|_| ())
+            .map(|_| b.size)
             .map_err(store_error)
     })
     .await

@@ -400,8 +400,8 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
             let store = opts.store()?;
             let ropts = registry_options(&opts)?;
             for r in parse(&images)? {
-                let d = registry::pull(&store, &r, &ropts)?;
-                println!("{}\t{d}", r.canonical());
+                let pulled = registry::pull(&store, &r, &ropts)?;
+                println!("{}\t{}", r.canonical(), pulled.digest);
             }
         }
         CacheCommand::Push { images, opts } => {

@@ -192,8 +192,10 @@ pub(crate) fn base_options(images: &ImageOpts) -> anyhow::Result<BuildOptions> {
     b.registry = registry_options(images)?;
     b.source_date_epoch = epoch()?;
     b.progress = Some(crate::progress::reporter());
-    // Plain progress shows RUN steps' output as it comes; json keeps it in the logs only.
-    b.echo_run_output = crate::progress::mode() == crate::progress::Mode::Plain;
+    // RUN steps' output is in their logs; plain progress with -v also shows it as it comes,
+    // tty progress its last line.
+    b.echo_run_output = crate::progress::echo_run_output();
+    b.run_output = crate::progress::run_output();
     Ok(b)
 }
 

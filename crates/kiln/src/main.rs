@@ -49,9 +49,9 @@ struct Cli {
     /// More output (-v: info, -vv: debug)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
-    /// How progress is shown on standard error: plain text lines, or one JSON object per
-    /// line (docs/progress.md)
-    #[arg(long, value_enum, default_value_t = progress::Mode::Plain, global = true)]
+    /// How progress is shown on standard error: live lines on a terminal (tty), text lines
+    /// (plain), or one JSON object per line (docs/progress.md)
+    #[arg(long, value_enum, default_value_t = progress::Mode::Auto, global = true)]
     progress: progress::Mode,
     #[command(subcommand)]
     command: Command,
@@ -79,7 +79,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    progress::set_mode(cli.progress);
+    progress::set_mode(cli.progress, cli.verbose > 0);
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(progress::LogWriter)
-        .with_ansi(cli.progress == progress::Mode::Plain)
+        .with_ansi(progress::mode() != progress::Mode::Json)
         .with_target(false)
         .init();
     // Before any thread starts (the signal watcher's included): a namespace is per thread.

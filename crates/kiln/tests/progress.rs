@@ -1,7 +1,8 @@
 //! `--progress json`: every line kiln writes on standard error is one JSON object, the events
 //! docs/progress.md documents come in order, and a RUN step's output is in the log file its
 //! event names, not on standard error. A failing RUN step's error names its log and shows its
-//! last lines. `kiln build` reports each output file with its size and real SHA-256.
+//! last lines. `kiln build` reports each output file with its size and real SHA-256. Plain
+//! progress shows RUN output only with -v, keeping it in the logs either way.
 
 mod common;
 
@@ -154,26 +155,122 @@ fn a_failing_run_step_names_its_log_and_shows_its_last_lines() {
     assert!(!error.contains("line-10\n"), "{error}");
     assert_eq!(failed["error"].as_str(), Some(error.as_str()));
 
-    // Plain output shows the step's output as it runs, and the same error.
+    // Plain output shows the same error with the step's last lines; the step's output as it
+    // runs only with -v.
     let context = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         context.path().join("Dockerfile"),
         format!("FROM {base}\nRUN echo plain-$((1+1)); exit 4\n"),
     )
     .expect("Dockerfile");
-    let out = kiln()
-        .args(["image", "build", "--no-cache", "--cache"])
-        .arg(&cache)
-        .arg(context.path())
-        .output()
-        .expect("spawn kiln image build");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("plain-2\n"), "{stderr}");
-    assert!(
-        stderr.contains("its output is in ") && stderr.contains("  | plain-2"),
-        "{stderr}"
-    );
+    for verbose in [false, true] {
+        let mut cmd = kiln();
+        if verbose {
+            cmd.arg("-v");
+        }
+        let out = cmd
+            .args([
+                "image",
+                "build",
+                "--progress",
+                "plain",
+                "--no-cache",
+                "--cache",
+            ])
+            .arg(&cache)
+            .arg(context.path())
+            .output()
+            .expect("spawn kiln image build");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert_eq!(
+            stderr.lines().any(|l| l == "plain-2"),
+            verbose,
+            "-v: {verbose}\n{stderr}"
+        );
+        assert!(
+            stderr.contains("its output is in ") && stderr.contains("  | plain-2"),
+            "{stderr}"
+        );
+    }
+}
+
+/// The RUN step logs of the store `cache` holding `marker`.
+fn logs_holding(cache: &Path, marker: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let logs = cache.join("build/logs");
+    for build in std::fs::read_dir(&logs)
+        .expect("the store's build logs")
+        .flatten()
+    {
+        for file in std::fs::read_dir(build.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(file.path()).unwrap_or_default();
+            if text.contains(marker) {
+                found.push(file.path());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn plain_progress_shows_run_output_only_with_v() {
+    let cache = shared_store();
+    let base = busybox(&cache);
+    for verbose in [false, true] {
+        // The marker as printed differs from the instruction's text, which plain output shows.
+        let id = format!("{}-{verbose}", std::process::id());
+        let marker = format!("plainmark-{id}-42");
+        let context = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            context.path().join("Dockerfile"),
+            format!("FROM {base}\nRUN echo plainmark-{id}-$((40+2))\n"),
+        )
+        .expect("Dockerfile");
+        let mut cmd = kiln();
+        if verbose {
+            cmd.arg("-v");
+        }
+        let out = cmd
+            .args([
+                "image",
+                "build",
+                "--progress",
+                "plain",
+                "--no-cache",
+                "--cache",
+            ])
+            .arg(&cache)
+            .arg(context.path())
+            .output()
+            .expect("spawn kiln image build");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("[stage-0] RUN echo plainmark-"),
+            "no step line:\n{stderr}"
+        );
+        assert_eq!(
+            stderr.lines().any(|l| l == marker),
+            verbose,
+            "-v: {verbose}\n{stderr}"
+        );
+        let logs = logs_holding(&cache, &marker);
+        assert_eq!(
+            logs.len(),
+            1,
+            "-v: {verbose}: logs holding {marker}: {logs:?}"
+        );
+        assert!(
+            logs[0].ends_with("stage-0-line2.log"),
+            "{}",
+            logs[0].display()
+        );
+    }
 }
 
 /// A package directory whose RUN step prints `pkgout-42` and writes a file.
@@ -277,5 +374,83 @@ fn kiln_build_reports_outputs_with_their_digests() {
     assert_eq!(
         written["sha256"],
         hex::encode(Sha256::digest(&data)).as_str()
+    );
+}
+
+/// `script` (util-linux) runs a command under a pseudo-terminal; None (with a message) when it
+/// is missing, which fails in CI.
+fn script() -> Option<&'static str> {
+    let found = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`script` (util-linux) is missing"
+        );
+        eprintln!("skipping: `script` (util-linux) is missing");
+        return None;
+    }
+    Some("script")
+}
+
+#[test]
+fn on_a_terminal_the_default_is_live_lines_redrawn_in_place() {
+    let Some(script) = script() else { return };
+    let cache = shared_store();
+    let base = busybox(&cache);
+    let id = std::process::id();
+    let context = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN echo ttymark-{id}-$((40+2))\n"),
+    )
+    .expect("Dockerfile");
+    // No --progress: standard error is a terminal, so tty.
+    let command = format!(
+        "'{}' image build --no-cache --cache '{}' '{}'",
+        env!("CARGO_BIN_EXE_kiln"),
+        cache.display(),
+        context.path().display()
+    );
+    let out = std::process::Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("spawn script");
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert!(out.status.success(), "{text}");
+    // The running step's line is drawn, then erased (cursor up, clear) when it finishes.
+    assert!(
+        text.contains(&format!("[stage-0] RUN echo ttymark-{id}-$((40+2)) 0.")),
+        "no live line:\n{text:?}"
+    );
+    assert!(
+        text.contains("\x1b[1A\r\x1b[J"),
+        "nothing redrawn:\n{text:?}"
+    );
+    // The output shows, if at all, as the live line's last output line, never as its own line.
+    let marker = format!("ttymark-{id}-42");
+    assert!(
+        !text.lines().any(|l| l.trim_end() == marker),
+        "RUN output printed:\n{text:?}"
+    );
+    assert_eq!(logs_holding(&cache, &marker).len(), 1);
+    // The finished step is printed once as a normal line in place of its live line, with its
+    // time, and nothing is drawn below it any more.
+    let built = text
+        .find("built sha256:")
+        .unwrap_or_else(|| panic!("no image built:\n{text:?}"));
+    let finished = text[..built].trim_end_matches('\n');
+    let finished = finished.rsplit('\n').next().unwrap_or(finished);
+    let instruction = format!("[stage-0] RUN echo ttymark-{id}-$((40+2)) ");
+    let time = finished
+        .strip_prefix("\x1b[1A\r\x1b[J")
+        .and_then(|l| l.strip_prefix(&instruction))
+        .unwrap_or_else(|| panic!("no finished line before {built}:\n{text:?}"));
+    assert!(
+        time.strip_suffix('s')
+            .is_some_and(|t| t.parse::<f64>().is_ok()),
+        "{finished:?}"
     );
 }

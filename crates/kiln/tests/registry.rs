@@ -190,13 +190,34 @@ fn cold_build_through_a_mirror() {
     let mut build = kiln();
     build
         .current_dir(&dir)
-        .args(["build", "--format", "tar", "-o"])
+        .args(["build", "--progress", "json", "--format", "tar", "-o"])
         .arg(&out_cold)
         .arg("--mirror")
         .arg(format!("docker.io=http://{}", reg.addr))
         .arg("manifest.yml");
     cache_args(&mut build, &cold);
-    run_ok(&mut build);
+    let out = build.output().expect("kiln build");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Each pull is reported with the bytes it downloaded: together no more than the blobs the
+    // cold store now holds, and something for each image.
+    let pulled: Vec<u64> = stderr
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON event"))
+        .filter(|e| e["event"] == "image_pulled")
+        .map(|e| e["bytes"].as_u64().expect("bytes"))
+        .collect();
+    assert!(!pulled.is_empty(), "no image_pulled event:\n{stderr}");
+    assert!(pulled.iter().all(|b| *b > 0), "{pulled:?}");
+    let stored: u64 = std::fs::read_dir(cold.join("blobs/sha256"))
+        .expect("blobs")
+        .flatten()
+        .map(|e| e.metadata().expect("blob").len())
+        .sum();
+    assert!(
+        pulled.iter().sum::<u64>() <= stored,
+        "{pulled:?} > {stored}"
+    );
     let out_warm = tmp.path().join("warm.tar");
     let mut build = kiln();
     build

@@ -1,7 +1,8 @@
 //! A RUN step of `kiln image build` is confined as Docker confines a container by default, as
 //! root on this machine: it cannot create a block device, write a host sysctl, remount /sys
 //! read-write or load a kernel module, and its effective capabilities are Docker's default set.
-//! Each probe prints a line the test reads from the build's output (RUN output goes to stderr).
+//! Each probe prints a line the test reads from the build's output (RUN output goes to stderr
+//! with -v).
 //! A fork bomb in a step stops at the step's process limit, and a `kill -9` of kiln during a
 //! step leaves none of the step's processes, mounts or cgroup behind.
 
@@ -42,6 +43,9 @@ fn try_build(step: &str, args: &[&str]) -> (bool, String) {
     .expect("Dockerfile");
     let out = kiln()
         .args([
+            "-v",
+            "--progress",
+            "plain",
             "image",
             "build",
             "--no-cache",
@@ -189,12 +193,15 @@ impl Drop for Build {
 }
 
 /// Start building `dockerfile` in the shared store, with `env` added to kiln's environment and
-/// stderr (where RUN output goes) piped.
+/// stderr (where RUN output goes with -v) piped.
 fn start_build(dockerfile: &str, env: &[(&str, &str)]) -> Build {
     let context = tempfile::tempdir().expect("tempdir");
     std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("Dockerfile");
     let child = kiln()
         .args([
+            "-v",
+            "--progress",
+            "plain",
             "image",
             "build",
             "--no-cache",
