@@ -3,14 +3,9 @@
 
 mod common;
 
-use common::{Member, kiln, oci_index_archive, raw_layer, run_ok};
-use sha2::{Digest as _, Sha256};
+use common::{Member, kiln, layout_tar, oci_index_archive, raw_layer, run_ok, sha};
 use std::collections::BTreeSet;
 use std::path::Path;
-
-fn sha(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
 
 /// An OCI-layout tar of one linux/arm64/v8 image named `name`, created at `created`, with the
 /// given layers.
@@ -30,23 +25,12 @@ fn archive_with_created(name: &str, created: &str, layers: &[&[u8]]) -> Vec<u8> 
         "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(&manifest), "size": manifest.len(),
         "annotations": {"org.opencontainers.image.ref.name": name}}]}))
     .expect("json");
-    let mut b = tar::Builder::new(Vec::new());
-    let mut add = |path: String, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        b.append_data(&mut h, path, data).expect("append");
-    };
-    for blob in layers
+    let blobs: Vec<&[u8]> = layers
         .iter()
         .copied()
         .chain([config.as_slice(), manifest.as_slice()])
-    {
-        add(format!("blobs/sha256/{}", &sha(blob)[7..]), blob);
-    }
-    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add("index.json".into(), &index);
-    b.into_inner().expect("tar")
+        .collect();
+    layout_tar(&blobs, &index)
 }
 
 /// The size of the file of blob `digest` in the store.

@@ -149,7 +149,8 @@ pub fn raw_layer(members: &[Member<'_>]) -> Vec<u8> {
     b.into_inner().expect("tar")
 }
 
-fn sha(data: &[u8]) -> String {
+/// The OCI digest (`sha256:HEX`) of `data`.
+pub fn sha(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
@@ -301,7 +302,7 @@ pub fn oci_index_archive(name: &str, platforms: &[(&str, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// An OCI image layout as a tar: the blobs, `oci-layout` and `index.json`.
-fn layout_tar(blobs: &[&[u8]], index: &[u8]) -> Vec<u8> {
+pub fn layout_tar(blobs: &[&[u8]], index: &[u8]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |path: String, data: &[u8]| {
         let mut h = tar::Header::new_gnu();

@@ -164,23 +164,7 @@ fn a_failing_run_step_names_its_log_and_shows_its_last_lines() {
     )
     .expect("Dockerfile");
     for verbose in [false, true] {
-        let mut cmd = kiln();
-        if verbose {
-            cmd.arg("-v");
-        }
-        let out = cmd
-            .args([
-                "image",
-                "build",
-                "--progress",
-                "plain",
-                "--no-cache",
-                "--cache",
-            ])
-            .arg(&cache)
-            .arg(context.path())
-            .output()
-            .expect("spawn kiln image build");
+        let out = plain_build(&cache, context.path(), verbose);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{stderr}");
         assert_eq!(
@@ -193,6 +177,26 @@ fn a_failing_run_step_names_its_log_and_shows_its_last_lines() {
             "{stderr}"
         );
     }
+}
+
+/// `kiln [-v] image build --progress plain --no-cache` of `context` in `cache`.
+fn plain_build(cache: &Path, context: &Path, verbose: bool) -> Output {
+    let mut cmd = kiln();
+    if verbose {
+        cmd.arg("-v");
+    }
+    cmd.args([
+        "image",
+        "build",
+        "--progress",
+        "plain",
+        "--no-cache",
+        "--cache",
+    ])
+    .arg(cache)
+    .arg(context)
+    .output()
+    .expect("spawn kiln image build")
 }
 
 /// The RUN step logs of the store `cache` holding `marker`.
@@ -231,23 +235,7 @@ fn plain_progress_shows_run_output_only_with_v() {
             format!("FROM {base}\nRUN echo plainmark-{id}-$((40+2))\n"),
         )
         .expect("Dockerfile");
-        let mut cmd = kiln();
-        if verbose {
-            cmd.arg("-v");
-        }
-        let out = cmd
-            .args([
-                "image",
-                "build",
-                "--progress",
-                "plain",
-                "--no-cache",
-                "--cache",
-            ])
-            .arg(&cache)
-            .arg(context.path())
-            .output()
-            .expect("spawn kiln image build");
+        let out = plain_build(&cache, context.path(), verbose);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert!(
