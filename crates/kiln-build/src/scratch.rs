@@ -73,11 +73,12 @@ fn dir_of(lock_path: &Path) -> PathBuf {
     lock_path.with_file_name(name.trim_end_matches(LOCK_SUFFIX))
 }
 
-/// Detach the overlay mounts a build left under `dir` (only when the process was killed
-/// before it unmounted them, and only visible where it mounted them), then remove `dir`.
-fn remove_tree(dir: &Path) {
+/// Detach the overlay mounts (their merged directories, `m`) a build left anywhere in the
+/// scratch space under `dir`: only a process killed before it unmounted them leaves any, and
+/// only where it mounted them.
+pub(crate) fn detach_overlays(dir: &Path) {
     for e in walkdir::WalkDir::new(dir)
-        .max_depth(3)
+        .max_depth(4)
         .into_iter()
         .flatten()
     {
@@ -85,6 +86,11 @@ fn remove_tree(dir: &Path) {
             let _ = nix::mount::umount2(e.path(), nix::mount::MntFlags::MNT_DETACH);
         }
     }
+}
+
+/// Detach the overlays left under `dir`, then remove it.
+fn remove_tree(dir: &Path) {
+    detach_overlays(dir);
     let _ = fs::remove_dir_all(dir);
 }
 

@@ -62,15 +62,7 @@ pub fn clear_build_cache(store: &Store) -> Result<u64, BuildError> {
         }
     }
     // Stale overlay mounts of a killed build would keep files busy: detach them first.
-    for e in walkdir::WalkDir::new(root.join("tmp"))
-        .max_depth(4)
-        .into_iter()
-        .flatten()
-    {
-        if e.file_name() == "m" {
-            let _ = nix::mount::umount2(e.path(), nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
+    scratch::detach_overlays(&root.join("tmp"));
     match std::fs::remove_dir_all(&root) {
         Ok(()) => Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),

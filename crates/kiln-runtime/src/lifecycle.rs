@@ -461,6 +461,25 @@ mod tests {
             .collect()
     }
 
+    /// Start `c` with its stdout piped and wait for its first line (the container says when
+    /// it is ready).
+    fn start_reading_a_line(c: Container, options: Options) -> (Running, String) {
+        let mut running = Created::new(c, options)
+            .expect("created")
+            .start(|cmd| {
+                cmd.stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped());
+            })
+            .expect("started");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(running.take_stdout().expect("stdout")),
+            &mut line,
+        )
+        .expect("read");
+        (running, line)
+    }
+
     fn run(c: Container) -> Result<Exit, RuntimeError> {
         let options = Options {
             remove_mountpoints: true,
@@ -566,19 +585,7 @@ mod tests {
         assert!(mounts_under(root).is_empty(), "{:?}", mounts_under(root));
 
         // One that handles SIGTERM (once its trap is set: it says so) ends by it.
-        let mut running = Created::new(trapping, options)
-            .expect("created")
-            .start(|cmd| {
-                cmd.stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::piped());
-            })
-            .expect("started");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(running.take_stdout().expect("stdout")),
-            &mut line,
-        )
-        .expect("read");
+        let (running, line) = start_reading_a_line(trapping, options);
         assert_eq!(line, "trapped\n");
         assert!(!running.ignores(Signal::SIGTERM));
         running.signal(Signal::SIGTERM).expect("signal");
@@ -631,19 +638,7 @@ mod tests {
             crate::cgroup::ProcessLimit::Rlimit(_) => None,
         };
         c.cgroup = cgroup.clone();
-        let mut running = Created::new(c, options)
-            .expect("created")
-            .start(|cmd| {
-                cmd.stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::piped());
-            })
-            .expect("started");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(running.take_stdout().expect("stdout")),
-            &mut line,
-        )
-        .expect("read");
+        let (running, line) = start_reading_a_line(c, options);
         assert_eq!(line, "started\n");
         let container_pid = Pid::from_raw(i32::try_from(running.container_pid()).expect("pid"));
         // The background sleep: the container's child.

@@ -11,7 +11,7 @@ mod common;
 use common::{kiln, shared_store};
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -31,29 +31,35 @@ fn build(run: &str) -> String {
     text
 }
 
+/// `kiln image build --no-cache -t TAG` in the shared store, with RUN output shown on stderr
+/// (`-v --progress plain`), where the probes read it; the context is still to add.
+fn image_build(tag: &str) -> Command {
+    let mut cmd = kiln();
+    cmd.args([
+        "-v",
+        "--progress",
+        "plain",
+        "image",
+        "build",
+        "--no-cache",
+        "-t",
+        tag,
+    ])
+    .arg("--cache")
+    .arg(shared_store());
+    cmd
+}
+
 /// Build a Dockerfile FROM the Debian base image with `step`, passing `args` to `kiln image
 /// build`; returns whether it succeeded, and its output.
 fn try_build(step: &str, args: &[&str]) -> (bool, String) {
-    let cache = shared_store();
     let context = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         context.path().join("Dockerfile"),
         format!("FROM debian:bookworm\n{step}\n"),
     )
     .expect("Dockerfile");
-    let out = kiln()
-        .args([
-            "-v",
-            "--progress",
-            "plain",
-            "image",
-            "build",
-            "--no-cache",
-            "-t",
-            "kiln-test/sandbox",
-            "--cache",
-        ])
-        .arg(&cache)
+    let out = image_build("kiln-test/sandbox")
         .args(args)
         .arg(context.path())
         .output()
@@ -197,19 +203,7 @@ impl Drop for Build {
 fn start_build(dockerfile: &str, env: &[(&str, &str)]) -> Build {
     let context = tempfile::tempdir().expect("tempdir");
     std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("Dockerfile");
-    let child = kiln()
-        .args([
-            "-v",
-            "--progress",
-            "plain",
-            "image",
-            "build",
-            "--no-cache",
-            "-t",
-            "kiln-test/sandbox-limits",
-            "--cache",
-        ])
-        .arg(shared_store())
+    let child = image_build("kiln-test/sandbox-limits")
         .arg(context.path())
         .envs(env.iter().copied())
         .stdout(Stdio::null())
