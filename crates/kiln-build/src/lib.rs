@@ -44,4 +44,4 @@ pub use kiln_fs::unpack::unpack;
 pub use options::{BuildOptions, Built, DEFAULT_PIDS_LIMIT, Progress, RunOutput};
 pub use scratch::remove_own as remove_own_scratch;
 pub use vars::platform_args;
-pub use workspace::{clear_build_cache, remove_stale_scratch};
+pub use workspace::{build_cache_dir, clear_build_cache, remove_stale_scratch};

@@ -252,16 +252,28 @@ fn sandbox(container: &mut Container, pids_limit: u64) -> Result<(), BuildError>
         inheritable: 0,
         ambient: 0,
     });
-    let program = kiln_runtime::seccomp::docker_default_without_block_devices(RUN_CAPABILITIES)
-        .map_err(|e| {
-            kiln_runtime::RuntimeError::Config(format!("Docker's default seccomp profile: {e}"))
-        })?;
-    container.seccomp = Some(std::sync::Arc::new(program));
+    container.seccomp = Some(run_seccomp()?);
     container.no_new_privileges = true;
     container.masked_paths = RUN_MASKED_PATHS.iter().map(|p| p.to_string()).collect();
     container.readonly_paths = RUN_READONLY_PATHS.iter().map(|p| p.to_string()).collect();
     limit_processes(container, pids_limit);
     Ok(())
+}
+
+/// Docker's default seccomp filter for RUN steps, compiled once per process: it depends only
+/// on [`RUN_CAPABILITIES`].
+fn run_seccomp() -> Result<std::sync::Arc<kiln_runtime::seccomp::Program>, BuildError> {
+    static PROGRAM: std::sync::OnceLock<
+        Result<std::sync::Arc<kiln_runtime::seccomp::Program>, String>,
+    > = std::sync::OnceLock::new();
+    let program = PROGRAM.get_or_init(|| {
+        kiln_runtime::seccomp::docker_default_without_block_devices(RUN_CAPABILITIES)
+            .map(std::sync::Arc::new)
+            .map_err(|e| e.to_string())
+    });
+    program.clone().map_err(|e| {
+        kiln_runtime::RuntimeError::Config(format!("Docker's default seccomp profile: {e}")).into()
+    })
 }
 
 /// At most `pids_limit` processes (0: no limit) in the step: a pids cgroup of its own (v2, or

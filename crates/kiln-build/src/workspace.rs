@@ -44,17 +44,22 @@ pub struct CachedLayer {
     pub descriptor: Descriptor,
 }
 
+/// The builder's working area of `store`: unpacked layers, the step cache, logs and scratch.
+pub fn build_cache_dir(store: &Store) -> PathBuf {
+    store.root().join("build")
+}
+
 /// Remove the scratch directories that killed builds left in `store`'s working area, leaving
 /// those of running builds. Returns how many were removed.
 pub fn remove_stale_scratch(store: &Store) -> usize {
-    scratch::remove_stale(&store.root().join("build").join("tmp"))
+    scratch::remove_stale(&build_cache_dir(store).join("tmp"))
 }
 
 /// Remove the build cache of `store` (cached steps, unpacked layers, scratch space) while no
 /// build runs. Returns the bytes freed.
 pub fn clear_build_cache(store: &Store) -> Result<u64, BuildError> {
     let _exclusive = store.exclusive_guard()?;
-    let root = store.root().join("build");
+    let root = build_cache_dir(store);
     let mut bytes = 0;
     for e in walkdir::WalkDir::new(&root).into_iter().flatten() {
         if e.file_type().is_file() {
@@ -73,7 +78,7 @@ pub fn clear_build_cache(store: &Store) -> Result<u64, BuildError> {
 impl Workspace {
     /// The working area of `store`.
     pub fn open(store: &Store) -> Result<Workspace, BuildError> {
-        let root = store.root().join("build");
+        let root = build_cache_dir(store);
         for d in ["layers", "cache", "tmp"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;

@@ -324,7 +324,9 @@ pub fn process_limit(max: u64) -> ProcessLimit {
         }
         None => {
             // The hard limit cannot be raised without CAP_SYS_RESOURCE: stay within it.
-            let hard = current_nproc_hard().unwrap_or(u64::MAX).min(max);
+            let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NPROC)
+                .map_or(u64::MAX, |(_, hard)| hard)
+                .min(max);
             ProcessLimit::Rlimit(Rlimit {
                 resource: libc::RLIMIT_NPROC,
                 soft: hard,
@@ -332,13 +334,6 @@ pub fn process_limit(max: u64) -> ProcessLimit {
             })
         }
     }
-}
-
-/// The hard RLIMIT_NPROC of this process (/proc/self/limits), None when unlimited or unknown.
-fn current_nproc_hard() -> Option<u64> {
-    let limits = fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max processes"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Remove the cgroups `kiln/run-PID-N` under `base` whose process PID no longer runs, killing

@@ -308,7 +308,7 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
         CacheCommand::Du { json, images } => {
             let store = images.store()?;
             let areas = [
-                ("build cache", store.root().join("build")),
+                ("build cache", kiln_build::build_cache_dir(&store)),
                 (
                     "initrd segments",
                     kiln_format::segment_cache_dir(store.root()),
