@@ -235,15 +235,22 @@ fn wait_and_exit(p: &Prepared, child: Pid) -> ! {
     if let Some(death) = &p.parent_death {
         wait_or_stop(child, death);
     }
-    let code = loop {
-        match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, c)) => break c,
-            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
-            Ok(_) | Err(nix::Error::EINTR) => continue,
-            Err(_) => break 255,
+    loop {
+        if let Some(code) = passed_on(waitpid(child, None)) {
+            sys::exit_immediately(code)
         }
-    };
-    sys::exit_immediately(code)
+    }
+}
+
+/// The exit code the intermediate process passes on for a wait's result: the container's own,
+/// 128+N for a signal N, 255 when the wait fails; None while it has not ended.
+fn passed_on(waited: nix::Result<WaitStatus>) -> Option<i32> {
+    match waited {
+        Ok(WaitStatus::Exited(_, c)) => Some(c),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+        Ok(_) | Err(nix::Error::EINTR) => None,
+        Err(_) => Some(255),
+    }
 }
 
 /// In the intermediate process before the fork: wait for the stop signals and SIGCHLD (blocked,
@@ -270,11 +277,10 @@ fn wait_or_stop(child: Pid, death: &ParentDeath) -> ! {
     loop {
         let signal = match waited.wait() {
             Ok(Signal::SIGCHLD) => {
-                match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(_, c)) => sys::exit_immediately(c),
-                    Ok(WaitStatus::Signaled(_, sig, _)) => sys::exit_immediately(128 + sig as i32),
-                    Ok(_) | Err(nix::Error::EINTR) => continue,
-                    Err(_) => sys::exit_immediately(255),
+                let waited = waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+                match passed_on(waited) {
+                    Some(code) => sys::exit_immediately(code),
+                    None => continue,
                 }
             }
             Ok(signal) => signal,
