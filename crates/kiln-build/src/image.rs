@@ -262,5 +262,14 @@ mod tests {
     fn timestamps() {
         assert_eq!(timestamp(Some(0)), "1970-01-01T00:00:00Z");
         assert_eq!(timestamp(Some(1_700_000_000)), "2023-11-14T22:13:20Z");
+        let day = |n: u64| timestamp(Some(n * 86_400))[..10].to_string();
+        assert_eq!(day(59), "1970-03-01");
+        // 2000-02-29 (a leap day of a century divisible by 400) and the day after.
+        assert_eq!(day(11_016), "2000-02-29");
+        assert_eq!(day(11_017), "2000-03-01");
+        // 2100 is no leap year.
+        assert_eq!(day(47_540), "2100-02-28");
+        assert_eq!(day(47_541), "2100-03-01");
+        assert_eq!(day(20_454), "2026-01-01");
     }
 }

@@ -75,7 +75,7 @@ fn write_man_pages(dir: &Path) -> anyhow::Result<usize> {
         .with_context(|| format!("cannot create the manual page directory {}", dir.display()))?;
     let mut cmd = crate::Cli::command().disable_help_subcommand(true);
     cmd.build();
-    let date = page_date();
+    let date = page_date()?;
     let mut written = 0;
     write_pages(cmd, dir, &date, &mut written)?;
     Ok(written)
@@ -104,32 +104,9 @@ fn write_pages(
 
 /// The date the pages carry, as YYYY-MM-DD: `SOURCE_DATE_EPOCH`'s when it is set (so that
 /// the pages are reproducible, as kiln's other outputs are), otherwise today's (UTC).
-fn page_date() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        });
-    let (y, m, d) = civil_from_days(secs / 86_400);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// The proleptic Gregorian (year, month, day) of a day counted from 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
+fn page_date() -> anyhow::Result<String> {
+    let time = kiln_build::image::timestamp(crate::image::epoch()?);
+    Ok(time[..10].to_string())
 }
 
 /// Write `bytes` to `path` under a temporary name, then rename it into place, so that a reader
@@ -151,22 +128,4 @@ fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     tmp.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::civil_from_days;
-
-    #[test]
-    fn days_become_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(59), (1970, 3, 1));
-        // 2000-02-29 (a leap day of a century divisible by 400) and the day after.
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(11_017), (2000, 3, 1));
-        // 2100 is no leap year.
-        assert_eq!(civil_from_days(47_540), (2100, 2, 28));
-        assert_eq!(civil_from_days(47_541), (2100, 3, 1));
-        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
-    }
 }
