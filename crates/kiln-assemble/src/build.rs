@@ -14,9 +14,10 @@
 //! An image used by several containers is written once; the others mount it from there.
 
 use crate::error::AssembleError;
+use crate::input_tar::{Found, InputTar};
 use crate::oci_config::{self, to_go_json};
 use kiln_fs::layers::entry_from_tar;
-use kiln_fs::{Entry, Flattener, Kind, LayerError, Segment, Sink, normalize};
+use kiln_fs::{Entry, Flattener, Kind, LayerError, Origin, Segment, Sink, normalize};
 use kiln_manifest::{CONTAINER_SECTIONS, Image, ManifestSet};
 use kiln_oci::ImageLayers;
 use kiln_oci::{Reference, Store};
@@ -54,6 +55,13 @@ pub struct Options {
     pub base_dir: PathBuf,
     /// Add the Dockerfile LinuxKit's `docker` output carries.
     pub dockerfile: bool,
+    /// An earlier tar build whose entries are reused for the images it already holds
+    /// (LinuxKit's `--input-tar`): an image's files are copied from it when its PAX records
+    /// show the same reference at the same location and, for a tar kiln wrote, the same
+    /// manifest digest and segment key. It may be the file the output replaces.
+    pub input_tar: Option<PathBuf>,
+    /// Write the kernel decompressed (LinuxKit's `--decompress-kernel`).
+    pub decompress_kernel: bool,
 }
 
 impl Default for Options {
@@ -63,6 +71,8 @@ impl Default for Options {
             source_date_epoch: None,
             base_dir: PathBuf::from("."),
             dockerfile: false,
+            input_tar: None,
+            decompress_kernel: false,
         }
     }
 }
@@ -70,6 +80,10 @@ impl Default for Options {
 struct Emitter<'a> {
     sink: &'a mut dyn Sink,
     epoch: Option<u64>,
+    /// Where the entries being sent come from.
+    origin: Option<Origin>,
+    /// The earlier tar to reuse entries of.
+    input: Option<InputTar>,
 }
 
 impl Emitter<'_> {
@@ -94,10 +108,60 @@ impl Emitter<'_> {
         self.add(e, &mut &data[..])
     }
 
+    /// The entries from now on come from `origin`.
+    fn set_origin(&mut self, origin: Option<Origin>) -> Result<(), AssembleError> {
+        self.sink
+            .set_origin(origin.as_ref())
+            .map_err(AssembleError::Output)?;
+        self.origin = origin;
+        Ok(())
+    }
+
+    /// The key of a segment: `key` with what else shapes every segment's entries.
+    fn segment_key(&self, key: &str) -> String {
+        format!("{key}\nlayout {SEGMENT_LAYOUT}\nepoch {:?}", self.epoch)
+    }
+
+    /// Copy the entries of the segment `origin` describes (under `prefix`) from the earlier
+    /// tar, when it holds them; false when they must be built.
+    fn reuse(&mut self, origin: &Origin, prefix: &str) -> Result<bool, AssembleError> {
+        let Some(mut input) = self.input.take() else {
+            return Ok(false);
+        };
+        let result = self.reuse_from(&mut input, origin, prefix);
+        self.input = Some(input);
+        result
+    }
+
+    fn reuse_from(
+        &mut self,
+        input: &mut InputTar,
+        origin: &Origin,
+        prefix: &str,
+    ) -> Result<bool, AssembleError> {
+        let found = input.find(origin)?;
+        if found == Found::Nothing {
+            return Ok(false);
+        }
+        if found == Found::LinuxKit {
+            // LinuxKit's entries do not hold the directories leading to the image.
+            self.prefix_dirs(prefix)?;
+        }
+        let copied = input.copy(origin, &found, prefix, &mut |entry, data| {
+            self.add(entry, data)
+        })?;
+        tracing::info!(
+            "reused {copied} entries of {} ({}) from the input tar",
+            origin.location,
+            origin.source
+        );
+        Ok(true)
+    }
+
     /// Start a segment whose entries `key` (with the time limit) determines completely;
     /// false when the sink reuses it, and its entries must not be sent. See [`Sink`].
     fn begin_segment(&mut self, key: &str) -> Result<bool, AssembleError> {
-        let key = format!("{key}\nlayout {SEGMENT_LAYOUT}\nepoch {:?}", self.epoch);
+        let key = self.segment_key(key);
         let answer = self
             .sink
             .begin_segment(&key)
@@ -177,9 +241,15 @@ pub fn assemble(
         arch: &opts.arch,
         cache: HashMap::new(),
     };
+    let input = match &opts.input_tar {
+        Some(path) => Some(InputTar::open(path)?),
+        None => None,
+    };
     let mut out = Emitter {
         sink,
         epoch: opts.source_date_epoch,
+        origin: None,
+        input,
     };
 
     let mut ids: HashMap<String, u32> = HashMap::new();
@@ -193,17 +263,26 @@ pub fn assemble(
 
     if !m.kernel.image.is_empty() {
         let kernel = images.get(set, &m.kernel.image, "kernel", 0, "image")?;
-        kernel_files(store, &kernel, set, &mut out)?;
+        out.set_origin(Some(image_origin(&kernel, "kernel".into())))?;
+        kernel_files(store, &kernel, set, opts.decompress_kernel, &mut out)?;
     }
     for (i, r) in m.init.iter().enumerate() {
         let img = images.get(set, r, "init", i, "")?;
+        out.set_origin(Some(image_origin(&img, format!("init[{i}]"))))?;
         image_tar(store, &img, "", Some(RESOLV_SYMLINK), &mut out)?;
     }
     for (i, v) in m.volumes.iter().enumerate() {
         let base = format!("containers/volumes/{}", v.name);
+        let generated = Origin {
+            source: "linuxkit.volumes".into(),
+            location: format!("volumes[{i}]"),
+            ..Origin::default()
+        };
+        out.set_origin(Some(generated.clone()))?;
         out.prefix_dirs(&format!("{base}/lower/"))?;
         if !v.image.is_empty() {
             let img = images.get(set, &v.image, "volumes", i, "image")?;
+            out.set_origin(Some(image_origin(&img, format!("volumes[{i}]"))))?;
             image_tar(
                 store,
                 &img,
@@ -211,6 +290,7 @@ pub fn assemble(
                 Some(RESOLV_SYMLINK),
                 &mut out,
             )?;
+            out.set_origin(Some(generated))?;
         }
         out.dir(&format!("{base}/tmp"), 0o755)?;
         out.dir(&format!("{base}/merged"), 0o755)?;
@@ -219,6 +299,7 @@ pub fn assemble(
     for section in CONTAINER_SECTIONS {
         for (i, yaml) in m.containers(section).iter().enumerate() {
             let img = images.get(set, &yaml.image, section, i, "image")?;
+            out.set_origin(Some(image_origin(&img, format!("{section}[{i}]"))))?;
             let name = if section == "services" {
                 yaml.name.clone()
             } else {
@@ -245,6 +326,7 @@ pub fn assemble(
         }
     }
     files(set, opts, &ids, &mut out)?;
+    out.set_origin(None)?;
     if opts.dockerfile {
         out.file(
             "Dockerfile",
@@ -253,6 +335,16 @@ pub fn assemble(
         )?;
     }
     Ok(())
+}
+
+/// The origin of the entries of `img` at `location`.
+fn image_origin(img: &kiln_oci::Image, location: String) -> Origin {
+    Origin {
+        source: img.reference.clone(),
+        location,
+        digest: Some(img.digest.to_string()),
+        segment: None,
+    }
 }
 
 /// Rewrite binds that name a volume to the volume's merged directory.
@@ -358,8 +450,22 @@ fn image_tar(
         img.reference,
         layer_digests(img)
     );
+    let segment = kiln_oci::Digest::of(out.segment_key(&key).as_bytes()).to_string();
     if out.begin_segment(&key)? {
-        image_entries(store, img, prefix, resolv, out)?;
+        let outer = out.origin.clone();
+        let origin = outer.clone().map(|o| Origin {
+            segment: Some(segment),
+            ..o
+        });
+        out.set_origin(origin.clone())?;
+        let reused = match &origin {
+            Some(o) => out.reuse(o, prefix)?,
+            None => false,
+        };
+        if !reused {
+            image_entries(store, img, prefix, resolv, out)?;
+        }
+        out.set_origin(outer)?;
     }
     out.end_segment()
 }
@@ -484,6 +590,7 @@ fn kernel_files(
     store: &Store,
     img: &kiln_oci::Image,
     set: &ManifestSet,
+    decompress: bool,
     out: &mut Emitter<'_>,
 ) -> Result<(), AssembleError> {
     let k = &set.manifest.kernel;
@@ -518,7 +625,23 @@ fn kernel_files(
         if rel == binary && entry.kind == Kind::File {
             found_kernel = true;
             out.file("boot/cmdline", 0o644, k.cmdline.as_bytes())?;
-            out.add(entry.moved_to("boot/kernel", now), data)?;
+            if decompress {
+                let mut image = Vec::new();
+                data.read_to_end(&mut image)
+                    .map_err(AssembleError::Output)?;
+                let plain = kiln_format::decompress_kernel(&image).map_err(|why| {
+                    AssembleError::KernelDecompress {
+                        image: img.reference.clone(),
+                        file: binary.to_string(),
+                        why,
+                    }
+                })?;
+                let mut moved = entry.moved_to("boot/kernel", now);
+                moved.size = plain.len() as u64;
+                out.add(moved, &mut plain.as_slice())?;
+            } else {
+                out.add(entry.moved_to("boot/kernel", now), data)?;
+            }
         } else if Some(rel) == tar_name && entry.kind == Kind::File {
             found_tar = true;
             let key = format!("kernel modules {rel}\nlayers {}", layer_digests(img));
@@ -598,6 +721,11 @@ fn files(
     let mut added: HashSet<String> = HashSet::new();
     let mut source_bytes: u64 = 0;
     for (i, f) in set.manifest.files.iter().enumerate() {
+        out.set_origin(Some(Origin {
+            source: "linuxkit.files".into(),
+            location: format!("files[{i}]"),
+            ..Origin::default()
+        }))?;
         let path = f.image_path().to_string();
         let mut mode = if f.directory { 0o700 } else { 0o600 };
         if !f.mode.is_empty() {

@@ -61,3 +61,19 @@ pub fn unpack_bundle(
         .map_err(|e| bundle_err(format!("cannot write {}: {e}", path.display())))?;
     Ok(())
 }
+
+/// Write the root filesystem of `name` for `arch` to `out` as a tar stream (its layers
+/// flattened; `kiln cache export --format filesystem`, as LinuxKit's). Returns `out`.
+pub fn export_filesystem<W: std::io::Write>(
+    store: &Store,
+    name: &Reference,
+    arch: &str,
+    out: W,
+) -> Result<W, AssembleError> {
+    use kiln_fs::Sink as _;
+    let image = store.resolve(name, arch)?;
+    let mut tar = kiln_format::TarSink::new(out);
+    Flattener::new(&ImageLayers::new(store, &image))
+        .run(&mut |entry, data| tar.add(entry, data).map_err(AssembleError::Output))?;
+    tar.finish().map_err(AssembleError::Output)
+}

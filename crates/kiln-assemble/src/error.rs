@@ -22,6 +22,18 @@ pub enum AssembleError {
         /// The file.
         file: String,
     },
+    /// `--decompress-kernel` cannot decompress the kernel.
+    #[error(
+        "image {image}: cannot decompress its kernel {file}: {why}; build without --decompress-kernel"
+    )]
+    KernelDecompress {
+        /// The kernel image.
+        image: String,
+        /// The kernel file in it.
+        file: String,
+        /// Why.
+        why: String,
+    },
     /// A `files` source could not be read.
     #[error("{location}: cannot read source {path}: {source}")]
     Source {
@@ -47,6 +59,17 @@ pub enum AssembleError {
     /// An output format's writer failed.
     #[error(transparent)]
     Format(#[from] kiln_format::FormatError),
+    /// The earlier tar given to reuse (`--input-tar`) cannot be read.
+    #[error(
+        "cannot reuse the input tar {}: {source}; give a tar that an earlier `build -f tar` wrote, or build without --input-tar", path.display()
+    )]
+    InputTar {
+        /// The tar.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing the output failed.
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),

@@ -20,11 +20,12 @@
 mod build;
 mod bundle;
 mod error;
+mod input_tar;
 pub mod metadata;
 pub mod oci_config;
 mod outputs;
 
 pub use build::{Options, RESOLV_SYMLINK, assemble};
-pub use bundle::unpack_bundle;
+pub use bundle::{export_filesystem, unpack_bundle};
 pub use error::AssembleError;
 pub use outputs::write_outputs;

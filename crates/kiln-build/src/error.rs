@@ -79,6 +79,17 @@ pub enum BuildError {
         #[source]
         source: Box<kiln_oci::registry::RegistryError>,
     },
+    /// Asking the Docker engine for an image, or taking it from there, failed (`--docker`).
+    #[error("{location}: image {reference}: the Docker engine could not supply it")]
+    Docker {
+        /// The manifest key (`onboot[0].image`).
+        location: String,
+        /// The image.
+        reference: String,
+        /// Why.
+        #[source]
+        source: Box<kiln_oci::docker_engine::DockerEngineError>,
+    },
     /// A `@pkg:` reference whose package was not among those built.
     #[error("image {reference}: package {dir} was not built")]
     PackageNotBuilt {

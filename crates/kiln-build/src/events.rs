@@ -46,6 +46,15 @@ pub enum Event {
         /// Bytes downloaded (blobs the store already held are not counted).
         bytes: u64,
     },
+    /// An image was taken from a running Docker engine's store (`kiln build --docker`).
+    ImageFromDocker {
+        /// The image name.
+        reference: String,
+        /// The digest of its manifest in kiln's store.
+        digest: String,
+        /// Bytes the engine sent.
+        bytes: u64,
+    },
     /// A step of a stage began.
     StepStarted {
         /// The stage's name.
@@ -142,6 +151,14 @@ impl fmt::Display for Event {
                 digest,
                 bytes,
             } => write!(f, "pulled {reference} ({digest}, {bytes} bytes)"),
+            Event::ImageFromDocker {
+                reference,
+                digest,
+                bytes,
+            } => write!(
+                f,
+                "took {reference} from the Docker engine ({digest}, {bytes} bytes)"
+            ),
             Event::StepStarted {
                 stage, instruction, ..
             } => write!(f, "[{stage}] {instruction}"),

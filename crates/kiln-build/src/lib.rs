@@ -26,6 +26,7 @@ pub mod import;
 mod options;
 mod overlay;
 pub mod pkg;
+pub mod pkg_tag;
 pub mod plan;
 pub mod resolve;
 mod scratch;

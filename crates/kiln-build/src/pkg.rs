@@ -1,7 +1,8 @@
 //! `kiln pkg build`: LinuxKit's package format. A package is a directory with a `build.yml`
 //! (image, org, tag, dockerfile, arches, network, disable-cache, config, buildArgs,
-//! extra-sources) and a Dockerfile. Its tag is a content hash of the directory (and its extra
-//! sources), with `-dirty` appended while git reports uncommitted changes in it. `config`
+//! extra-sources) and a Dockerfile. Its tag is LinuxKit's (the git tree hash, see
+//! [`crate::pkg_tag`]) or kiln's content hash of the directory (and its extra sources), with
+//! `-dirty` appended while git reports uncommitted changes in it. `config`
 //! becomes the image's `org.mobyproject.config` label. A build argument written
 //! `@lkt:pkg:PATH` is replaced by the image name of the package at PATH.
 
@@ -10,6 +11,7 @@ use crate::context::hash_tree;
 use crate::error::{BuildError, io_err};
 use crate::events::Event;
 use crate::options::{BuildOptions, Built};
+use crate::pkg_tag::{HashSource, TagOptions, git_hash, render_template};
 use kiln_oci::{Reference, Store};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -74,9 +76,18 @@ pub struct Package {
 }
 
 impl Package {
-    /// Read the package in `dir`.
-    pub fn load(dir: &Path) -> Result<Package, BuildError> {
-        let file = dir.join("build.yml");
+    /// Read the package in `dir` (its `build.yml`), its tag computed as `tags` say.
+    pub fn load(dir: &Path, tags: &TagOptions) -> Result<Package, BuildError> {
+        Package::load_from(dir, "build.yml", tags)
+    }
+
+    /// Read the package in `dir` described by the file `build_yml` (LinuxKit's `--build-yml`).
+    pub fn load_from(
+        dir: &Path,
+        build_yml: &str,
+        tags: &TagOptions,
+    ) -> Result<Package, BuildError> {
+        let file = dir.join(build_yml);
         let text = fs::read_to_string(&file).map_err(io_err(&file))?;
         let spec: BuildYml = serde_norway::from_str(&text).map_err(|e| BuildError::Package {
             file: file.clone(),
@@ -98,11 +109,30 @@ impl Package {
                 message: format!("config: {d}"),
             })?;
         }
-        let tag = content_tag(dir, &spec, 0)?;
-        let tag = match &spec.tag {
-            Some(t) => t.replace("{{.Hash}}", &tag),
-            None => tag,
+        let hash = match (&tags.hash, tags.source) {
+            (Some(h), _) => h.clone(),
+            (None, HashSource::Content) => content_tag(dir, &spec, 0)?,
+            (None, HashSource::Git) => {
+                let extra: Vec<PathBuf> = extra_source_dirs(dir, &spec).collect();
+                let untracked = |p: &Path| {
+                    hash_tree(p, &|p| p.file_name().is_some_and(|n| n == ".git"))
+                        .map_err(io_err(p))
+                };
+                match git_hash(dir, &extra, tags, &untracked)? {
+                    Some(h) => h,
+                    None => content_tag(dir, &spec, 0)?,
+                }
+            }
         };
+        let template = tags
+            .template
+            .as_deref()
+            .or(spec.tag.as_deref())
+            .unwrap_or("{{.Hash}}");
+        let tag = render_template(template, &hash).map_err(|message| BuildError::Package {
+            file: file.clone(),
+            message,
+        })?;
         Ok(Package {
             dir: dir.to_path_buf(),
             spec,
@@ -134,10 +164,7 @@ impl Package {
 fn content_tag(dir: &Path, spec: &BuildYml, depth: usize) -> Result<String, BuildError> {
     let mut h = Sha256::new();
     let mut dirs = vec![dir.to_path_buf()];
-    for src in spec.extra_sources.iter().flatten() {
-        let s = src.split_once(':').map_or(src.as_str(), |(s, _)| s);
-        dirs.push(dir.join(s));
-    }
+    dirs.extend(extra_source_dirs(dir, spec));
     for d in &dirs {
         let sum =
             hash_tree(d, &|p| p.file_name().is_some_and(|n| n == ".git")).map_err(io_err(d))?;
@@ -173,6 +200,14 @@ fn content_tag(dir: &Path, spec: &BuildYml, depth: usize) -> Result<String, Buil
     Ok(tag)
 }
 
+/// The directories of a package's `extra-sources` (`SRC:DST`, SRC relative to the package).
+fn extra_source_dirs<'a>(dir: &'a Path, spec: &'a BuildYml) -> impl Iterator<Item = PathBuf> + 'a {
+    spec.extra_sources.iter().flatten().map(move |src| {
+        let s = src.split_once(':').map_or(src.as_str(), |(s, _)| s);
+        dir.join(s)
+    })
+}
+
 fn git_dirty(dir: &Path) -> bool {
     Command::new("git")
         .arg("-C")
@@ -194,6 +229,39 @@ pub struct PkgOptions {
     pub org: Option<String>,
     /// Build even when the image is already in the store.
     pub force: bool,
+    /// How package tags are computed.
+    pub tags: TagOptions,
+    /// The name of the file describing a package (`build.yml`; LinuxKit's `--build-yml`).
+    pub build_yml: String,
+    /// Pull a package's image from its registry when the store lacks it, and build only
+    /// what the registry does not have either.
+    pub pull: bool,
+    /// Whether RUN steps may use the network, overriding build.yml's `network`.
+    pub network: Option<bool>,
+    /// Build without the step cache, overriding build.yml's `disable-cache`.
+    pub disable_cache: Option<bool>,
+    /// The Dockerfile, relative to the package directory, overriding build.yml's.
+    pub dockerfile: Option<PathBuf>,
+    /// Build arguments added to (and replacing those of the same name in) build.yml's.
+    pub build_args: Vec<(String, String)>,
+}
+
+impl PkgOptions {
+    /// Options with LinuxKit's defaults around the base build options.
+    pub fn new(base: BuildOptions) -> PkgOptions {
+        PkgOptions {
+            base,
+            org: None,
+            force: false,
+            tags: TagOptions::default(),
+            build_yml: "build.yml".into(),
+            pull: false,
+            network: None,
+            disable_cache: None,
+            dockerfile: None,
+            build_args: Vec::new(),
+        }
+    }
 }
 
 /// What happened to one package.
@@ -216,7 +284,7 @@ pub fn build_packages(
 ) -> Result<Vec<PkgResult>, BuildError> {
     let mut order: Vec<(PathBuf, Package)> = Vec::new();
     for d in dirs {
-        visit(d, &mut order, &mut Vec::new())?;
+        visit(d, opts, &mut order, &mut Vec::new())?;
     }
     let mut results = Vec::new();
     let mut refs: BTreeMap<PathBuf, String> = BTreeMap::new();
@@ -242,15 +310,22 @@ pub fn build_packages(
                 ),
             });
         }
-        if !opts.force
-            && let Ok(img) = store.resolve(&r, &arch)
-        {
+        let found = if opts.force {
+            None
+        } else {
+            store
+                .resolve(&r, &arch)
+                .ok()
+                .map(|img| img.digest.to_string())
+                .or_else(|| pulled(store, &r, opts))
+        };
+        if let Some(digest) = found {
             report(
                 opts,
                 Event::PackageBuilt {
                     dir: dir.clone(),
                     reference: reference.clone(),
-                    digest: img.digest.to_string(),
+                    digest,
                     built: false,
                     steps_run: 0,
                     steps_cached: 0,
@@ -269,12 +344,29 @@ pub fn build_packages(
         b.context = staged
             .as_ref()
             .map_or_else(|| dir.clone(), |t| t.path().to_path_buf());
-        b.dockerfile = b
-            .context
-            .join(pkg.spec.dockerfile.as_deref().unwrap_or("Dockerfile"));
+        let dockerfile = match &opts.dockerfile {
+            Some(d) => d.clone(),
+            None => PathBuf::from(pkg.spec.dockerfile.as_deref().unwrap_or("Dockerfile")),
+        };
+        if dockerfile.is_absolute()
+            || dockerfile
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(BuildError::Package {
+                file: dir.join(&opts.build_yml),
+                message: format!(
+                    "dockerfile {}: give a path inside the package directory",
+                    dockerfile.display()
+                ),
+            });
+        }
+        b.dockerfile = b.context.join(dockerfile);
         b.tags = vec![r];
-        b.no_cache |= pkg.spec.disable_cache.unwrap_or(false);
-        b.network = if pkg.spec.network.unwrap_or(false) {
+        b.no_cache |= opts
+            .disable_cache
+            .unwrap_or(pkg.spec.disable_cache.unwrap_or(false));
+        b.network = if opts.network.unwrap_or(pkg.spec.network.unwrap_or(false)) {
             kiln_runtime::Network::Host
         } else {
             kiln_runtime::Network::None
@@ -292,6 +384,10 @@ pub fn build_packages(
                 None => v.to_string(),
             };
             b.build_args.push((k.to_string(), v));
+        }
+        for (k, v) in &opts.build_args {
+            b.build_args.retain(|(name, _)| name != k);
+            b.build_args.push((k.clone(), v.clone()));
         }
         if let Some(label) = pkg.label() {
             b.labels.insert(CONFIG_LABEL.into(), label);
@@ -317,6 +413,21 @@ pub fn build_packages(
         });
     }
     Ok(results)
+}
+
+/// With `opts.pull`, the digest of `r` after pulling it from its registry, or `None` when it
+/// cannot be pulled (it is then built).
+fn pulled(store: &Store, r: &Reference, opts: &PkgOptions) -> Option<String> {
+    if !opts.pull {
+        return None;
+    }
+    match kiln_oci::registry::pull(store, r, &opts.base.registry) {
+        Ok(p) => Some(p.digest.to_string()),
+        Err(e) => {
+            tracing::info!("{r} is not pulled, it is built: {e}");
+            None
+        }
+    }
 }
 
 /// Hand `event` to the build options' progress callback.
@@ -375,6 +486,7 @@ fn stage_context(dir: &Path, extra: &[String]) -> Result<Option<tempfile::TempDi
 /// once and paired with its canonical directory.
 fn visit(
     dir: &Path,
+    opts: &PkgOptions,
     order: &mut Vec<(PathBuf, Package)>,
     stack: &mut Vec<PathBuf>,
 ) -> Result<(), BuildError> {
@@ -389,13 +501,13 @@ fn visit(
         });
     }
     stack.push(canonical.clone());
-    let pkg = Package::load(dir)?;
+    let pkg = Package::load_from(dir, &opts.build_yml, &opts.tags)?;
     for arg in pkg.spec.build_args.iter().flatten() {
         if let Some(path) = arg
             .split_once('=')
             .and_then(|(_, v)| v.strip_prefix("@lkt:pkg:"))
         {
-            visit(&dir.join(path), order, stack)?;
+            visit(&dir.join(path), opts, order, stack)?;
         }
     }
     stack.pop();

@@ -1,13 +1,17 @@
 //! Making every image a manifest names available in the store before assembly: `@pkg:DIR`
 //! references (a kiln extension: the image of the package in DIR, relative to the first
 //! manifest's directory) are built when the store lacks them and replaced by their image
-//! names, and images the store lacks are pulled.
+//! names, and images the store lacks are pulled. With a Docker engine given, the engine's image
+//! store is looked in first, before kiln's store and the registry, as LinuxKit's
+//! `build --docker` does.
 
 use crate::error::BuildError;
 use crate::events::Event;
 use crate::pkg::{PkgOptions, PkgResult, build_packages};
 use kiln_manifest::Manifest;
+use kiln_oci::docker_engine::DockerEngine;
 use kiln_oci::registry;
+use kiln_oci::spec::normalize_arch;
 use kiln_oci::{Reference, Store};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -24,6 +28,11 @@ pub struct ResolveOptions<'a> {
     pub base_dir: &'a Path,
     /// Pull every image, even those the store has.
     pub pull_always: bool,
+    /// A Docker engine asked first for every image, before the store and the registry (as
+    /// LinuxKit's `build --docker` does): when it has the image for the build's architecture,
+    /// that image is used, copied into the store through the engine's API unless the store
+    /// already holds the same one (same config digest, the engine's image ID).
+    pub docker: Option<&'a DockerEngine>,
 }
 
 /// Build the `@pkg:` packages `manifest` names and put their image names in its place, then
@@ -95,7 +104,13 @@ fn pull_missing(
         if !done.insert(r.to_string()) {
             continue;
         }
-        if !opts.pull_always && store.resolve(&r, &ropts.arch).is_ok() {
+        let stored = store.resolve(&r, &ropts.arch).ok();
+        if let Some(engine) = opts.docker
+            && from_docker(store, engine, &r, stored.as_ref(), &location, opts)?
+        {
+            continue;
+        }
+        if !opts.pull_always && stored.is_some() {
             continue;
         }
         tracing::info!("pulling {r}");
@@ -113,6 +128,64 @@ fn pull_missing(
         }
     }
     Ok(())
+}
+
+/// Take `r` from the Docker engine when it has the image for the build's architecture (copying
+/// it into the store unless `stored`, the store's image of that name, is the same image); false
+/// when it has not (or `r` is pinned by digest, which the engine's export cannot honour).
+fn from_docker(
+    store: &Store,
+    engine: &DockerEngine,
+    r: &Reference,
+    stored: Option<&kiln_oci::Image>,
+    location: &str,
+    opts: &ResolveOptions<'_>,
+) -> Result<bool, BuildError> {
+    let arch = &opts.packages.base.registry.arch;
+    let err = |source| BuildError::Docker {
+        location: location.to_string(),
+        reference: r.to_string(),
+        source: Box::new(source),
+    };
+    if r.digest.is_some() {
+        tracing::info!(
+            "{r} is pinned by digest: pulling it rather than taking it from the Docker engine"
+        );
+        return Ok(false);
+    }
+    let Some(found) = engine.inspect(r).map_err(err)? else {
+        tracing::info!(
+            "the Docker engine at {} lacks {r}",
+            engine.socket().display()
+        );
+        return Ok(false);
+    };
+    let arch = normalize_arch(arch);
+    if normalize_arch(&found.architecture) != arch || found.os != "linux" {
+        tracing::info!(
+            "the Docker engine's {r} is for {}/{}, not linux/{arch}",
+            found.os,
+            found.architecture
+        );
+        return Ok(false);
+    }
+    if stored.is_some_and(|s| s.manifest.config.digest == found.id) {
+        tracing::info!("the store holds the Docker engine's {r} already");
+        return Ok(true);
+    }
+    tracing::info!(
+        "taking {r} from the Docker engine at {}",
+        engine.socket().display()
+    );
+    let imported = engine.import(store, r).map_err(err)?;
+    if let Some(p) = &opts.packages.base.progress {
+        p(&Event::ImageFromDocker {
+            reference: r.to_string(),
+            digest: imported.digest.to_string(),
+            bytes: imported.bytes,
+        });
+    }
+    Ok(true)
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

@@ -2,7 +2,7 @@
 //!
 //! This crate owns every output format kiln writes ([`Format`], one module per format under
 //! `formats/`, each a [`FormatWriter`]), the archive writers they share ([`TarSink`],
-//! [`CpioSink`]), the initrd writer ([`InitrdWriter`]: compressed on every core, segments
+//! [`CpioSink`]), reading back a tar it wrote ([`TarReader`], for reuse by a later build), the initrd writer ([`InitrdWriter`]: compressed on every core, segments
 //! cached between builds), the kernel+initrd split ([`KernelInitrd`]) and atomic output
 //! files ([`AtomicOutput`]): an output appears under its name only once it is complete. It
 //! does not assemble anything; it consumes a [`kiln_fs::Sink`] stream.
@@ -23,7 +23,9 @@ mod cpio;
 mod format;
 mod formats;
 mod initrd;
+mod kernel_image;
 mod kernel_initrd;
+mod tar_reader;
 mod tar_sink;
 
 pub use atomic::{AtomicOutput, remove_own_partials, remove_stale_partials};
@@ -32,5 +34,7 @@ pub use format::{Format, FormatError, FormatWriter, Target};
 pub use initrd::{
     CleanStats, InitrdOptions, InitrdStats, InitrdWriter, clean_segment_cache, segment_cache_dir,
 };
+pub use kernel_image::decompress_kernel;
 pub use kernel_initrd::{Compression, KernelInitrd};
-pub use tar_sink::TarSink;
+pub use tar_reader::{Data, TarEntry, TarReader};
+pub use tar_sink::{PAX_DIGEST, PAX_LOCATION, PAX_SEGMENT, PAX_SOURCE, PAX_XATTR, TarSink};

@@ -114,6 +114,23 @@ pub enum Segment {
     Reuse,
 }
 
+/// Where the entries that follow come from, for outputs that record it (the tar format writes
+/// it as PAX records on every entry, as LinuxKit does, so that a later build can reuse them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The image reference the entries come from (normalised, as `docker.io/library/alpine:3.19`),
+    /// or a name for generated entries (`linuxkit.files`, `linuxkit.volumes`).
+    pub source: String,
+    /// Where in the manifest: `kernel`, `init[0]`, `volumes[1]`, `onboot[2]`, `services[0]`,
+    /// `files[3]`, ...
+    pub location: String,
+    /// The digest of the image's manifest, when the entries come from an image.
+    pub digest: Option<String>,
+    /// The digest of the key of the segment the entries belong to, when they form a segment
+    /// whose key determines them completely (see [`Sink::begin_segment`]).
+    pub segment: Option<String>,
+}
+
 /// Consumes the entry stream.
 ///
 /// A producer may group entries into segments: [`Sink::begin_segment`], the segment's entries,
@@ -136,6 +153,13 @@ pub trait Sink {
     fn end_segment(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// The entries added from now on come from `origin` (none: unknown). Sinks that do not
+    /// record origins ignore it.
+    fn set_origin(&mut self, origin: Option<&Origin>) -> io::Result<()> {
+        let _ = origin;
+        Ok(())
+    }
 }
 
 impl<S: Sink + ?Sized> Sink for &mut S {
@@ -147,6 +171,9 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     }
     fn end_segment(&mut self) -> io::Result<()> {
         (**self).end_segment()
+    }
+    fn set_origin(&mut self, origin: Option<&Origin>) -> io::Result<()> {
+        (**self).set_origin(origin)
     }
 }
 

@@ -27,6 +27,6 @@ pub mod unpack;
 #[cfg(test)]
 mod flatten_tests;
 
-pub use entry::{Collect, Entry, Kind, Segment, Sink};
+pub use entry::{Collect, Entry, Kind, Origin, Segment, Sink};
 pub use layers::{Flattener, LayerError, Layers, normalize};
 pub use unpack::UnpackError;

@@ -3,8 +3,9 @@
 //! This crate owns the content-addressed image store (an OCI image layout on disk, see
 //! [`Store`]), image references ([`Reference`]), digests, the OCI image format types
 //! ([`spec`]), import and export of image archives (OCI layout and `docker save` tars, see
-//! [`archive`]) and the registry client ([`registry`]). It knows nothing of manifests or of
-//! what a root filesystem looks like: that is `kiln-assemble`.
+//! [`archive`]), the registry client ([`registry`]) and the import of images from a running
+//! Docker engine through its API socket ([`docker_engine`]). It knows nothing of manifests or
+//! of what a root filesystem looks like: that is `kiln-assemble`.
 //!
 //! ```no_run
 //! use kiln_oci::{Reference, Store};
@@ -16,6 +17,7 @@
 
 pub mod archive;
 mod digest;
+pub mod docker_engine;
 mod reference;
 pub mod registry;
 pub mod spec;

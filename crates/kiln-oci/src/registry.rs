@@ -87,12 +87,38 @@ pub struct RegistryOptions {
     pub progress: Option<PullProgress>,
     /// Deadlines and the minimum transfer rate of every request of a pull.
     pub limits: TransferLimits,
+    /// PEM certificates of authorities trusted for registries besides the system's.
+    pub ca_certs: Vec<Vec<u8>>,
+    /// `(registry host, credentials)` pairs used before the Docker config file's.
+    pub credentials: Vec<(String, Credentials)>,
 }
 
-/// Parse `REGISTRY=URL` mirror flags.
+impl RegistryOptions {
+    /// The credentials for `host`: given ones first, else the Docker config file's.
+    fn credentials_for(&self, host: &str) -> Option<Credentials> {
+        self.credentials
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, c)| c.clone())
+            .or_else(|| docker_credentials(host))
+    }
+}
+
+/// The registry key of a mirror that serves every registry no other mirror names.
+pub const ANY_REGISTRY: &str = "*";
+
+/// Parse a mirror flag: `REGISTRY=URL`, or a bare `http://` or `https://` URL for every
+/// registry no other mirror names (LinuxKit's form).
 pub fn parse_mirror(s: &str) -> Option<(String, String)> {
-    let (reg, url) = s.split_once('=')?;
-    Some((reg.to_string(), url.to_string()))
+    match s.split_once('=') {
+        Some((reg, url)) if !reg.contains('/') || reg.ends_with('/') => {
+            Some((reg.trim_end_matches('/').to_string(), url.to_string()))
+        }
+        _ if s.starts_with("http://") || s.starts_with("https://") => {
+            Some((ANY_REGISTRY.to_string(), s.to_string()))
+        }
+        _ => None,
+    }
 }
 
 struct Target {
@@ -112,7 +138,12 @@ fn is_loopback(host: &str) -> bool {
 }
 
 fn target(r: &Reference, opts: &RegistryOptions) -> Target {
-    if let Some((_, url)) = opts.mirrors.iter().find(|(reg, _)| *reg == r.registry) {
+    let mirror = opts
+        .mirrors
+        .iter()
+        .find(|(reg, _)| *reg == r.registry)
+        .or_else(|| opts.mirrors.iter().find(|(reg, _)| reg == ANY_REGISTRY));
+    if let Some((_, url)) = mirror {
         let http = url.starts_with("http://");
         let host = url
             .trim_start_matches("http://")
@@ -346,6 +377,42 @@ pub fn pull(store: &Store, r: &Reference, opts: &RegistryOptions) -> Result<Pull
     runtime()?.block_on(pull_async(store, r, opts))
 }
 
+/// The digest of the manifest or index the registry holds under `r`'s name, or `None` when it
+/// holds no such name (or `r`'s repository).
+pub fn remote_digest(
+    r: &Reference,
+    opts: &RegistryOptions,
+) -> Result<Option<Digest>, RegistryError> {
+    let t = target(r, opts);
+    let remote = |e: TransferError| RegistryError::Remote {
+        registry: t.host.clone(),
+        operation: "look up",
+        image: r.to_string(),
+        message: e.to_string(),
+    };
+    let session = Session::new(
+        &t.host,
+        t.http,
+        &r.repository,
+        opts.credentials_for(&t.host),
+        opts.limits,
+        &opts.ca_certs,
+    )
+    .map_err(remote)?;
+    let url = session.url("manifests", &r.target());
+    let looked_up = runtime()?.block_on(async {
+        retry(&format!("manifest of {r}"), || {
+            session.get_json(&url, &ACCEPT, MAX_JSON_BLOB, None, None, "manifest")
+        })
+        .await
+    });
+    match looked_up {
+        Ok((_, digest)) => Ok(Some(digest)),
+        Err(TransferError::Status { status: 404, .. }) => Ok(None),
+        Err(e) => Err(remote(e)),
+    }
+}
+
 /// What a pull stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pulled {
@@ -373,8 +440,9 @@ async fn pull_async(
         &t.host,
         t.http,
         &r.repository,
-        docker_credentials(&t.host),
+        opts.credentials_for(&t.host),
         opts.limits,
+        &opts.ca_certs,
     )
     .map_err(|e| remote("connect", e))?;
     let session = &session;
@@ -585,8 +653,9 @@ async fn push_async(
         &t.host,
         t.http,
         &r.repository,
-        docker_credentials(&t.host),
+        opts.credentials_for(&t.host),
         opts.limits,
+        &opts.ca_certs,
     )
     .map_err(|e| remote("connect", e))?
     .with_access(Access::Push);

@@ -956,8 +956,20 @@ impl Session {
         repository: &str,
         credentials: Option<Credentials>,
         limits: TransferLimits,
+        ca_certs: &[Vec<u8>],
     ) -> Result<Session, TransferError> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for pem in ca_certs {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| TransferError::Invalid {
+                    what: "a certificate file".into(),
+                    why: format!("not PEM certificates: {}", error_chain(&e)),
+                })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .connect_timeout(limits.stall_window)
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::limited(5))
@@ -1513,6 +1525,7 @@ mod tests {
             "a/b",
             None,
             TransferLimits::default(),
+            &[],
         )
         .expect("session");
         assert!(s.is_ours("http://127.0.0.1:5000/v2/a/b/blobs/uploads/x"));
@@ -1525,6 +1538,7 @@ mod tests {
             "a",
             None,
             TransferLimits::default(),
+            &[],
         )
         .expect("session");
         assert!(s.is_ours("https://registry.example:443/v2/a/blobs/x"));

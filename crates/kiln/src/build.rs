@@ -1,6 +1,6 @@
 //! `kiln build`.
 
-use crate::ImageOpts;
+use crate::images;
 use crate::progress;
 use anyhow::Context as _;
 use clap::builder::TypedValueParser as _;
@@ -11,11 +11,103 @@ use kiln_format::{Compression, Format, Target};
 use kiln_manifest::ManifestSet;
 use std::path::{Path, PathBuf};
 
+/// LinuxKit's formats kiln does not write yet: accepted by the parser, refused with a message
+/// when a build asks for them.
+const NOT_YET: &[&str] = &[
+    "iso-bios",
+    "iso-efi",
+    "iso-efi-initrd",
+    "raw-bios",
+    "raw-efi",
+    "qcow2-bios",
+    "qcow2-efi",
+    "vhd",
+    "dynamic-vhd",
+    "vmdk",
+    "gcp",
+    "aws",
+    "kernel+squashfs",
+    "kernel+erofs",
+    "kernel+iso",
+    "rpi3",
+];
+
+/// An output format as `--format` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FormatArg {
+    /// A format kiln writes.
+    Kiln(Format),
+    /// One of LinuxKit's that kiln does not write yet.
+    NotYet(&'static str),
+}
+
 fn format_names() -> Vec<clap::builder::PossibleValue> {
     Format::ALL
         .iter()
         .map(|f| clap::builder::PossibleValue::new(f.name()).help(f.description()))
+        .chain(
+            NOT_YET
+                .iter()
+                .map(|n| clap::builder::PossibleValue::new(*n).hide(true)),
+        )
         .collect()
+}
+
+fn parse_format(s: String) -> Result<FormatArg, kiln_format::FormatError> {
+    match NOT_YET.iter().find(|n| **n == s) {
+        Some(n) => Ok(FormatArg::NotYet(n)),
+        None => s.parse::<Format>().map(FormatArg::Kiln),
+    }
+}
+
+/// The formats to write: those asked for, else `tar` with `-o` and `kernel+initrd` without
+/// (as LinuxKit); a format kiln does not write yet is an error saying so.
+fn formats(args: &BuildArgs) -> anyhow::Result<Vec<Format>> {
+    if args.format.is_empty() {
+        return Ok(vec![if args.output.is_some() {
+            Format::Tar
+        } else {
+            Format::KernelInitrd
+        }]);
+    }
+    let not_yet: Vec<&str> = args
+        .format
+        .iter()
+        .filter_map(|f| match f {
+            FormatArg::NotYet(n) => Some(*n),
+            FormatArg::Kiln(_) => None,
+        })
+        .collect();
+    if !not_yet.is_empty() {
+        anyhow::bail!(
+            "kiln does not write {} yet; it writes {}",
+            not_yet.join(", "),
+            Format::ALL.map(Format::name).join(", ")
+        );
+    }
+    Ok(args
+        .format
+        .iter()
+        .filter_map(|f| match f {
+            FormatArg::Kiln(f) => Some(*f),
+            FormatArg::NotYet(_) => None,
+        })
+        .collect())
+}
+
+/// LinuxKit's `--size` (for fixed-size disk images): a number of megabytes with an `M`
+/// suffix, gigabytes with `G` or none.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.strip_suffix(['M', 'm']) {
+        Some(d) => (d, 1),
+        None => (s.strip_suffix(['G', 'g']).unwrap_or(s), 1024),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|mb| *mb > 0)
+        .ok_or_else(|| format!("`{s}`: write a size as 1024M or 1G"))
 }
 
 fn compression_names() -> Vec<clap::builder::PossibleValue> {
@@ -34,25 +126,41 @@ pub struct BuildArgs {
     /// Manifest files, merged in order
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Output formats (comma-separated or repeated)
+    /// Output formats, comma-separated or repeated [default: kernel+initrd; tar with -o]
     #[arg(
         long,
         short = 'f',
         value_delimiter = ',',
-        default_value = "kernel+initrd",
         value_parser = clap::builder::PossibleValuesParser::new(format_names())
-            .try_map(|s| s.parse::<Format>()),
+            .try_map(parse_format),
     )]
-    format: Vec<Format>,
-    /// Base name of the outputs (default: the first manifest's name)
+    format: Vec<FormatArg>,
+    /// Base name of the outputs (default: the last manifest's name; `moby` for standard input)
     #[arg(long)]
     name: Option<String>,
     /// Directory for the outputs
     #[arg(long, default_value = ".")]
     dir: PathBuf,
-    /// Output file for the tar format (`-` for standard output)
-    #[arg(short = 'o')]
+    /// Output file for the tar format (`-` for standard output); LinuxKit spells it `--o`
+    #[arg(short = 'o', long = "o", alias = "output", value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Size of fixed-size disk images, as 1024M or 1G (LinuxKit's; kiln's formats so far have
+    /// none)
+    #[arg(long, default_value = "1024M", value_parser = parse_size)]
+    size: u64,
+    /// Decompress the kernel (a gzip, or a bzImage's gzip or zstd payload) to the plain image
+    /// some loaders want
+    #[arg(long)]
+    decompress_kernel: bool,
+    /// Write no SBOM (kiln writes none yet: LinuxKit's flag, accepted)
+    #[arg(long)]
+    no_sbom: bool,
+    /// The SBOM's path in the root filesystem (LinuxKit's; kiln writes no SBOM yet)
+    #[arg(long, value_name = "PATH", hide = true)]
+    sbom_output: Option<String>,
+    /// Use the current time in the SBOM (LinuxKit's; kiln writes no SBOM yet)
+    #[arg(long, hide = true)]
+    sbom_current_time: bool,
     /// Initrd compression (one the kernel was built to read)
     #[arg(
         long,
@@ -67,56 +175,141 @@ pub struct BuildArgs {
     /// Pull every image even if the store has it
     #[arg(long)]
     pull: bool,
-    #[command(flatten)]
-    images: ImageOpts,
+    /// Reuse the files of a previous tar build (-f tar) for the images it already holds, as LinuxKit does
+    #[arg(long, value_name = "PATH")]
+    input_tar: Option<PathBuf>,
+    /// Take images from the Docker engine at DOCKER_HOST (or /var/run/docker.sock) before
+    /// pulling them; through its API, never its files
+    #[arg(long)]
+    docker: bool,
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
-    let mut set = ManifestSet::load(&args.files)?;
+    let formats = formats(&args)?;
+    if args.input_tar.is_some() && args.pull {
+        anyhow::bail!("--input-tar and --pull contradict each other: give one");
+    }
+    if args.sbom_output.is_some() || args.sbom_current_time {
+        tracing::info!("kiln writes no SBOM yet: --sbom-output and --sbom-current-time do nothing");
+    }
+    let _ = (args.no_sbom, args.size);
+    let mut set = load_manifests(&args.files)?;
     if args.dry_run {
         print!("{}", kiln_manifest::to_yaml(&set.manifest));
         return Ok(());
     }
-    let store = args.images.store()?;
-    let packages = PkgOptions {
-        base: crate::image::base_options(&args.images)?,
-        org: None,
-        force: false,
+    let store = images().store()?;
+    let packages = PkgOptions::new(crate::image::base_options(images())?);
+    // `@pkg:` paths are relative to the first manifest read from a file.
+    let base_dir = args
+        .files
+        .iter()
+        .find(|f| f.as_os_str() != "-" && !is_url(f))
+        .and_then(|f| f.parent())
+        .unwrap_or(Path::new(""));
+    let docker = if args.docker {
+        Some(kiln_oci::docker_engine::DockerEngine::from_env()?)
+    } else {
+        None
     };
-    let base_dir = args.files[0].parent().unwrap_or(Path::new(""));
     let resolve = ResolveOptions {
         packages: &packages,
         base_dir,
         pull_always: args.pull,
+        docker: docker.as_ref(),
     };
     // Packages built (or found) and images pulled are reported as they happen.
     resolve_images(&store, &mut set.manifest, &resolve)?;
     let name = match &args.name {
         Some(n) => n.clone(),
-        None => args.files[0]
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_else(|| "kiln".into()),
+        None => default_name(&args.files),
     };
     let epoch = crate::image::epoch()?;
     let opts = Options {
-        arch: args.images.arch.clone(),
+        arch: images().arch.clone(),
         source_date_epoch: epoch,
         base_dir: PathBuf::from("."),
         dockerfile: false,
+        input_tar: args.input_tar.clone(),
+        decompress_kernel: args.decompress_kernel,
     };
     let target = Target {
         tar_output: args.output.clone(),
         segment_cache: Some(kiln_format::segment_cache_dir(store.root())),
         ..Target::new(&args.dir, name, args.compress, epoch.unwrap_or(0))
     };
-    for path in write_outputs(&set, &store, &opts, &args.format, &target)? {
+    for path in write_outputs(&set, &store, &opts, &formats, &target)? {
         if progress::mode() == progress::Mode::Json {
             written(&path)?;
         }
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// The outputs' name when `--name` is not given: the last manifest's file name without its
+/// extension, as LinuxKit's; `moby` when it is standard input.
+fn default_name(files: &[PathBuf]) -> String {
+    match files.last() {
+        Some(f) if f.as_os_str() == "-" => "moby".into(),
+        Some(f) if is_url(f) => f
+            .to_string_lossy()
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.split('.').next())
+            .filter(|n| !n.is_empty())
+            .unwrap_or("moby")
+            .to_string(),
+        Some(f) => f
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| "kiln".into()),
+        None => "kiln".into(),
+    }
+}
+
+fn is_url(p: &Path) -> bool {
+    let s = p.to_string_lossy();
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// Read the manifests: files, `-` for standard input, or http(s) URLs (as LinuxKit).
+fn load_manifests(files: &[PathBuf]) -> anyhow::Result<ManifestSet> {
+    if files.iter().all(|f| f.as_os_str() != "-" && !is_url(f)) {
+        return Ok(ManifestSet::load(files)?);
+    }
+    let limit = kiln_manifest::limits::MAX_DOCUMENT_BYTES as u64;
+    let mut set = ManifestSet::default();
+    for f in files {
+        let (name, bytes) = if f.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::io::stdin(), limit + 1),
+                &mut bytes,
+            )
+            .context("reading a manifest from standard input")?;
+            ("standard input".to_string(), bytes)
+        } else if is_url(f) {
+            let url = f.to_string_lossy().to_string();
+            let resp = reqwest::blocking::get(&url)
+                .and_then(|r| r.error_for_status())
+                .with_context(|| format!("fetching the manifest {url}"))?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(resp, limit + 1), &mut bytes)
+                .with_context(|| format!("fetching the manifest {url}"))?;
+            (url, bytes)
+        } else {
+            let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            (f.display().to_string(), bytes)
+        };
+        if bytes.len() as u64 > limit {
+            anyhow::bail!("{name}: a manifest is at most {limit} bytes");
+        }
+        let text = String::from_utf8(bytes).with_context(|| format!("{name}: not UTF-8 text"))?;
+        set.add(&name, &text)?;
+    }
+    set.validate()?;
+    Ok(set)
 }
 
 /// Report an output file with its size and digest (json progress only: hashing costs a read

@@ -1,6 +1,6 @@
 //! `kiln cache`: the image store.
 
-use crate::ImageOpts;
+use crate::{ImageOpts, images};
 use anyhow::{Context, bail};
 use kiln_oci::Reference;
 use kiln_oci::archive::{self, ArchiveFormat};
@@ -16,8 +16,6 @@ pub enum CacheCommand {
         /// Print JSON (every field, see docs/store.md)
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        images: ImageOpts,
     },
     /// Show the space the store takes: per image (unique and shared), unreferenced blobs,
     /// layer indexes, the build cache and initrd segments
@@ -25,16 +23,15 @@ pub enum CacheCommand {
         /// Print JSON (every field, see docs/store.md)
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        images: ImageOpts,
     },
     /// Remove image names (their blobs go at the next `clean`)
     Rm {
         /// Images to remove
         #[arg(required = true)]
         images: Vec<String>,
-        #[command(flatten)]
-        opts: ImageOpts,
+        /// Remove only images their registry holds with the same digest (LinuxKit's flag)
+        #[arg(long)]
+        published_only: bool,
     },
     /// Remove blobs no image uses, abandoned partial downloads and initrd segments unused for a
     /// week
@@ -43,32 +40,37 @@ pub enum CacheCommand {
         /// and every cached initrd segment
         #[arg(long)]
         build_cache: bool,
-        #[command(flatten)]
-        images: ImageOpts,
+        /// First remove the names of images their registry holds with the same digest, then
+        /// clean (LinuxKit's flag: what was published can be pulled again)
+        #[arg(long)]
+        published_only: bool,
     },
-    /// Import an OCI-layout or `docker save` tar (optionally compressed)
+    /// Import an OCI-layout or `docker save` tar (optionally compressed; `-` for standard
+    /// input)
     Import {
         /// The archive
         file: PathBuf,
         /// Name for images the archive does not name fully
         #[arg(long)]
         name: Option<String>,
-        #[command(flatten)]
-        images: ImageOpts,
     },
-    /// Export images as an OCI-layout or `docker save` tar
+    /// Export images as an OCI-layout or `docker save` tar, or one image's root filesystem
     Export {
         /// Images to export
         #[arg(required = true)]
         images: Vec<String>,
         /// Output file (`-` for standard output)
-        #[arg(short = 'o', long, required = true)]
+        #[arg(short = 'o', long, alias = "outfile", required = true)]
         output: PathBuf,
         /// Archive format
         #[arg(long, value_enum, default_value_t = ArchiveArg::Oci)]
         format: ArchiveArg,
-        #[command(flatten)]
-        opts: ImageOpts,
+        /// Platform to export (filesystem and docker formats), as linux/ARCH [default: --arch]
+        #[arg(long)]
+        platform: Option<String>,
+        /// Name the exported image this way instead (one image only; oci and docker formats)
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Give an image of the store another name
     Tag {
@@ -76,8 +78,6 @@ pub enum CacheCommand {
         source: String,
         /// The new name
         target: String,
-        #[command(flatten)]
-        opts: ImageOpts,
     },
     /// Pull images from their registries into the store
     ///
@@ -88,8 +88,6 @@ pub enum CacheCommand {
         /// Images to pull
         #[arg(required = true)]
         images: Vec<String>,
-        #[command(flatten)]
-        opts: ImageOpts,
     },
     /// Push images from the store to the registries they name
     ///
@@ -100,18 +98,27 @@ pub enum CacheCommand {
         /// Images to push
         #[arg(required = true)]
         images: Vec<String>,
-        #[command(flatten)]
-        opts: ImageOpts,
+        /// Push the image under this name instead (one image only)
+        #[arg(long)]
+        remote_name: Option<String>,
+        /// Also push each platform of an index under TAG-ARCH (LinuxKit's arch tags)
+        #[arg(long)]
+        with_arch_tags: bool,
+        /// Push even when the registry has the name already (kiln always replaces it)
+        #[arg(long)]
+        r#override: bool,
     },
 }
 
 /// `--format` of `kiln cache export`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArchiveArg {
     /// An OCI image layout
     Oci,
     /// `docker save`'s layout, for `docker load`
     Docker,
+    /// The image's root filesystem as a plain tar (its layers flattened)
+    Filesystem,
 }
 
 /// How long `kiln cache clean` keeps an initrd segment no build has used.
@@ -119,13 +126,29 @@ const SEGMENT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 
 
 pub fn registry_options(o: &ImageOpts) -> anyhow::Result<RegistryOptions> {
     let mut mirrors = Vec::new();
-    for m in &o.mirrors {
-        mirrors.push(registry::parse_mirror(m).with_context(|| {
-            format!("--mirror {m}: write REGISTRY=URL, as docker.io=http://127.0.0.1:5000")
-        })?);
+    // The environment's first, so that flags given later take precedence (as in LinuxKit).
+    let env = crate::compat::flavour().env_mirrors();
+    for m in env.iter().chain(&o.mirrors) {
+        let (registry, url) = registry::parse_mirror(m).with_context(|| {
+            format!(
+                "--mirror {m}: write REGISTRY=URL, as docker.io=http://127.0.0.1:5000, or a \
+                 URL for every registry"
+            )
+        })?;
+        mirrors.retain(|(r, _)| *r != registry);
+        mirrors.push((registry, url));
+    }
+    let mut ca_certs = Vec::new();
+    for f in &o.cert_files {
+        ca_certs.push(
+            std::fs::read(f)
+                .with_context(|| format!("--cert-file {}: cannot read it", f.display()))?,
+        );
     }
     Ok(RegistryOptions {
         mirrors,
+        ca_certs,
+        credentials: Vec::new(),
         insecure: o.insecure.clone(),
         arch: o.arch.clone(),
         parallel: 4,
@@ -292,9 +315,9 @@ fn parse(refs: &[String]) -> anyhow::Result<Vec<Reference>> {
 }
 
 pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
+    let store = images().store()?;
     match cmd {
-        CacheCommand::Ls { json, images } => {
-            let store = images.store()?;
+        CacheCommand::Ls { json } => {
             let list = usage::list_images(&store)?;
             warn_problems(&list);
             let mut out = std::io::stdout().lock();
@@ -305,8 +328,7 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
             };
             closed_pipe_is_fine(printed)?;
         }
-        CacheCommand::Du { json, images } => {
-            let store = images.store()?;
+        CacheCommand::Du { json } => {
             let areas = [
                 ("build cache", kiln_build::build_cache_dir(&store)),
                 (
@@ -324,19 +346,34 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
             };
             closed_pipe_is_fine(printed)?;
         }
-        CacheCommand::Rm { images, opts } => {
-            let store = opts.store()?;
-            for r in parse(&images)? {
+        CacheCommand::Rm {
+            images: names,
+            published_only,
+        } => {
+            for r in parse(&names)? {
+                if published_only && !published(&store, &r)? {
+                    println!("kept {r}: its registry does not hold this digest");
+                    continue;
+                }
                 if !store.untag(&r)? {
                     bail!("image {r} is not in the store");
                 }
+                println!("removed {r}");
             }
         }
         CacheCommand::Clean {
             build_cache,
-            images,
+            published_only,
         } => {
-            let store = images.store()?;
+            if published_only {
+                for img in usage::list_images(&store)? {
+                    let r: Reference = img.name.parse()?;
+                    if published(&store, &r)? {
+                        store.untag(&r)?;
+                        println!("removed {r}: its registry holds it");
+                    }
+                }
+            }
             if build_cache {
                 let bytes = kiln_build::clear_build_cache(&store)?;
                 println!("removed the build cache, {bytes} bytes");
@@ -356,62 +393,174 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
             let stats = store.gc()?;
             println!("removed {} blobs, {} bytes", stats.blobs, stats.bytes);
         }
-        CacheCommand::Import { file, name, images } => {
-            let store = images.store()?;
+        CacheCommand::Import { file, name } => {
             let name = name.map(|n| n.parse::<Reference>()).transpose()?;
-            for n in archive::import(&store, &file, name.as_ref())? {
+            let imported = if file.as_os_str() == "-" {
+                let stdin = std::io::BufReader::new(std::io::stdin());
+                let reader = kiln_oci::decompress(stdin)
+                    .context("reading an archive from standard input")?;
+                archive::import_reader(&store, reader, "standard input", name.as_ref())?
+            } else {
+                archive::import(&store, &file, name.as_ref())?
+            };
+            for n in imported {
                 println!("{n}");
             }
         }
         CacheCommand::Export {
-            images,
+            images: names,
             output,
             format,
-            opts,
-        } => {
-            let store = opts.store()?;
-            let format = match format {
-                ArchiveArg::Oci => ArchiveFormat::Oci,
-                ArchiveArg::Docker => ArchiveFormat::Docker,
-            };
-            let refs = parse(&images)?;
-            if output.as_os_str() == "-" {
-                archive::export(&store, &refs, format, std::io::stdout().lock())?;
-            } else {
-                let mut out = kiln_format::AtomicOutput::create(&output)?;
-                archive::export(&store, &refs, format, &mut out)?;
-                out.flush()?;
-                out.commit()?;
-            }
-        }
-        CacheCommand::Tag {
-            source,
-            target,
-            opts,
-        } => {
-            let store = opts.store()?;
+            platform,
+            name,
+        } => export(&store, &names, &output, format, platform, name)?,
+        CacheCommand::Tag { source, target } => {
             let (src, dst): (Reference, Reference) = (source.parse()?, target.parse()?);
-            let desc = store
-                .lookup(&src)?
-                .with_context(|| format!("image {src} is not in the store"))?;
-            store.tag(&dst, desc)?;
+            tag(&store, &src, &dst)?;
         }
-        CacheCommand::Pull { images, opts } => {
-            let store = opts.store()?;
-            let ropts = registry_options(&opts)?;
-            for r in parse(&images)? {
+        CacheCommand::Pull { images: names } => {
+            let ropts = registry_options(images())?;
+            for r in parse(&names)? {
                 let pulled = registry::pull(&store, &r, &ropts)?;
                 println!("{}\t{}", r.canonical(), pulled.digest);
             }
         }
-        CacheCommand::Push { images, opts } => {
-            let store = opts.store()?;
-            let ropts = registry_options(&opts)?;
-            for r in parse(&images)? {
-                let d = registry::push(&store, &r, &ropts)?;
-                println!("{}\t{d}", r.canonical());
+        CacheCommand::Push {
+            images: names,
+            remote_name,
+            with_arch_tags,
+            r#override: _,
+        } => {
+            let ropts = registry_options(images())?;
+            let refs = parse(&names)?;
+            if remote_name.is_some() && refs.len() != 1 {
+                bail!("--remote-name names one image: give one image to push");
+            }
+            for r in refs {
+                let remote = match &remote_name {
+                    Some(n) => {
+                        let remote: Reference =
+                            n.parse().with_context(|| format!("--remote-name {n}"))?;
+                        tag(&store, &r, &remote)?;
+                        remote
+                    }
+                    None => r,
+                };
+                let d = registry::push(&store, &remote, &ropts)?;
+                println!("{}\t{d}", remote.canonical());
+                if with_arch_tags {
+                    for (arch_ref, d) in push_arch_tags(&store, &remote, &ropts)? {
+                        println!("{}\t{d}", arch_ref.canonical());
+                    }
+                }
             }
         }
+    }
+    Ok(())
+}
+
+/// Give the image `src` names the other name `dst` too.
+fn tag(store: &kiln_oci::Store, src: &Reference, dst: &Reference) -> anyhow::Result<()> {
+    let desc = store
+        .lookup(src)?
+        .with_context(|| format!("image {src} is not in the store"))?;
+    store.tag(dst, desc)?;
+    Ok(())
+}
+
+/// Whether the registry of `r` holds it with the digest the store has.
+fn published(store: &kiln_oci::Store, r: &Reference) -> anyhow::Result<bool> {
+    let local = store
+        .lookup(r)?
+        .with_context(|| format!("image {r} is not in the store"))?;
+    let remote = registry::remote_digest(r, &registry_options(images())?)
+        .with_context(|| format!("asking the registry of {r} for it"))?;
+    Ok(remote.is_some_and(|d| d.to_string() == local.digest))
+}
+
+/// Push every platform of the index `r` names as `TAG-ARCH` (LinuxKit's arch tags). An image
+/// that is not an index has no platforms to tag.
+fn push_arch_tags(
+    store: &kiln_oci::Store,
+    r: &Reference,
+    ropts: &RegistryOptions,
+) -> anyhow::Result<Vec<(Reference, kiln_oci::Digest)>> {
+    let name = r.canonical().to_string();
+    let platforms = usage::list_images(store)?
+        .into_iter()
+        .find(|i| i.name == name && i.media_type.contains("index"))
+        .map(|i| i.platforms)
+        .unwrap_or_default();
+    let mut pushed = Vec::new();
+    for platform in platforms {
+        let arch = platform.rsplit('/').next().unwrap_or(&platform).to_string();
+        let image = store.resolve(r, &arch)?;
+        let tag = r.canonical().tag.unwrap_or_else(|| "latest".into());
+        let tagged: Reference = format!("{}:{tag}-{arch}", r.name())
+            .parse()
+            .with_context(|| format!("an arch tag for {r}"))?;
+        let size = std::fs::metadata(store.blob_path(&image.digest))
+            .with_context(|| format!("the manifest of {r} for {arch}"))?
+            .len();
+        let descriptor = kiln_oci::spec::Descriptor {
+            media_type: image
+                .manifest
+                .media_type
+                .clone()
+                .unwrap_or_else(|| kiln_oci::spec::MEDIA_OCI_MANIFEST.into()),
+            digest: image.digest.to_string(),
+            size,
+            platform: None,
+            annotations: Default::default(),
+        };
+        store.tag(&tagged, descriptor)?;
+        pushed.push((tagged.clone(), registry::push(store, &tagged, ropts)?));
+    }
+    Ok(pushed)
+}
+
+fn export(
+    store: &kiln_oci::Store,
+    names: &[String],
+    output: &std::path::Path,
+    format: ArchiveArg,
+    platform: Option<String>,
+    name: Option<String>,
+) -> anyhow::Result<()> {
+    let mut refs = parse(names)?;
+    let arch = match &platform {
+        Some(p) => p.rsplit('/').next().unwrap_or(p).to_string(),
+        None => images().arch.clone(),
+    };
+    if let Some(n) = &name {
+        if refs.len() != 1 {
+            bail!("--name names one image: give one image to export");
+        }
+        let renamed: Reference = n.parse().with_context(|| format!("--name {n}"))?;
+        tag(store, &refs[0], &renamed)?;
+        refs = vec![renamed];
+    }
+    let write = |out: &mut dyn Write| -> anyhow::Result<()> {
+        match format {
+            ArchiveArg::Oci => archive::export(store, &refs, ArchiveFormat::Oci, out)?,
+            ArchiveArg::Docker => archive::export(store, &refs, ArchiveFormat::Docker, out)?,
+            ArchiveArg::Filesystem => {
+                let [r] = refs.as_slice() else {
+                    bail!("--format filesystem exports one image: give one");
+                };
+                kiln_assemble::export_filesystem(store, r, &arch, out)
+                    .with_context(|| format!("exporting the root filesystem of {r}"))?;
+            }
+        }
+        Ok(())
+    };
+    if output.as_os_str() == "-" {
+        write(&mut std::io::stdout().lock())?;
+    } else {
+        let mut out = kiln_format::AtomicOutput::create(output)?;
+        write(&mut out)?;
+        out.flush()?;
+        out.commit()?;
     }
     Ok(())
 }

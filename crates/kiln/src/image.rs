@@ -1,11 +1,10 @@
-//! `kiln image build|import` and `kiln pkg build|show-tag`.
+//! `kiln image build|import|unpack`, and what the commands that run Dockerfiles share.
 
-use crate::ImageOpts;
 use crate::cache::registry_options;
 use crate::progress::{Event, emit};
+use crate::{ImageOpts, images};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use kiln_build::pkg::{Package, PkgOptions, build_packages};
 use kiln_build::{BuildOptions, ImportOptions, LayerCompression};
 use kiln_oci::Reference;
 use std::path::PathBuf;
@@ -29,8 +28,6 @@ pub enum ImageCommand {
         /// Layer compression
         #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
         compression: CompressionArg,
-        #[command(flatten)]
-        images: ImageOpts,
     },
     /// Unpack an image as an OCI runtime bundle (rootfs/ and config.json) for runc or kiln
     Unpack(UnpackArgs),
@@ -42,8 +39,6 @@ pub struct UnpackArgs {
     image: String,
     /// Bundle directory to create (rootfs/ and config.json)
     dir: PathBuf,
-    #[command(flatten)]
-    images: ImageOpts,
 }
 
 #[derive(Args, Debug)]
@@ -84,48 +79,6 @@ pub struct BuildArgs {
     /// steps run unsandboxed
     #[arg(long = "allow", value_enum)]
     allow: Vec<Entitlement>,
-    #[command(flatten)]
-    images: ImageOpts,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum PkgCommand {
-    /// Build packages (directories with build.yml and a Dockerfile)
-    Build {
-        /// Package directories
-        #[arg(required = true)]
-        dirs: Vec<PathBuf>,
-        /// Build even if the image is already in the store
-        #[arg(long)]
-        force: bool,
-        /// Do not use the step cache
-        #[arg(long)]
-        no_cache: bool,
-        /// Override the packages' org
-        #[arg(long)]
-        org: Option<String>,
-        /// Push the images to their registry after building
-        #[arg(long)]
-        push: bool,
-        /// Layer compression
-        #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
-        compression: CompressionArg,
-        /// Grant an entitlement (as BuildKit's): security.insecure lets `RUN
-        /// --security=insecure` steps run unsandboxed
-        #[arg(long = "allow", value_enum)]
-        allow: Vec<Entitlement>,
-        #[command(flatten)]
-        images: ImageOpts,
-    },
-    /// Print a package's image name with its content tag
-    ShowTag {
-        /// Package directories
-        #[arg(required = true)]
-        dirs: Vec<PathBuf>,
-        /// Override the packages' org
-        #[arg(long)]
-        org: Option<String>,
-    },
 }
 
 /// `--network` of `kiln image build`.
@@ -202,8 +155,8 @@ pub(crate) fn base_options(images: &ImageOpts) -> anyhow::Result<BuildOptions> {
 pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
         ImageCommand::Build(a) => {
-            let store = a.images.store()?;
-            let mut b = base_options(&a.images)?;
+            let store = images().store()?;
+            let mut b = base_options(images())?;
             b.dockerfile = a
                 .file
                 .clone()
@@ -246,12 +199,12 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
             println!("{}", built.manifest);
         }
         ImageCommand::Unpack(u) => {
-            let store = u.images.store()?;
+            let store = images().store()?;
             let r: Reference = u
                 .image
                 .parse()
                 .with_context(|| format!("image name {}", u.image))?;
-            kiln_assemble::unpack_bundle(&store, &r, &u.images.arch, &u.dir)
+            kiln_assemble::unpack_bundle(&store, &r, &images().arch, &u.dir)
                 .with_context(|| format!("unpacking {r} into {}", u.dir.display()))?;
             eprintln!("unpacked {r} into {}", u.dir.display());
         }
@@ -261,9 +214,8 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
             env,
             cmd,
             compression,
-            images,
         } => {
-            let store = images.store()?;
+            let store = images().store()?;
             let r: Reference = name.parse().with_context(|| format!("image name {name}"))?;
             let cmd = match cmd {
                 Some(c) if c.trim_start().starts_with('[') => Some(
@@ -274,7 +226,7 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
                 None => None,
             };
             let opts = ImportOptions {
-                arch: kiln_oci::spec::normalize_arch(&images.arch).to_string(),
+                arch: kiln_oci::spec::normalize_arch(&images().arch).to_string(),
                 env,
                 cmd,
                 source_date_epoch: epoch()?,
@@ -283,47 +235,6 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
             let (digest, _) = kiln_build::import(&store, &source, &r, &opts)
                 .with_context(|| format!("importing {}", source.display()))?;
             println!("{r}\t{digest}");
-        }
-    }
-    Ok(())
-}
-
-pub fn run_pkg(cmd: PkgCommand) -> anyhow::Result<()> {
-    match cmd {
-        PkgCommand::Build {
-            dirs,
-            force,
-            no_cache,
-            org,
-            push,
-            compression,
-            allow,
-            images,
-        } => {
-            let store = images.store()?;
-            let mut base = base_options(&images)?;
-            base.no_cache = no_cache;
-            base.compression = compression.into();
-            base.allow_insecure = allow.contains(&Entitlement::SecurityInsecure);
-            let opts = PkgOptions { base, org, force };
-            let results = build_packages(&store, &dirs, &opts)?;
-            for r in &results {
-                if push {
-                    let reference: Reference = r.reference.parse()?;
-                    kiln_oci::registry::push(&store, &reference, &registry_options(&images)?)
-                        .with_context(|| format!("pushing {}", r.reference))?;
-                    emit(&Event::ImagePushed {
-                        reference: r.reference.clone(),
-                    });
-                }
-                println!("{}", r.reference);
-            }
-        }
-        PkgCommand::ShowTag { dirs, org } => {
-            for d in dirs {
-                let p = Package::load(&d)?;
-                println!("{}", p.reference(org.as_deref()));
-            }
         }
     }
     Ok(())

@@ -3,30 +3,43 @@
 
 mod build;
 mod cache;
+mod compat;
 mod completion;
 mod image;
+#[cfg(test)]
+mod linuxkit_command_lines;
+mod pkg;
 mod progress;
 mod run;
+mod serve;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
-/// Options shared by the commands that use images.
+/// Options of every command that uses images (LinuxKit's global flags among them).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ImageOpts {
-    /// Image store directory
-    #[arg(long, env = "KILN_CACHE", global = true)]
+    /// Image store directory [default: KILN_CACHE or ~/.cache/kiln; run as `linuxkit`,
+    /// LINUXKIT_CACHE or ~/.linuxkit/cache]
+    #[arg(long, global = true, value_name = "DIR")]
     cache: Option<PathBuf>,
     /// Architecture of the images to use
     #[arg(long, default_value = std::env::consts::ARCH, global = true)]
     arch: String,
-    /// Registry mirror, as REGISTRY=URL (for example docker.io=http://127.0.0.1:5000); repeatable
+    /// Registry mirror, as REGISTRY=URL (for example docker.io=http://127.0.0.1:5000), or a
+    /// URL for every registry no other mirror names; repeatable. Also read from KILN_MIRROR
+    /// (LINUXKIT_MIRROR run as `linuxkit`), space- or comma-separated
     #[arg(long = "mirror", global = true)]
     mirrors: Vec<String>,
     /// Registry reached over plain HTTP (localhost and 127.0.0.1 always are); repeatable
     #[arg(long = "insecure-registry", global = true)]
     insecure: Vec<String>,
+    /// PEM file of certificate authorities to trust for registries, besides the system's;
+    /// repeatable
+    #[arg(long = "cert-file", global = true, value_name = "PATH")]
+    cert_files: Vec<PathBuf>,
 }
 
 impl ImageOpts {
@@ -34,9 +47,22 @@ impl ImageOpts {
         let root = self
             .cache
             .clone()
-            .unwrap_or_else(kiln_oci::Store::default_root);
+            .unwrap_or_else(|| compat::flavour().default_store());
         Ok(kiln_oci::Store::open(&root)?)
     }
+}
+
+static IMAGES: OnceLock<ImageOpts> = OnceLock::new();
+
+/// The image options of this run (the root command's global flags).
+pub fn images() -> &'static ImageOpts {
+    IMAGES.get_or_init(|| ImageOpts {
+        cache: None,
+        arch: std::env::consts::ARCH.into(),
+        mirrors: Vec::new(),
+        insecure: Vec::new(),
+        cert_files: Vec::new(),
+    })
 }
 
 #[derive(Parser, Debug)]
@@ -46,15 +72,64 @@ impl ImageOpts {
     about = "Build minimal, immutable Linux systems from OCI images, without a Docker daemon"
 )]
 struct Cli {
-    /// More output (-v: info, -vv: debug)
+    /// More output (-v: info, -vv: debug, -vvv: trace; LinuxKit's `-v N` also works)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Log level as LinuxKit numbers it: 0 errors only, 1 info, 2 debug, 3 trace (what
+    /// `-v N` becomes)
+    #[arg(long, global = true, hide = true, value_parser = clap::value_parser!(u8).range(0..=3))]
+    verbosity: Option<u8>,
+    /// Errors only
+    #[arg(short, long, global = true)]
+    quiet: bool,
     /// How progress is shown on standard error: live lines on a terminal (tty), text lines
     /// (plain), or one JSON object per line (docs/progress.md)
     #[arg(long, value_enum, default_value_t = progress::Mode::Auto, global = true)]
     progress: progress::Mode,
+    #[command(flatten)]
+    images: ImageOpts,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// The log level: `-q`, LinuxKit's `-v N`, or kiln's `-v` count (warnings by default).
+    fn log_level(&self) -> anyhow::Result<&'static str> {
+        if self.quiet && (self.verbose > 0 || self.verbosity.is_some_and(|v| v > 0)) {
+            anyhow::bail!("-q and -v contradict each other: give one");
+        }
+        let level = match (self.quiet, self.verbosity) {
+            (true, _) | (false, Some(0)) => "error",
+            (false, Some(1)) => "info",
+            (false, Some(2)) => "debug",
+            (false, Some(_)) => "trace",
+            (false, None) => match self.verbose {
+                0 => "warn",
+                1 => "info",
+                2 => "debug",
+                _ => "trace",
+            },
+        };
+        Ok(level)
+    }
+}
+
+/// Parse the command line: LinuxKit's forms rewritten (see `compat`), the program's name
+/// deciding the flavour.
+fn parse_command_line() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let flavour = compat::Flavour::from_argv0(args.first().map_or("kiln".as_ref(), |a| a));
+    compat::set_flavour(flavour);
+    let command = Cli::command().name(flavour.name()).bin_name(flavour.name());
+    let args = match compat::normalize(args, &compat::long_flags(&command)) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::exit(2);
+        }
+    };
+    let matches = command.get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,23 +143,61 @@ enum Command {
     #[command(subcommand)]
     Image(image::ImageCommand),
     /// Build LinuxKit-format packages (build.yml and a Dockerfile)
-    #[command(subcommand)]
-    Pkg(image::PkgCommand),
+    Pkg(Box<pkg::PkgArgs>),
     /// Boot a built system
     #[command(subcommand)]
     Run(run::RunCommand),
     /// Print a shell completion script (bash, zsh, fish) or write the manual pages
     Completion(completion::CompletionArgs),
+    /// Print kiln's version and the commit it was built from
+    Version(VersionArgs),
+    /// Serve a directory over HTTP, for network (iPXE) boots: NAME.ipxe boots NAME-kernel and
+    /// NAME-initrd.img
+    Serve(serve::ServeArgs),
+    /// Make user-data (metadata) ISO images
+    #[command(subcommand)]
+    Metadata(serve::MetadataCommand),
+}
+
+/// `kiln version` (LinuxKit's flags).
+#[derive(clap::Args, Debug)]
+struct VersionArgs {
+    /// Print the version number only
+    #[arg(long)]
+    short: bool,
+    /// Print the commit only
+    #[arg(long)]
+    commit: bool,
+}
+
+/// The commit kiln was built from, when it was built in a git work tree.
+const COMMIT: Option<&str> = option_env!("KILN_GIT_COMMIT");
+
+fn print_version(a: &VersionArgs) {
+    let version = env!("CARGO_PKG_VERSION");
+    if a.short {
+        println!("{version}");
+    } else if a.commit {
+        println!("{}", COMMIT.unwrap_or(""));
+    } else {
+        println!("{} version {version}", compat::flavour().name());
+        if let Some(commit) = COMMIT {
+            println!("commit: {commit}");
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    progress::set_mode(cli.progress, cli.verbose > 0);
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+    let cli = parse_command_line();
+    let level = match cli.log_level() {
+        Ok(level) => level,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
     };
+    progress::set_mode(cli.progress, !matches!(level, "warn" | "error"));
+    let _ = IMAGES.set(cli.images.clone());
     let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
@@ -104,8 +217,14 @@ fn main() -> ExitCode {
         Command::Build(args) => build::run(args),
         Command::Cache(cmd) => cache::run(cmd),
         Command::Image(cmd) => image::run_image(cmd),
-        Command::Pkg(cmd) => image::run_pkg(cmd),
+        Command::Pkg(args) => pkg::run(*args),
         Command::Completion(args) => completion::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Metadata(cmd) => serve::run_metadata(cmd),
+        Command::Version(args) => {
+            print_version(&args);
+            Ok(())
+        }
         Command::Run(cmd) => {
             return match run::run(cmd) {
                 Ok(code) => code,
@@ -129,10 +248,8 @@ fn main() -> ExitCode {
 fn runs_build_steps(command: &Command) -> bool {
     matches!(
         command,
-        Command::Build(_)
-            | Command::Image(image::ImageCommand::Build(_))
-            | Command::Pkg(image::PkgCommand::Build { .. })
-    )
+        Command::Build(_) | Command::Image(image::ImageCommand::Build(_))
+    ) || matches!(command, Command::Pkg(p) if pkg::runs_build_steps(p))
 }
 
 /// Mount a build's overlays in a mount namespace of this process's own, so that they are

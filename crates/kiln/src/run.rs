@@ -4,27 +4,27 @@
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use kiln_vm::{Accel, Disk, Networking, Publish, Qemu};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Subcommand, Debug)]
 pub enum RunCommand {
     /// Boot NAME-kernel, NAME-initrd.img and NAME-cmdline in qemu, the serial console on this
     /// terminal; the exit code is qemu's (0 after the guest powers off)
-    Qemu(QemuArgs),
+    Qemu(Box<QemuArgs>),
     /// Run the OCI bundle in DIR (config.json, and runtime.json when present) with kiln's
     /// runtime, stdout and stderr on this terminal, stdin empty. The exit code is the
     /// container's (128+N when a signal N ended it), 126 when its program cannot be executed,
     /// 127 when it is not found, 125 when kiln itself fails (as `docker run`). Needs root.
     Bundle(BundleArgs),
-    /// Press the ACPI power button of a guest started with --detached STATE_DIR and wait for it
-    /// to power off (services stop, onshutdown runs); qemu is killed after --timeout
+    /// Press the ACPI power button of a guest started with --detached [--state STATE_DIR] and
+    /// wait for it to power off (services stop, onshutdown runs); qemu is killed after --timeout
     Stop(StopArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct StopArgs {
-    /// The state directory given to --detached
+    /// The state directory of the detached guest (--state, default NAME-state)
     state: PathBuf,
     /// Seconds to wait for the guest to power off
     #[arg(long, default_value_t = 60)]
@@ -64,6 +64,8 @@ fn run_bundle(a: &BundleArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `kiln run qemu`'s flags: LinuxKit's `linuxkit run qemu` flags with their spelling and
+/// meaning, and kiln's own (`--append`, `-p`, `tap:NAME`, `--accel auto`).
 #[derive(Args, Debug)]
 pub struct QemuArgs {
     /// The NAME given to `kiln build` (a path prefix: dir/NAME works)
@@ -74,18 +76,21 @@ pub struct QemuArgs {
     /// Memory in MiB
     #[arg(long, default_value_t = 1024)]
     mem: u32,
-    /// Disk image PATH[,size=1G], created when missing (qcow2 by extension, else raw); repeatable
+    /// Disk [file=]PATH[,size=SIZE][,format=FORMAT], created when missing; SIZE is GiB, or
+    /// NM / NG (1G when not given); without PATH, disk.img in the state directory; repeatable
     #[arg(long = "disk")]
     disks: Vec<String>,
-    /// Networking: user (qemu's slirp, with DHCP), tap:DEVICE, or none
+    /// Networking: user (or default: qemu's slirp, with DHCP), tap,DEVICE, bridge,BRIDGE or
+    /// none (tap:DEVICE and bridge:BRIDGE too)
     #[arg(long, default_value = "user")]
     networking: String,
     /// Publish HOST:GUEST[/tcp|/udp] from the host to the guest (user networking); repeatable
     #[arg(long = "publish", short = 'p')]
     publish: Vec<String>,
-    /// Accelerator: auto (KVM when /dev/kvm is usable and KILN_KVM is not 0), kvm or tcg
-    #[arg(long, default_value = "auto")]
-    accel: String,
+    /// Accelerator: auto or kvm:tcg (KVM when /dev/kvm is usable and KILN_KVM is not 0, else
+    /// TCG), kvm or tcg; default $LINUXKIT_QEMU_ACCEL, else auto
+    #[arg(long)]
+    accel: Option<String>,
     /// Extra kernel command-line arguments, appended to NAME-cmdline
     #[arg(long)]
     append: Option<String>,
@@ -96,11 +101,140 @@ pub struct QemuArgs {
     #[arg(long, value_name = "PATH")]
     data_file: Option<PathBuf>,
     /// Run in the background; the state directory gets pid, console.log and the qemu arguments
-    #[arg(long, value_name = "STATE_DIR")]
-    detached: Option<PathBuf>,
+    #[arg(long)]
+    detached: bool,
+    /// State directory: the user-data CD-ROM, disks named by size only, virtiofs sockets, and
+    /// for --detached the pid, console.log and qemu arguments (default NAME-state)
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Boot NAME-kernel, NAME-initrd.img and NAME-cmdline (what kiln does for a NAME prefix)
+    #[arg(long)]
+    kernel: bool,
+    /// Boot an ISO image (not supported yet)
+    #[arg(long)]
+    iso: bool,
+    /// Boot NAME-kernel with NAME-squashfs.img as root (not supported yet)
+    #[arg(long)]
+    squashfs: bool,
+    /// Boot with UEFI firmware (not supported yet)
+    #[arg(long)]
+    uefi: bool,
+    /// UEFI firmware file, for --uefi
+    #[arg(long, value_name = "PATH")]
+    fw: Option<PathBuf>,
+    /// Show a display in a qemu window (the serial console stays on this terminal)
+    #[arg(long)]
+    gui: bool,
+    /// Add a USB controller
+    #[arg(long)]
+    usb: bool,
+    /// Add a qemu device, DRIVER[,PROP=VALUE...] as qemu's -device takes it; repeatable
+    #[arg(long = "device", value_name = "DEV")]
+    devices: Vec<String>,
+    /// The qemu binary (default qemu-system-ARCH from PATH)
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<String>,
+    /// The virtiofsd binary (default ../lib/qemu/virtiofsd beside qemu, else
+    /// /usr/libexec/virtiofsd)
+    #[arg(long, value_name = "PATH")]
+    virtiofsd: Option<PathBuf>,
+    /// Share a host directory with the guest through virtio-fs, tag virtiofsN for the Nth;
+    /// repeatable
+    #[arg(long = "virtiofs", value_name = "DIR")]
+    virtiofs: Vec<PathBuf>,
 }
 
+/// What the path given to `run qemu` is, as LinuxKit decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BootKind {
+    /// NAME-kernel, NAME-initrd.img, NAME-cmdline.
+    Kernel,
+    /// NAME-kernel and NAME-squashfs.img.
+    Squashfs,
+    /// An existing `.iso` file.
+    Iso,
+    /// An existing file of another name: a disk image.
+    DiskImage,
+}
+
+fn with_suffix(name: &Path, suffix: &str) -> PathBuf {
+    let mut p = name.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// Decide what to boot from the path and the flags; refuse what kiln cannot boot yet.
+fn boot_kind(a: &QemuArgs) -> anyhow::Result<BootKind> {
+    let detected = if a.name.is_file() {
+        if a.name.extension().is_some_and(|e| e == "iso") {
+            BootKind::Iso
+        } else {
+            BootKind::DiskImage
+        }
+    } else if with_suffix(&a.name, "-kernel").is_file()
+        && with_suffix(&a.name, "-squashfs.img").is_file()
+    {
+        BootKind::Squashfs
+    } else {
+        BootKind::Kernel
+    };
+    let not_yet = "kiln run qemu boots kernel+initrd only for now: build with \
+                   `kiln build -f kernel+initrd --name NAME` and run NAME";
+    if a.uefi {
+        anyhow::bail!("--uefi: kiln cannot boot with UEFI firmware yet; {not_yet}");
+    }
+    // An explicit --kernel with a kernel+initrd prefix wins over --iso and --squashfs.
+    let kernel_wins = detected == BootKind::Kernel && a.kernel;
+    if a.iso && !kernel_wins {
+        anyhow::bail!("--iso: kiln cannot boot ISO images yet; {not_yet}");
+    }
+    if a.squashfs && !kernel_wins {
+        anyhow::bail!("--squashfs: kiln cannot boot kernel+squashfs yet; {not_yet}");
+    }
+    match detected {
+        BootKind::Iso => anyhow::bail!(
+            "{}: kiln cannot boot ISO images yet; {not_yet}",
+            a.name.display()
+        ),
+        BootKind::DiskImage => anyhow::bail!(
+            "{}: kiln cannot boot disk images yet; {not_yet}",
+            a.name.display()
+        ),
+        BootKind::Squashfs if !a.kernel => anyhow::bail!(
+            "{}: kiln cannot boot kernel+squashfs yet; {not_yet}",
+            with_suffix(&a.name, "-squashfs.img").display()
+        ),
+        _ => {}
+    }
+    if kernel_wins && (a.iso || a.squashfs) {
+        tracing::warn!("--kernel: booting the kernel and initrd; --iso and --squashfs ignored");
+    }
+    if a.fw.is_some() {
+        tracing::warn!("--fw is used with --uefi only; ignored");
+    }
+    Ok(BootKind::Kernel)
+}
+
+/// The accelerator: the flag, else $LINUXKIT_QEMU_ACCEL (as LinuxKit), else auto.
+fn accel_value(flag: Option<&str>) -> String {
+    match flag {
+        Some(v) => v.to_string(),
+        None => std::env::var("LINUXKIT_QEMU_ACCEL")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "auto".into()),
+    }
+}
+
+/// Run a `kiln run` command; `run qemu` boots a guest of the global `--arch` (LinuxKit's
+/// `run qemu --arch` means the same).
 pub fn run(cmd: RunCommand) -> anyhow::Result<ExitCode> {
+    run_for_arch(cmd, Some(&crate::images().arch))
+}
+
+/// Run a `kiln run` command; `run qemu` boots a guest of `arch` (qemu's, Rust's or Go's name;
+/// this machine's when `None`).
+pub fn run_for_arch(cmd: RunCommand, arch: Option<&str>) -> anyhow::Result<ExitCode> {
     let a = match cmd {
         RunCommand::Qemu(a) => a,
         RunCommand::Bundle(b) => return run_bundle(&b),
@@ -116,32 +250,47 @@ pub fn run(cmd: RunCommand) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
+    boot_kind(&a)?;
+    let arch = kiln_vm::qemu_arch(arch.unwrap_or(std::env::consts::ARCH))?;
     let mut q = Qemu::from_name(&a.name)?;
+    q.arch = arch.to_string();
+    q.qemu = a
+        .qemu
+        .clone()
+        .unwrap_or_else(|| format!("qemu-system-{arch}"));
+    let state = a
+        .state
+        .clone()
+        .unwrap_or_else(|| with_suffix(&a.name, "-state"));
+    q.state = Some(state.clone());
     q.cpus = a.cpus;
     q.mem_mb = a.mem;
     for d in &a.disks {
         q.disks.push(d.parse::<Disk>()?);
     }
-    q.networking = match a.networking.as_str() {
-        "user" => Networking::User,
-        "none" => Networking::None,
-        other => match other.strip_prefix("tap:") {
-            Some(dev) if !dev.is_empty() => Networking::Tap(dev.to_string()),
-            _ => anyhow::bail!("--networking {other}: use user, tap:DEVICE or none"),
-        },
-    };
+    q.networking = a.networking.parse::<Networking>()?;
     for p in &a.publish {
         q.publish.push(p.parse::<Publish>()?);
     }
     if !q.publish.is_empty() && q.networking != Networking::User {
         anyhow::bail!("--publish needs --networking user");
     }
-    q.accel = match a.accel.as_str() {
-        "auto" => Accel::Auto,
-        "kvm" => Accel::Kvm,
-        "tcg" => Accel::Tcg,
-        other => anyhow::bail!("--accel {other}: use auto, kvm or tcg"),
-    };
+    q.accel = accel_value(a.accel.as_deref())
+        .parse::<Accel>()
+        .with_context(|| match a.accel {
+            Some(_) => "the accelerator".to_string(),
+            None => "the accelerator named by LINUXKIT_QEMU_ACCEL".to_string(),
+        })?;
+    if q.accel == Accel::Kvm && arch != std::env::consts::ARCH {
+        // As LinuxKit: no hardware acceleration for another architecture.
+        tracing::info!("--accel kvm: a {arch} guest runs under TCG on this machine");
+        q.accel = Accel::Tcg;
+    }
+    q.gui = a.gui;
+    q.usb = a.usb;
+    q.devices = a.devices.clone();
+    q.virtiofs = a.virtiofs.clone();
+    q.virtiofsd = a.virtiofsd.clone();
     if let Some(extra) = &a.append {
         q.cmdline = format!("{} {extra}", q.cmdline).trim().to_string();
     }
@@ -152,16 +301,14 @@ pub fn run(cmd: RunCommand) -> anyhow::Result<ExitCode> {
         }
         (None, None) => None,
     };
-    // Attached runs keep the CD-ROM in a temporary directory; detached ones in the state dir.
-    let scratch = tempfile::tempdir().context("a temporary directory for the user data")?;
     if let Some(data) = &data {
-        let dir = a.detached.as_deref().unwrap_or(scratch.path());
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        q.cdrom = Some(kiln_vm::user_data_iso(data, dir)?);
+        std::fs::create_dir_all(&state)
+            .with_context(|| format!("creating the state directory {}", state.display()))?;
+        q.cdrom = Some(kiln_vm::user_data_iso(data, &state)?);
     }
-    if let Some(state) = &a.detached {
+    if a.detached {
         let pid = q
-            .start_detached(state)
+            .start_detached(&state)
             .with_context(|| format!("starting {} in the background", a.name.display()))?;
         println!("{pid}");
         eprintln!(
@@ -176,4 +323,120 @@ pub fn run(cmd: RunCommand) -> anyhow::Result<ExitCode> {
         Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        qemu: QemuArgs,
+    }
+
+    fn args(line: &[&str]) -> QemuArgs {
+        let mut argv = vec!["kiln"];
+        argv.extend_from_slice(line);
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => cli.qemu,
+            Err(e) => panic!("{line:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn linuxkit_flags_parse() {
+        let a = args(&[
+            "--cpus",
+            "2",
+            "--mem",
+            "512",
+            "--disk",
+            "size=1G",
+            "--disk",
+            "file=d.img,format=raw",
+            "--networking",
+            "tap,tap0",
+            "--accel",
+            "kvm:tcg",
+            "--detached",
+            "--state",
+            "st",
+            "--kernel",
+            "--gui",
+            "--usb",
+            "--device",
+            "usb-tablet",
+            "--device",
+            "usb-kbd",
+            "--qemu",
+            "/usr/bin/qemu-system-x86_64",
+            "--virtiofsd",
+            "/v",
+            "--virtiofs",
+            "a",
+            "--virtiofs",
+            "b",
+            "--fw",
+            "f.fd",
+            "--data",
+            "x",
+            "p",
+        ]);
+        assert!(a.detached && a.kernel && a.gui && a.usb);
+        assert_eq!(a.state, Some(PathBuf::from("st")));
+        assert_eq!(a.devices, ["usb-tablet", "usb-kbd"]);
+        assert_eq!(a.virtiofs, [PathBuf::from("a"), PathBuf::from("b")]);
+        assert_eq!(a.disks.len(), 2);
+        // --detached takes no value: a second positional is refused.
+        let cli = Cli::try_parse_from(["kiln", "--detached", "state", "p"]);
+        assert!(cli.is_err());
+    }
+
+    #[test]
+    fn boot_kinds_kiln_cannot_boot_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = dir.path().join("sys");
+        for s in ["-kernel", "-initrd.img"] {
+            std::fs::write(with_suffix(&name, s), b"x").expect("write");
+        }
+        let n = name.to_str().expect("utf-8 path");
+        assert_eq!(boot_kind(&args(&[n])).expect("kernel"), BootKind::Kernel);
+        assert_eq!(
+            boot_kind(&args(&["--kernel", "--iso", n])).expect("kernel wins"),
+            BootKind::Kernel
+        );
+        for (flags, word) in [
+            (&["--iso"][..], "ISO"),
+            (&["--squashfs"], "squashfs"),
+            (&["--uefi", "--kernel"], "UEFI"),
+        ] {
+            let mut line = flags.to_vec();
+            line.push(n);
+            let e = boot_kind(&args(&line)).expect_err(word).to_string();
+            assert!(e.contains(word) && e.contains("kernel+initrd"), "{e}");
+        }
+        let iso = dir.path().join("sys.iso");
+        std::fs::write(&iso, b"x").expect("write");
+        let e = boot_kind(&args(&[iso.to_str().expect("utf-8")])).expect_err("iso");
+        assert!(e.to_string().contains("ISO images"), "{e}");
+        let raw = dir.path().join("sys.raw");
+        std::fs::write(&raw, b"x").expect("write");
+        let e = boot_kind(&args(&[raw.to_str().expect("utf-8")])).expect_err("disk image");
+        assert!(e.to_string().contains("disk images"), "{e}");
+        std::fs::write(with_suffix(&name, "-squashfs.img"), b"x").expect("write");
+        let e = boot_kind(&args(&[n])).expect_err("squashfs");
+        assert!(e.to_string().contains("squashfs"), "{e}");
+    }
+
+    #[test]
+    fn accel_comes_from_the_flag_then_linuxkit_env() {
+        assert_eq!(accel_value(Some("tcg")), "tcg");
+        // The environment is read only when the flag is absent (checked without changing it).
+        let env = std::env::var("LINUXKIT_QEMU_ACCEL")
+            .ok()
+            .filter(|v| !v.is_empty());
+        assert_eq!(accel_value(None), env.unwrap_or_else(|| "auto".into()));
+    }
 }

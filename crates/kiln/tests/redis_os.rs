@@ -39,7 +39,7 @@ fn redis_os_answers_on_the_published_port() {
         kiln()
             .args(["run", "qemu", "--accel", "tcg", "--disk", &disk, "-p"])
             .arg(format!("{port}:6379"))
-            .arg("--detached")
+            .args(["--detached", "--state"])
             .arg(&state)
             .arg(&system),
     );

@@ -359,3 +359,101 @@ fn pkg_build_pushes_to_a_registry() {
     let v: serde_json::Value = serde_json::from_str(&inspect).expect("skopeo json");
     assert_eq!(v["Layers"].as_array().map(Vec::len), Some(1), "{inspect}");
 }
+
+/// LinuxKit's cache verbs: `push --remote-name`, `rm --published-only` and `clean
+/// --published-only` (asking the registry), `export --format filesystem --outfile -`, `import -`,
+/// and a bare `--mirror URL` for every registry.
+#[test]
+fn linuxkit_cache_verbs() {
+    if !prerequisites() {
+        return;
+    }
+    let reg = start_registry();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cache = fixture_store(tmp.path());
+    let mirror = format!("http://{}", reg.addr);
+    let lk = |args: &[&str]| {
+        let mut cmd = kiln();
+        cmd.arg("--mirror").arg(&mirror).args(args);
+        cache_args(&mut cmd, &cache);
+        cmd
+    };
+    // Pushed under another name: the registry has kiln-test/plain:1 as published/plain:1.
+    run_ok(&mut lk(&[
+        "cache",
+        "push",
+        "kiln-test/plain:1",
+        "--remote-name",
+        "published/plain:1",
+    ]));
+    let out = run_ok(&mut lk(&["cache", "push", "kiln-test/svc:1"]));
+    assert!(out.contains("kiln-test/svc:1"), "{out}");
+    assert_eq!(
+        digest_of(&cache, "docker.io/published/plain:1"),
+        digest_of(&cache, "docker.io/kiln-test/plain:1")
+    );
+    // rm --published-only removes what the registry holds with the same digest, keeps the rest.
+    let out = run_ok(&mut lk(&[
+        "cache",
+        "rm",
+        "--published-only",
+        "published/plain:1",
+        "kiln-test/data:1",
+    ]));
+    assert!(out.contains("removed docker.io/published/plain:1"), "{out}");
+    assert!(out.contains("kept docker.io/kiln-test/data:1"), "{out}");
+    let listed = run_ok(&mut lk(&["cache", "ls"]));
+    assert!(!listed.contains("published/plain") && listed.contains("kiln-test/data:1"));
+    // clean --published-only: kiln-test/svc:1 was pushed, the others were not.
+    run_ok(&mut lk(&["cache", "clean", "--published-only"]));
+    let listed = run_ok(&mut lk(&["cache", "ls"]));
+    assert!(!listed.contains("kiln-test/svc:1"), "{listed}");
+    assert!(listed.contains("kiln-test/plain:1") && listed.contains("kiln-test/data:1"));
+
+    // export --format filesystem to standard output: the image's flattened root as a tar.
+    let fs_tar = run_bytes(&mut lk(&[
+        "cache",
+        "export",
+        "--format",
+        "filesystem",
+        "--outfile",
+        "-",
+        "kiln-test/plain:1",
+    ]));
+    let (files, _) = listing(&fs_tar);
+    assert!(!files.is_empty(), "an empty filesystem export");
+    // export as OCI to standard output, import from standard input into another store.
+    let oci = run_bytes(&mut lk(&[
+        "cache",
+        "export",
+        "--outfile",
+        "-",
+        "kiln-test/data:1",
+    ]));
+    let other = tmp.path().join("other");
+    let mut import = kiln();
+    import.args(["cache", "import", "-"]);
+    cache_args(&mut import, &other);
+    let mut child = import
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &oci).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    assert_eq!(
+        digest_of(&other, "docker.io/kiln-test/data:1"),
+        digest_of(&cache, "docker.io/kiln-test/data:1")
+    );
+}
+
+fn run_bytes(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

@@ -49,7 +49,7 @@ fn run_qemu_attached_and_detached() {
             ))
             .arg("-p")
             .arg(format!("{port}:80"))
-            .arg("--detached")
+            .args(["--detached", "--state"])
             .arg(&state)
             .arg(&name),
     );

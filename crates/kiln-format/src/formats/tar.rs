@@ -3,7 +3,7 @@
 
 use crate::format::{FormatError, FormatWriter, Target, write_err};
 use crate::{AtomicOutput, TarSink};
-use kiln_fs::{Entry, Sink};
+use kiln_fs::{Entry, Origin, Sink};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,13 @@ impl Sink for Tar {
         match self {
             Tar::File(t, _) => t.add(entry, data),
             Tar::Stdout(t) => t.add(entry, data),
+        }
+    }
+
+    fn set_origin(&mut self, origin: Option<&Origin>) -> io::Result<()> {
+        match self {
+            Tar::File(t, _) => t.set_origin(origin),
+            Tar::Stdout(t) => t.set_origin(origin),
         }
     }
 }
