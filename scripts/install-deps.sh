@@ -10,8 +10,9 @@
 #   lz4, zstd, cpio: independent readers of the initrds kiln writes
 #   man-db: `man`, which reads the manual pages kiln generates (and the test that renders them)
 #   docker.io: a private Docker engine, the source of images in the `kiln build --docker` test
+#   openssl: the throwaway certificate authority of the TLS registry test
 set -euo pipefail
-pkgs=(docker-registry skopeo file cpio zstd lz4 gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools genisoimage man-db docker.io)
+pkgs=(docker-registry skopeo file cpio zstd lz4 gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools genisoimage man-db docker.io openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -115,8 +115,7 @@ impl Package {
             (None, HashSource::Git) => {
                 let extra: Vec<PathBuf> = extra_source_dirs(dir, &spec).collect();
                 let untracked = |p: &Path| {
-                    hash_tree(p, &|p| p.file_name().is_some_and(|n| n == ".git"))
-                        .map_err(io_err(p))
+                    hash_tree(p, &|p| p.file_name().is_some_and(|n| n == ".git")).map_err(io_err(p))
                 };
                 match git_hash(dir, &extra, tags, &untracked)? {
                     Some(h) => h,

@@ -7,6 +7,11 @@
 //! held in memory, and its blobs are hashed as they are stored. Everything the engine sends is
 //! treated as untrusted input: JSON responses and error messages are bounded in size, and a
 //! stalled engine times out.
+//!
+//! [`DockerEngine::load`] goes the other way (`kiln pkg build --docker`): images of the store are
+//! written as a `docker save` tar by [`archive::export`] on a thread of their own and streamed
+//! as the body of `POST /images/load`; the engine's JSON-stream reply is checked for an error
+//! and for the names it loaded.
 
 use crate::archive::{self, ArchiveError};
 use crate::digest::Digest;
@@ -17,7 +22,7 @@ use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use std::io::{self, Read};
+use std::io::{self, Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -144,6 +149,37 @@ pub enum DockerEngineError {
         /// The image.
         image: String,
     },
+    /// The images to load could not be written from the store.
+    #[error("docker engine at {socket}: load {image}: exporting from the store: {source}")]
+    Export {
+        /// The socket.
+        socket: PathBuf,
+        /// The images.
+        image: String,
+        /// Why.
+        #[source]
+        source: Box<ArchiveError>,
+    },
+    /// The engine refused the images it was sent (an error in its reply stream).
+    #[error("docker engine at {socket}: load {image}: the engine refused it: {message}")]
+    Rejected {
+        /// The socket.
+        socket: PathBuf,
+        /// The images.
+        image: String,
+        /// The engine's message.
+        message: String,
+    },
+    /// The store names a multi-platform index: `docker load` takes one image per name.
+    #[error(
+        "{image}: the store holds it for several platforms ({count} images); the Docker engine takes one per name: rebuild it for one platform (kiln pkg build --force) and load that"
+    )]
+    MultiPlatform {
+        /// The image.
+        image: String,
+        /// How many platform images the store holds for it.
+        count: usize,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -175,6 +211,15 @@ pub struct Imported {
     /// The digest of the image manifest the reference now points to in the store.
     pub digest: Digest,
     /// The bytes the engine sent (the `docker save` tar).
+    pub bytes: u64,
+}
+
+/// What [`DockerEngine::load`] sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The names the engine reports it loaded, as it spells them (`linuxkit/init:v1`).
+    pub names: Vec<String>,
+    /// The bytes sent (the `docker save` tar).
     pub bytes: u64,
 }
 
@@ -314,6 +359,191 @@ impl DockerEngine {
         };
         let digest: Digest = desc.digest.parse().map_err(StoreError::from)?;
         Ok(Imported { digest, bytes })
+    }
+
+    /// Load images `refs` of `store` into the engine (`POST /images/load`, what `docker load`
+    /// does), each under its name. The `docker save` tar is written by [`archive::export`] on
+    /// a thread of its own and streamed as the request body: a bounded channel is all of it
+    /// ever in memory. Fails when the engine reports an error, or does not report loading
+    /// every name asked for.
+    pub fn load(&self, store: &Store, refs: &[Reference]) -> Result<Loaded, DockerEngineError> {
+        let image = refs
+            .iter()
+            .map(|r| r.canonical().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        for r in refs {
+            single_platform(store, r)?;
+        }
+        let rt = runtime()?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(16);
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (exchange, exported) = std::thread::scope(|s| {
+            let writer = s.spawn(move || {
+                let mut out = io::BufWriter::with_capacity(
+                    256 << 10,
+                    ChannelWriter {
+                        tx: tx.clone(),
+                        bytes: 0,
+                        closed: false,
+                    },
+                );
+                let result = archive::export(store, refs, archive::ArchiveFormat::Docker, &mut out)
+                    .and_then(|()| {
+                        out.flush().map_err(|source| ArchiveError::Io {
+                            archive: "export".into(),
+                            source,
+                        })
+                    });
+                // What is still buffered after a failure is dropped, not sent.
+                let (inner, _) = out.into_parts();
+                let (bytes, closed) = (inner.bytes, inner.closed);
+                drop(inner);
+                if result.is_err() && !closed {
+                    // The body ends in an error: the engine must not load a truncated tar.
+                    let _ = tx.blocking_send(Err(io::Error::other("the export failed")));
+                }
+                (result.map(|()| bytes), closed)
+            });
+            let body = http_body_util::StreamBody::new(ChannelStream {
+                rx,
+                sent: sent.clone(),
+            });
+            let exchange = rt.block_on(self.post_load(body, &sent, &image));
+            // Dropping the runtime drops the connection and with it the body's receiver: a
+            // writer still blocked on the channel stops.
+            drop(rt);
+            let exported = writer.join();
+            (exchange, exported)
+        });
+        let bytes = match exported {
+            Ok((Ok(bytes), _)) => bytes,
+            Ok((Err(source), closed)) => {
+                // The connection ended first: the exchange says why.
+                if closed && let Err(e) = exchange {
+                    return Err(e);
+                }
+                return Err(DockerEngineError::Export {
+                    socket: self.socket.clone(),
+                    image,
+                    source: Box::new(source),
+                });
+            }
+            Err(_) => return Err(self.http("load", &image, "the export thread panicked".into())),
+        };
+        let reply = exchange?;
+        let names = parse_load_reply(&reply).map_err(|e| match e {
+            LoadReplyError::Engine(message) => DockerEngineError::Rejected {
+                socket: self.socket.clone(),
+                image: image.clone(),
+                message,
+            },
+            LoadReplyError::Malformed(why) => DockerEngineError::BadResponse {
+                socket: self.socket.clone(),
+                operation: "load",
+                image: image.clone(),
+                why,
+            },
+        })?;
+        for r in refs {
+            let want = r.canonical();
+            let found = names
+                .iter()
+                .any(|n| n.parse::<Reference>().is_ok_and(|n| n.canonical() == want));
+            if !found {
+                return Err(DockerEngineError::BadResponse {
+                    socket: self.socket.clone(),
+                    operation: "load",
+                    image: image.clone(),
+                    why: format!(
+                        "the engine did not report loading {want} (it reported {names:?})"
+                    ),
+                });
+            }
+        }
+        Ok(Loaded { names, bytes })
+    }
+
+    /// Send `POST /images/load` with `body` and collect the engine's reply. The engine may
+    /// answer only once it has the whole tar: waiting is bounded by [`IDLE_TIMEOUT`] without
+    /// progress (bytes sent or received), not by the size of the upload.
+    async fn post_load<B>(
+        &self,
+        body: B,
+        sent: &std::sync::atomic::AtomicU64,
+        image: &str,
+    ) -> Result<Vec<u8>, DockerEngineError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let operation = "load";
+        let stream = tokio::time::timeout(
+            RESPONSE_TIMEOUT,
+            tokio::net::UnixStream::connect(&self.socket),
+        )
+        .await
+        .map_err(|_| self.timeout(operation, image, RESPONSE_TIMEOUT))?
+        .map_err(|source| DockerEngineError::Connect {
+            socket: self.socket.clone(),
+            source,
+        })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.http(operation, image, e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("docker engine connection: {e}");
+            }
+        });
+        let req = Request::post("/images/load?quiet=1")
+            .header(hyper::header::HOST, "docker")
+            .header(hyper::header::USER_AGENT, "kiln")
+            .header(hyper::header::CONTENT_TYPE, "application/x-tar")
+            .body(body)
+            .map_err(|e| self.http(operation, image, e.to_string()))?;
+        let response = sender.send_request(req);
+        tokio::pin!(response);
+        let mut seen = 0;
+        let resp = loop {
+            tokio::select! {
+                r = &mut response => break r,
+                () = tokio::time::sleep(IDLE_TIMEOUT) => {
+                    let now = sent.load(std::sync::atomic::Ordering::Relaxed);
+                    if now == seen {
+                        return Err(self.timeout(operation, image, IDLE_TIMEOUT));
+                    }
+                    seen = now;
+                }
+            }
+        }
+        .map_err(|e| self.http(operation, image, e.to_string()))?;
+        let mut body = self.check_status(resp, operation, image).await?.into_body();
+        let mut reply = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(IDLE_TIMEOUT, body.frame())
+                .await
+                .map_err(|_| self.timeout(operation, image, IDLE_TIMEOUT))?;
+            match frame {
+                None => break,
+                Some(Err(e)) => return Err(self.http(operation, image, e.to_string())),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if reply.len() + data.len() > MAX_JSON_RESPONSE {
+                            return Err(DockerEngineError::BadResponse {
+                                socket: self.socket.clone(),
+                                operation,
+                                image: image.to_string(),
+                                why: format!("the reply exceeds {MAX_JSON_RESPONSE} bytes"),
+                            });
+                        }
+                        reply.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+        Ok(reply)
     }
 
     /// Send `GET path` and wait for the response headers.
@@ -471,6 +701,143 @@ impl Read for ChannelReader {
     }
 }
 
+/// Refuse `r` when the store names a multi-platform index for it: its `docker save` export
+/// would hold several images under one name, and the engine would keep only the last.
+fn single_platform(store: &Store, r: &Reference) -> Result<(), DockerEngineError> {
+    let image = r.canonical().to_string();
+    let desc = store
+        .lookup(r)?
+        .ok_or_else(|| StoreError::NotFound(image.clone()))?;
+    if !crate::spec::is_index(&desc.media_type) {
+        return Ok(());
+    }
+    let digest: Digest = desc.digest.parse().map_err(StoreError::from)?;
+    let data = store.read_json_blob(&digest, &image)?;
+    let index: crate::spec::Index =
+        serde_json::from_slice(&data).map_err(|source| StoreError::Json {
+            what: format!("index of {image}"),
+            source,
+        })?;
+    let count = index
+        .manifests
+        .iter()
+        .filter(|m| m.digest.parse::<Digest>().is_ok_and(|d| store.has_blob(&d)))
+        .count();
+    if count > 1 {
+        return Err(DockerEngineError::MultiPlatform { image, count });
+    }
+    Ok(())
+}
+
+/// A [`io::Write`] sending what is written as chunks over a channel (blocking while it is full).
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    bytes: u64,
+    /// Whether the receiver went away (the connection ended) before everything was written.
+    closed: bool,
+}
+
+impl io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.tx
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| {
+                self.closed = true;
+                io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the engine connection closed before the image was sent",
+                )
+            })?;
+        self.bytes += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The request body of a load: the chunks of a channel as data frames, counting the bytes
+/// handed to the connection.
+struct ChannelStream {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl futures_util::Stream for ChannelStream {
+    type Item = io::Result<hyper::body::Frame<Bytes>>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|chunk| {
+            chunk.map(|c| {
+                c.map(|data| {
+                    self.sent
+                        .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    hyper::body::Frame::data(data)
+                })
+            })
+        })
+    }
+}
+
+/// Why a load reply is not a success.
+#[derive(Debug, PartialEq, Eq)]
+enum LoadReplyError {
+    /// The engine reported an error (`errorDetail` / `error`).
+    Engine(String),
+    /// The reply is not a stream of JSON messages.
+    Malformed(String),
+}
+
+/// The names a `POST /images/load` reply (a stream of JSON messages) reports loaded (`Loaded
+/// image: NAME`, or the ID for `Loaded image ID: ID`), or the error it reports.
+fn parse_load_reply(body: &[u8]) -> Result<Vec<String>, LoadReplyError> {
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        #[serde(default)]
+        message: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message {
+        #[serde(default)]
+        stream: Option<String>,
+        #[serde(default, rename = "errorDetail")]
+        error_detail: Option<Detail>,
+        #[serde(default)]
+        error: Option<String>,
+    }
+    let mut names = Vec::new();
+    for msg in serde_json::Deserializer::from_slice(body).into_iter::<Message>() {
+        let msg = msg.map_err(|e| {
+            LoadReplyError::Malformed(format!(
+                "{e}: {}",
+                error_message(&body[..body.len().min(512)])
+            ))
+        })?;
+        let detail = msg.error_detail.map(|d| d.message).unwrap_or_default();
+        if let Some(error) = msg.error.or((!detail.is_empty()).then_some(detail.clone())) {
+            let text = if detail.is_empty() { error } else { detail };
+            return Err(LoadReplyError::Engine(error_message(text.as_bytes())));
+        }
+        for line in msg.stream.as_deref().unwrap_or("").lines() {
+            let line = line.trim();
+            if let Some(name) = line
+                .strip_prefix("Loaded image: ")
+                .or_else(|| line.strip_prefix("Loaded image ID: "))
+            {
+                names.push(name.trim().to_string());
+            }
+        }
+    }
+    Ok(names)
+}
+
 /// The engine's error message from an error body (`{"message": "..."}`), else the body's text.
 fn error_message(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
@@ -569,6 +936,161 @@ mod tests {
         let e = engine.inspect(&r).expect_err("no engine");
         assert!(matches!(e, DockerEngineError::Connect { .. }), "{e}");
         assert!(e.to_string().contains(&socket.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn load_replies_give_the_names_loaded_or_the_error() {
+        let ok = br#"{"stream":"Loaded image: kiln-test/hello:abc\n"}
+{"stream":"Loaded image ID: sha256:0123\n"}
+"#;
+        assert_eq!(
+            parse_load_reply(ok),
+            Ok(vec!["kiln-test/hello:abc".into(), "sha256:0123".into()])
+        );
+        // Progress messages carry no names; an empty reply loads nothing.
+        let progress = br#"{"status":"Loading layer","progressDetail":{"current":1,"total":2},"id":"x"}{"stream":"Loaded image: a/b:c\n"}"#;
+        assert_eq!(parse_load_reply(progress), Ok(vec!["a/b:c".into()]));
+        assert_eq!(parse_load_reply(b""), Ok(vec![]));
+        let failed = br#"{"stream":"Loaded image: a/b:c\n"}
+{"errorDetail":{"message":"unexpected EOF"},"error":"unexpected EOF"}
+"#;
+        assert_eq!(
+            parse_load_reply(failed),
+            Err(LoadReplyError::Engine("unexpected EOF".into()))
+        );
+        assert_eq!(
+            parse_load_reply(br#"{"error":"no space\nleft"}"#),
+            Err(LoadReplyError::Engine("no space left".into()))
+        );
+        assert_eq!(
+            parse_load_reply(br#"{"errorDetail":{"message":"detail only"}}"#),
+            Err(LoadReplyError::Engine("detail only".into()))
+        );
+        assert!(matches!(
+            parse_load_reply(b"<html>proxy error</html>"),
+            Err(LoadReplyError::Malformed(m)) if m.contains("proxy error")
+        ));
+    }
+
+    #[test]
+    fn loading_into_an_absent_engine_names_the_socket_and_stops_the_export() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("store")).expect("store");
+        let socket = dir.path().join("docker.sock");
+        let engine = DockerEngine::at(&socket);
+        let r: Reference = "kiln-test/none:1".parse().expect("reference");
+        // Not in the store: nothing is sent, and the error names the image.
+        let e = engine
+            .load(&store, std::slice::from_ref(&r))
+            .expect_err("not in the store");
+        assert!(e.to_string().contains("docker.io/kiln-test/none:1"), "{e}");
+        // In the store, but no engine: the export thread stops when the connection fails.
+        store_image(&store, &r);
+        let e = engine
+            .load(&store, std::slice::from_ref(&r))
+            .expect_err("no engine");
+        assert!(matches!(e, DockerEngineError::Connect { .. }), "{e}");
+        assert!(e.to_string().contains(&socket.display().to_string()), "{e}");
+    }
+
+    /// Tag a small image (config, no layers) as `r` in `store`.
+    fn store_image(store: &Store, r: &Reference) {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let config_digest = store.put_bytes(config, None, "config").expect("config");
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::spec::MEDIA_OCI_MANIFEST,
+            "config": {
+                "mediaType": crate::spec::MEDIA_OCI_CONFIG,
+                "digest": config_digest.to_string(),
+                "size": config.len(),
+            },
+            "layers": [],
+        });
+        let manifest = serde_json::to_vec(&manifest).expect("manifest");
+        let digest = store
+            .put_bytes(&manifest, None, "manifest")
+            .expect("manifest");
+        let desc = crate::spec::Descriptor::new(
+            crate::spec::MEDIA_OCI_MANIFEST,
+            &digest,
+            manifest.len() as u64,
+        );
+        store.tag(r, desc).expect("tag");
+    }
+
+    /// A one-request engine on `socket`: reads the request with its chunked body, answers 200
+    /// with `reply`, and hands back the request's bytes.
+    fn fake_engine(socket: &Path, reply: &'static str) -> std::thread::JoinHandle<Vec<u8>> {
+        let listener = std::os::unix::net::UnixListener::bind(socket).expect("bind");
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 64 << 10];
+            while !request.ends_with(b"\r\n0\r\n\r\n") {
+                let n = conn.read(&mut buf).expect("read request");
+                assert!(n > 0, "the request ended before its body did");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+                reply.len()
+            );
+            conn.write_all(response.as_bytes()).expect("write response");
+            request
+        })
+    }
+
+    #[test]
+    fn load_streams_a_docker_save_tar_and_checks_the_reply() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("store")).expect("store");
+        let r: Reference = "kiln-test/hello:1".parse().expect("reference");
+        store_image(&store, &r);
+        let load = |name: &str, reply: &'static str| {
+            let socket = dir.path().join(name);
+            let engine = fake_engine(&socket, reply);
+            let result = DockerEngine::at(&socket).load(&store, std::slice::from_ref(&r));
+            (result, engine.join().expect("fake engine"))
+        };
+
+        let (loaded, request) = load(
+            "ok.sock",
+            "{\"stream\":\"Loaded image: kiln-test/hello:1\\n\"}\r\n",
+        );
+        let loaded = loaded.expect("load");
+        assert_eq!(loaded.names, ["kiln-test/hello:1"]);
+        let head = String::from_utf8_lossy(&request[..request.len().min(512)]).into_owned();
+        assert!(
+            head.starts_with("POST /images/load?quiet=1 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("content-type: application/x-tar"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        let text = String::from_utf8_lossy(&request);
+        assert!(
+            text.contains("manifest.json") && text.contains("docker.io/kiln-test/hello:1"),
+            "the body is not a docker save tar of the image"
+        );
+        assert!(loaded.bytes > 1024 && request.len() as u64 > loaded.bytes);
+
+        let (failed, _) = load(
+            "error.sock",
+            "{\"errorDetail\":{\"message\":\"open /var/lib/docker/tmp: no space left on device\"},\"error\":\"no space\"}\n",
+        );
+        let e = failed.expect_err("the engine reported an error");
+        assert!(matches!(e, DockerEngineError::Rejected { .. }), "{e}");
+        assert!(e.to_string().contains("no space left on device"), "{e}");
+        assert!(e.to_string().contains("docker.io/kiln-test/hello:1"), "{e}");
+
+        let (other, _) = load(
+            "other.sock",
+            "{\"stream\":\"Loaded image: kiln-test/other:1\\n\"}\n",
+        );
+        let e = other.expect_err("another name was loaded");
+        assert!(matches!(e, DockerEngineError::BadResponse { .. }), "{e}");
+        assert!(e.to_string().contains("kiln-test/other:1"), "{e}");
     }
 
     #[test]

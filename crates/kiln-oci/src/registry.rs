@@ -150,7 +150,9 @@ fn target(r: &Reference, opts: &RegistryOptions) -> Target {
             .trim_start_matches("https://")
             .trim_end_matches('/')
             .to_string();
-        let http = http || opts.insecure.contains(&host) || is_loopback(&host);
+        // A mirror's scheme decides; without one, loopback and insecure hosts get plain HTTP.
+        let https = url.starts_with("https://");
+        let http = http || (!https && (opts.insecure.contains(&host) || is_loopback(&host)));
         return Target { host, http };
     }
     let host = r.registry.clone();
@@ -924,5 +926,17 @@ mod tests {
         };
         let t = target(&r, &opts);
         assert_eq!((t.host.as_str(), t.http), ("127.0.0.1:5000", true));
+        // A mirror's https scheme holds even for a loopback host; a bare URL serves everything.
+        let opts = RegistryOptions {
+            mirrors: vec![parse_mirror("https://127.0.0.1:5000/").expect("mirror")],
+            ..Default::default()
+        };
+        let t = target(&r, &opts);
+        assert_eq!((t.host.as_str(), t.http), ("127.0.0.1:5000", false));
+        assert_eq!(
+            parse_mirror("docker.io/=http://m"),
+            Some(("docker.io".into(), "http://m".into()))
+        );
+        assert_eq!(parse_mirror("127.0.0.1:5000"), None);
     }
 }

@@ -868,6 +868,33 @@ pub fn parse_error_body(body: &[u8]) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
+/// Check PEM text of certificate authorities before a registry is asked anything: the number
+/// of certificates, or why it is unusable (no CERTIFICATE block at all — reqwest would skip text
+/// or a key without a word — or a block that is no certificate).
+pub fn check_ca_certificates(pem: &[u8]) -> Result<usize, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| format!("not PEM certificates: {}", error_chain(&e)))?;
+    if certs.is_empty() {
+        return Err(
+            "no PEM certificate in it (give a certificate authority's certificate, a \
+                    -----BEGIN CERTIFICATE----- block)"
+                .into(),
+        );
+    }
+    let count = certs.len();
+    certs
+        .into_iter()
+        .fold(reqwest::Client::builder(), |b, c| b.add_root_certificate(c))
+        .build()
+        .map_err(|e| {
+            format!(
+                "a PEM CERTIFICATE block that is no certificate: {}",
+                error_chain(&e)
+            )
+        })?;
+    Ok(count)
+}
+
 /// Credentials for HTTP basic authentication and token requests.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {

@@ -148,7 +148,7 @@ pub struct BuildArgs {
     /// none)
     #[arg(long, default_value = "1024M", value_parser = parse_size)]
     size: u64,
-    /// Decompress the kernel (a gzip, or a bzImage's gzip or zstd payload) to the plain image
+    /// Decompress the kernel (a gzip, or a bzImage's gzip, xz or zstd payload) to the plain image
     /// some loaders want
     #[arg(long)]
     decompress_kernel: bool,

@@ -140,10 +140,11 @@ pub fn registry_options(o: &ImageOpts) -> anyhow::Result<RegistryOptions> {
     }
     let mut ca_certs = Vec::new();
     for f in &o.cert_files {
-        ca_certs.push(
-            std::fs::read(f)
-                .with_context(|| format!("--cert-file {}: cannot read it", f.display()))?,
-        );
+        let pem = std::fs::read(f)
+            .with_context(|| format!("--cert-file {}: cannot read it", f.display()))?;
+        kiln_oci::transport::check_ca_certificates(&pem)
+            .map_err(|why| anyhow::anyhow!("--cert-file {}: {why}", f.display()))?;
+        ca_certs.push(pem);
     }
     Ok(RegistryOptions {
         mirrors,

@@ -197,6 +197,9 @@ fn main() -> ExitCode {
         }
     };
     progress::set_mode(cli.progress, !matches!(level, "warn" | "error"));
+    if cli.quiet {
+        progress::set_quiet();
+    }
     let _ = IMAGES.set(cli.images.clone());
     let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));

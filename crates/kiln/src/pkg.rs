@@ -136,8 +136,9 @@ struct PkgBuildArgs {
     /// With --push: push a multi-platform index too (kiln pushes what it built; accepted)
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     manifest: Option<bool>,
-    /// Load the built images into the Docker engine instead of the store (not done by
-    /// kiln: see the message)
+    /// Also load the built images into the Docker engine DOCKER_HOST names (its API socket;
+    /// default /var/run/docker.sock), as LinuxKit stores them there; kiln keeps them in its
+    /// store too
     #[arg(long)]
     docker: bool,
     /// LinuxKit's SBOM scanner image (kiln writes no SBOM yet; accepted and ignored)
@@ -362,12 +363,11 @@ pub fn run(args: PkgArgs) -> anyhow::Result<()> {
 
 fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> {
     let push = push || a.push;
-    if a.docker {
-        bail!(
-            "--docker: kiln keeps what it builds in its store and talks to no Docker engine \
-             for it; load an image with `kiln cache export --format docker -o - IMAGE | docker load`"
-        );
-    }
+    // --docker: the engine is named (DOCKER_HOST checked) before anything is built.
+    let engine = a
+        .docker
+        .then(kiln_oci::docker_engine::DockerEngine::from_env)
+        .transpose()?;
     if !a.ssh.is_empty() {
         bail!(
             "--ssh: kiln does not forward SSH agents into RUN steps; fetch with a secret or in the context instead"
@@ -410,6 +410,9 @@ fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> 
         return Ok(());
     }
     let results = build_packages(&store, &a.dirs, &opts)?;
+    if let Some(engine) = &engine {
+        load_into_engine(engine, &store, &results)?;
+    }
     for r in &results {
         if push {
             let tag = r.reference.rsplit_once(':').map_or("", |(_, t)| t);
@@ -417,6 +420,33 @@ fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> 
         }
         println!("{}", r.reference);
     }
+    Ok(())
+}
+
+/// `pkg build --docker`: load the images of `results` from the store into `engine`.
+fn load_into_engine(
+    engine: &kiln_oci::docker_engine::DockerEngine,
+    store: &kiln_oci::Store,
+    results: &[kiln_build::pkg::PkgResult],
+) -> anyhow::Result<()> {
+    let refs = results
+        .iter()
+        .map(|r| {
+            r.reference
+                .parse::<Reference>()
+                .with_context(|| format!("image name {}", r.reference))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if refs.is_empty() {
+        return Ok(());
+    }
+    let loaded = engine.load(store, &refs)?;
+    tracing::info!(
+        "loaded {} into the Docker engine at {} ({} bytes sent)",
+        loaded.names.join(", "),
+        engine.socket().display(),
+        loaded.bytes
+    );
     Ok(())
 }
 

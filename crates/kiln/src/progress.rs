@@ -39,6 +39,19 @@ pub fn set_mode(mode: Mode, verbose: bool) {
     let _ = MODE.set((mode, verbose));
 }
 
+/// `-q`: no progress in the text modes (errors still show; json mode is unaffected, since a
+/// program asked for it).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Show no progress in the text modes (`-q`).
+pub fn set_quiet() {
+    QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed) && mode() != Mode::Json
+}
+
 /// The mode chosen by `--progress` (`Plain` or `Tty` for `Auto`).
 pub fn mode() -> Mode {
     match MODE.get() {
@@ -73,6 +86,9 @@ pub fn run_output() -> Option<kiln_build::RunOutput> {
 
 /// Write `event` on standard error in the chosen mode (plain: its text line, unless empty).
 pub fn emit(event: &Event) {
+    if quiet() {
+        return;
+    }
     match mode() {
         Mode::Plain | Mode::Auto => {
             let line = event.to_string();
@@ -184,7 +200,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
 
 /// A progress reporter drawing one bar per blob, or `None` when stderr is not a terminal.
 pub fn pull_bars() -> Option<PullProgress> {
-    if mode() == Mode::Json || !std::io::stderr().is_terminal() {
+    if quiet() || mode() == Mode::Json || !std::io::stderr().is_terminal() {
         return None;
     }
     let multi = MultiProgress::new();

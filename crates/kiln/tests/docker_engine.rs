@@ -1,5 +1,6 @@
 //! `kiln build --docker`: an image that exists only in a private Docker engine (Debian's
 //! docker.io, started by the test) is taken from the engine's store through its API socket.
+//! `kiln pkg build --docker`: the packages built are loaded into that engine through its API.
 
 mod common;
 use common::*;
@@ -242,5 +243,135 @@ fn build_takes_an_image_only_the_docker_engine_has() {
         !out.status.success() && text.contains("only unix sockets"),
         "{text}"
     );
+    drop(engine);
+}
+
+/// The content of `/file` in the image `name` of the engine, read from its `docker save` export
+/// (each layer a tar inside the tar).
+fn file_in_engine_image(engine: &Dockerd, name: &str, file: &str) -> Option<Vec<u8>> {
+    let out = engine
+        .docker()
+        .args(["save", name])
+        .output()
+        .expect("spawn docker save");
+    assert!(
+        out.status.success(),
+        "docker save {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut found = None;
+    let mut outer = tar::Archive::new(&out.stdout[..]);
+    for entry in outer.entries().expect("docker save tar") {
+        let mut entry = entry.expect("docker save entry");
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).expect("read entry");
+        // Layers are tars (docker save writes them uncompressed); other members are not.
+        let mut layer = tar::Archive::new(&data[..]);
+        let Ok(members) = layer.entries() else {
+            continue;
+        };
+        for member in members.flatten() {
+            let mut member = member;
+            let path = member.path().map(|p| p.to_string_lossy().into_owned());
+            if path.is_ok_and(|p| p.trim_start_matches("./") == file) {
+                let mut content = Vec::new();
+                std::io::Read::read_to_end(&mut member, &mut content).expect("read file");
+                found = Some(content);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn pkg_build_docker_loads_the_built_image_into_the_engine() {
+    if !is_root() {
+        return;
+    }
+    let engine = Dockerd::start();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pkg = tmp.path().join("hello");
+    std::fs::create_dir(&pkg).expect("package dir");
+    std::fs::write(pkg.join("build.yml"), "image: hello\norg: kiln-test\n").expect("build.yml");
+    std::fs::write(
+        pkg.join("Dockerfile"),
+        "FROM scratch\nCOPY greeting /greeting\n",
+    )
+    .expect("Dockerfile");
+    let greeting = format!(
+        "hello from kiln pkg build --docker {} {:?}\n",
+        std::process::id(),
+        std::time::SystemTime::now()
+    );
+    std::fs::write(pkg.join("greeting"), &greeting).expect("greeting");
+    let name = run_ok(kiln().args(["pkg", "show-tag"]).arg(&pkg))
+        .trim()
+        .to_string();
+    assert!(
+        name.starts_with("kiln-test/hello:"),
+        "show-tag gave {name:?}"
+    );
+    let cache = tmp.path().join("cache");
+    let pkg_build = |host: &str| {
+        kiln()
+            .args(["pkg", "build", "--docker", "--cache"])
+            .arg(&cache)
+            .arg(&pkg)
+            .env("DOCKER_HOST", host)
+            .output()
+            .expect("spawn kiln")
+    };
+    let in_engine = || {
+        engine
+            .docker()
+            .args(["image", "inspect", &name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(!in_engine(), "{name} is in the engine before the build");
+
+    let out = pkg_build(&engine.host);
+    let text = output_text(&out);
+    assert!(
+        out.status.success(),
+        "kiln pkg build --docker failed:\n{text}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        name,
+        "pkg build printed:\n{text}"
+    );
+    assert!(in_engine(), "{name} is not in the engine:\n{text}");
+    assert_eq!(
+        file_in_engine_image(&engine, &name, "greeting").as_deref(),
+        Some(greeting.as_bytes())
+    );
+    // kiln keeps the image in its store too.
+    let listed = run_ok(kiln().args(["cache", "ls", "--cache"]).arg(&cache));
+    assert!(
+        listed.contains(&name),
+        "the store does not list {name}:\n{listed}"
+    );
+    assert_store_consistent(&cache);
+
+    // Already in the store, nothing is built, and the image is loaded again.
+    run_ok(engine.docker().args(["image", "rm", &name]));
+    assert!(!in_engine(), "docker image rm {name} left it");
+    let out = pkg_build(&engine.host);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        in_engine(),
+        "{name} was not loaded again:\n{}",
+        output_text(&out)
+    );
+
+    // An engine that is not there is an error naming its socket.
+    let gone = tmp.path().join("no-engine.sock");
+    let out = pkg_build(&format!("unix://{}", gone.display()));
+    let text = output_text(&out);
+    assert!(!out.status.success(), "loaded into no engine:\n{text}");
+    assert!(text.contains(&gone.display().to_string()), "{text}");
     drop(engine);
 }

@@ -288,7 +288,10 @@ fn extra_sources_in_and_out_of_git() {
         use sha1sum::sha1_hex;
         sha1_hex(format!("{hello}{world}").as_bytes())
     };
-    assert_eq!(show_tag(&repo, &["pkg/hello"]), format!("linuxkit/hello:{mixed}"));
+    assert_eq!(
+        show_tag(&repo, &["pkg/hello"]),
+        format!("linuxkit/hello:{mixed}")
+    );
 
     write(&repo.join(".gitignore"), "/out\n");
     write(&repo.join("out/tool"), "v1\n");
@@ -314,7 +317,12 @@ mod sha1sum {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("sha1sum");
-        child.stdin.take().expect("stdin").write_all(data).expect("write");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(data)
+            .expect("write");
         let out = child.wait_with_output().expect("sha1sum");
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
