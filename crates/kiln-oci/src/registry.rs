@@ -94,6 +94,19 @@ pub struct RegistryOptions {
 }
 
 impl RegistryOptions {
+    /// A session for `r`'s repository at the registry `t` (with its credentials, limits and
+    /// certificate authorities).
+    fn session(&self, t: &Target, r: &Reference) -> Result<Session, TransferError> {
+        Session::new(
+            &t.host,
+            t.http,
+            &r.repository,
+            self.credentials_for(&t.host),
+            self.limits,
+            &self.ca_certs,
+        )
+    }
+
     /// The credentials for `host`: given ones first, else the Docker config file's.
     fn credentials_for(&self, host: &str) -> Option<Credentials> {
         self.credentials
@@ -392,15 +405,7 @@ pub fn remote_digest(
         image: r.to_string(),
         message: e.to_string(),
     };
-    let session = Session::new(
-        &t.host,
-        t.http,
-        &r.repository,
-        opts.credentials_for(&t.host),
-        opts.limits,
-        &opts.ca_certs,
-    )
-    .map_err(remote)?;
+    let session = opts.session(&t, r).map_err(remote)?;
     let url = session.url("manifests", &r.target());
     let looked_up = runtime()?.block_on(async {
         retry(&format!("manifest of {r}"), || {
@@ -438,15 +443,7 @@ async fn pull_async(
         image: image.clone(),
         message: e.to_string(),
     };
-    let session = Session::new(
-        &t.host,
-        t.http,
-        &r.repository,
-        opts.credentials_for(&t.host),
-        opts.limits,
-        &opts.ca_certs,
-    )
-    .map_err(|e| remote("connect", e))?;
+    let session = opts.session(&t, r).map_err(|e| remote("connect", e))?;
     let session = &session;
 
     // The manifest (or index) the reference names.
@@ -651,16 +648,10 @@ async fn push_async(
         image: image.clone(),
         message: e.to_string(),
     };
-    let session = Session::new(
-        &t.host,
-        t.http,
-        &r.repository,
-        opts.credentials_for(&t.host),
-        opts.limits,
-        &opts.ca_certs,
-    )
-    .map_err(|e| remote("connect", e))?
-    .with_access(Access::Push);
+    let session = opts
+        .session(&t, r)
+        .map_err(|e| remote("connect", e))?
+        .with_access(Access::Push);
     let top: Digest = desc.digest.parse().map_err(StoreError::from)?;
     let mut manifests = vec![(top.clone(), desc.media_type.clone())];
     if spec::is_index(&desc.media_type) {

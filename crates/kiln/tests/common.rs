@@ -379,3 +379,99 @@ pub fn is_root() -> bool {
     }
     root
 }
+
+/// Whether every tool is on PATH. With CI=true a missing one fails the test; elsewhere the
+/// test is skipped with a message (false).
+pub fn tools_present(tools: &[&str]) -> bool {
+    let have = |tool: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI needs {missing:?}: run scripts/install-deps.sh");
+    }
+    eprintln!("skipping: {missing:?} not installed (scripts/install-deps.sh installs them)");
+    false
+}
+
+/// Debian's docker-registry (distribution v2.8) on 127.0.0.1, killed when dropped.
+pub struct Registry {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// Its directory: configuration, storage, and what the caller put there (certificates).
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start docker-registry in `dir` on a free port; `http_extra` (indented YAML) is added to its
+/// `http:` section, as a `tls:` block. Returns once it accepts connections.
+pub fn start_registry_in(dir: tempfile::TempDir, http_extra: &str) -> Registry {
+    use std::time::{Duration, Instant};
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+             delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{http_extra}",
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("config");
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start docker-registry");
+    let mut reg = Registry { child, addr, dir };
+    // Ready when it accepts connections (bounded wait, polling).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&reg.addr).is_err() {
+        if let Ok(Some(status)) = reg.child.try_wait() {
+            panic!(
+                "docker-registry exited ({status}) before listening on {}",
+                reg.addr
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "docker-registry did not start on {}",
+            reg.addr
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    reg
+}
+
+/// The digest the store at `cache` names `name` with (`kiln cache ls --json`).
+pub fn digest_of(cache: &Path, name: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&run_ok(
+        kiln().args(["cache", "ls", "--json", "--cache"]).arg(cache),
+    ))
+    .expect("json");
+    v.as_array()
+        .expect("array")
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {v}"))["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string()
+}

@@ -6,96 +6,19 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Registry {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn prerequisites() -> bool {
-    let missing: Vec<&str> = ["docker-registry", "skopeo"]
-        .into_iter()
-        .filter(|t| !have(t))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI needs {missing:?}: run scripts/install-deps.sh");
-    }
-    eprintln!("skipping: {missing:?} not installed (scripts/install-deps.sh installs them)");
-    false
+    tools_present(&["docker-registry", "skopeo"])
 }
 
 fn start_registry() -> Registry {
-    let dir = tempfile::tempdir().expect("tmp");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n", dir.path().join("data").display()),
-    )
-    .expect("config");
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start docker-registry");
-    // Ready when it accepts connections (bounded wait, polling).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "docker-registry did not start on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Registry {
-        child,
-        addr,
-        _dir: dir,
-    }
+    start_registry_in(tempfile::tempdir().expect("tmp"), "")
 }
 
 fn cache_args(cmd: &mut Command, cache: &Path) {
     cmd.arg("--cache").arg(cache);
-}
-
-fn digest_of(cache: &Path, name: &str) -> String {
-    let mut cmd = kiln();
-    cmd.args(["cache", "ls", "--json"]);
-    cache_args(&mut cmd, cache);
-    let v: serde_json::Value = serde_json::from_str(&run_ok(&mut cmd)).expect("json");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .find(|e| e["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in {v}"))["digest"]
-        .as_str()
-        .expect("digest")
-        .to_string()
 }
 
 /// Name the store's image `local` as `remote` and push it there with kiln.

@@ -13,31 +13,10 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use std::process::{Command, Output};
 
 fn prerequisites() -> bool {
-    let missing: Vec<&str> = ["docker-registry", "openssl"]
-        .into_iter()
-        .filter(|t| !have(t))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI needs {missing:?}: run scripts/install-deps.sh");
-    }
-    eprintln!("skipping: {missing:?} not installed (scripts/install-deps.sh installs them)");
-    false
+    tools_present(&["docker-registry", "openssl"])
 }
 
 /// Run `openssl` with `args` in `dir`, panicking with its output when it fails.
@@ -134,80 +113,29 @@ fn make_server_cert(dir: &Path, ca: &str) -> (PathBuf, PathBuf) {
 }
 
 /// docker-registry serving TLS on 127.0.0.1; `host` is the name kiln reaches it by.
-struct Registry {
-    child: Child,
+struct TlsRegistry {
+    reg: Registry,
     host: String,
     /// The certificate authority that signed the registry's certificate.
     ca: PathBuf,
-    dir: tempfile::TempDir,
 }
 
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_registry() -> Registry {
+fn start_registry() -> TlsRegistry {
     let dir = tempfile::tempdir().expect("tmp");
     let ca = make_ca(dir.path(), "ca");
     let (cert, key) = make_server_cert(dir.path(), "ca");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: {addr}\n  tls:\n    certificate: {}\n    key: {}\n",
-            dir.path().join("data").display(),
-            cert.display(),
-            key.display()
-        ),
-    )
-    .expect("config");
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start docker-registry");
-    let mut reg = Registry {
-        child,
+    let tls = format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        cert.display(),
+        key.display()
+    );
+    let reg = start_registry_in(dir, &tls);
+    let port = reg.addr.rsplit_once(':').expect("port").1;
+    TlsRegistry {
         host: format!("0.0.0.0:{port}"),
         ca,
-        dir,
-    };
-    // Ready when it accepts connections (bounded wait, polling).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        if let Ok(Some(status)) = reg.child.try_wait() {
-            panic!("docker-registry exited ({status}) before listening on {addr}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "docker-registry did not start on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        reg,
     }
-    reg
-}
-
-fn digest_of(cache: &Path, name: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(&run_ok(
-        kiln().args(["cache", "ls", "--json", "--cache"]).arg(cache),
-    ))
-    .expect("json");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .find(|e| e["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in {v}"))["digest"]
-        .as_str()
-        .expect("digest")
-        .to_string()
 }
 
 /// `kiln [--cert-file F]... cache ARGS --cache CACHE`.
@@ -286,7 +214,7 @@ fn cert_file_that_is_not_a_pem_certificate_is_refused() {
     let garbage = tmp.path().join("garbage.pem");
     std::fs::write(&garbage, "this is no certificate\n").expect("write");
     // Valid PEM, but a private key: no certificate in it.
-    let key = reg.dir.path().join("server.key");
+    let key = reg.reg.dir.path().join("server.key");
     let armoured = tmp.path().join("armoured.pem");
     std::fs::write(
         &armoured,
