@@ -29,11 +29,14 @@ pub fn build(store: &Store, opts: &BuildOptions) -> Result<Built, BuildError> {
         .map_or_else(|| "Dockerfile".into(), |f| f.to_string_lossy().to_string());
     let text = std::fs::read_to_string(&opts.dockerfile).map_err(io_err(&opts.dockerfile))?;
     let df = dockerfile::parse(&file, &text)?;
-    let context = Context::open(&opts.context).map_err(|m| BuildError::Dockerfile {
-        file: opts.context.join(".dockerignore").display().to_string(),
-        line: 0,
-        message: m,
-    })?;
+    let context =
+        Context::open(&opts.context, &opts.dockerfile).map_err(|m| BuildError::Dockerfile {
+            file: crate::context::ignore_file(&opts.context, &opts.dockerfile)
+                .display()
+                .to_string(),
+            line: 0,
+            message: m,
+        })?;
     // Global scope: the predefined platform ARGs, then the ARGs before the first FROM.
     let mut global_vars = platform_args(&opts.arch);
     for ins in &df.instructions {
@@ -47,7 +50,9 @@ pub fn build(store: &Store, opts: &BuildOptions) -> Result<Built, BuildError> {
                 message,
             },
         )?;
-        global_vars.extend(values);
+        // A global ARG without any value stays unset (and keeps an earlier value), as in
+        // BuildKit.
+        global_vars.extend(values.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
     }
     let plan = plan::plan(&file, &df, opts.target.as_deref(), &global_vars)?;
     if !opts.allow_insecure {
@@ -166,8 +171,15 @@ fn build_stage(e: &Engine, i: usize) -> Result<State, BuildError> {
             State::new(i, layers, config, chain("", &format!("image {digest}")))
         }
     };
-    for ins in &stage.body {
-        let instruction = format!("{} {}", ins.keyword(), one_line(&ins.text));
+    let triggers = onbuild_triggers(e, i, &base, &st)?;
+    // The new image does not pass its base's triggers on (BuildKit clears them).
+    st.config.set("OnBuild", serde_json::Value::Null);
+    let steps = triggers
+        .iter()
+        .map(|t| (t, "ONBUILD "))
+        .chain(stage.body.iter().map(|b| (b, "")));
+    for (ins, prefix) in steps {
+        let instruction = format!("{prefix}{} {}", ins.keyword(), one_line(&ins.text));
         e.progress(Event::StepStarted {
             stage: label.clone(),
             line: ins.line,
@@ -208,6 +220,74 @@ fn build_stage(e: &Engine, i: usize) -> Result<State, BuildError> {
         }
     }
     Ok(st)
+}
+
+/// The ONBUILD triggers stage `i` runs before its own instructions, in order: those in the
+/// config of its base image, or those its base stage declares. A trigger's errors name the
+/// stage's FROM line. A trigger of an image that copies from a stage needs that stage built
+/// before this one.
+fn onbuild_triggers(
+    e: &Engine,
+    i: usize,
+    base: &Base,
+    st: &State,
+) -> Result<Vec<dockerfile::Instruction>, BuildError> {
+    let stage = &e.plan.stages[i];
+    let (texts, from): (Vec<String>, String) = match base {
+        Base::Scratch => return Ok(Vec::new()),
+        Base::Stage(j) => (
+            plan::declared_triggers(&e.plan.stages[*j])
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            format!("stage {}", e.stage_label(*j)),
+        ),
+        Base::Image(name) => (
+            image::strings(st.config.get("OnBuild")),
+            format!("image {name}"),
+        ),
+    };
+    let mut triggers = Vec::new();
+    for text in texts {
+        let ins = plan::trigger_instruction(&text, stage.line)
+            .map_err(|m| e.err(stage.line, format!("{m} (from {from})")))?;
+        if let Kind::Copy(copy) = &ins.kind
+            && let Some(src) = &copy.from
+        {
+            let built = match plan::copy_from(&e.plan.stages, src, i) {
+                Ok(plan::CopyFrom::Stage(j)) => {
+                    e.done.lock().map_err(|_| poisoned())?.contains_key(&j)
+                }
+                Ok(plan::CopyFrom::Image(_)) => true,
+                Err(m) => return Err(e.err(stage.line, format!("{m} (ONBUILD trigger of {from})"))),
+            };
+            if !built {
+                return Err(e.err(
+                    stage.line,
+                    format!(
+                        "the ONBUILD trigger COPY --from={src} of {from} needs stage {src:?} \
+                         built first; name that stage in this stage too (a COPY --from={src} \
+                         of its own) so that it is built before"
+                    ),
+                ));
+            }
+        }
+        if let Kind::Run(run) = &ins.kind
+            && run.security == dockerfile::RunSecurity::Insecure
+            && !e.opts.allow_insecure
+        {
+            return Err(e.err(
+                stage.line,
+                format!(
+                    "the ONBUILD trigger RUN --security=insecure of {from} runs with all of \
+                     root's capabilities and no sandbox; allow it with `--allow \
+                     security.insecure` if you trust {from}"
+                ),
+            ));
+        }
+        triggers.push(ins);
+    }
+    Ok(triggers)
 }
 
 /// A `RUN --security=insecure` step needs the build's permission: refuse it, naming the line,
@@ -255,5 +335,25 @@ mod tests {
         std::fs::write(&dockerfile, "FROM scratch\nCOPY missing.txt /x\n").expect("write");
         let err = build(&store, &opts).expect_err("no such source");
         assert!(err.to_string().starts_with("Dockerfile:2: "), "{err}");
+    }
+
+    #[test]
+    fn insecure_triggers_of_a_base_stage_need_the_builds_permission() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dockerfile = dir.path().join("Dockerfile");
+        std::fs::write(
+            &dockerfile,
+            "FROM scratch AS a\nONBUILD RUN --security=insecure true\nFROM a\n",
+        )
+        .expect("write");
+        let store = Store::open(dir.path().join("store")).expect("store");
+        let opts = BuildOptions::new(dir.path(), &dockerfile);
+        let err = build(&store, &opts).expect_err("an insecure trigger");
+        assert!(
+            err.to_string().starts_with(
+                "Dockerfile:3: the ONBUILD trigger RUN --security=insecure of stage a runs"
+            ),
+            "{err}"
+        );
     }
 }

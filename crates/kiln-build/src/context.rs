@@ -32,6 +32,12 @@ fn glob(pattern: &str) -> Result<GlobMatcher, String> {
 impl Ignore {
     /// Parse `.dockerignore` text. Errors name the line.
     pub fn parse(text: &str) -> Result<Ignore, String> {
+        Ignore::parse_named(text, ".dockerignore")
+    }
+
+    /// Parse the text of the ignore file `name` (`.dockerignore`, `Dockerfile.dockerignore`).
+    /// Errors name the file and line.
+    pub fn parse_named(text: &str, name: &str) -> Result<Ignore, String> {
         let mut rules = Vec::new();
         let mut exceptions = Vec::new();
         for (n, line) in text.lines().enumerate() {
@@ -47,7 +53,7 @@ impl Ignore {
             if cleaned.is_empty() {
                 continue;
             }
-            let m = glob(&cleaned).map_err(|e| format!(".dockerignore:{}: {e}", n + 1))?;
+            let m = glob(&cleaned).map_err(|e| format!("{name}:{}: {e}", n + 1))?;
             rules.push((m, include));
             if include {
                 exceptions.push(cleaned);
@@ -125,11 +131,19 @@ pub struct Context {
 }
 
 impl Context {
-    /// Open the context at `root`, reading its `.dockerignore`.
-    pub fn open(root: &Path) -> Result<Context, String> {
-        let path = root.join(".dockerignore");
+    /// Open the context at `root` for the Dockerfile `dockerfile`, with BuildKit's choice of
+    /// ignore file: `<Dockerfile name>.dockerignore` beside the Dockerfile when it exists, else
+    /// the context's `.dockerignore`. (A lowercase `dockerfile` found as the fallback for
+    /// `Dockerfile` also takes `Dockerfile.dockerignore`, as BuildKit looks for that name.)
+    pub fn open(root: &Path, dockerfile: &Path) -> Result<Context, String> {
+        let path = ignore_file(root, dockerfile);
         let ignore = match fs::read_to_string(&path) {
-            Ok(text) => Ignore::parse(&text)?,
+            Ok(text) => {
+                let name = path
+                    .file_name()
+                    .map_or_else(|| ".dockerignore".into(), |n| n.to_string_lossy());
+                Ignore::parse_named(&text, &name)?
+            }
             Err(_) => Ignore::default(),
         };
         Ok(Context {
@@ -139,12 +153,33 @@ impl Context {
     }
 }
 
+/// The ignore file that applies to a build of `dockerfile` with the context `root` (it may not
+/// exist): `<name>.dockerignore` beside the Dockerfile wins over `root/.dockerignore`.
+pub fn ignore_file(root: &Path, dockerfile: &Path) -> PathBuf {
+    if let Some(name) = dockerfile.file_name() {
+        let mut names = vec![format!("{}.dockerignore", name.to_string_lossy())];
+        if name == "dockerfile" {
+            names.insert(0, "Dockerfile.dockerignore".into());
+        }
+        for n in names {
+            let p = dockerfile.with_file_name(n);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    root.join(".dockerignore")
+}
+
 fn has_wildcards(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
 /// The paths (relative to `root`) that the source `pattern` names, sorted. `ignore` hides
-/// excluded paths. Symlinks in the pattern's directories are not followed out of `root`.
+/// excluded paths. Symlinks in the pattern's directories are followed, never out of `root`.
+///
+/// As in BuildKit, a path without wildcards must exist, while a wildcard may match nothing (the
+/// source then copies nothing); the directories before the first wildcard must exist.
 pub fn expand_sources(
     root: &Path,
     pattern: &str,
@@ -159,24 +194,40 @@ pub fn expand_sources(
         }
         return Ok(vec![cleaned]);
     }
-    let matcher = glob(&cleaned)?;
-    let depth = cleaned.split('/').count();
+    // The directories before the first wildcard, and the pattern below them.
+    let parts: Vec<&str> = cleaned.split('/').collect();
+    let first = parts.iter().position(|p| has_wildcards(p)).unwrap_or(0);
+    let prefix = parts[..first].join("/");
+    let rest = parts[first..].join("/");
+    let base = crate::fsops::resolve_in_root(root, &prefix, true);
+    if fs::metadata(&base).is_err() {
+        return Err(format!(
+            "{pattern:?}: the directory {prefix:?} is not in the build context"
+        ));
+    }
+    let matcher = glob(&rest)?;
+    let depth = parts.len() - first;
     let mut found = Vec::new();
-    let walk = walkdir::WalkDir::new(root)
+    let walk = walkdir::WalkDir::new(&base)
         .min_depth(1)
         .max_depth(depth)
         .sort_by_file_name();
     for entry in walk.into_iter().filter_map(Result::ok) {
-        let Ok(rel) = entry.path().strip_prefix(root) else {
+        let Ok(rel) = entry.path().strip_prefix(&base) else {
             continue;
         };
         let rel = rel.to_string_lossy().to_string();
-        if rel.split('/').count() == depth && matcher.is_match(&rel) && !excluded(&rel) {
-            found.push(rel);
+        if rel.split('/').count() != depth || !matcher.is_match(&rel) {
+            continue;
         }
-    }
-    if found.is_empty() {
-        return Err(format!("no file in the build context matches {pattern:?}"));
+        let full = if prefix.is_empty() {
+            rel
+        } else {
+            format!("{prefix}/{rel}")
+        };
+        if !excluded(&full) {
+            found.push(full);
+        }
     }
     Ok(found)
 }
@@ -242,6 +293,32 @@ mod tests {
     }
 
     #[test]
+    fn ignore_file_beside_the_dockerfile_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctx = dir.path();
+        fs::create_dir(ctx.join("sub")).expect("mkdir");
+        fs::write(ctx.join(".dockerignore"), "a\n").expect("write");
+        let df = ctx.join("Dockerfile");
+        assert_eq!(ignore_file(ctx, &df), ctx.join(".dockerignore"));
+        let c = Context::open(ctx, &df).expect("open");
+        assert!(c.ignore.excludes("a") && !c.ignore.excludes("b"));
+        fs::write(ctx.join("Dockerfile.dockerignore"), "b\n").expect("write");
+        let c = Context::open(ctx, &df).expect("open");
+        assert!(!c.ignore.excludes("a") && c.ignore.excludes("b"));
+        // Beside a Dockerfile elsewhere, named after it.
+        let other = ctx.join("sub/Other");
+        assert_eq!(ignore_file(ctx, &other), ctx.join(".dockerignore"));
+        fs::write(ctx.join("sub/Other.dockerignore"), "[\n").expect("write");
+        let e = Context::open(ctx, &other).expect_err("bad pattern");
+        assert!(e.starts_with("Other.dockerignore:1: "), "{e}");
+        // The lowercase fallback takes Dockerfile.dockerignore, as BuildKit.
+        assert_eq!(
+            ignore_file(ctx, &ctx.join("dockerfile")),
+            ctx.join("Dockerfile.dockerignore")
+        );
+    }
+
+    #[test]
     fn sources_expand_sorted() {
         let dir = tempfile::tempdir().expect("tempdir");
         for f in ["b.txt", "a.txt", "c.md", "sub/d.txt"] {
@@ -259,6 +336,22 @@ mod tests {
             vec!["c.md"]
         );
         assert!(expand_sources(dir.path(), "b.txt", Some(&ignore)).is_err());
-        assert!(expand_sources(dir.path(), "*.none", None).is_err());
+        assert!(expand_sources(dir.path(), "none.txt", None).is_err());
+        // A wildcard may match nothing, but the directory before it must exist.
+        assert_eq!(
+            expand_sources(dir.path(), "*.none", None).expect("empty"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            expand_sources(dir.path(), "b.*", Some(&ignore)).expect("ignored"),
+            Vec::<String>::new()
+        );
+        assert!(expand_sources(dir.path(), "nodir/*.txt", None).is_err());
+        // Directories before the wildcard are followed through symlinks.
+        std::os::unix::fs::symlink("sub", dir.path().join("link")).expect("link");
+        assert_eq!(
+            expand_sources(dir.path(), "link/*.txt", None).expect("through link"),
+            vec!["link/d.txt"]
+        );
     }
 }

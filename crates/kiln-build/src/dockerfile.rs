@@ -22,6 +22,7 @@ mod flags;
 mod instruction;
 mod values;
 
+pub(crate) use flags::{MountType, RunMount, Sharing, mount_from, parse_mount};
 pub(crate) use instruction::is_url;
 use instruction::keyword_hint;
 pub use instruction::{

@@ -64,7 +64,8 @@ pub struct Attrs {
 }
 
 /// Create the directory `path` in the root (and missing parents, 0755, owned by `owner` or
-/// root), following symlinks inside the root.
+/// root), following symlinks inside the root. A symlink whose target does not exist yet gets
+/// its target created, with the target's missing parents, as BuildKit does.
 pub fn mkdir_all(
     root: &Path,
     path: &str,
@@ -82,6 +83,33 @@ pub fn mkdir_all(
                     "`{current}` exists and is not a directory"
                 ))));
             }
+            Err(_) => create_resolved(root, &p, &current, owner)?,
+        }
+    }
+    Ok(resolve_in_root(root, path, true))
+}
+
+/// Create the missing directories of `resolved`, a path [`resolve_in_root`] gave: the part of
+/// it that exists has no symlinks left, the rest is missing. `path` names it in errors.
+fn create_resolved(
+    root: &Path,
+    resolved: &Path,
+    path: &str,
+    owner: Option<(u32, u32)>,
+) -> Result<(), BuildError> {
+    let rel = resolved.strip_prefix(root).unwrap_or(resolved);
+    let mut p = root.to_path_buf();
+    for c in rel.components() {
+        p.push(c);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                // A link loop (resolution gave up) or a file on the way.
+                return Err(io_err(&p)(io::Error::other(format!(
+                    "cannot create the directory `{path}`: `{}` is not a directory",
+                    p.strip_prefix(root).unwrap_or(&p).display()
+                ))));
+            }
             Err(_) => {
                 fs::create_dir(&p).map_err(io_err(&p))?;
                 fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).map_err(io_err(&p))?;
@@ -90,7 +118,7 @@ pub fn mkdir_all(
             }
         }
     }
-    Ok(resolve_in_root(root, path, true))
+    Ok(())
 }
 
 /// Copy `src` (a file, directory or symlink on the host side) to `dest` (a host path already
@@ -143,12 +171,50 @@ pub fn copy_tree(
     }
     if ft.is_file() {
         fs::copy(src, dest).map_err(io_err(dest))?;
+    } else if is_special(&ft) {
+        // Device nodes, FIFOs and sockets of a stage's root (its /dev), as BuildKit copies
+        // them: made anew with the same type and device number (as root).
+        make_node(dest, &meta).map_err(io_err(dest))?;
     } else {
         return Err(io_err(src)(io::Error::other(
-            "only files, directories and symlinks can be copied",
+            "only files, directories, symlinks and device nodes can be copied",
         )));
     }
     finish(dest, &meta, uid, gid, attrs.mode)
+}
+
+fn is_special(ft: &fs::FileType) -> bool {
+    use std::os::unix::fs::FileTypeExt as _;
+    ft.is_char_device() || ft.is_block_device() || ft.is_fifo() || ft.is_socket()
+}
+
+/// A node at `dest` of `meta`'s type, permissions and device number.
+fn make_node(dest: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    use nix::sys::stat::{Mode, SFlag};
+    let kind = SFlag::from_bits_truncate(meta.mode() & SFlag::S_IFMT.bits());
+    let perm = Mode::from_bits_truncate(meta.mode() & 0o7777);
+    nix::sys::stat::mknod(dest, kind, perm, meta.rdev()).map_err(io::Error::from)
+}
+
+/// Give the directory `dest` the owner, mode and modification time of `src` (or `attrs`'
+/// owner and mode), as [`copy_tree`] gives the directories it copies.
+pub fn copy_attrs(src: &Path, dest: &Path, attrs: Attrs) -> Result<(), BuildError> {
+    let meta = fs::symlink_metadata(src).map_err(io_err(src))?;
+    let (uid, gid) = attrs.owner.unwrap_or(if attrs.keep_owner {
+        (meta.uid(), meta.gid())
+    } else {
+        (0, 0)
+    });
+    finish(dest, &meta, uid, gid, attrs.mode)
+}
+
+/// Remove whatever is at `path` (a directory with its contents); nothing there is fine.
+pub fn remove(path: &Path) -> Result<(), BuildError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(io_err(path)),
+        Ok(_) => fs::remove_file(path).map_err(io_err(path)),
+        Err(_) => Ok(()),
+    }
 }
 
 fn finish(
@@ -162,14 +228,6 @@ fn finish(
     let mode = mode.unwrap_or(meta.mode() & 0o7777);
     fs::set_permissions(dest, fs::Permissions::from_mode(mode)).map_err(io_err(dest))?;
     set_mtime(dest, u64::try_from(meta.mtime()).unwrap_or(0)).map_err(io_err(dest))
-}
-
-fn remove(path: &Path) -> Result<(), BuildError> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(io_err(path)),
-        Ok(_) => fs::remove_file(path).map_err(io_err(path)),
-        Err(_) => Ok(()),
-    }
 }
 
 /// Whether a relative path stays inside its base (no `..` beyond the start).
@@ -282,6 +340,37 @@ mod tests {
         );
         assert_eq!(resolve_in_root(root, "/../../x", true), root.join("x"));
         assert_eq!(resolve_in_root(root, "/bin", false), root.join("bin"));
+    }
+
+    #[test]
+    fn directories_are_created_through_dangling_symlinks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        symlink("/opt/app/data", root.join("data")).expect("link");
+        symlink("rel/sub", root.join("rl")).expect("link");
+        symlink("../../x", root.join("up")).expect("link");
+        let d = mkdir_all(root, "/data/deep", Some((7, 8))).expect("through absolute link");
+        assert_eq!(d, root.join("opt/app/data/deep"));
+        assert!(d.is_dir());
+        assert!(
+            fs::symlink_metadata(root.join("data"))
+                .expect("link")
+                .file_type()
+                .is_symlink()
+        );
+        let m = fs::metadata(root.join("opt/app")).expect("created");
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (7, 8, 0o755));
+        let d = mkdir_all(root, "/rl/", None).expect("through relative link");
+        assert_eq!(d, root.join("rel/sub"));
+        assert!(d.is_dir());
+        // A target that climbs out stays inside the root.
+        let d = mkdir_all(root, "/up", None).expect("inside the root");
+        assert_eq!(d, root.join("x"));
+        // A file on the way is an error, not a replacement.
+        fs::write(root.join("file"), "f").expect("write");
+        symlink("/file/sub", root.join("tofile")).expect("link");
+        assert!(mkdir_all(root, "/tofile/x", None).is_err());
+        assert!(root.join("file").is_file());
     }
 
     #[test]

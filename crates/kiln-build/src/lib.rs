@@ -42,7 +42,7 @@ pub use error::BuildError;
 pub use events::{Event, KEEP_LOGS, LOG_DIR, TAIL_LINES, tail};
 pub use import::{ImportOptions, import};
 pub use kiln_fs::unpack::unpack;
-pub use options::{BuildOptions, Built, DEFAULT_PIDS_LIMIT, Progress, RunOutput};
+pub use options::{BuildOptions, Built, DEFAULT_PIDS_LIMIT, Progress, RunOutput, SecretSource};
 pub use scratch::remove_own as remove_own_scratch;
 pub use vars::platform_args;
 pub use workspace::{build_cache_dir, clear_build_cache, remove_stale_scratch};

@@ -54,6 +54,85 @@ pub struct BuildOptions {
     /// `pids.max` of the step's cgroup, or its RLIMIT_NPROC where the host has no writable pids
     /// controller (see `kiln_runtime::process_limit`).
     pub pids_limit: u64,
+    /// Secrets RUN steps may mount (`--secret id=ID,src=PATH`), by id. Their values are read
+    /// when a step mounts them and never enter a layer, the image config or the step cache.
+    pub secrets: BTreeMap<String, SecretSource>,
+}
+
+/// Where a build secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file's content.
+    File(PathBuf),
+    /// The value of one of kiln's environment variables.
+    Env(String),
+}
+
+impl SecretSource {
+    /// Parse a `--secret` value as BuildKit's clients do: `id=ID,src=PATH` (or `source=`),
+    /// `id=ID,env=VAR`, optionally with `type=file` or `type=env` (then the variable defaults
+    /// to the id). Returns the id and the source; errors name the field.
+    pub fn parse(spec: &str) -> Result<(String, SecretSource), String> {
+        let (mut id, mut src, mut env, mut ty) = (None, None, None, None);
+        for field in spec.split(',') {
+            let Some((k, v)) = field.split_once('=') else {
+                return Err(format!(
+                    "--secret {spec}: {field:?} is not KEY=VALUE; write id=ID,src=PATH or id=ID,env=VAR"
+                ));
+            };
+            match k.trim().to_ascii_lowercase().as_str() {
+                "id" => id = Some(v.to_string()),
+                "src" | "source" => src = Some(v.to_string()),
+                "env" => env = Some(v.to_string()),
+                "type" => ty = Some(v.to_string()),
+                other => {
+                    return Err(format!(
+                        "--secret {spec}: unknown key {other:?}; keys are id, src, env and type"
+                    ));
+                }
+            }
+        }
+        let id = id.filter(|i| !i.is_empty()).ok_or_else(|| {
+            format!("--secret {spec}: no id; write id=ID,src=PATH or id=ID,env=VAR")
+        })?;
+        let source = match (ty.as_deref(), src, env) {
+            (_, Some(_), Some(_)) => {
+                return Err(format!("--secret {spec}: give src= or env=, not both"));
+            }
+            (None | Some("file"), Some(p), None) => SecretSource::File(PathBuf::from(p)),
+            (None | Some("env"), None, Some(v)) => SecretSource::Env(v),
+            (Some("env"), None, None) => SecretSource::Env(id.clone()),
+            (Some("file"), None, None) => SecretSource::File(PathBuf::from(&id)),
+            (Some(t @ ("file" | "env")), _, _) => {
+                return Err(format!(
+                    "--secret {spec}: type={t} does not go with the source given"
+                ));
+            }
+            (Some(t), _, _) => {
+                return Err(format!(
+                    "--secret {spec}: type={t}: use type=file or type=env"
+                ));
+            }
+            (None, None, None) => {
+                return Err(format!(
+                    "--secret {spec}: no source; add src=PATH or env=VAR"
+                ));
+            }
+        };
+        Ok((id, source))
+    }
+
+    /// The secret's value.
+    pub(crate) fn read(&self) -> Result<Vec<u8>, String> {
+        match self {
+            SecretSource::File(p) => {
+                std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))
+            }
+            SecretSource::Env(v) => std::env::var_os(v)
+                .map(std::os::unix::ffi::OsStringExt::into_vec)
+                .ok_or_else(|| format!("the environment variable {v} is not set")),
+        }
+    }
 }
 
 /// Where RUN steps' output goes as it comes ([`BuildOptions::run_output`]): called with the
@@ -95,6 +174,7 @@ impl BuildOptions {
             compression: LayerCompression::default(),
             allow_insecure: false,
             pids_limit: DEFAULT_PIDS_LIMIT,
+            secrets: BTreeMap::new(),
         }
     }
 }
@@ -112,4 +192,36 @@ pub struct Built {
     pub executed: usize,
     /// Steps that changed the file system and came from the cache.
     pub cached: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_sources() {
+        assert_eq!(
+            SecretSource::parse("id=tok,src=/tmp/t").expect("file"),
+            ("tok".into(), SecretSource::File("/tmp/t".into()))
+        );
+        assert_eq!(
+            SecretSource::parse("type=env,id=TOKEN").expect("env"),
+            ("TOKEN".into(), SecretSource::Env("TOKEN".into()))
+        );
+        assert_eq!(
+            SecretSource::parse("id=a,env=B").expect("env"),
+            ("a".into(), SecretSource::Env("B".into()))
+        );
+        for (bad, says) in [
+            ("src=/x", "no id"),
+            ("id=a", "no source"),
+            ("id=a,src=x,env=y", "not both"),
+            ("id=a,path=x", "unknown key \"path\""),
+            ("id=a,type=ssh,src=x", "type=ssh"),
+            ("id=a,srcx", "is not KEY=VALUE"),
+        ] {
+            let e = SecretSource::parse(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }

@@ -50,7 +50,7 @@ impl Overlay {
         // Short symlinks keep the mount options under the kernel's one-page limit.
         let links = mk("l")?;
         let mut lowerdirs = Vec::new();
-        for (i, dir) in lowers.iter().enumerate().rev() {
+        for (i, dir) in distinct_lowers(lowers).into_iter().enumerate().rev() {
             let link = links.join(i.to_string());
             // The link lives elsewhere: a relative store path would point nowhere.
             let target = std::path::absolute(dir).map_err(io_err(dir))?;
@@ -132,8 +132,37 @@ impl Overlay {
     }
 }
 
+/// `lowers` (bottom first) with each directory only at its topmost place. Two steps can
+/// produce byte-identical layers (the same unpacked directory), and overlayfs refuses a lower
+/// directory named twice (ELOOP). Dropping the lower occurrences changes nothing in the merged
+/// view: the upper occurrence names the same paths, and it decides each of them.
+fn distinct_lowers(lowers: &[PathBuf]) -> Vec<&PathBuf> {
+    lowers
+        .iter()
+        .enumerate()
+        .filter(|(i, dir)| !lowers[i + 1..].contains(dir))
+        .map(|(_, dir)| dir)
+        .collect()
+}
+
 impl Drop for Overlay {
     fn drop(&mut self) {
         let _ = self.unmount();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_named_twice_keeps_its_topmost_place() {
+        let p = |s: &str| PathBuf::from(s);
+        let lowers = [p("/base"), p("/a"), p("/b"), p("/a"), p("/c"), p("/a")];
+        assert_eq!(
+            distinct_lowers(&lowers),
+            vec![&p("/base"), &p("/b"), &p("/c"), &p("/a")]
+        );
+        assert_eq!(distinct_lowers(&[]), Vec::<&PathBuf>::new());
     }
 }

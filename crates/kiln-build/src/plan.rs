@@ -111,21 +111,39 @@ pub fn plan(
             )
         })?,
     };
-    // Dependencies of each stage: its base and every COPY --from that names a stage.
+    // Dependencies of each stage: its base and every COPY --from that names a stage, in its
+    // body or in the ONBUILD triggers of a base stage.
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
     for s in &stages {
+        let mut triggers = Vec::new();
         if let Base::Stage(i) =
             base_of(&stages, s, df.escape, global_vars).map_err(|m| err(s.line, m))?
         {
             deps[s.index].push(i);
+            for t in declared_triggers(&stages[i]) {
+                triggers.push(trigger_instruction(t, s.line).map_err(|m| err(s.line, m))?);
+            }
         }
-        for ins in &s.body {
+        for ins in triggers.iter().chain(&s.body) {
             if let Kind::Copy(copy) = &ins.kind
                 && let Some(from) = &copy.from
                 && let CopyFrom::Stage(i) =
                     copy_from(&stages, from, s.index).map_err(|m| err(ins.line, m))?
             {
                 deps[s.index].push(i);
+            }
+            if let Kind::Run(run) = &ins.kind {
+                for from in run
+                    .mounts
+                    .iter()
+                    .filter_map(|m| crate::dockerfile::mount_from(m))
+                {
+                    if let CopyFrom::Stage(i) = copy_from(&stages, &from, s.index).map_err(|m| {
+                        err(ins.line, m.replacen("COPY --from=", "RUN --mount=from=", 1))
+                    })? {
+                        deps[s.index].push(i);
+                    }
+                }
             }
         }
     }
@@ -158,6 +176,42 @@ pub fn plan(
         target,
         waves,
     })
+}
+
+/// The ONBUILD triggers stage `stage` declares, in order: a stage built FROM it runs them
+/// before its own instructions (as BuildKit does for a stage reference; triggers the stage
+/// inherited from its own base ran in it and are not passed on).
+pub fn declared_triggers(stage: &Stage) -> Vec<&str> {
+    stage
+        .body
+        .iter()
+        .filter_map(|ins| match &ins.kind {
+            Kind::Onbuild(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An ONBUILD trigger parsed into the instruction it runs, placed at `line` (the FROM line of
+/// the stage that runs it, as BuildKit places it).
+pub fn trigger_instruction(trigger: &str, line: usize) -> Result<Instruction, String> {
+    let what = || format!("ONBUILD trigger {:?}", crate::engine::one_line(trigger));
+    // The parser wants a Dockerfile: the trigger is the one instruction after a FROM.
+    let text = format!("FROM scratch\n{trigger}");
+    let df = crate::dockerfile::parse("ONBUILD", &text).map_err(|e| match e {
+        BuildError::Dockerfile { message, .. } => format!("{}: {message}", what()),
+        other => format!("{}: {other}", what()),
+    })?;
+    let [_, ins] = <[Instruction; 2]>::try_from(df.instructions)
+        .map_err(|_| format!("{}: a trigger must be exactly one instruction", what()))?;
+    if matches!(ins.kind, Kind::From(_) | Kind::Onbuild(_)) {
+        return Err(format!(
+            "{}: {} is not allowed as an ONBUILD trigger",
+            what(),
+            ins.keyword()
+        ));
+    }
+    Ok(Instruction { line, ..ins })
 }
 
 /// A stage by name or by index, among the stages before `before`.
@@ -242,6 +296,33 @@ mod tests {
             e.to_string().contains("stages are: a, unused, b, final"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn triggers_of_a_base_stage_run_in_the_stage_built_from_it() {
+        let df = parse(
+            "Dockerfile",
+            "FROM scratch AS src\nFROM scratch AS base\nONBUILD COPY --from=src /x /x\nONBUILD RUN make\nFROM base\n",
+        )
+        .expect("parse");
+        let p = plan("Dockerfile", &df, None, &[]).expect("plan");
+        // The trigger's COPY --from makes the last stage need `src`; `base` does not.
+        assert_eq!(p.waves, vec![vec![0, 1], vec![2]]);
+        assert_eq!(
+            declared_triggers(&p.stages[1]),
+            vec!["COPY --from=src /x /x", "RUN make"]
+        );
+        let ins = trigger_instruction("RUN make", 5).expect("trigger");
+        assert_eq!(
+            (ins.line, ins.keyword(), ins.text.as_str()),
+            (5, "RUN", "make")
+        );
+        assert_eq!(
+            trigger_instruction("FROM x", 5).expect_err("FROM"),
+            "ONBUILD trigger \"FROM x\": FROM is not allowed as an ONBUILD trigger"
+        );
+        assert!(trigger_instruction("", 5).is_err());
+        assert!(trigger_instruction("RUN a\nRUN b", 5).is_err());
     }
 
     #[test]

@@ -162,10 +162,29 @@ impl Lexer<'_> {
         Ok(out)
     }
 
+    /// A variable name as BuildKit's lexer reads one: a run of digits (a positional
+    /// parameter), one of the shell's special parameters (`@ * # ? - $ ! 0`), or letters,
+    /// digits and `_`. Positional and special parameters are never set in a Dockerfile, so
+    /// they expand to nothing.
     fn name(&mut self) -> String {
         let mut name = String::new();
+        match self.peek() {
+            Some(c) if c.is_ascii_digit() => {
+                while let Some(d) = self.peek().filter(char::is_ascii_digit) {
+                    name.push(d);
+                    self.pos += 1;
+                }
+                return name;
+            }
+            Some(c) if is_special_param(c) => {
+                self.pos += 1;
+                name.push(c);
+                return name;
+            }
+            _ => {}
+        }
         while let Some(c) = self.peek() {
-            if c.is_ascii_alphanumeric() || c == '_' {
+            if c.is_alphanumeric() || c == '_' {
                 name.push(c);
                 self.pos += 1;
             } else {
@@ -181,18 +200,18 @@ impl Lexer<'_> {
             Some('{') => {
                 self.pos += 1;
             }
-            Some(c) if c.is_ascii_alphanumeric() || c == '_' => {
+            Some(c) if c.is_alphanumeric() || c == '_' || is_special_param(c) => {
                 let name = self.name();
                 return Ok(lookup(self.vars, &name).unwrap_or("").to_string());
             }
             _ => return Ok("$".into()),
         }
-        let name = self.name();
-        if name.is_empty() {
+        if matches!(self.peek(), Some('{' | '}' | ':')) {
             return Err(LexError(
                 "bad substitution: `${` needs a variable name".into(),
             ));
         }
+        let name = self.name();
         let value = lookup(self.vars, &name).map(str::to_string);
         let op = self.peek();
         self.pos += 1;
@@ -271,6 +290,12 @@ impl Lexer<'_> {
             Err(LexError(format!("missing }} after ${{{name}")))
         }
     }
+}
+
+/// The shell's special parameters (POSIX 2.5.2) that BuildKit's lexer reads as one-character
+/// names after `$`.
+fn is_special_param(c: char) -> bool {
+    matches!(c, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0')
 }
 
 /// `${v#p}`, `${v##p}`, `${v%p}`, `${v%%p}` with shell glob patterns (`*`, `?`).
@@ -352,6 +377,29 @@ mod tests {
         assert!(expand("${B:?must be set}", &vars(), '\\').is_err());
         assert!(expand("${A", &vars(), '\\').is_err());
         assert!(expand("'open", &vars(), '\\').is_err());
+    }
+
+    #[test]
+    fn special_parameters_expand_to_nothing() {
+        // As BuildKit's lexer: `$` then digits or one of `@*#?-$!0` names a parameter that a
+        // Dockerfile never sets.
+        for w in [
+            "$1", "$@", "$*", "$#", "$?", "$$", "$!", "$-", "$0", "${1}", "${@}", "${#}",
+        ] {
+            assert_eq!(x(w), "", "{w}");
+        }
+        assert_eq!(x("$12x"), "x");
+        assert_eq!(x("$$A"), "A");
+        assert_eq!(x("a$-b"), "ab");
+        assert_eq!(x("\"$@|$1\""), "|");
+        assert_eq!(x("${1:-one}"), "one");
+        assert_eq!(x("${@-at}"), "at");
+        assert_eq!(x("${#+x}"), "");
+        assert_eq!(x("$%"), "$%");
+        assert_eq!(x("$ a"), "$ a");
+        assert!(expand("${#A}", &vars(), '\\').is_err());
+        assert!(expand("${}", &vars(), '\\').is_err());
+        assert!(expand("${:-x}", &vars(), '\\').is_err());
     }
 
     #[test]

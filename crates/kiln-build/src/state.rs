@@ -59,9 +59,16 @@ impl State {
     }
 }
 
+/// What the step cache's keys are computed under: kiln's version and the revision of what a
+/// step produces from its inputs. Bump the revision when a step's result changes for the same
+/// inputs (a fix in COPY, RUN or expansion), so that a store keeps no result of the old rules.
+const STEP_RULES: &str = concat!("kiln ", env!("CARGO_PKG_VERSION"), " steps r2");
+
 /// The chain key after a step with `material` (its inputs) on top of `key`.
 pub(crate) fn chain(key: &str, material: &str) -> String {
     let mut h = Sha256::new();
+    h.update(STEP_RULES.as_bytes());
+    h.update([0]);
     h.update(key.as_bytes());
     h.update([0]);
     h.update(material.as_bytes());

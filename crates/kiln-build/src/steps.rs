@@ -4,6 +4,7 @@
 
 mod config;
 mod copy;
+mod mounts;
 
 use crate::dockerfile::{Instruction, Kind, Run, RunNetwork, RunSecurity};
 use crate::engine::Engine;
@@ -69,10 +70,13 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
     } else {
         "docker-default"
     };
-    let material = format!(
+    let mounts = mounts::plan(e, st, ins.line, &cmd.mounts, &cwd)?;
+    let mut material = format!(
         "RUN {:?} env={:?} user={user} cwd={cwd} net={network:?} sandbox={sandbox_name}",
         args, env
     );
+    // Without mounts the key is what it always was.
+    material.push_str(&mounts.material);
     let history = format!("RUN {}", ins.text);
     let file = e.file.clone();
     let line = ins.line;
@@ -109,8 +113,11 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tkiln\n",
         )
         .map_err(io_err(&hosts))?;
+        let active = mounts.activate(e, line)?;
         let mut container = Container::new(root, args.clone());
-        container.env = env.clone();
+        // Proxy build arguments reach the step without entering its cache key or the image.
+        container.env = crate::vars::with_proxy_env(env.clone(), &e.opts.build_args);
+        container.env.extend(active.env.iter().cloned());
         container.cwd = cwd.clone();
         (container.uid, container.gid, container.additional_gids) = (uid, gid, groups);
         container.network = network;
@@ -137,6 +144,7 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
                 readonly: false,
             },
         ];
+        container.mounts.extend(active.mounts.iter().cloned());
         // The step's output (stdout and stderr, interleaved) goes to its log file, and to
         // kiln's stderr when echoed, so that stdout stays the build's result.
         let (reader, writer) = std::io::pipe().map_err(io_err(&log))?;
@@ -153,6 +161,8 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
             .and_then(|c| c.run(writer.into(), stderr_end.into()));
         // The write ends are closed now: the copier ends at the end of the output.
         let copied = copier.join();
+        // Cache locks, writable copies and the secrets' tmpfs last until the step is over.
+        drop(active);
         let exit = exit?;
         match copied {
             Ok(Ok(())) => {}

@@ -666,13 +666,18 @@ pub fn media_type_of(data: &[u8]) -> String {
     }
 }
 
-/// Wrap `r` in the decompressor its magic bytes call for.
+/// Wrap `r` in the decompressor its magic bytes call for: gzip, zstd, xz or bzip2 (what `docker
+/// import` and `ADD` take), else none.
 pub fn decompress<R: BufRead + Send + 'static>(mut r: R) -> io::Result<Box<dyn Read + Send>> {
     let head = r.fill_buf()?;
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(flate2::bufread::MultiGzDecoder::new(r)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Ok(Box::new(zstd::stream::read::Decoder::with_buffer(r)?))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Ok(Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)))
+    } else if head.starts_with(b"BZh") {
+        Ok(Box::new(bzip2::bufread::MultiBzDecoder::new(r)))
     } else {
         Ok(Box::new(r))
     }
@@ -744,6 +749,32 @@ impl BlobWriter {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read as _;
+
+    #[test]
+    fn decompress_knows_gzip_zstd_xz_and_bzip2() {
+        let data = b"a tar, say".repeat(50);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &data).expect("gzip");
+        let mut xz = Vec::new();
+        liblzma::read::XzEncoder::new(&data[..], 1)
+            .read_to_end(&mut xz)
+            .expect("xz");
+        let mut bz = Vec::new();
+        bzip2::read::BzEncoder::new(&data[..], bzip2::Compression::fast())
+            .read_to_end(&mut bz)
+            .expect("bzip2");
+        let zst = zstd::encode_all(&data[..], 1).expect("zstd");
+        for packed in [gz.finish().expect("gzip"), xz, bz, zst, data.clone()] {
+            let mut out = Vec::new();
+            decompress(std::io::Cursor::new(packed))
+                .expect("sniff")
+                .read_to_end(&mut out)
+                .expect("read");
+            assert_eq!(out, data);
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -442,12 +442,19 @@ impl MountPoints {
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             ) {
                 Ok(st) => {
-                    let how = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    let dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+                    let how = if dir {
                         UnlinkatFlags::RemoveDir
                     } else {
                         UnlinkatFlags::NoRemoveDir
                     };
-                    unlinkat(m.dir.as_fd(), m.name.as_c_str(), how).map_err(errno)
+                    match unlinkat(m.dir.as_fd(), m.name.as_c_str(), how) {
+                        // The process put files in a directory made for a mount point deeper
+                        // down: they are its work, and the directory stays with them (as
+                        // BuildKit's mount stub cleaner keeps it).
+                        Err(nix::Error::ENOTEMPTY) if dir => Ok(()),
+                        r => r.map_err(errno),
+                    }
                 }
                 Err(nix::Error::ENOENT) => Ok(()),
                 Err(e) => Err(errno(e)),
@@ -467,6 +474,22 @@ impl MountPoints {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn directories_the_process_filled_stay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = Container::new(dir.path(), vec!["true".into()]);
+        c.standard_mounts = false;
+        c.mounts.push(Mount::Tmpfs {
+            target: "/new/deeper/t".into(),
+        });
+        let mut made = MountPoints::default();
+        c.make_mountpoints(&mut made).expect("prepare");
+        fs::write(dir.path().join("new/file"), "work").expect("write");
+        assert!(made.remove().is_empty());
+        assert!(dir.path().join("new/file").is_file());
+        assert!(!dir.path().join("new/deeper").exists());
+    }
 
     #[test]
     fn mountpoints_are_created_and_removed_without_a_trace() {

@@ -45,7 +45,7 @@ pub struct UnpackArgs {
 pub struct BuildArgs {
     /// Build context directory
     context: PathBuf,
-    /// The Dockerfile (default: CONTEXT/Dockerfile)
+    /// The Dockerfile (default: CONTEXT/Dockerfile, else CONTEXT/dockerfile)
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
     /// Name for the image; repeatable
@@ -79,6 +79,19 @@ pub struct BuildArgs {
     /// steps run unsandboxed
     #[arg(long = "allow", value_enum)]
     allow: Vec<Entitlement>,
+    /// A secret RUN steps may mount (`RUN --mount=type=secret,id=ID`), as id=ID,src=PATH or
+    /// id=ID,env=VAR; repeatable. Never stored in the image or the build cache
+    #[arg(long = "secret", value_name = "id=ID,src=PATH")]
+    secrets: Vec<String>,
+}
+
+/// Add the `--secret` values `specs` to `opts`.
+pub(crate) fn add_secrets(opts: &mut BuildOptions, specs: &[String]) -> anyhow::Result<()> {
+    for s in specs {
+        let (id, source) = kiln_build::SecretSource::parse(s).map_err(anyhow::Error::msg)?;
+        opts.secrets.insert(id, source);
+    }
+    Ok(())
 }
 
 /// `--network` of `kiln image build`.
@@ -139,6 +152,18 @@ pub(crate) fn epoch() -> anyhow::Result<Option<u64>> {
     }
 }
 
+/// The Dockerfile of a build given no `-f`: CONTEXT/Dockerfile, or BuildKit's fallback
+/// CONTEXT/dockerfile when only that exists.
+fn default_dockerfile(context: &std::path::Path) -> PathBuf {
+    let upper = context.join("Dockerfile");
+    let lower = context.join("dockerfile");
+    if !upper.exists() && lower.is_file() {
+        lower
+    } else {
+        upper
+    }
+}
+
 pub(crate) fn base_options(images: &ImageOpts) -> anyhow::Result<BuildOptions> {
     let mut b = BuildOptions::new(".", "Dockerfile");
     b.arch = kiln_oci::spec::normalize_arch(&images.arch).to_string();
@@ -160,7 +185,7 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
             b.dockerfile = a
                 .file
                 .clone()
-                .unwrap_or_else(|| a.context.join("Dockerfile"));
+                .unwrap_or_else(|| default_dockerfile(&a.context));
             b.context = a.context.clone();
             b.target = a.target.clone();
             b.no_cache = a.no_cache;
@@ -176,6 +201,7 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
             for s in &a.build_args {
                 b.build_args.push(pair(s, "--build-arg")?);
             }
+            add_secrets(&mut b, &a.secrets)?;
             for s in &a.labels {
                 let (k, v) = pair(s, "--label")?;
                 b.labels.insert(k, v);

@@ -147,6 +147,10 @@ struct PkgBuildArgs {
     /// An SSH agent for RUN --mount=type=ssh (kiln does not forward agents; refused when given)
     #[arg(long)]
     ssh: Vec<String>,
+    /// A secret RUN steps may mount (`RUN --mount=type=secret,id=ID`), as id=ID,src=PATH or
+    /// id=ID,env=VAR; repeatable
+    #[arg(long = "secret", value_name = "id=ID,src=PATH")]
+    secrets: Vec<String>,
     #[command(flatten)]
     builder: BuilderFlags,
 }
@@ -392,6 +396,7 @@ fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> 
     opts.base.no_cache = a.no_cache;
     opts.base.compression = a.compression.into();
     opts.base.allow_insecure = a.allow.contains(&Entitlement::SecurityInsecure);
+    crate::image::add_secrets(&mut opts.base, &a.secrets)?;
     opts.force = a.force;
     opts.pull = a.pull;
     opts.dockerfile = a.dockerfile.clone();

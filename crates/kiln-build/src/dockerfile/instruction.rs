@@ -161,6 +161,9 @@ pub struct Run {
     pub network: RunNetwork,
     /// `--security`.
     pub security: RunSecurity,
+    /// Each `--mount` value as written (checked when read; its values are expanded with the
+    /// stage's variables when the step runs).
+    pub mounts: Vec<String>,
 }
 
 impl Run {
@@ -401,8 +404,13 @@ fn run(flags: &Flags, rest: &str, heredocs: Vec<Heredoc>) -> Result<Run, String>
         None => RunSecurity::Sandbox,
         Some(v) => RunSecurity::parse(v).map_err(|m| format!("RUN --security={v}: {m}"))?,
     };
+    let mounts = flags.values("mount");
+    for m in &mounts {
+        flags::check_mount(m).map_err(|e| format!("RUN --mount={m}: {e}"))?;
+    }
+    // An empty shell form runs `sh -c ""`, as in BuildKit; an empty exec form has nothing to run.
     let command = Args::parse(rest);
-    if rest.is_empty() || command == Args::Exec(Vec::new()) {
+    if command == Args::Exec(Vec::new()) {
         return Err("RUN needs a command".into());
     }
     Ok(Run {
@@ -410,6 +418,7 @@ fn run(flags: &Flags, rest: &str, heredocs: Vec<Heredoc>) -> Result<Run, String>
         heredocs,
         network,
         security,
+        mounts,
     })
 }
 

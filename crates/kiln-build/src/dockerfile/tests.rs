@@ -182,7 +182,7 @@ fn flag_errors_name_the_line_and_the_flag() {
         ),
         (
             "FROM scratch\nRUN --netwrk=none true\n",
-            "Dockerfile:2: RUN --netwrk: unknown flag (did you mean --network?); RUN accepts --network=default|none|host, --security=sandbox|insecure",
+            "Dockerfile:2: RUN --netwrk: unknown flag (did you mean --network?); RUN accepts --network=default|none|host, --security=sandbox|insecure, --mount=type=TYPE,target=PATH[,...]",
         ),
         (
             "FROM scratch\nRUN --network=bridge true\n",
@@ -221,8 +221,8 @@ fn flag_errors_name_the_line_and_the_flag() {
             "Dockerfile:2: HEALTHCHECK --retries=-1: retries cannot be negative",
         ),
         (
-            "FROM scratch\nRUN --mount=type=cache,target=/root/.cache true\n",
-            "Dockerfile:2: RUN --mount: kiln does not implement RUN mounts; COPY what the step needs instead",
+            "FROM scratch\nRUN --mount=type=cache true\n",
+            "Dockerfile:2: RUN --mount=type=cache: target: a cache mount needs target=PATH, where the step sees it",
         ),
         (
             "FROM scratch\nRUN --security=unconfined true\n",
@@ -249,10 +249,6 @@ fn missing_arguments_are_parse_errors() {
         (
             "FROM scratch\nADD --chown=1 x\n",
             "Dockerfile:2: ADD needs at least one source and a destination: ADD SRC... DEST",
-        ),
-        (
-            "FROM scratch\nRUN --network=none\n",
-            "Dockerfile:2: RUN needs a command",
         ),
         (
             "FROM scratch\nRUN []\n",

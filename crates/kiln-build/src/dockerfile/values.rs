@@ -45,6 +45,26 @@ impl<T: FlagValue> Deferred<T> {
             }
         }
     }
+
+    /// As [`Deferred::resolve`], but a value that expands to nothing (`--chmod=$UNSET`) is no
+    /// value at all, as BuildKit treats a flag that expands to the empty string as not given.
+    pub fn resolve_unless_empty(
+        &self,
+        expand: impl FnOnce(&str) -> Result<String, String>,
+    ) -> Result<Option<T>, String> {
+        match self {
+            Deferred::Known(v) => Ok(Some(v.clone())),
+            Deferred::Expand(raw) => {
+                let word = expand(raw).map_err(|m| format!("{raw}: {m}"))?;
+                if word.is_empty() {
+                    return Ok(None);
+                }
+                T::parse(&word)
+                    .map(Some)
+                    .map_err(|m| format!("{raw}: it expands to {word:?}; {m}"))
+            }
+        }
+    }
 }
 
 /// A file mode for `--chmod`: octal, at most 7777.
@@ -370,6 +390,13 @@ mod tests {
             d.resolve(|_| Ok("x".into())),
             Err("${M}: it expands to \"x\"; use an octal mode from 0 to 7777, such as 755".into())
         );
+        // A value that expands to nothing is no value, as in BuildKit.
+        assert_eq!(d.resolve_unless_empty(|_| Ok(String::new())), Ok(None));
+        assert_eq!(
+            d.resolve_unless_empty(|_| Ok("750".into())),
+            Ok(Some(Mode(0o750)))
+        );
+        assert!(d.resolve_unless_empty(|_| Ok("9".into())).is_err());
     }
 
     #[test]

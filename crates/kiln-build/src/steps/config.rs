@@ -35,6 +35,11 @@ pub(super) fn arg(
     )
     .map_err(|m| e.err(ins.line, m))?;
     for (k, v) in values {
+        // An ARG without any value leaves the name as it was (unset, unless an earlier ARG of
+        // the stage set it): BuildKit adds only valued ARGs to the step's environment.
+        let Some(v) = v else {
+            continue;
+        };
         st.key = chain(&st.key, &format!("ARG {k}={v}"));
         st.args.retain(|(n, _)| n != &k);
         st.args.push((k, v));

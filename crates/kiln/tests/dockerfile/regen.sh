@@ -3,6 +3,8 @@
 # Docker engine (Debian's docker.io), imports the same Debian base kiln's tests use, builds each
 # case with `DOCKER_BUILDKIT=1 docker build` and reduces the saved image with listing.py.
 # kiln never needs Docker; only this script does. Usage: regen.sh [CASE...] (default: all).
+# build.json may give build_args (null: the name alone), target, dockerfile (-f), secrets
+# (id -> file of the case) and expect_failure (the build must fail; no expected.json).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../../.." && pwd)
@@ -27,16 +29,26 @@ for dir in "${dirs[@]}"; do
     echo "== $name: expected results kept (written by hand; see build.json)" >&2; continue
   fi
   args=()
+  expect_failure=
   if [ -f "$dir/build.json" ]; then
     while IFS= read -r a; do args+=("$a"); done < <(python3 -c '
 import json,sys
+d=sys.argv[2]
 b=json.load(open(sys.argv[1]))
-for k,v in b.get("build_args",{}).items(): print("--build-arg"); print(f"{k}={v}")
-if "target" in b: print("--target"); print(b["target"])' "$dir/build.json")
+for k,v in b.get("build_args",{}).items():
+    print("--build-arg"); print(k if v is None else f"{k}={v}")
+if "target" in b: print("--target"); print(b["target"])
+if "dockerfile" in b: print("-f"); print(d + b["dockerfile"])
+for i,src in b.get("secrets",{}).items(): print("--secret"); print(f"id={i},src={d}{src}")' "$dir/build.json" "$dir")
+    expect_failure=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("expect_failure",""))' "$dir/build.json")
   fi
   echo "== $name" >&2
   if ! docker build -q --network host "${args[@]}" -t "kiln-case:$name" "$dir" >"$work/build.log" 2>&1; then
+    if [ -n "$expect_failure" ]; then echo "   fails as expected: $(tail -1 "$work/build.log")" >&2; continue; fi
     echo "   BuildKit cannot build $name:" >&2; tail -3 "$work/build.log" >&2; failed+=("$name"); continue
+  fi
+  if [ -n "$expect_failure" ]; then
+    echo "   BuildKit built $name, which build.json expects to fail" >&2; failed+=("$name"); continue
   fi
   if docker save -o "$work/img.tar" "kiln-case:$name" debian:bookworm 2>/dev/null; then
     python3 "$here/listing.py" "$work/img.tar" "kiln-case:$name" debian:bookworm >"$dir/expected.json"
