@@ -20,15 +20,16 @@
 
 mod flags;
 mod instruction;
+mod mount;
 mod values;
 
-pub(crate) use flags::{MountType, RunMount, Sharing, mount_from, parse_mount};
 pub(crate) use instruction::is_url;
 use instruction::keyword_hint;
 pub use instruction::{
     Add, ArgDecl, Args, Check, Copy, Files, From, Healthcheck, Heredoc, KEYWORDS, Kind, Pair, Run,
     Source,
 };
+pub(crate) use mount::{MountType, RunMount, Sharing, mount_from, parse_mount};
 pub(crate) use values::ports;
 pub use values::{Checksum, Deferred, FlagValue, Mode, Platform, RunNetwork, RunSecurity};
 

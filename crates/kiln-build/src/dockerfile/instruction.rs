@@ -406,7 +406,7 @@ fn run(flags: &Flags, rest: &str, heredocs: Vec<Heredoc>) -> Result<Run, String>
     };
     let mounts = flags.values("mount");
     for m in &mounts {
-        flags::check_mount(m).map_err(|e| format!("RUN --mount={m}: {e}"))?;
+        super::mount::check_mount(m).map_err(|e| format!("RUN --mount={m}: {e}"))?;
     }
     // An empty shell form runs `sh -c ""`, as in BuildKit; an empty exec form has nothing to run.
     let command = Args::parse(rest);
