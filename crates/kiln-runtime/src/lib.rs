@@ -58,4 +58,4 @@ pub use lifecycle::{Created, Exit, Options, Running};
 pub use mount_namespace::private_mount_namespace;
 pub use netdev::{Interface, bind_namespaces, setup_interfaces};
 pub use security::{Capabilities, Rlimit};
-pub use sys::set_thread_nice;
+pub use sys::{set_thread_nice, signal_child_on_parent_death};

@@ -23,6 +23,16 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// The child `cmd` starts gets `signal` when the thread that started it ends (kiln, say, when
+/// killed): a program kiln runs attached, such as qemu, does not run on unseen.
+pub fn signal_child_on_parent_death(cmd: &mut Command, signal: libc::c_int) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is a single async-signal-safe system call on a number
+    // copied into the closure; the hook touches nothing else in the forked child.
+    unsafe {
+        cmd.pre_exec(move || check(libc::prctl(libc::PR_SET_PDEATHSIG, signal)));
+    }
+}
+
 /// Run the container's set-up ([`hook::enter`]) in the child `cmd` forks, before it execs.
 pub(crate) fn install_hook(cmd: &mut Command, prepared: Prepared) {
     // SAFETY: `pre_exec` requires the closure to be safe to run in a forked child of a possibly

@@ -837,16 +837,8 @@ fn run_tool(cmd: &mut Command, failed: impl FnOnce(String) -> VmError) -> Result
 }
 
 /// The attached qemu goes when kiln goes (killed, say), instead of running on unseen.
-#[allow(unsafe_code)]
 fn exit_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and the hook touches nothing else.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
+    kiln_runtime::signal_child_on_parent_death(cmd, libc::SIGTERM);
 }
 
 #[cfg(test)]
