@@ -479,24 +479,9 @@ impl DockerEngine {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let operation = "load";
-        let stream = tokio::time::timeout(
-            RESPONSE_TIMEOUT,
-            tokio::net::UnixStream::connect(&self.socket),
-        )
-        .await
-        .map_err(|_| self.timeout(operation, image, RESPONSE_TIMEOUT))?
-        .map_err(|source| DockerEngineError::Connect {
-            socket: self.socket.clone(),
-            source,
-        })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let mut sender = tokio::time::timeout(RESPONSE_TIMEOUT, self.open(operation, image))
             .await
-            .map_err(|e| self.http(operation, image, e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("docker engine connection: {e}");
-            }
-        });
+            .map_err(|_| self.timeout(operation, image, RESPONSE_TIMEOUT))??;
         let req = Request::post("/images/load?quiet=1")
             .header(hyper::header::HOST, "docker")
             .header(hyper::header::USER_AGENT, "kiln")
@@ -547,6 +532,34 @@ impl DockerEngine {
     }
 
     /// Send `GET path` and wait for the response headers.
+    /// A connection to the engine's socket, its HTTP/1 exchange driven on a task of its own.
+    async fn open<B>(
+        &self,
+        operation: &'static str,
+        image: &str,
+    ) -> Result<hyper::client::conn::http1::SendRequest<B>, DockerEngineError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| DockerEngineError::Connect {
+                socket: self.socket.clone(),
+                source,
+            })?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.http(operation, image, e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("docker engine connection: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
     async fn get(
         &self,
         path: &str,
@@ -554,20 +567,7 @@ impl DockerEngine {
         image: &str,
     ) -> Result<Response<Incoming>, DockerEngineError> {
         let exchange = async {
-            let stream = tokio::net::UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| DockerEngineError::Connect {
-                    socket: self.socket.clone(),
-                    source,
-                })?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| self.http(operation, image, e.to_string()))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!("docker engine connection: {e}");
-                }
-            });
+            let mut sender = self.open(operation, image).await?;
             let req = Request::get(path)
                 .header(hyper::header::HOST, "docker")
                 .header(hyper::header::USER_AGENT, "kiln")

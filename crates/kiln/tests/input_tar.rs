@@ -181,33 +181,29 @@ fn a_second_build_reuses_unchanged_images_and_equals_a_build_from_scratch() {
     );
 }
 
+/// The five images of the manifest in `t`'s store, the manifest, and its tar build:
+/// (store, manifest, tar bytes).
+fn first_build(t: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
+    let cache = t.join("cache");
+    for (name, file, text) in [
+        ("docker.io/local/base:1", "etc/base", "base\n"),
+        ("docker.io/local/vol:1", "usr/share/vol", "v\n"),
+        ("docker.io/local/one:1", "etc/one", "one\n"),
+        ("docker.io/local/db:1", "etc/db", "db\n"),
+        ("docker.io/local/web:1", "etc/web", "web one\n"),
+    ] {
+        image(t, &cache, name, &[(file, text)]);
+    }
+    let m = manifest(t, "m.yml", "docker.io/local/web:1");
+    let first = build_ok(&cache, &m, &t.join("first.tar"), None);
+    (cache, m, first)
+}
+
 #[test]
 fn a_moved_tag_is_not_reused() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
-    let cache = t.join("cache");
-    image(
-        t,
-        &cache,
-        "docker.io/local/base:1",
-        &[("etc/base", "base\n")],
-    );
-    image(
-        t,
-        &cache,
-        "docker.io/local/vol:1",
-        &[("usr/share/vol", "v\n")],
-    );
-    image(t, &cache, "docker.io/local/one:1", &[("etc/one", "one\n")]);
-    image(t, &cache, "docker.io/local/db:1", &[("etc/db", "db\n")]);
-    image(
-        t,
-        &cache,
-        "docker.io/local/web:1",
-        &[("etc/web", "web one\n")],
-    );
-    let m = manifest(t, "m.yml", "docker.io/local/web:1");
-    let first = build_ok(&cache, &m, &t.join("first.tar"), None);
+    let (cache, m, first) = first_build(t);
     // The same tag now names other content: the earlier files are stale.
     image(
         t,
@@ -235,29 +231,7 @@ fn a_moved_tag_is_not_reused() {
 fn a_damaged_input_tar_is_refused_by_name() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
-    let cache = t.join("cache");
-    image(
-        t,
-        &cache,
-        "docker.io/local/base:1",
-        &[("etc/base", "base\n")],
-    );
-    image(
-        t,
-        &cache,
-        "docker.io/local/vol:1",
-        &[("usr/share/vol", "v\n")],
-    );
-    image(t, &cache, "docker.io/local/one:1", &[("etc/one", "one\n")]);
-    image(t, &cache, "docker.io/local/db:1", &[("etc/db", "db\n")]);
-    image(
-        t,
-        &cache,
-        "docker.io/local/web:1",
-        &[("etc/web", "web one\n")],
-    );
-    let m = manifest(t, "m.yml", "docker.io/local/web:1");
-    let first = build_ok(&cache, &m, &t.join("first.tar"), None);
+    let (cache, m, first) = first_build(t);
     let cut = t.join("cut.tar");
     std::fs::write(&cut, &first[..first.len() / 2]).expect("cut");
     let out = t.join("out.tar");
