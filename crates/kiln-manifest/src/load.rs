@@ -53,6 +53,17 @@ impl ManifestSet {
         Ok(set)
     }
 
+    /// Read one document named `name` from `reader` (standard input, a download), bounded as
+    /// files are, and merge it. Call [`ManifestSet::validate`] when done.
+    pub fn add_reader(
+        &mut self,
+        name: &str,
+        reader: impl std::io::Read,
+    ) -> Result<(), ManifestError> {
+        let text = read_document(name, reader)?;
+        self.add(name, &text)
+    }
+
     /// Parse one document from memory and merge it. Call [`ManifestSet::validate`] when done.
     pub fn add(&mut self, name: &str, text: &str) -> Result<(), ManifestError> {
         let m = parse_document(name, text).map_err(ManifestError::Invalid)?;
@@ -387,18 +398,28 @@ impl ManifestSet {
     }
 }
 
-/// Read a manifest file, but no more than one byte beyond [`MAX_DOCUMENT_BYTES`]: a longer
-/// file is refused by [`parse_document`] with its size limit, and an endless one (a device, a
-/// pipe) does not eat memory.
+/// Read a manifest file (see [`read_document`]).
 fn read_bounded(p: &Path) -> Result<String, ManifestError> {
+    let name = p.display().to_string();
+    let file = std::fs::File::open(p).map_err(|source| ManifestError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    read_document(&name, file)
+}
+
+/// Read the document `name` from `reader`, but no more than one byte beyond
+/// [`MAX_DOCUMENT_BYTES`]: a longer one is refused by [`parse_document`] with its size limit,
+/// and an endless one (a device, a pipe) does not eat memory.
+fn read_document(name: &str, reader: impl std::io::Read) -> Result<String, ManifestError> {
     use std::io::Read;
     let read_err = |source| ManifestError::Read {
-        path: p.display().to_string(),
+        path: name.to_string(),
         source,
     };
-    let file = std::fs::File::open(p).map_err(read_err)?;
     let mut bytes = Vec::new();
-    file.take(MAX_DOCUMENT_BYTES as u64 + 1)
+    reader
+        .take(MAX_DOCUMENT_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(read_err)?;
     let text = match String::from_utf8(bytes) {

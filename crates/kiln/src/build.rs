@@ -273,40 +273,27 @@ fn is_url(p: &Path) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 
-/// Read the manifests: files, `-` for standard input, or http(s) URLs (as LinuxKit).
+/// Read the manifests: files, `-` for standard input, or http(s) URLs (as LinuxKit), each
+/// bounded as kiln-manifest bounds files.
 fn load_manifests(files: &[PathBuf]) -> anyhow::Result<ManifestSet> {
     if files.iter().all(|f| f.as_os_str() != "-" && !is_url(f)) {
         return Ok(ManifestSet::load(files)?);
     }
-    let limit = kiln_manifest::limits::MAX_DOCUMENT_BYTES as u64;
     let mut set = ManifestSet::default();
     for f in files {
-        let (name, bytes) = if f.as_os_str() == "-" {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(std::io::stdin(), limit + 1),
-                &mut bytes,
-            )
-            .context("reading a manifest from standard input")?;
-            ("standard input".to_string(), bytes)
+        if f.as_os_str() == "-" {
+            set.add_reader("standard input", std::io::stdin())?;
         } else if is_url(f) {
             let url = f.to_string_lossy().to_string();
             let resp = reqwest::blocking::get(&url)
                 .and_then(|r| r.error_for_status())
                 .with_context(|| format!("fetching the manifest {url}"))?;
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::Read::take(resp, limit + 1), &mut bytes)
-                .with_context(|| format!("fetching the manifest {url}"))?;
-            (url, bytes)
+            set.add_reader(&url, resp)?;
         } else {
-            let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            (f.display().to_string(), bytes)
-        };
-        if bytes.len() as u64 > limit {
-            anyhow::bail!("{name}: a manifest is at most {limit} bytes");
+            let file =
+                std::fs::File::open(f).with_context(|| format!("reading {}", f.display()))?;
+            set.add_reader(&f.display().to_string(), file)?;
         }
-        let text = String::from_utf8(bytes).with_context(|| format!("{name}: not UTF-8 text"))?;
-        set.add(&name, &text)?;
     }
     set.validate()?;
     Ok(set)
