@@ -351,8 +351,9 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
             images: names,
             published_only,
         } => {
+            let ropts = registry_options(images())?;
             for r in parse(&names)? {
-                if published_only && !published(&store, &r)? {
+                if published_only && !published(&store, &ropts, &r)? {
                     println!("kept {r}: its registry does not hold this digest");
                     continue;
                 }
@@ -367,9 +368,10 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
             published_only,
         } => {
             if published_only {
-                for img in usage::list_images(&store)? {
-                    let r: Reference = img.name.parse()?;
-                    if published(&store, &r)? {
+                let ropts = registry_options(images())?;
+                for entry in store.list()? {
+                    let r: Reference = entry.name.parse()?;
+                    if published(&store, &ropts, &r)? {
                         store.untag(&r)?;
                         println!("removed {r}: its registry holds it");
                     }
@@ -470,11 +472,15 @@ fn tag(store: &kiln_oci::Store, src: &Reference, dst: &Reference) -> anyhow::Res
 }
 
 /// Whether the registry of `r` holds it with the digest the store has.
-fn published(store: &kiln_oci::Store, r: &Reference) -> anyhow::Result<bool> {
+fn published(
+    store: &kiln_oci::Store,
+    ropts: &RegistryOptions,
+    r: &Reference,
+) -> anyhow::Result<bool> {
     let local = store
         .lookup(r)?
         .with_context(|| format!("image {r} is not in the store"))?;
-    let remote = registry::remote_digest(r, &registry_options(images())?)
+    let remote = registry::remote_digest(r, ropts)
         .with_context(|| format!("asking the registry of {r} for it"))?;
     Ok(remote.is_some_and(|d| d.to_string() == local.digest))
 }

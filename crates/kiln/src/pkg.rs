@@ -1,6 +1,5 @@
 //! `kiln pkg build|push|show-tag`: LinuxKit's package commands, with its flags.
 
-use crate::cache::registry_options;
 use crate::image::{CompressionArg, Entitlement, base_options};
 use crate::images;
 use crate::progress::{Event, emit};
@@ -408,7 +407,13 @@ fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> 
             if a.dry_run {
                 println!("would build {name}");
             } else {
-                push_one(&store, &name, a.release.as_deref(), &p.tag)?;
+                push_one(
+                    &store,
+                    &opts.base.registry,
+                    &name,
+                    a.release.as_deref(),
+                    &p.tag,
+                )?;
                 println!("{name}");
             }
         }
@@ -421,7 +426,13 @@ fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> 
     for r in &results {
         if push {
             let tag = r.reference.rsplit_once(':').map_or("", |(_, t)| t);
-            push_one(&store, &r.reference, a.release.as_deref(), tag)?;
+            push_one(
+                &store,
+                &opts.base.registry,
+                &r.reference,
+                a.release.as_deref(),
+                tag,
+            )?;
         }
         println!("{}", r.reference);
     }
@@ -455,19 +466,20 @@ fn load_into_engine(
     Ok(())
 }
 
-/// Push `name` from the store, and as ORG/IMAGE:RELEASE too with `release`.
+/// Push `name` from the store with `ropts` (the build's, `--registry-creds` included), and as
+/// ORG/IMAGE:RELEASE too with `release`.
 fn push_one(
     store: &kiln_oci::Store,
+    ropts: &kiln_oci::registry::RegistryOptions,
     name: &str,
     release: Option<&str>,
     tag: &str,
 ) -> anyhow::Result<()> {
-    let ropts = registry_options(images())?;
     let reference: Reference = name.parse()?;
     if store.lookup(&reference)?.is_none() {
         bail!("{name} is not in the store: build it first (without --nobuild)");
     }
-    kiln_oci::registry::push(store, &reference, &ropts)
+    kiln_oci::registry::push(store, &reference, ropts)
         .with_context(|| format!("pushing {name}"))?;
     emit(&Event::ImagePushed {
         reference: name.to_string(),
@@ -484,7 +496,7 @@ fn push_one(
             .lookup(&reference)?
             .with_context(|| format!("{name} is not in the store"))?;
         store.tag(&released, desc)?;
-        kiln_oci::registry::push(store, &released, &ropts)
+        kiln_oci::registry::push(store, &released, ropts)
             .with_context(|| format!("pushing {released}"))?;
         emit(&Event::ImagePushed {
             reference: released.to_string(),
