@@ -103,21 +103,9 @@ const OTHER_BACKENDS: &[&str] = &[
     "vmware",
 ];
 
-/// Root flags that take a value as the next argument (to find the subcommand behind them).
-const ROOT_FLAGS_WITH_VALUES: &[&str] = &[
-    "--cache",
-    "--mirror",
-    "--cert-file",
-    "--arch",
-    "--insecure-registry",
-    "--progress",
-    "--verbosity",
-];
-
-/// Rewrite LinuxKit's argument forms (see the module doc) into kiln's. `long_flags` are the
-/// long flag names of the whole command tree. An error is a command line kiln cannot run,
-/// said in full.
-pub fn normalize(args: Vec<OsString>, long_flags: &[String]) -> Result<Vec<OsString>, String> {
+/// Rewrite LinuxKit's argument forms (see the module doc) into kiln's, knowing the command's
+/// `flags`. An error is a command line kiln cannot run, said in full.
+pub fn normalize(args: Vec<OsString>, flags: &Flags) -> Result<Vec<OsString>, String> {
     let mut out: Vec<OsString> = Vec::with_capacity(args.len() + 1);
     let mut iter = args.into_iter().peekable();
     if let Some(argv0) = iter.next() {
@@ -161,14 +149,14 @@ pub fn normalize(args: Vec<OsString>, long_flags: &[String]) -> Result<Vec<OsStr
             && body.len() > 1
         {
             let name = body.split_once('=').map_or(body, |(n, _)| n);
-            if long_flags.iter().any(|f| f == name) {
+            if flags.long.iter().any(|f| f == name) {
                 out.push(format!("-{s}").into());
                 continue;
             }
         }
         out.push(arg);
     }
-    default_run_backend(&mut out)?;
+    default_run_backend(&mut out, &flags.root_with_values)?;
     Ok(out)
 }
 
@@ -178,7 +166,10 @@ fn is_level(s: &str) -> bool {
 
 /// `run PREFIX` and `run --flags PREFIX` mean `run qemu ...`; another LinuxKit backend is an
 /// error.
-fn default_run_backend(args: &mut Vec<OsString>) -> Result<(), String> {
+fn default_run_backend(
+    args: &mut Vec<OsString>,
+    root_with_values: &[String],
+) -> Result<(), String> {
     let mut i = 1;
     while i < args.len() {
         let Some(s) = args[i].to_str() else {
@@ -188,7 +179,7 @@ fn default_run_backend(args: &mut Vec<OsString>) -> Result<(), String> {
             return Ok(());
         }
         if s.starts_with('-') {
-            i += if ROOT_FLAGS_WITH_VALUES.contains(&s) {
+            i += if root_with_values.iter().any(|f| f == s) {
                 2
             } else {
                 1
@@ -217,15 +208,36 @@ fn default_run_backend(args: &mut Vec<OsString>) -> Result<(), String> {
     Ok(())
 }
 
-/// The long flag names of `cmd` and its subcommands (and their aliases).
-pub fn long_flags(cmd: &clap::Command) -> Vec<String> {
-    let mut names = Vec::new();
-    collect(cmd, &mut names);
-    names.sort();
-    names.dedup();
-    names
+/// What the rewriting needs to know of the command, read from its definition.
+pub struct Flags {
+    /// The long flag names of the command and its subcommands (and their aliases).
+    pub long: Vec<String>,
+    /// The root command's flags that take a value as the next argument (`--cache`), to find
+    /// the subcommand behind them.
+    pub root_with_values: Vec<String>,
 }
 
+impl Flags {
+    /// The flags of `cmd`.
+    pub fn of(cmd: &clap::Command) -> Flags {
+        let mut long = Vec::new();
+        collect(cmd, &mut long);
+        long.sort();
+        long.dedup();
+        let root_with_values = cmd
+            .get_arguments()
+            .filter(|a| a.get_action().takes_values())
+            .filter_map(|a| a.get_long())
+            .map(|l| format!("--{l}"))
+            .collect();
+        Flags {
+            long,
+            root_with_values,
+        }
+    }
+}
+
+/// The long names (and aliases) of `cmd`'s flags and its subcommands'.
 fn collect(cmd: &clap::Command, names: &mut Vec<String>) {
     for a in cmd.get_arguments() {
         if let Some(l) = a.get_long() {
@@ -245,20 +257,41 @@ mod tests {
     use super::*;
 
     fn norm(args: &[&str]) -> Vec<String> {
-        let longs: Vec<String> = ["format", "name", "dir", "mem", "o", "verbose"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let flags = Flags {
+            long: ["format", "name", "dir", "mem", "o", "verbose"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            root_with_values: vec!["--cache".into()],
+        };
         let args = std::iter::once("kiln")
             .chain(args.iter().copied())
             .map(OsString::from)
             .collect();
-        normalize(args, &longs)
+        normalize(args, &flags)
             .expect("normalize")
             .into_iter()
             .skip(1)
             .map(|a| a.to_string_lossy().to_string())
             .collect()
+    }
+
+    #[test]
+    fn flags_come_from_the_command() {
+        use clap::CommandFactory as _;
+        let flags = Flags::of(&crate::Cli::command());
+        for f in [
+            "--cache",
+            "--mirror",
+            "--cert-file",
+            "--arch",
+            "--progress",
+            "--verbosity",
+        ] {
+            assert!(flags.root_with_values.iter().any(|x| x == f), "{f}");
+        }
+        assert!(!flags.root_with_values.iter().any(|x| x == "--quiet"));
+        assert!(flags.long.iter().any(|x| x == "input-tar"));
     }
 
     #[test]
@@ -295,7 +328,11 @@ mod tests {
         let args = ["kiln", "run", "hyperkit", "x"]
             .map(OsString::from)
             .to_vec();
-        assert!(normalize(args, &[]).is_err());
+        let none = Flags {
+            long: Vec::new(),
+            root_with_values: Vec::new(),
+        };
+        assert!(normalize(args, &none).is_err());
     }
 
     #[test]

@@ -344,7 +344,7 @@ fn accepts(program: &'static str, words: &[String]) -> Result<(), String> {
     let mut args: Vec<std::ffi::OsString> = vec![program.into()];
     args.extend(words[1..].iter().map(Into::into));
     let command = Cli::command().name(program);
-    let args = compat::normalize(args, &compat::long_flags(&command))?;
+    let args = compat::normalize(args, &compat::Flags::of(&command))?;
     match command.try_get_matches_from(args) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Ok(()),

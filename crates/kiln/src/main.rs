@@ -121,7 +121,7 @@ fn parse_command_line() -> Cli {
     let flavour = compat::Flavour::from_argv0(args.first().map_or("kiln".as_ref(), |a| a));
     compat::set_flavour(flavour);
     let command = Cli::command().name(flavour.name()).bin_name(flavour.name());
-    let args = match compat::normalize(args, &compat::long_flags(&command)) {
+    let args = match compat::normalize(args, &compat::Flags::of(&command)) {
         Ok(args) => args,
         Err(message) => {
             eprintln!("error: {message}");
