@@ -30,15 +30,11 @@ impl Scratch {
     /// Create a new locked scratch directory in `parent`.
     pub(crate) fn create(parent: &Path) -> Result<Scratch, BuildError> {
         fs::create_dir_all(parent).map_err(io_err(parent))?;
-        // The lock file is made (exclusively) and locked before the directory exists, so a
-        // directory never appears without its lock held.
-        let lock_file = tempfile::Builder::new()
-            .prefix("s-")
-            .suffix(LOCK_SUFFIX)
-            .tempfile_in(parent)
-            .map_err(io_err(parent))?;
+        // The lock file appears locked, before the directory exists, so a directory never
+        // appears without its lock held.
+        let lock_file =
+            kiln_fs::locked::create_locked(parent, "s-", LOCK_SUFFIX).map_err(io_err(parent))?;
         let (lock, lock_path) = lock_file.keep().map_err(|e| io_err(parent)(e.error))?;
-        lock.lock().map_err(io_err(&lock_path))?;
         let dir = dir_of(&lock_path);
         fs::create_dir(&dir).map_err(io_err(&dir))?;
         if let Ok(mut own) = OWN.lock() {

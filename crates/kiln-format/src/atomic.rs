@@ -90,11 +90,7 @@ impl AtomicOutput {
             .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         remove_stale_partials(dir)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(PREFIX)
-            .suffix(SUFFIX)
-            .tempfile_in(dir)?;
-        tmp.as_file().lock()?;
+        let tmp = kiln_fs::locked::create_locked(dir, PREFIX, SUFFIX)?;
         Ok(AtomicOutput {
             _registered: register(tmp.path()),
             tmp,
@@ -153,5 +149,23 @@ mod tests {
         assert_eq!(remove_own_partials(), 1);
         assert!(!live_path.exists());
         drop(live);
+
+        // A cleaner running while outputs are started never takes a live writer's file.
+        let busy = tempfile::tempdir().expect("tempdir");
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    remove_stale_partials(busy.path()).expect("scan");
+                }
+            });
+            let started = (0..1000).try_for_each(|i| {
+                let mut o = AtomicOutput::create(&busy.path().join(format!("o{i}")))?;
+                o.write_all(b"x")?;
+                o.commit().map(drop)
+            });
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            started.expect("a live partial was removed");
+        });
     }
 }

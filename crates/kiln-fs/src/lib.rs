@@ -7,7 +7,8 @@
 //! [`layers::Layers`] source), normalising archive paths so that none can climb out of the root
 //! ([`layers::normalize`]), and unpacking layers or entries into a directory ([`unpack`]). A
 //! layer's index (its headers, which flattening reads before the entries) can be kept by the
-//! source of layers, so that a layer is read once ([`layer_index`]).
+//! source of layers, so that a layer is read once ([`layer_index`]). Files that mark the work of a
+//! live writer are created already locked ([`locked`]).
 //!
 //! It knows nothing of registries, stores, manifests or output formats.
 //!
@@ -22,6 +23,7 @@
 mod entry;
 pub mod layer_index;
 pub mod layers;
+pub mod locked;
 pub mod unpack;
 
 #[cfg(test)]

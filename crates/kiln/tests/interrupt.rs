@@ -133,8 +133,13 @@ fn interrupted_builds_leave_no_partial_output() {
         partials(&out).contains(&now[0]) || running.try_wait().expect("wait").is_some(),
         "a concurrent build removed a running build's partial output"
     );
-    let status = running.wait().expect("wait");
-    assert!(status.success(), "{status:?}");
+    let output = running.wait_with_output().expect("wait");
+    assert!(
+        output.status.success(),
+        "{:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(out.join("slow.tar").is_file());
     assert_eq!(partials(&out), Vec::<String>::new());
 }
