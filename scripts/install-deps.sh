@@ -11,8 +11,14 @@
 #   man-db: `man`, which reads the manual pages kiln generates (and the test that renders them)
 #   docker.io: a private Docker engine, the source of images in the `kiln build --docker` test
 #   openssl: the throwaway certificate authority of the TLS registry test
+#   ovmf: the UEFI firmware the EFI images and UKIs boot under (SeaBIOS comes with qemu)
+#   xorriso, gdisk, fdisk, dosfstools, mtools, squashfs-tools, erofs-utils: independent checkers
+#     of the ISOs, partition tables, FAT file systems and root images kiln writes (and Debian's
+#     mksquashfs and mkfs.erofs, which the root image benchmark compares kiln's writers with)
+#   systemd-boot-efi: the EFI stub the UKI writer's unit tests read (builds take it from kiln's
+#     bootloader package instead)
 set -euo pipefail
-pkgs=(docker-registry skopeo file cpio zstd lz4 gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools genisoimage man-db docker.io openssl)
+pkgs=(docker-registry skopeo file cpio zstd lz4 gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools genisoimage man-db docker.io openssl ovmf xorriso gdisk fdisk dosfstools mtools squashfs-tools erofs-utils systemd-boot-efi)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

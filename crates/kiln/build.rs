@@ -1,5 +1,6 @@
-//! Records the git commit kiln is built from (for `kiln version`), when it is built in a git
-//! work tree; nothing otherwise.
+//! Records the git commit kiln is built from (for `kiln version`) and the tag of the bootloader
+//! package of that commit (the default `--bootloader` image), when it is built in a git work
+//! tree; nothing otherwise.
 
 use std::process::Command;
 
@@ -17,6 +18,10 @@ fn main() {
         return;
     };
     println!("cargo:rustc-env=KILN_GIT_COMMIT={commit}");
+    // The tag `kiln pkg build pkg/bootloader` gives the package of this commit: its tree hash.
+    if let Some(tree) = git(&["rev-parse", "HEAD:pkg/bootloader"]) {
+        println!("cargo:rustc-env=KILN_BOOTLOADER_TAG={tree}");
+    }
     // Rebuilt when HEAD moves: HEAD itself, the branch it names, and packed refs.
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
         println!("cargo:rerun-if-changed={dir}/HEAD");

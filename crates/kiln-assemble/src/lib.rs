@@ -17,6 +17,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod bootloader;
 mod build;
 mod bundle;
 mod error;
@@ -25,6 +26,7 @@ pub mod metadata;
 pub mod oci_config;
 mod outputs;
 
+pub use bootloader::{BOOTLOADER_DIR, bootloader};
 pub use build::{Options, RESOLV_SYMLINK, assemble};
 pub use bundle::{export_filesystem, unpack_bundle};
 pub use error::AssembleError;

@@ -6,9 +6,9 @@ use kiln_manifest::ManifestSet;
 use kiln_oci::Store;
 use std::path::PathBuf;
 
-/// Assemble `set` from `store` and write it in every format of `formats` to `target`, in
-/// order. Returns the files written. Each output appears only once complete; a failure leaves
-/// none of the failed format's files behind.
+/// Assemble `set` from `store` and write it in every format of `formats` to `target`: one
+/// assembly pass feeds every format (two when `docker`, which lays the root out for a container
+/// engine, is among them). Returns the files written. Each output appears only once complete.
 pub fn write_outputs(
     set: &ManifestSet,
     store: &Store,
@@ -17,12 +17,21 @@ pub fn write_outputs(
     target: &Target,
 ) -> Result<Vec<PathBuf>, AssembleError> {
     let mut written = Vec::new();
-    for &format in formats {
+    // One assembly pass per root layout: every booting format shares one, `docker` has its own.
+    for container in [false, true] {
+        let group: Vec<Format> = formats
+            .iter()
+            .copied()
+            .filter(|f| f.container_layout() == container)
+            .collect();
+        if group.is_empty() {
+            continue;
+        }
         let opts = Options {
-            dockerfile: format.container_layout(),
+            dockerfile: container,
             ..opts.clone()
         };
-        let mut writer = format.writer(target)?;
+        let mut writer = kiln_format::writer(&group, target)?;
         assemble(set, store, &opts, &mut *writer)?;
         written.extend(writer.finish()?);
     }

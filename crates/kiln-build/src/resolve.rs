@@ -191,3 +191,45 @@ fn from_docker(
 fn same_dir(a: &Path, b: &Path) -> bool {
     matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
 }
+
+/// Make one image that is not in a manifest available, as [`resolve_images`] does for those in
+/// a manifest: `@pkg:DIR` (relative to [`ResolveOptions::base_dir`]) is built when the store
+/// lacks it; another reference is pulled when the store lacks it. `location` names where the
+/// reference comes from (a flag) in errors. Returns the image's name in the store.
+pub fn resolve_image(
+    store: &Store,
+    reference: &str,
+    location: &str,
+    opts: &ResolveOptions<'_>,
+) -> Result<Reference, BuildError> {
+    let name = match reference.strip_prefix(PKG_PREFIX) {
+        Some(path) => {
+            let dir = opts.base_dir.join(path);
+            let built = build_packages(store, std::slice::from_ref(&dir), opts.packages)?;
+            built
+                .into_iter()
+                .find(|b| b.dir == dir || same_dir(&b.dir, &dir))
+                .map(|b| b.reference)
+                .ok_or_else(|| BuildError::PackageNotBuilt {
+                    reference: reference.to_string(),
+                    dir,
+                })?
+        }
+        None => reference.to_string(),
+    };
+    let r: Reference = name.parse().map_err(|source| BuildError::ImageReference {
+        location: location.to_string(),
+        reference: name.clone(),
+        source,
+    })?;
+    let ropts = &opts.packages.base.registry;
+    if opts.pull_always || store.resolve(&r, &ropts.arch).is_err() {
+        tracing::info!("pulling {r}");
+        registry::pull(store, &r, ropts).map_err(|source| BuildError::Pull {
+            location: location.to_string(),
+            reference: r.to_string(),
+            source: Box::new(source),
+        })?;
+    }
+    Ok(r)
+}

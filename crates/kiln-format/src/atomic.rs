@@ -98,6 +98,11 @@ impl AtomicOutput {
         })
     }
 
+    /// Truncate or extend the output to `len` bytes (extending leaves a hole).
+    pub fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.tmp.as_file().set_len(len)
+    }
+
     /// Flush, fsync and rename into place.
     pub fn commit(mut self) -> io::Result<PathBuf> {
         self.tmp.flush()?;
@@ -106,6 +111,18 @@ impl AtomicOutput {
         std::fs::set_permissions(self.tmp.path(), mode)?;
         self.tmp.persist(&self.dest).map_err(|e| e.error)?;
         Ok(self.dest)
+    }
+}
+
+impl io::Seek for AtomicOutput {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.tmp.seek(pos)
+    }
+}
+
+impl io::Read for AtomicOutput {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tmp.read(buf)
     }
 }
 

@@ -1,14 +1,13 @@
 //! The output formats kiln writes, as one typed list, and the interface every format's writer
 //! implements.
 
-use crate::formats;
 use crate::kernel_initrd::Compression;
 use kiln_fs::Sink;
 use std::io;
 use std::path::{Path, PathBuf};
 
 /// An output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Format {
     /// `NAME-kernel`, `NAME-initrd.img` and `NAME-cmdline`, for qemu, iPXE and other loaders
     /// that are handed a kernel.
@@ -19,15 +18,56 @@ pub enum Format {
     TarKernelInitrd,
     /// `NAME-docker.tar`: the root filesystem laid out for `docker import`.
     Docker,
+    /// `NAME.efi`: a Unified Kernel Image that UEFI firmware starts.
+    Uki,
+    /// `NAME.iso`: an ISO that BIOS firmware boots from a CD or, hybrid, from a disk.
+    IsoBios,
+    /// `NAME-efi.iso`: an ISO that UEFI firmware boots (a UKI on its EFI system partition).
+    IsoEfi,
+    /// `NAME-efi-initrd.iso`: an ISO for UEFI with the kernel and initrd as files beside the
+    /// boot loader (GRUB) rather than inside it.
+    IsoEfiInitrd,
+    /// `NAME-bios.img`: a raw disk that BIOS firmware boots (MBR, GRUB, a FAT boot partition).
+    RawBios,
+    /// `NAME-efi.img`: a raw disk that UEFI firmware boots (GPT, an EFI system partition).
+    RawEfi,
+    /// `NAME.qcow2`: the BIOS disk as qcow2.
+    Qcow2Bios,
+    /// `NAME-efi.qcow2`: the UEFI disk as qcow2.
+    Qcow2Efi,
+    /// `NAME.vhd`: the BIOS disk as a fixed VHD, as Azure wants.
+    Vhd,
+    /// `NAME.vhd`: the BIOS disk as a dynamic VHD.
+    DynamicVhd,
+    /// `NAME.vmdk`: the BIOS disk as VMDK.
+    Vmdk,
+    /// `NAME.img.tar.gz`: the BIOS disk as `disk.raw` in a gzipped tar, as Google Compute
+    /// Engine imports it.
+    Gcp,
+    /// `NAME.raw`: the BIOS disk as a raw image for Amazon EC2 imports.
+    Aws,
 }
 
 impl Format {
     /// Every format, in the order `--help` lists them.
-    pub const ALL: [Format; 4] = [
+    pub const ALL: [Format; 17] = [
         Format::KernelInitrd,
         Format::Tar,
         Format::TarKernelInitrd,
         Format::Docker,
+        Format::Uki,
+        Format::IsoBios,
+        Format::IsoEfi,
+        Format::IsoEfiInitrd,
+        Format::RawBios,
+        Format::RawEfi,
+        Format::Qcow2Bios,
+        Format::Qcow2Efi,
+        Format::Vhd,
+        Format::DynamicVhd,
+        Format::Vmdk,
+        Format::Gcp,
+        Format::Aws,
     ];
 
     /// The format's name on the command line and in manifests (LinuxKit's names).
@@ -37,6 +77,41 @@ impl Format {
             Format::Tar => "tar",
             Format::TarKernelInitrd => "tar-kernel-initrd",
             Format::Docker => "docker",
+            Format::Uki => "uki",
+            Format::IsoBios => "iso-bios",
+            Format::IsoEfi => "iso-efi",
+            Format::IsoEfiInitrd => "iso-efi-initrd",
+            Format::RawBios => "raw-bios",
+            Format::RawEfi => "raw-efi",
+            Format::Qcow2Bios => "qcow2-bios",
+            Format::Qcow2Efi => "qcow2-efi",
+            Format::Vhd => "vhd",
+            Format::DynamicVhd => "dynamic-vhd",
+            Format::Vmdk => "vmdk",
+            Format::Gcp => "gcp",
+            Format::Aws => "aws",
+        }
+    }
+
+    /// The suffix of the format's main output after `NAME`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Format::KernelInitrd => "-initrd.img",
+            Format::Tar => ".tar",
+            Format::TarKernelInitrd => "-initrd.tar",
+            Format::Docker => "-docker.tar",
+            Format::Uki => ".efi",
+            Format::IsoBios => ".iso",
+            Format::IsoEfi => "-efi.iso",
+            Format::IsoEfiInitrd => "-efi-initrd.iso",
+            Format::RawBios => "-bios.img",
+            Format::RawEfi => "-efi.img",
+            Format::Qcow2Bios => ".qcow2",
+            Format::Qcow2Efi => "-efi.qcow2",
+            Format::Vhd | Format::DynamicVhd => ".vhd",
+            Format::Vmdk => ".vmdk",
+            Format::Gcp => ".img.tar.gz",
+            Format::Aws => ".raw",
         }
     }
 
@@ -47,6 +122,21 @@ impl Format {
             Format::Tar => "NAME.tar, the root filesystem as a tar archive",
             Format::TarKernelInitrd => "NAME-initrd.tar holding kernel, initrd.img and cmdline",
             Format::Docker => "NAME-docker.tar, the root filesystem for `docker import`",
+            Format::Uki => "NAME.efi, a Unified Kernel Image for UEFI firmware",
+            Format::IsoBios => "NAME.iso, a hybrid ISO for BIOS firmware (CD or disk)",
+            Format::IsoEfi => "NAME-efi.iso, a hybrid ISO for UEFI firmware",
+            Format::IsoEfiInitrd => {
+                "NAME-efi-initrd.iso, an ISO for UEFI, kernel and initrd as files"
+            }
+            Format::RawBios => "NAME-bios.img, a raw disk for BIOS firmware",
+            Format::RawEfi => "NAME-efi.img, a raw disk for UEFI firmware",
+            Format::Qcow2Bios => "NAME.qcow2, a qcow2 disk for BIOS firmware",
+            Format::Qcow2Efi => "NAME-efi.qcow2, a qcow2 disk for UEFI firmware",
+            Format::Vhd => "NAME.vhd, a fixed VHD disk (Azure)",
+            Format::DynamicVhd => "NAME.vhd, a dynamic VHD disk",
+            Format::Vmdk => "NAME.vmdk, a VMDK disk",
+            Format::Gcp => "NAME.img.tar.gz, disk.raw for Google Compute Engine",
+            Format::Aws => "NAME.raw, a raw disk for Amazon EC2",
         }
     }
 
@@ -56,15 +146,19 @@ impl Format {
         self == Format::Docker
     }
 
+    /// Whether the format is made from the kernel, initrd and command line of a build (the
+    /// boot media: ISOs, disks, UKIs), with boot loader files from [`Target::bootloader`].
+    pub fn is_boot_media(self) -> bool {
+        !matches!(
+            self,
+            Format::KernelInitrd | Format::Tar | Format::TarKernelInitrd | Format::Docker
+        )
+    }
+
     /// A writer of this format for `target`. Nothing appears under the output names before
     /// [`FormatWriter::finish`] succeeds.
     pub fn writer(self, target: &Target) -> Result<Box<dyn FormatWriter>, FormatError> {
-        match self {
-            Format::KernelInitrd => formats::kernel_initrd::writer(target),
-            Format::Tar => formats::tar::writer(target, ".tar", true),
-            Format::Docker => formats::tar::writer(target, "-docker.tar", false),
-            Format::TarKernelInitrd => formats::tar_kernel_initrd::writer(target),
-        }
+        crate::outputs::writer(&[self], target)
     }
 }
 
@@ -100,6 +194,10 @@ pub struct Target {
     /// Where initrd segments are cached between builds (none: no cache); see
     /// [`crate::segment_cache_dir`].
     pub segment_cache: Option<PathBuf>,
+    /// The size of disk images, in bytes (LinuxKit's `--size`).
+    pub disk_size: u64,
+    /// The boot loader files the boot media formats need (from kiln's bootloader package).
+    pub bootloader: Option<std::sync::Arc<crate::Bootloader>>,
 }
 
 impl Target {
@@ -117,6 +215,8 @@ impl Target {
             compression,
             mtime,
             segment_cache: None,
+            disk_size: 1024 << 20,
+            bootloader: None,
         }
     }
 
@@ -147,6 +247,36 @@ pub enum FormatError {
     /// No such format.
     #[error("unknown output format `{0}`; kiln writes: {names}", names = Format::ALL.map(Format::name).join(", "))]
     Unknown(String),
+    /// Two formats asked for write the same file.
+    #[error("formats {0} and {1} both write NAME{suffix}; ask for one of them", suffix = .0.suffix())]
+    SameOutput(Format, Format),
+    /// A boot media format needs the boot loader files.
+    #[error(
+        "format {0} needs kiln's boot loader files: build them with `kiln pkg build pkg/bootloader` and pass the image with --bootloader IMAGE"
+    )]
+    NoBootloader(Format),
+    /// The boot loader image lacks a file a format needs.
+    #[error(
+        "format {format}: the boot loader image has no {file}; build it from kiln's pkg/bootloader"
+    )]
+    BootloaderFile {
+        /// The format.
+        format: Format,
+        /// The missing file.
+        file: String,
+    },
+    /// The content does not fit the disk size.
+    #[error(
+        "format {format}: {needed} MiB of content does not fit a {size} MiB disk; give a larger --size"
+    )]
+    TooSmall {
+        /// The format.
+        format: Format,
+        /// MiB needed.
+        needed: u64,
+        /// MiB given.
+        size: u64,
+    },
     /// Writing an output failed.
     #[error("writing {path}: {source}")]
     Write {

@@ -20,21 +20,34 @@
 
 mod atomic;
 mod cpio;
+pub mod erofs;
+pub mod fat;
 mod format;
 mod formats;
+pub mod grub;
 mod initrd;
+pub mod iso9660;
 mod kernel_image;
 mod kernel_initrd;
+mod outputs;
+pub mod partition;
+pub mod squashfs;
 mod tar_reader;
 mod tar_sink;
+#[cfg(test)]
+mod test_tools;
+pub mod uki;
+pub mod vdisk;
 
 pub use atomic::{AtomicOutput, remove_own_partials, remove_stale_partials};
 pub use cpio::CpioSink;
 pub use format::{Format, FormatError, FormatWriter, Target};
+pub use formats::boot_media::Bootloader;
 pub use initrd::{
     CleanStats, InitrdOptions, InitrdStats, InitrdWriter, clean_segment_cache, segment_cache_dir,
 };
 pub use kernel_image::decompress_kernel;
 pub use kernel_initrd::{Compression, KernelInitrd};
+pub use outputs::writer;
 pub use tar_reader::{Data, TarEntry, TarReader};
 pub use tar_sink::{PAX_DIGEST, PAX_LOCATION, PAX_SEGMENT, PAX_SOURCE, PAX_XATTR, TarSink};

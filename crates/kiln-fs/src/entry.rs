@@ -177,6 +177,21 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     }
 }
 
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
+        (**self).add(entry, data)
+    }
+    fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
+        (**self).begin_segment(key)
+    }
+    fn end_segment(&mut self) -> io::Result<()> {
+        (**self).end_segment()
+    }
+    fn set_origin(&mut self, origin: Option<&Origin>) -> io::Result<()> {
+        (**self).set_origin(origin)
+    }
+}
+
 /// A sink that records entries and the sha256-free content, for tests and listings.
 #[derive(Debug, Default)]
 pub struct Collect {

@@ -8,7 +8,8 @@
 //! ([`layers::normalize`]), and unpacking layers or entries into a directory ([`unpack`]). A
 //! layer's index (its headers, which flattening reads before the entries) can be kept by the
 //! source of layers, so that a layer is read once ([`layer_index`]). Files that mark the work of a
-//! live writer are created already locked ([`locked`]).
+//! live writer are created already locked ([`locked`]). [`Tee`] feeds one stream to several
+//! sinks.
 //!
 //! It knows nothing of registries, stores, manifests or output formats.
 //!
@@ -24,6 +25,7 @@ mod entry;
 pub mod layer_index;
 pub mod layers;
 pub mod locked;
+mod tee;
 pub mod unpack;
 
 #[cfg(test)]
@@ -31,4 +33,5 @@ mod flatten_tests;
 
 pub use entry::{Collect, Entry, Kind, Origin, Segment, Sink};
 pub use layers::{Flattener, LayerError, Layers, normalize};
+pub use tee::Tee;
 pub use unpack::UnpackError;

@@ -1,10 +1,13 @@
-//! kiln-vm launches the systems kiln builds. qemu first: kernel+initrd booted with a serial
+//! kiln-vm launches the systems kiln builds. qemu first: kernel+initrd, or an ISO, a disk image
+//! or a Unified Kernel Image booted by SeaBIOS or UEFI firmware ([`boot`]), with a serial
 //! console, user-mode (slirp) or no networking, published ports, disks created on demand, and
 //! either attached to the terminal (the guest's power-off ends the run) or detached with a state
 //! directory holding the pid, the console log and the command line.
 
+pub mod boot;
 pub mod serve;
 
+pub use boot::{Boot, Firmware};
 pub use serve::{ServeError, ServeOptions, Server, ipxe_script};
 
 use std::fs;
@@ -257,12 +260,10 @@ fn disk_format(d: &Disk, path: &Path) -> String {
 /// What to boot and how.
 #[derive(Debug, Clone)]
 pub struct Qemu {
-    /// The kernel.
-    pub kernel: PathBuf,
-    /// The initrd.
-    pub initrd: PathBuf,
-    /// Kernel command line (the console is added when missing).
-    pub cmdline: String,
+    /// What to boot.
+    pub boot: Boot,
+    /// The firmware.
+    pub firmware: Firmware,
     /// Virtual CPUs.
     pub cpus: u32,
     /// Memory in MiB.
@@ -332,10 +333,18 @@ impl Qemu {
             .unwrap_or_default()
             .trim()
             .to_string();
-        Ok(Qemu {
+        Ok(Qemu::new(Boot::Kernel {
             kernel,
             initrd,
             cmdline,
+        }))
+    }
+
+    /// Boot `boot` with the defaults: SeaBIOS, one CPU, 1 GiB, user networking, x86_64.
+    pub fn new(boot: Boot) -> Qemu {
+        Qemu {
+            boot,
+            firmware: Firmware::Bios,
             cpus: 1,
             mem_mb: 1024,
             disks: Vec::new(),
@@ -351,7 +360,19 @@ impl Qemu {
             virtiofs: Vec::new(),
             virtiofsd: None,
             state: None,
-        })
+        }
+    }
+
+    /// Append `extra` to the kernel command line (for a kernel and initrd only; firmware reads
+    /// the command line from the image). Returns whether it could.
+    pub fn append(&mut self, extra: &str) -> bool {
+        match &mut self.boot {
+            Boot::Kernel { cmdline, .. } => {
+                *cmdline = format!("{cmdline} {extra}").trim().to_string();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether KVM is used (never for a guest of another architecture than this machine's).
@@ -417,6 +438,24 @@ impl Qemu {
         Ok(())
     }
 
+    /// The directory a UKI is booted from (in the state directory).
+    fn uki_dir(&self) -> PathBuf {
+        self.state
+            .as_deref()
+            .unwrap_or(Path::new("."))
+            .join("uki-esp")
+    }
+
+    /// Prepare what the boot needs: missing disks, a UKI's FAT directory.
+    fn prepare(&self) -> Result<(), VmError> {
+        self.create_disks()?;
+        if let Boot::Uki(uki) = &self.boot {
+            let state = self.state.as_deref().unwrap_or(Path::new("."));
+            boot::uki_directory(uki, state)?;
+        }
+        Ok(())
+    }
+
     /// The virtiofs socket of the `i`th shared directory.
     fn virtiofs_socket(&self, i: usize) -> PathBuf {
         self.state
@@ -454,26 +493,73 @@ impl Qemu {
         } else {
             push(&["-display", "none"]);
         }
-        push(&[
-            "-kernel",
-            &self.kernel.to_string_lossy(),
-            "-initrd",
-            &self.initrd.to_string_lossy(),
-        ]);
-        let mut cmdline = self.cmdline.clone();
-        if !cmdline
-            .split_whitespace()
-            .any(|w| w.starts_with("console="))
-        {
-            let screen = if self.gui { "console=tty0 " } else { "" };
-            cmdline = format!("{screen}console={console} {cmdline}")
-                .trim()
-                .to_string();
+        if let Firmware::Uefi(fw) = &self.firmware {
+            push(&["-bios", &fw.to_string_lossy()]);
         }
-        if !cmdline.split_whitespace().any(|w| w.starts_with("panic=")) {
-            cmdline.push_str(" panic=-1");
+        match &self.boot {
+            Boot::Kernel {
+                kernel,
+                initrd,
+                cmdline,
+            } => {
+                push(&[
+                    "-kernel",
+                    &kernel.to_string_lossy(),
+                    "-initrd",
+                    &initrd.to_string_lossy(),
+                ]);
+                let mut cmdline = cmdline.clone();
+                if !cmdline
+                    .split_whitespace()
+                    .any(|w| w.starts_with("console="))
+                {
+                    let screen = if self.gui { "console=tty0 " } else { "" };
+                    cmdline = format!("{screen}console={console} {cmdline}")
+                        .trim()
+                        .to_string();
+                }
+                if !cmdline.split_whitespace().any(|w| w.starts_with("panic=")) {
+                    cmdline.push_str(" panic=-1");
+                }
+                push(&["-append", &cmdline]);
+            }
+            Boot::Cdrom(iso) => {
+                push(&[
+                    "-drive",
+                    &format!(
+                        "file={},format=raw,media=cdrom,if=none,id=boot,readonly=on",
+                        iso.display()
+                    ),
+                ]);
+                if x86 {
+                    push(&["-device", "ide-cd,drive=boot,bootindex=0"]);
+                } else {
+                    push(&["-device", "virtio-scsi-pci"]);
+                    push(&["-device", "scsi-cd,drive=boot,bootindex=0"]);
+                }
+            }
+            // A stream-optimized VMDK cannot be written in place: the guest's writes go to a
+            // temporary overlay.
+            Boot::Disk { path, format } => push(&[
+                "-drive",
+                &format!(
+                    "file={},format={format},if=none,id=boot{}",
+                    path.display(),
+                    if format == "vmdk" { ",snapshot=on" } else { "" }
+                ),
+                "-device",
+                "virtio-blk-pci,drive=boot,bootindex=0",
+            ]),
+            Boot::Uki(_) => push(&[
+                "-drive",
+                &format!(
+                    "file=fat:{},format=raw,if=none,id=boot,readonly=on",
+                    self.uki_dir().display()
+                ),
+                "-device",
+                "virtio-blk-pci,drive=boot,bootindex=0",
+            ]),
         }
-        push(&["-append", &cmdline]);
         push(&["-device", "virtio-rng-pci"]);
         if let Some(iso) = &self.cdrom {
             let bus = if x86 { "if=ide" } else { "if=virtio" };
@@ -630,7 +716,7 @@ impl Qemu {
     /// Boot with the serial console on this terminal (stdin and stdout); returns when the guest
     /// powers off. The exit status is qemu's: 0 after a clean power-off.
     pub fn run(&self) -> Result<ExitStatus, VmError> {
-        self.create_disks()?;
+        self.prepare()?;
         let daemons = self.start_virtiofsd(true)?;
         let mut cmd = Command::new(&self.qemu);
         cmd.args(self.args()).args(["-serial", "stdio"]);
@@ -649,7 +735,7 @@ impl Qemu {
     /// Boot in the background. `state` receives `pid`, `console.log` and `cmdline` (the qemu
     /// arguments); returns the pid.
     pub fn start_detached(&self, state: &Path) -> Result<u32, VmError> {
-        self.create_disks()?;
+        self.prepare()?;
         fs::create_dir_all(state).map_err(io_at(state))?;
         self.start_virtiofsd(false)?;
         let log = state.join("console.log");
@@ -974,7 +1060,9 @@ mod tests {
         );
 
         q.arch = "aarch64".into();
-        q.cmdline = String::new();
+        if let Boot::Kernel { cmdline, .. } = &mut q.boot {
+            cmdline.clear();
+        }
         q.gui = false;
         let args = q.args().join(" ");
         assert!(

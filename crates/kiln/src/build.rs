@@ -13,24 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// LinuxKit's formats kiln does not write yet: accepted by the parser, refused with a message
 /// when a build asks for them.
-const NOT_YET: &[&str] = &[
-    "iso-bios",
-    "iso-efi",
-    "iso-efi-initrd",
-    "raw-bios",
-    "raw-efi",
-    "qcow2-bios",
-    "qcow2-efi",
-    "vhd",
-    "dynamic-vhd",
-    "vmdk",
-    "gcp",
-    "aws",
-    "kernel+squashfs",
-    "kernel+erofs",
-    "kernel+iso",
-    "rpi3",
-];
+const NOT_YET: &[&str] = &["kernel+squashfs", "kernel+erofs", "kernel+iso", "rpi3"];
 
 /// An output format as `--format` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,10 +127,14 @@ pub struct BuildArgs {
     /// Output file for the tar format (`-` for standard output); LinuxKit spells it `--o`
     #[arg(short = 'o', long = "o", alias = "output", value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Size of fixed-size disk images, as 1024M or 1G (LinuxKit's; kiln's formats so far have
-    /// none)
+    /// Size of disk images, as 1024M or 1G
     #[arg(long, default_value = "1024M", value_parser = parse_size)]
     size: u64,
+    /// The image of boot loader files the ISO, disk and UKI formats take them from (kiln's
+    /// pkg/bootloader package; `@pkg:DIR` builds it) [default: kiln/bootloader at the tag of
+    /// this kiln's pkg/bootloader]
+    #[arg(long, value_name = "IMAGE", env = "KILN_BOOTLOADER")]
+    bootloader: Option<String>,
     /// Decompress the kernel (a gzip, or a bzImage's gzip, xz or zstd payload) to the plain image
     /// some loaders want
     #[arg(long)]
@@ -192,7 +179,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     if args.sbom_output.is_some() || args.sbom_current_time {
         tracing::info!("kiln writes no SBOM yet: --sbom-output and --sbom-current-time do nothing");
     }
-    let _ = (args.no_sbom, args.size);
+    let _ = args.no_sbom;
     let mut set = load_manifests(&args.files)?;
     if args.dry_run {
         print!("{}", kiln_manifest::to_yaml(&set.manifest));
@@ -233,9 +220,29 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         input_tar: args.input_tar.clone(),
         decompress_kernel: args.decompress_kernel,
     };
+    let bootloader = if formats.iter().any(|f| f.is_boot_media()) {
+        let reference = args.bootloader.clone().unwrap_or_else(default_bootloader);
+        let image =
+            kiln_build::resolve::resolve_image(&store, &reference, "--bootloader", &resolve)
+                .with_context(|| {
+                    format!(
+                        "the boot loader image {reference}: build it with `kiln pkg build \
+                     pkg/bootloader` or give --bootloader IMAGE"
+                    )
+                })?;
+        Some(std::sync::Arc::new(kiln_assemble::bootloader(
+            &store,
+            &image,
+            &images().arch,
+        )?))
+    } else {
+        None
+    };
     let target = Target {
         tar_output: args.output.clone(),
         segment_cache: Some(kiln_format::segment_cache_dir(store.root())),
+        disk_size: args.size << 20,
+        bootloader,
         ..Target::new(&args.dir, name, args.compress, epoch.unwrap_or(0))
     };
     for path in write_outputs(&set, &store, &opts, &formats, &target)? {
@@ -245,6 +252,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// The boot loader image when `--bootloader` is not given: kiln's package of this version.
+fn default_bootloader() -> String {
+    format!(
+        "kiln/bootloader:{}",
+        option_env!("KILN_BOOTLOADER_TAG").unwrap_or("latest")
+    )
 }
 
 /// The outputs' name when `--name` is not given: the last manifest's file name without its

@@ -1,16 +1,19 @@
-//! `kiln run qemu NAME`: boot what `kiln build -f kernel+initrd` wrote. `kiln run bundle DIR`:
+//! `kiln run qemu NAME`: boot what `kiln build` wrote (kernel+initrd, an ISO, a disk image or
+//! a UKI). `kiln run bundle DIR`:
 //! run an OCI bundle on this machine with kiln's runtime, as kiln-init would (like `runc run`).
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use kiln_vm::{Accel, Disk, Networking, Publish, Qemu};
+use kiln_vm::{Accel, Boot, Disk, Firmware, Networking, Publish, Qemu};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Subcommand, Debug)]
 pub enum RunCommand {
-    /// Boot NAME-kernel, NAME-initrd.img and NAME-cmdline in qemu, the serial console on this
-    /// terminal; the exit code is qemu's (0 after the guest powers off)
+    /// Boot NAME-kernel, NAME-initrd.img and NAME-cmdline, or an image kiln wrote (ISO, disk
+    /// in raw, qcow2, VHD or VMDK, UKI, GCE tarball) under SeaBIOS or UEFI as it needs, in qemu,
+    /// the serial console on this terminal; the exit code is qemu's (0 after the guest powers
+    /// off)
     Qemu(Box<QemuArgs>),
     /// Run the OCI bundle in DIR (config.json, and runtime.json when present) with kiln's
     /// runtime, stdout and stderr on this terminal, stdin empty. The exit code is the
@@ -110,16 +113,16 @@ pub struct QemuArgs {
     /// Boot NAME-kernel, NAME-initrd.img and NAME-cmdline (what kiln does for a NAME prefix)
     #[arg(long)]
     kernel: bool,
-    /// Boot an ISO image (not supported yet)
+    /// Boot NAME.iso (NAME-efi.iso with --uefi), or the file NAME as a CD-ROM
     #[arg(long)]
     iso: bool,
     /// Boot NAME-kernel with NAME-squashfs.img as root (not supported yet)
     #[arg(long)]
     squashfs: bool,
-    /// Boot with UEFI firmware (not supported yet)
+    /// Boot with UEFI firmware (OVMF; images kiln writes for UEFI get it without the flag)
     #[arg(long)]
     uefi: bool,
-    /// UEFI firmware file, for --uefi
+    /// UEFI firmware file (default: OVMF.fd where Debian's ovmf package installs it)
     #[arg(long, value_name = "PATH")]
     fw: Option<PathBuf>,
     /// Show a display in a qemu window (the serial console stays on this terminal)
@@ -144,75 +147,76 @@ pub struct QemuArgs {
     virtiofs: Vec<PathBuf>,
 }
 
-/// What the path given to `run qemu` is, as LinuxKit decides it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BootKind {
-    /// NAME-kernel, NAME-initrd.img, NAME-cmdline.
-    Kernel,
-    /// NAME-kernel and NAME-squashfs.img.
-    Squashfs,
-    /// An existing `.iso` file.
-    Iso,
-    /// An existing file of another name: a disk image.
-    DiskImage,
-}
-
 fn with_suffix(name: &Path, suffix: &str) -> PathBuf {
     let mut p = name.as_os_str().to_owned();
     p.push(suffix);
     PathBuf::from(p)
 }
 
-/// Decide what to boot from the path and the flags; refuse what kiln cannot boot yet.
-fn boot_kind(a: &QemuArgs) -> anyhow::Result<BootKind> {
-    let detected = if a.name.is_file() {
-        if a.name.extension().is_some_and(|e| e == "iso") {
-            BootKind::Iso
-        } else {
-            BootKind::DiskImage
-        }
-    } else if with_suffix(&a.name, "-kernel").is_file()
-        && with_suffix(&a.name, "-squashfs.img").is_file()
+/// What to boot, and with which firmware, from the path and the flags, as LinuxKit decides it:
+/// an existing file is an image (an ISO, a disk in any format kiln writes, a UKI, a Google
+/// Compute Engine tarball, whose disk.raw is unpacked into `state`); otherwise the path is a
+/// prefix: `NAME.iso` (`NAME-efi.iso` with --uefi) with --iso, else NAME-kernel, NAME-initrd.img
+/// and NAME-cmdline.
+fn boot_target(a: &QemuArgs, state: &Path) -> anyhow::Result<(Boot, bool)> {
+    if a.squashfs
+        || (!a.name.is_file()
+            && with_suffix(&a.name, "-kernel").is_file()
+            && with_suffix(&a.name, "-squashfs.img").is_file()
+            && !with_suffix(&a.name, "-initrd.img").is_file())
     {
-        BootKind::Squashfs
+        anyhow::bail!(
+            "{}: kiln cannot boot kernel+squashfs yet; build kernel+initrd, an ISO or a disk \
+             image and run that",
+            a.name.display()
+        );
+    }
+    let file = if a.name.is_file() {
+        Some(a.name.clone())
+    } else if a.iso && !a.kernel {
+        let iso = with_suffix(&a.name, if a.uefi { "-efi.iso" } else { ".iso" });
+        if !iso.is_file() {
+            anyhow::bail!(
+                "{}: not found; build it with `kiln build -f {} --name NAME`",
+                iso.display(),
+                if a.uefi { "iso-efi" } else { "iso-bios" }
+            );
+        }
+        Some(iso)
     } else {
-        BootKind::Kernel
+        None
     };
-    let not_yet = "kiln run qemu boots kernel+initrd only for now: build with \
-                   `kiln build -f kernel+initrd --name NAME` and run NAME";
-    if a.uefi {
-        anyhow::bail!("--uefi: kiln cannot boot with UEFI firmware yet; {not_yet}");
+    let Some(file) = file else {
+        if a.iso || a.squashfs {
+            tracing::warn!("--kernel: booting the kernel and initrd; --iso ignored");
+        }
+        let q = Qemu::from_name(&a.name)?;
+        return Ok((q.boot, a.uefi));
+    };
+    if file.to_string_lossy().ends_with(".img.tar.gz") {
+        let raw = kiln_vm::boot::unpack_gcp(&file, state)?;
+        let boot = Boot::Disk {
+            path: raw,
+            format: "raw".into(),
+        };
+        return Ok((boot, a.uefi));
     }
-    // An explicit --kernel with a kernel+initrd prefix wins over --iso and --squashfs.
-    let kernel_wins = detected == BootKind::Kernel && a.kernel;
-    if a.iso && !kernel_wins {
-        anyhow::bail!("--iso: kiln cannot boot ISO images yet; {not_yet}");
-    }
-    if a.squashfs && !kernel_wins {
-        anyhow::bail!("--squashfs: kiln cannot boot kernel+squashfs yet; {not_yet}");
-    }
-    match detected {
-        BootKind::Iso => anyhow::bail!(
-            "{}: kiln cannot boot ISO images yet; {not_yet}",
-            a.name.display()
+    let (boot, efi) = match kiln_vm::boot::detect(&file)? {
+        Some(found) => found,
+        // Any other file is a raw disk image, as LinuxKit takes it.
+        None => (
+            Boot::Disk {
+                path: file.clone(),
+                format: "raw".into(),
+            },
+            false,
         ),
-        BootKind::DiskImage => anyhow::bail!(
-            "{}: kiln cannot boot disk images yet; {not_yet}",
-            a.name.display()
-        ),
-        BootKind::Squashfs if !a.kernel => anyhow::bail!(
-            "{}: kiln cannot boot kernel+squashfs yet; {not_yet}",
-            with_suffix(&a.name, "-squashfs.img").display()
-        ),
-        _ => {}
-    }
-    if kernel_wins && (a.iso || a.squashfs) {
-        tracing::warn!("--kernel: booting the kernel and initrd; --iso and --squashfs ignored");
-    }
-    if a.fw.is_some() {
-        tracing::warn!("--fw is used with --uefi only; ignored");
-    }
-    Ok(BootKind::Kernel)
+    };
+    let boot = match boot {
+        Boot::Disk { path, .. } if a.iso => Boot::Cdrom(path),
+        other => other,
+    };
+    Ok((boot, efi || a.uefi))
 }
 
 /// The accelerator: the flag, else $LINUXKIT_QEMU_ACCEL (as LinuxKit), else auto.
@@ -250,18 +254,23 @@ pub fn run_for_arch(cmd: RunCommand, arch: Option<&str>) -> anyhow::Result<ExitC
             return Ok(ExitCode::SUCCESS);
         }
     };
-    boot_kind(&a)?;
     let arch = kiln_vm::qemu_arch(arch.unwrap_or(std::env::consts::ARCH))?;
-    let mut q = Qemu::from_name(&a.name)?;
+    let state = a
+        .state
+        .clone()
+        .unwrap_or_else(|| with_suffix(&a.name, "-state"));
+    let (boot, uefi) = boot_target(&a, &state)?;
+    let mut q = Qemu::new(boot);
+    if uefi {
+        q.firmware = Firmware::Uefi(kiln_vm::boot::uefi_firmware(a.fw.as_deref())?);
+    } else if a.fw.is_some() {
+        tracing::warn!("--fw is used with --uefi only; ignored");
+    }
     q.arch = arch.to_string();
     q.qemu = a
         .qemu
         .clone()
         .unwrap_or_else(|| format!("qemu-system-{arch}"));
-    let state = a
-        .state
-        .clone()
-        .unwrap_or_else(|| with_suffix(&a.name, "-state"));
     q.state = Some(state.clone());
     q.cpus = a.cpus;
     q.mem_mb = a.mem;
@@ -291,8 +300,10 @@ pub fn run_for_arch(cmd: RunCommand, arch: Option<&str>) -> anyhow::Result<ExitC
     q.devices = a.devices.clone();
     q.virtiofs = a.virtiofs.clone();
     q.virtiofsd = a.virtiofsd.clone();
-    if let Some(extra) = &a.append {
-        q.cmdline = format!("{} {extra}", q.cmdline).trim().to_string();
+    if let Some(extra) = &a.append
+        && !q.append(extra)
+    {
+        tracing::warn!("--append: the image's boot loader has its own command line; ignored");
     }
     let data = match (&a.data, &a.data_file) {
         (Some(d), _) => Some(d.as_bytes().to_vec()),
@@ -395,39 +406,37 @@ mod tests {
     }
 
     #[test]
-    fn boot_kinds_kiln_cannot_boot_are_refused() {
+    fn what_to_boot_follows_the_path_and_flags() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
         let name = dir.path().join("sys");
         for s in ["-kernel", "-initrd.img"] {
             std::fs::write(with_suffix(&name, s), b"x").expect("write");
         }
         let n = name.to_str().expect("utf-8 path");
-        assert_eq!(boot_kind(&args(&[n])).expect("kernel"), BootKind::Kernel);
-        assert_eq!(
-            boot_kind(&args(&["--kernel", "--iso", n])).expect("kernel wins"),
-            BootKind::Kernel
-        );
-        for (flags, word) in [
-            (&["--iso"][..], "ISO"),
-            (&["--squashfs"], "squashfs"),
-            (&["--uefi", "--kernel"], "UEFI"),
-        ] {
-            let mut line = flags.to_vec();
-            line.push(n);
-            let e = boot_kind(&args(&line)).expect_err(word).to_string();
-            assert!(e.contains(word) && e.contains("kernel+initrd"), "{e}");
-        }
-        let iso = dir.path().join("sys.iso");
-        std::fs::write(&iso, b"x").expect("write");
-        let e = boot_kind(&args(&[iso.to_str().expect("utf-8")])).expect_err("iso");
-        assert!(e.to_string().contains("ISO images"), "{e}");
-        let raw = dir.path().join("sys.raw");
+        let kind = |line: &[&str]| boot_target(&args(line), &state);
+        let (boot, uefi) = kind(&[n]).expect("kernel");
+        assert!(matches!(boot, Boot::Kernel { .. }) && !uefi);
+        let (boot, uefi) = kind(&["--kernel", "--iso", n]).expect("kernel wins");
+        assert!(matches!(boot, Boot::Kernel { .. }) && !uefi);
+        let (_, uefi) = kind(&["--uefi", n]).expect("kernel under UEFI");
+        assert!(uefi);
+        let e = kind(&["--iso", n]).expect_err("no NAME.iso").to_string();
+        assert!(e.contains("sys.iso") && e.contains("iso-bios"), "{e}");
+        std::fs::write(with_suffix(&name, "-efi.iso"), b"x").expect("write");
+        let (boot, uefi) = kind(&["--iso", "--uefi", n]).expect("NAME-efi.iso");
+        assert!(matches!(boot, Boot::Cdrom(_)) && uefi);
+        let e = kind(&["--squashfs", n]).expect_err("squashfs").to_string();
+        assert!(e.contains("squashfs"), "{e}");
+
+        let raw = dir.path().join("sys-efi.img");
         std::fs::write(&raw, b"x").expect("write");
-        let e = boot_kind(&args(&[raw.to_str().expect("utf-8")])).expect_err("disk image");
-        assert!(e.to_string().contains("disk images"), "{e}");
-        std::fs::write(with_suffix(&name, "-squashfs.img"), b"x").expect("write");
-        let e = boot_kind(&args(&[n])).expect_err("squashfs");
-        assert!(e.to_string().contains("squashfs"), "{e}");
+        let (boot, uefi) = kind(&[raw.to_str().expect("utf-8")]).expect("disk");
+        assert!(matches!(boot, Boot::Disk { ref format, .. } if format == "raw") && uefi);
+        let other = dir.path().join("disk.bin");
+        std::fs::write(&other, b"x").expect("write");
+        let (boot, uefi) = kind(&[other.to_str().expect("utf-8")]).expect("any file");
+        assert!(matches!(boot, Boot::Disk { .. }) && !uefi);
     }
 
     #[test]

@@ -1,0 +1,176 @@
+//! The boot media formats (ISOs, disks, UKIs): one capture of the kernel, initrd and command
+//! line that assembly produces, then each format packaged from it with the boot loader files
+//! of kiln's bootloader package.
+
+use crate::format::{Format, FormatError, FormatWriter, Target, write_err};
+use crate::{AtomicOutput, KernelInitrd};
+use kiln_fs::{Entry, Segment, Sink};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use tempfile::NamedTempFile;
+
+/// Boot loader files by their path in kiln's bootloader package (`grub/boot.img`, ...).
+#[derive(Debug, Default, Clone)]
+pub struct Bootloader {
+    /// The files.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl Bootloader {
+    /// The file `name`, which `format` needs.
+    pub(crate) fn file(&self, format: Format, name: &str) -> Result<&[u8], FormatError> {
+        self.files
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| FormatError::BootloaderFile {
+                format,
+                file: name.to_string(),
+            })
+    }
+}
+
+/// What every boot medium is made of.
+pub(crate) struct BootFiles {
+    /// The kernel.
+    pub kernel: NamedTempFile,
+    /// The initrd.
+    pub initrd: NamedTempFile,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// A digest of the three, from which identifiers that must be unique (disk GUIDs, volume
+    /// serials) are derived: the same content gives the same bytes.
+    pub id: [u8; 32],
+}
+
+impl BootFiles {
+    /// 16 bytes derived from the content for `purpose` (a GUID, a serial).
+    pub fn derive(&self, purpose: &str) -> [u8; 16] {
+        let d = Sha256::new()
+            .chain_update(self.id)
+            .chain_update(purpose.as_bytes())
+            .finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&d[..16]);
+        out
+    }
+}
+
+struct Capture {
+    split: KernelInitrd<File, File>,
+    kernel: NamedTempFile,
+    initrd: NamedTempFile,
+    formats: Vec<Format>,
+    kernel_initrd: bool,
+    target: Target,
+}
+
+/// The writer of the boot media `formats`; with `kernel_initrd`, the kernel+initrd outputs are
+/// copied from the same capture.
+pub(crate) fn writer(
+    formats: &[Format],
+    kernel_initrd: bool,
+    target: &Target,
+) -> Result<Box<dyn FormatWriter>, FormatError> {
+    if target.bootloader.is_none()
+        && let Some(&f) = formats.iter().find(|f| needs_bootloader(**f))
+    {
+        return Err(FormatError::NoBootloader(f));
+    }
+    std::fs::create_dir_all(&target.dir).map_err(write_err(&target.dir))?;
+    let spool = || NamedTempFile::new_in(&target.dir).map_err(write_err(&target.dir));
+    let (kernel, initrd) = (spool()?, spool()?);
+    let reopen = |t: &NamedTempFile| t.reopen().map_err(write_err(t.path()));
+    Ok(Box::new(Capture {
+        split: KernelInitrd::new(reopen(&kernel)?, reopen(&initrd)?, target.initrd_options()),
+        kernel,
+        initrd,
+        formats: formats.to_vec(),
+        kernel_initrd,
+        target: target.clone(),
+    }))
+}
+
+fn needs_bootloader(f: Format) -> bool {
+    f.is_boot_media()
+}
+
+impl Sink for Capture {
+    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
+        self.split.add(entry, data)
+    }
+    fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
+        self.split.begin_segment(key)
+    }
+    fn end_segment(&mut self) -> io::Result<()> {
+        self.split.end_segment()
+    }
+}
+
+impl FormatWriter for Capture {
+    fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, FormatError> {
+        let Capture {
+            split,
+            kernel,
+            initrd,
+            formats,
+            kernel_initrd,
+            target,
+        } = *self;
+        let initrd_path = target.path("-initrd.img");
+        let (k, i, cmdline) = split.finish().map_err(write_err(&initrd_path))?;
+        k.sync_all().map_err(write_err(kernel.path()))?;
+        i.sync_all().map_err(write_err(initrd.path()))?;
+        let id = content_id(&kernel, &initrd, &cmdline).map_err(write_err(&initrd_path))?;
+        let boot = BootFiles {
+            kernel,
+            initrd,
+            cmdline,
+            id,
+        };
+        let mut written = Vec::new();
+        if kernel_initrd {
+            written.extend(copy_kernel_initrd(&boot, &target)?);
+        }
+        let packager = super::packager::Packager::new(&boot, &target);
+        for f in formats {
+            written.push(packager.write(f)?);
+        }
+        Ok(written)
+    }
+}
+
+fn content_id(
+    kernel: &NamedTempFile,
+    initrd: &NamedTempFile,
+    cmdline: &str,
+) -> io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    for f in [kernel, initrd] {
+        let mut r = f.reopen()?;
+        r.seek(SeekFrom::Start(0))?;
+        io::copy(&mut r, &mut h)?;
+        h.update(b"\0");
+    }
+    h.update(cmdline.as_bytes());
+    Ok(h.finalize().into())
+}
+
+/// NAME-kernel, NAME-initrd.img and NAME-cmdline from the capture.
+fn copy_kernel_initrd(boot: &BootFiles, target: &Target) -> Result<Vec<PathBuf>, FormatError> {
+    let mut written = Vec::new();
+    for (suffix, file) in [("-kernel", &boot.kernel), ("-initrd.img", &boot.initrd)] {
+        let path = target.path(suffix);
+        let mut out = AtomicOutput::create(&path).map_err(write_err(&path))?;
+        let mut r = file.reopen().map_err(write_err(&path))?;
+        io::copy(&mut r, &mut out).map_err(write_err(&path))?;
+        written.push(out.commit().map_err(write_err(&path))?);
+    }
+    let path = target.path("-cmdline");
+    let mut out = AtomicOutput::create(&path).map_err(write_err(&path))?;
+    io::Write::write_all(&mut out, boot.cmdline.as_bytes()).map_err(write_err(&path))?;
+    written.push(out.commit().map_err(write_err(&path))?);
+    Ok(written)
+}

@@ -1,0 +1,442 @@
+//! Each boot media format from the captured kernel, initrd and command line: the Unified
+//! Kernel Image, the UEFI disk (GPT, an EFI system partition holding the UKI), the BIOS disk
+//! (MBR, GRUB embedded after it, a FAT boot partition holding the kernel, the initrd and
+//! grub.cfg), their qcow2, VHD, VMDK, GCE and AWS forms, and the ISOs. Intermediate images
+//! (the UKI, each raw disk) are made once per build, however many formats use them.
+
+use super::boot_media::BootFiles;
+use crate::AtomicOutput;
+use crate::fat::{self, Source};
+use crate::format::{Format, FormatError, Target, write_err};
+use crate::grub;
+use crate::iso9660::{BiosBoot, EfiBoot, FileSource, HybridMbr, IsoBuilder};
+use crate::partition::{self, Gpt, GptPartition, Guid, Mbr, MbrPartition, Place, TableKind};
+use crate::uki::{self, UkiSections};
+use crate::vdisk::{self, DiskContainer, DiskIds};
+use std::cell::OnceCell;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use tempfile::NamedTempFile;
+
+/// The os-release a UKI carries (`.osrel`), which boot menus show.
+const OS_RELEASE: &str = "NAME=kiln\nID=kiln\nPRETTY_NAME=\"kiln system\"\n";
+
+/// Where the BIOS media and `iso-efi-initrd` keep the kernel, initrd and GRUB's configuration.
+const KERNEL: &str = "boot/kernel";
+const INITRD: &str = "boot/initrd.img";
+const GRUB_CFG: &str = "boot/grub/grub.cfg";
+/// Where UEFI firmware looks for the boot loader on removable media.
+const EFI_BOOT: &str = "EFI/BOOT/BOOTX64.EFI";
+/// MBR partition type of a FAT16 partition addressed by LBA.
+const MBR_FAT16_LBA: u8 = 0x0e;
+
+/// Makes the outputs of one build, sharing intermediate images.
+pub(crate) struct Packager<'a> {
+    boot: &'a BootFiles,
+    target: &'a Target,
+    uki: OnceCell<NamedTempFile>,
+    efi_disk: OnceCell<NamedTempFile>,
+    bios_disk: OnceCell<NamedTempFile>,
+}
+
+impl<'a> Packager<'a> {
+    pub(crate) fn new(boot: &'a BootFiles, target: &'a Target) -> Self {
+        Packager {
+            boot,
+            target,
+            uki: OnceCell::new(),
+            efi_disk: OnceCell::new(),
+            bios_disk: OnceCell::new(),
+        }
+    }
+
+    /// Write `format`; returns its file.
+    pub(crate) fn write(&self, format: Format) -> Result<PathBuf, FormatError> {
+        let dest = self.target.path(format.suffix());
+        let mut out = AtomicOutput::create(&dest).map_err(write_err(&dest))?;
+        let io = |r: io::Result<()>| r.map_err(write_err(&dest));
+        match format {
+            Format::Uki => io(copy(self.uki(format)?.as_file(), &mut out))?,
+            Format::RawEfi => io(copy_sparse(self.efi_disk(format)?.as_file(), &mut out))?,
+            Format::RawBios | Format::Aws => {
+                io(copy_sparse(self.bios_disk(format)?.as_file(), &mut out))?
+            }
+            Format::Qcow2Efi => self.container(format, DiskContainer::Qcow2, true, &mut out)?,
+            Format::Qcow2Bios => self.container(format, DiskContainer::Qcow2, false, &mut out)?,
+            Format::Vhd => self.container(format, DiskContainer::VhdFixed, false, &mut out)?,
+            Format::DynamicVhd => {
+                self.container(format, DiskContainer::VhdDynamic, false, &mut out)?
+            }
+            Format::Vmdk => self.container(format, DiskContainer::Vmdk, false, &mut out)?,
+            Format::Gcp => {
+                let raw = self.bios_disk(format)?;
+                io(gcp_tarball(raw.as_file(), self.target.mtime, &mut out))?
+            }
+            Format::IsoBios | Format::IsoEfi | Format::IsoEfiInitrd => {
+                self.iso(format, &mut out)?
+            }
+            Format::KernelInitrd | Format::Tar | Format::TarKernelInitrd | Format::Docker => {
+                return Err(media_err(format, &dest, "not a boot media format"));
+            }
+        }
+        out.commit().map_err(write_err(&dest))
+    }
+
+    fn dest(&self, format: Format) -> PathBuf {
+        self.target.path(format.suffix())
+    }
+
+    fn bootloader_file(&self, format: Format, name: &str) -> Result<&'a [u8], FormatError> {
+        self.target
+            .bootloader
+            .as_deref()
+            .ok_or(FormatError::NoBootloader(format))?
+            .file(format, name)
+    }
+
+    fn spool(&self) -> Result<NamedTempFile, FormatError> {
+        NamedTempFile::new_in(&self.target.dir).map_err(write_err(&self.target.dir))
+    }
+
+    /// A 32-bit identifier derived from the content for `purpose`.
+    fn derive_u32(&self, purpose: &str) -> u32 {
+        let d = self.boot.derive(purpose);
+        u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+    }
+
+    /// The Unified Kernel Image: the systemd-boot stub with os-release, the command line, the
+    /// initrd and the kernel as sections.
+    fn uki(&self, format: Format) -> Result<&NamedTempFile, FormatError> {
+        if let Some(u) = self.uki.get() {
+            return Ok(u);
+        }
+        let stub = self.bootloader_file(format, grub::files::EFI_STUB)?;
+        let mut tmp = self.spool()?;
+        let sections = UkiSections {
+            osrel: Source::Bytes(OS_RELEASE.as_bytes().to_vec()),
+            cmdline: Source::Bytes(self.boot.cmdline.as_bytes().to_vec()),
+            uname: None,
+            initrd: vec![Source::File(self.boot.initrd.path().to_path_buf())],
+            linux: Source::File(self.boot.kernel.path().to_path_buf()),
+        };
+        uki::write_uki(tmp.as_file_mut(), &Source::Bytes(stub.to_vec()), &sections)
+            .map_err(|e| media_err(format, &self.dest(format), e))?;
+        Ok(self.uki.get_or_init(|| tmp))
+    }
+
+    /// The UEFI disk: a GPT whose one partition, the EFI system partition, fills the disk and
+    /// holds the UKI as `EFI/BOOT/BOOTX64.EFI`.
+    fn efi_disk(&self, format: Format) -> Result<&NamedTempFile, FormatError> {
+        if let Some(d) = self.efi_disk.get() {
+            return Ok(d);
+        }
+        let uki = self.uki(format)?.path().to_path_buf();
+        let files = vec![(EFI_BOOT.to_string(), Source::File(uki))];
+        let place = self.partition_place(format, &files, TableKind::Gpt)?;
+        let seed = self.boot.id;
+        let table = Gpt {
+            disk_guid: Guid::derive(&seed, "disk"),
+            boot_code: None,
+            partitions: vec![GptPartition::new(
+                "EFI System",
+                partition::ESP,
+                Guid::derive(&seed, "esp"),
+                place,
+            )],
+        };
+        let disk_size = self.target.disk_size;
+        let tmp = self.disk(format, place, "KILN-EFI", &files, |disk| {
+            partition::write_gpt(disk, disk_size, &table).map_err(io::Error::other)
+        })?;
+        Ok(self.efi_disk.get_or_init(|| tmp))
+    }
+
+    /// The BIOS disk: an MBR with GRUB's boot code, GRUB's core embedded after it, and one
+    /// active FAT partition filling the disk with the kernel, initrd and grub.cfg.
+    fn bios_disk(&self, format: Format) -> Result<&NamedTempFile, FormatError> {
+        if let Some(d) = self.bios_disk.get() {
+            return Ok(d);
+        }
+        let dest = self.dest(format);
+        let boot_img = self.bootloader_file(format, grub::files::BOOT_IMG)?;
+        let core_img = self.bootloader_file(format, grub::files::CORE_IMG)?;
+        let files = self.boot_tree(format)?;
+        let place = self.partition_place(format, &files, TableKind::Mbr)?;
+        let area = grub::bios_disk_boot_area(boot_img, core_img, place.start)
+            .map_err(|e| media_err(format, &dest, e))?;
+        let table = Mbr {
+            boot_code: Some(area.mbr_code.to_vec()),
+            disk_signature: self.derive_u32("mbr disk signature"),
+            partitions: vec![MbrPartition {
+                kind: if fat::fat_bits(place.len()) == 32 {
+                    partition::MBR_FAT32_LBA
+                } else {
+                    MBR_FAT16_LBA
+                },
+                bootable: true,
+                place,
+            }],
+        };
+        let disk_size = self.target.disk_size;
+        let tmp = self.disk(format, place, "KILN-BOOT", &files, |disk| {
+            partition::write_mbr(disk, disk_size, &table).map_err(io::Error::other)?;
+            disk.seek(SeekFrom::Start(grub::EMBED_LBA * grub::SECTOR_SIZE as u64))?;
+            disk.write_all(&area.embedding)
+        })?;
+        Ok(self.bios_disk.get_or_init(|| tmp))
+    }
+
+    /// The kernel, initrd and grub.cfg, as the BIOS media and `iso-efi-initrd` hold them.
+    fn boot_tree(&self, format: Format) -> Result<Vec<(String, Source)>, FormatError> {
+        let cfg = grub::grub_cfg(
+            &format!("/{KERNEL}"),
+            &format!("/{INITRD}"),
+            &self.boot.cmdline,
+        )
+        .map_err(|e| media_err(format, &self.dest(format), e))?;
+        Ok(vec![
+            (KERNEL.into(), Source::File(self.boot.kernel.path().into())),
+            (INITRD.into(), Source::File(self.boot.initrd.path().into())),
+            (GRUB_CFG.into(), Source::Bytes(cfg.into_bytes())),
+        ])
+    }
+
+    /// The one partition of a disk of `--size`, filling it; an error naming both sizes when
+    /// `files` do not fit.
+    fn partition_place(
+        &self,
+        format: Format,
+        files: &[(String, Source)],
+        kind: TableKind,
+    ) -> Result<Place, FormatError> {
+        let needed =
+            fat::required_size(files).map_err(|e| media_err(format, &self.dest(format), e))?;
+        let (_, min_disk) = partition::plan(&[needed], kind);
+        let disk_size = self.target.disk_size;
+        if min_disk > disk_size
+            || !disk_size.is_multiple_of(partition::ALIGN_SECTORS * partition::SECTOR)
+        {
+            return Err(FormatError::TooSmall {
+                format,
+                needed: min_disk.div_ceil(1 << 20),
+                size: disk_size >> 20,
+            });
+        }
+        // What the table needs besides the partition: 1 MiB before it, and the backup GPT
+        // (rounded to 1 MiB) after it.
+        let overhead = min_disk - partition::plan(&[needed], kind).0[0].len();
+        let (places, total) = partition::plan(&[disk_size - overhead], kind);
+        debug_assert_eq!(total, disk_size);
+        Ok(places[0])
+    }
+
+    /// A raw disk of `--size`: a FAT file system labelled `label` holding `files` in `place`,
+    /// then the partition table (and boot code) that `table` writes.
+    fn disk(
+        &self,
+        format: Format,
+        place: Place,
+        label: &str,
+        files: &[(String, Source)],
+        table: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> Result<NamedTempFile, FormatError> {
+        let dest = self.dest(format);
+        let mut tmp = self.spool()?;
+        let disk = tmp.as_file_mut();
+        disk.set_len(self.target.disk_size)
+            .map_err(write_err(&dest))?;
+        let volume_id = self.derive_u32(&format!("fat volume {label}"));
+        {
+            let mut slice =
+                partition::Slice::partition(&mut *disk, place).map_err(write_err(&dest))?;
+            fat::write_fat(
+                &mut slice,
+                place.len(),
+                label,
+                volume_id,
+                self.target.mtime,
+                files,
+            )
+            .map_err(|e| media_err(format, &dest, e))?;
+        }
+        table(disk).map_err(write_err(&dest))?;
+        Ok(tmp)
+    }
+
+    /// The BIOS or UEFI disk in a virtual disk container.
+    fn container(
+        &self,
+        format: Format,
+        kind: DiskContainer,
+        efi: bool,
+        out: &mut AtomicOutput,
+    ) -> Result<(), FormatError> {
+        let dest = self.dest(format);
+        let raw = if efi {
+            self.efi_disk(format)?
+        } else {
+            self.bios_disk(format)?
+        };
+        let mut raw = raw.reopen().map_err(write_err(&dest))?;
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ids =
+            DiskIds::new(self.target.mtime, self.boot.derive("virtual disk")).with_file_name(name);
+        vdisk::write_container(kind, &mut raw, out, &ids).map_err(write_err(&dest))
+    }
+
+    /// An ISO: for BIOS (`iso-bios`, hybrid: it boots as a disk too) the kernel, initrd and
+    /// grub.cfg as files with GRUB's El Torito image; for UEFI an EFI system partition image
+    /// holding the UKI (`iso-efi`), or GRUB for UEFI, which reads the kernel and initrd from
+    /// the ISO (`iso-efi-initrd`).
+    fn iso(&self, format: Format, out: &mut AtomicOutput) -> Result<(), FormatError> {
+        let dest = self.dest(format);
+        let err = |e: crate::iso9660::IsoError| media_err(format, &dest, e);
+        let mut iso = IsoBuilder::new("KILN", self.target.mtime).map_err(err)?;
+        let esp_files = match format {
+            Format::IsoBios => {
+                self.add_boot_tree(&mut iso, format)?;
+                let eltorito = "boot/grub/i386-pc/eltorito.img";
+                let image = self.bootloader_file(format, grub::files::ELTORITO_IMG)?;
+                iso.add_file(eltorito, FileSource::Bytes(image.to_vec()))
+                    .map_err(err)?;
+                iso.set_bios_boot(BiosBoot::grub(eltorito));
+                let mbr = self.bootloader_file(format, grub::files::BOOT_HYBRID_IMG)?;
+                iso.set_hybrid(HybridMbr::grub(mbr.to_vec()));
+                None
+            }
+            Format::IsoEfi => {
+                let uki = self.uki(format)?.path().to_path_buf();
+                Some(vec![(EFI_BOOT.to_string(), Source::File(uki))])
+            }
+            _ => {
+                self.add_boot_tree(&mut iso, format)?;
+                let grub_efi = self.bootloader_file(format, grub::files::GRUB_EFI)?;
+                Some(vec![(
+                    EFI_BOOT.to_string(),
+                    Source::Bytes(grub_efi.to_vec()),
+                )])
+            }
+        };
+        // Kept until the ISO is written: it is read from its file then.
+        let mut esp = None;
+        if let Some(files) = esp_files {
+            let image = self.esp_image(format, &files)?;
+            let len = image.as_file().metadata().map_err(write_err(&dest))?.len();
+            iso.add_file("boot/efi.img", FileSource::host(image.path(), len))
+                .map_err(err)?;
+            iso.set_efi_boot(EfiBoot::new("boot/efi.img"));
+            // Hybrid too: UEFI firmware finds the ESP through the MBR when it boots the ISO
+            // as a disk.
+            iso.set_hybrid(HybridMbr {
+                boot_code: vec![0; partition::BOOT_CODE_LEN],
+                grub2_patch: false,
+            });
+            esp = Some(image);
+        }
+        iso.write(out).map_err(err)?;
+        drop(esp);
+        Ok(())
+    }
+
+    fn add_boot_tree(&self, iso: &mut IsoBuilder, format: Format) -> Result<(), FormatError> {
+        let dest = self.dest(format);
+        for (path, source) in self.boot_tree(format)? {
+            let source = match source {
+                Source::Bytes(b) => FileSource::Bytes(b),
+                Source::File(p) => {
+                    let len = std::fs::metadata(&p).map_err(write_err(&p))?.len();
+                    FileSource::host(p, len)
+                }
+            };
+            iso.add_file(&path, source)
+                .map_err(|e| media_err(format, &dest, e))?;
+        }
+        Ok(())
+    }
+
+    /// A FAT image holding `files`, as small as they allow (an ISO's EFI boot image).
+    fn esp_image(
+        &self,
+        format: Format,
+        files: &[(String, Source)],
+    ) -> Result<NamedTempFile, FormatError> {
+        let dest = self.dest(format);
+        let size = fat::required_size(files).map_err(|e| media_err(format, &dest, e))?;
+        let mut tmp = self.spool()?;
+        let volume_id = self.derive_u32("iso esp volume");
+        fat::write_fat(
+            tmp.as_file_mut(),
+            size,
+            "KILN-EFI",
+            volume_id,
+            self.target.mtime,
+            files,
+        )
+        .map_err(|e| media_err(format, &dest, e))?;
+        Ok(tmp)
+    }
+}
+
+fn media_err(format: Format, dest: &Path, e: impl std::fmt::Display) -> FormatError {
+    FormatError::Write {
+        path: dest.to_path_buf(),
+        source: io::Error::other(format!("{format}: {e}")),
+    }
+}
+
+fn copy(from: &File, out: &mut AtomicOutput) -> io::Result<()> {
+    let mut r = from.try_clone()?;
+    r.seek(SeekFrom::Start(0))?;
+    io::copy(&mut r, out)?;
+    Ok(())
+}
+
+/// Copy a disk image, leaving holes where it reads zeros.
+fn copy_sparse(from: &File, out: &mut AtomicOutput) -> io::Result<()> {
+    let mut r = from.try_clone()?;
+    r.seek(SeekFrom::Start(0))?;
+    let len = r.metadata()?.len();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let want = usize::try_from((len - at).min(buf.len() as u64)).unwrap_or(buf.len());
+        r.read_exact(&mut buf[..want])?;
+        if buf[..want].iter().all(|&b| b == 0) {
+            out.seek(SeekFrom::Current(i64::try_from(want).unwrap_or(i64::MAX)))?;
+        } else {
+            out.write_all(&buf[..want])?;
+        }
+        at += want as u64;
+    }
+    out.set_len(len)
+}
+
+/// `disk.raw` in a gzipped tar, as Google Compute Engine imports a disk: GNU tar, time stamps
+/// from `mtime`, a gzip header without a time.
+fn gcp_tarball(raw: &File, mtime: u64, out: &mut AtomicOutput) -> io::Result<()> {
+    let mut raw = raw.try_clone()?;
+    raw.seek(SeekFrom::Start(0))?;
+    let len = raw.metadata()?.len();
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(out, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(len);
+    header.set_mode(0o644);
+    header.set_mtime(mtime);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(
+        &mut header,
+        "disk.raw",
+        io::BufReader::with_capacity(1 << 20, raw),
+    )?;
+    tar.into_inner()?.finish()?;
+    Ok(())
+}

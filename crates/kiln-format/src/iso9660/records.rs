@@ -1,0 +1,272 @@
+//! Byte-level pieces: ECMA-119 names, dates, directory records and the SUSP / Rock Ridge
+//! entries they carry.
+
+use std::collections::BTreeSet;
+
+/// Both-endian 16-bit field (ECMA-119 7.2.3).
+pub fn both16(v: u16) -> [u8; 4] {
+    let l = v.to_le_bytes();
+    let b = v.to_be_bytes();
+    [l[0], l[1], b[0], b[1]]
+}
+
+/// Both-endian 32-bit field (ECMA-119 7.3.3).
+pub fn both32(v: u32) -> [u8; 8] {
+    let mut o = [0u8; 8];
+    o[..4].copy_from_slice(&v.to_le_bytes());
+    o[4..].copy_from_slice(&v.to_be_bytes());
+    o
+}
+
+/// Civil date and time (UTC) of `secs` since the epoch: (year, month, day, hour, min, sec).
+#[allow(clippy::cast_possible_truncation)] // calendar fields are bounded (days < 32, hours < 24, ...)
+pub fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Days since 1970-01-01 to a proleptic Gregorian date (eras of 400 years).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        month,
+        day,
+        (rem / 3600) as u32,
+        (rem / 60 % 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
+/// The 7-byte directory record date (ECMA-119 9.1.5), UTC; years past 2155 saturate.
+#[allow(clippy::cast_possible_truncation)] // calendar fields are bounded, the year clamped
+pub fn date7(secs: u64) -> [u8; 7] {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    let years = (y - 1900).clamp(0, 255) as u8;
+    [years, mo as u8, d as u8, h as u8, mi as u8, s as u8, 0]
+}
+
+/// The 17-byte volume descriptor date (ECMA-119 8.4.26.1), UTC.
+pub fn date17(secs: u64) -> [u8; 17] {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    let text = format!("{:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}00", y.clamp(0, 9999));
+    let mut o = [0u8; 17];
+    o[..16].copy_from_slice(text.as_bytes());
+    o
+}
+
+/// An unset 17-byte volume descriptor date.
+pub fn date17_unset() -> [u8; 17] {
+    let mut o = [b'0'; 17];
+    o[16] = 0;
+    o
+}
+
+/// Upper-cased d-characters of `s` (others become `_`), at most `max` of them.
+fn d_chars(s: &str, max: usize) -> String {
+    s.chars()
+        .map(|c| match c.to_ascii_uppercase() {
+            c @ ('A'..='Z' | '0'..='9' | '_') => c,
+            _ => '_',
+        })
+        .take(max)
+        .collect()
+}
+
+/// The ISO 9660 identifier (without the `;1` of files) of `name` in a directory whose taken
+/// identifiers are `taken`: level-1 style, 8.3 for files, 8 characters for directories,
+/// made unique by a numeric suffix.
+pub fn iso_name(name: &str, is_dir: bool, taken: &mut BTreeSet<String>) -> String {
+    let (stem, ext) = if is_dir {
+        (name, "")
+    } else {
+        match name.rfind('.') {
+            Some(i) if i > 0 => (&name[..i], &name[i + 1..]),
+            _ => (name, ""),
+        }
+    };
+    let mut stem = d_chars(stem, 8);
+    if stem.is_empty() && (is_dir || ext.is_empty()) {
+        stem.push('_');
+    }
+    let ext = d_chars(ext, 3);
+    let join = |stem: &str| {
+        if is_dir {
+            stem.to_string()
+        } else {
+            format!("{stem}.{ext}")
+        }
+    };
+    let mut candidate = join(&stem);
+    let mut n = 1u32;
+    while taken.contains(&candidate) {
+        let suffix = n.to_string();
+        let keep = 8usize.saturating_sub(suffix.len()).min(stem.len());
+        candidate = join(&format!("{}{suffix}", &stem[..keep]));
+        n += 1;
+    }
+    taken.insert(candidate.clone());
+    candidate
+}
+
+/// SUSP `SP`: the first entry of the root's `.` record.
+pub fn sp() -> Vec<u8> {
+    vec![b'S', b'P', 7, 1, 0xbe, 0xef, 0]
+}
+
+/// SUSP `ER` announcing Rock Ridge (RRIP 1.10, identifier `RRIP_1991A`).
+#[allow(clippy::cast_possible_truncation)] // the texts are short constants
+pub fn er() -> Vec<u8> {
+    let id = b"RRIP_1991A";
+    let des: &[u8] = b"ROCK RIDGE INTERCHANGE PROTOCOL: POSIX FILE SYSTEM SEMANTICS";
+    let src: &[u8] = b"SEE IEEE P1282 ROCK RIDGE INTERCHANGE PROTOCOL";
+    let mut e = vec![
+        b'E',
+        b'R',
+        (8 + id.len() + des.len() + src.len()) as u8,
+        1,
+        id.len() as u8,
+        des.len() as u8,
+        src.len() as u8,
+        1,
+    ];
+    e.extend_from_slice(id);
+    e.extend_from_slice(des);
+    e.extend_from_slice(src);
+    e
+}
+
+/// RRIP `PX` (RRIP 1.10 form, 36 bytes).
+pub fn px(mode: u32, nlink: u32) -> Vec<u8> {
+    let mut e = vec![b'P', b'X', 36, 1];
+    for v in [mode, nlink, 0, 0] {
+        e.extend_from_slice(&both32(v));
+    }
+    e
+}
+
+/// RRIP `TF` with modification, access and attribute-change times, all `secs`.
+pub fn tf(secs: u64) -> Vec<u8> {
+    let mut e = vec![b'T', b'F', 5 + 21, 1, 0x0e];
+    for _ in 0..3 {
+        e.extend_from_slice(&date7(secs));
+    }
+    e
+}
+
+/// RRIP `NM` entries holding `name` (split with the CONTINUE flag when long).
+#[allow(clippy::cast_possible_truncation)] // chunks are at most 250 bytes
+pub fn nm(name: &str) -> Vec<Vec<u8>> {
+    let bytes = name.as_bytes();
+    let chunks: Vec<&[u8]> = bytes.chunks(250).collect();
+    let last = chunks.len().saturating_sub(1);
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut e = vec![b'N', b'M', (5 + c.len()) as u8, 1, u8::from(i != last)];
+            e.extend_from_slice(c);
+            e
+        })
+        .collect()
+}
+
+/// SUSP `CE` pointing at a continuation area.
+pub fn ce(lba: u32, offset: u32, len: u32) -> Vec<u8> {
+    let mut e = vec![b'C', b'E', 28, 1];
+    e.extend_from_slice(&both32(lba));
+    e.extend_from_slice(&both32(offset));
+    e.extend_from_slice(&both32(len));
+    e
+}
+
+/// Size of a `CE` entry.
+pub const CE_LEN: usize = 28;
+
+/// The system use entries of one record, split between the record and a continuation area.
+#[derive(Debug, Clone, Default)]
+pub struct Susp {
+    /// Entries inside the record.
+    pub inline: Vec<u8>,
+    /// Entries in the continuation area (empty: no `CE`).
+    pub cont: Vec<u8>,
+}
+
+/// Split `entries` for a record whose fixed part and identifier take `base` bytes: all
+/// inline if they fit in 255 bytes, else as many as fit before a `CE`, the rest continued.
+pub fn split_susp(base: usize, entries: Vec<Vec<u8>>) -> Susp {
+    let total: usize = entries.iter().map(Vec::len).sum();
+    let mut s = Susp::default();
+    if base + total <= 254 {
+        s.inline = entries.concat();
+        return s;
+    }
+    let mut spill = false;
+    for e in entries {
+        if !spill && base + s.inline.len() + e.len() + CE_LEN <= 254 {
+            s.inline.extend_from_slice(&e);
+        } else {
+            spill = true;
+            s.cont.extend_from_slice(&e);
+        }
+    }
+    s
+}
+
+/// The length of a directory record with identifier length `fi_len` and `susp` (even).
+pub fn record_len(fi_len: usize, susp: &Susp) -> usize {
+    let mut n = 33 + fi_len + usize::from(fi_len.is_multiple_of(2)) + susp.inline.len();
+    if !susp.cont.is_empty() {
+        n += CE_LEN;
+    }
+    n + n % 2
+}
+
+/// One directory record (ECMA-119 9.1).
+pub struct Record<'a> {
+    pub lba: u32,
+    pub len: u32,
+    pub secs: u64,
+    pub dir: bool,
+    pub fi: &'a [u8],
+    pub susp: &'a Susp,
+    /// Where this record's continuation area is: (lba, offset).
+    pub cont_at: (u32, u32),
+}
+
+impl Record<'_> {
+    /// Append the record's bytes to `out`.
+    #[allow(clippy::cast_possible_truncation)] // records are at most 254 bytes, identifiers and continuation areas shorter
+    pub fn render(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        let len = record_len(self.fi.len(), self.susp);
+        out.push(len as u8);
+        out.push(0);
+        out.extend_from_slice(&both32(self.lba));
+        out.extend_from_slice(&both32(self.len));
+        out.extend_from_slice(&date7(self.secs));
+        out.push(if self.dir { 2 } else { 0 });
+        out.push(0);
+        out.push(0);
+        out.extend_from_slice(&both16(1));
+        out.push(self.fi.len() as u8);
+        out.extend_from_slice(self.fi);
+        if self.fi.len().is_multiple_of(2) {
+            out.push(0);
+        }
+        out.extend_from_slice(&self.susp.inline);
+        if !self.susp.cont.is_empty() {
+            out.extend_from_slice(&ce(
+                self.cont_at.0,
+                self.cont_at.1,
+                self.susp.cont.len() as u32,
+            ));
+        }
+        out.resize(start + len, 0);
+    }
+}

@@ -1,0 +1,80 @@
+//! Every output of a build from one assembly pass: the writers of the formats asked for, fed
+//! the same entry stream through a [`kiln_fs::Tee`]. The boot media formats (ISOs, disks,
+//! UKIs) share one capture of the kernel, initrd and command line, so the initrd is written
+//! once however many of them are asked for.
+
+use crate::format::{Format, FormatError, FormatWriter, Target};
+use crate::formats;
+use kiln_fs::{Entry, Origin, Segment, Sink, Tee};
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+/// One writer for all of `formats` (each at most once; two that write the same file are an
+/// error). The docker format lays the root out differently: assemble it on its own.
+pub fn writer(formats: &[Format], target: &Target) -> Result<Box<dyn FormatWriter>, FormatError> {
+    let mut asked: Vec<Format> = Vec::new();
+    for &f in formats {
+        if asked.contains(&f) {
+            continue;
+        }
+        if let Some(&other) = asked.iter().find(|o| o.suffix() == f.suffix()) {
+            return Err(FormatError::SameOutput(other, f));
+        }
+        asked.push(f);
+    }
+    let media: Vec<Format> = asked
+        .iter()
+        .copied()
+        .filter(|f| f.is_boot_media())
+        .collect();
+    let mut writers: Vec<Box<dyn FormatWriter>> = Vec::new();
+    for &f in &asked {
+        match f {
+            Format::KernelInitrd if media.is_empty() => {
+                writers.push(formats::kernel_initrd::writer(target)?)
+            }
+            // Written from the boot media's capture.
+            Format::KernelInitrd => {}
+            Format::Tar => writers.push(formats::tar::writer(target, ".tar", true)?),
+            Format::Docker => writers.push(formats::tar::writer(target, "-docker.tar", false)?),
+            Format::TarKernelInitrd => writers.push(formats::tar_kernel_initrd::writer(target)?),
+            _ => {}
+        }
+    }
+    if !media.is_empty() {
+        let kernel_initrd = asked.contains(&Format::KernelInitrd);
+        writers.push(formats::boot_media::writer(&media, kernel_initrd, target)?);
+    }
+    Ok(match writers.len() {
+        1 => writers.remove(0),
+        _ => Box::new(All(Tee::new(writers))),
+    })
+}
+
+/// Several writers behind one.
+struct All(Tee<Box<dyn FormatWriter>>);
+
+impl Sink for All {
+    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
+        self.0.add(entry, data)
+    }
+    fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
+        self.0.begin_segment(key)
+    }
+    fn end_segment(&mut self) -> io::Result<()> {
+        self.0.end_segment()
+    }
+    fn set_origin(&mut self, origin: Option<&Origin>) -> io::Result<()> {
+        self.0.set_origin(origin)
+    }
+}
+
+impl FormatWriter for All {
+    fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, FormatError> {
+        let mut written = Vec::new();
+        for w in self.0.into_inner() {
+            written.extend(w.finish()?);
+        }
+        Ok(written)
+    }
+}
