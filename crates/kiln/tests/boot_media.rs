@@ -71,6 +71,24 @@ onboot:
         )
         .expect("manifest");
         build_all(&cache, bootloader, &manifest, &dir);
+        // dynamic-vhd writes NAME.vhd as vhd does: built under another name.
+        run_ok(
+            kiln()
+                .args([
+                    "build",
+                    "--name",
+                    "dyn",
+                    "--size",
+                    "256M",
+                    "-f",
+                    "dynamic-vhd",
+                ])
+                .args(["--bootloader", bootloader, "--cache"])
+                .arg(&cache)
+                .arg("--dir")
+                .arg(&dir)
+                .arg(&manifest),
+        );
         Built {
             cache,
             bootloader: bootloader.clone(),
@@ -173,6 +191,11 @@ fn vhd_boots_through_qemus_vpc_driver() {
 }
 
 #[test]
+fn dynamic_vhd_boots_through_qemus_vpc_driver() {
+    boots("dyn.vhd");
+}
+
+#[test]
 fn vmdk_boots_through_qemus_vmdk_driver() {
     boots("sys.vmdk");
 }
@@ -187,11 +210,16 @@ fn aws_raw_disk_boots_under_seabios() {
     boots("sys.raw");
 }
 
-/// Run a checker; its output on failure.
+/// Run a checker on `file` (after `args`, before `after`); its output, which must be a success.
 fn check(program: &str, args: &[&str], file: &Path) -> String {
+    check_around(program, args, file, &[])
+}
+
+fn check_around(program: &str, args: &[&str], file: &Path, after: &[&str]) -> String {
     let out = std::process::Command::new(program)
         .args(args)
         .arg(file)
+        .args(after)
         .output()
         .unwrap_or_else(|e| panic!("{program}: {e}"));
     let text = format!(
@@ -218,17 +246,20 @@ fn every_output_passes_an_independent_checker() {
     ] {
         check("qemu-img", &["check", "-f", format], &at(file));
     }
-    let info = check("qemu-img", &["info", "-f", "vpc"], &at("sys.vhd"));
-    assert!(info.contains("virtual size: 256 MiB"), "{info}");
+    for vhd in ["sys.vhd", "dyn.vhd"] {
+        let info = check("qemu-img", &["info", "-f", "vpc"], &at(vhd));
+        assert!(info.contains("virtual size: 256 MiB"), "{vhd}:\n{info}");
+    }
     let gpt = check("sgdisk", &["-v"], &at("sys-efi.img"));
     assert!(gpt.contains("No problems found"), "{gpt}");
     let mbr = check("fdisk", &["-l"], &at("sys-bios.img"));
     assert!(mbr.contains("sys-bios.img1"), "{mbr}");
     for iso in ["sys.iso", "sys-efi.iso"] {
-        let report = check(
+        let report = check_around(
             "xorriso",
-            &["-report_el_torito", "plain", "-indev"],
+            &["-indev"],
             &at(iso),
+            &["-report_el_torito", "plain"],
         );
         assert!(report.contains("El Torito boot img"), "{iso}:\n{report}");
     }
@@ -259,5 +290,118 @@ fn a_second_build_gives_identical_bytes() {
             std::fs::read(again.path().join(file)).expect("second"),
         );
         assert!(x == y, "{format}: {file} differs between two builds");
+    }
+}
+
+/// `cmd` as the unprivileged user `nobody` when this test runs as root (as CI does), with an
+/// empty environment but `env`.
+fn unprivileged(program: &Path, env: &[(&str, &Path)]) -> std::process::Command {
+    let mut cmd = if nix_root() {
+        let mut c = std::process::Command::new("/usr/bin/setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(program);
+        c
+    } else {
+        std::process::Command::new(program)
+    };
+    cmd.env_clear();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn nix_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+/// With the images in its store, an unprivileged user with nothing on PATH but kiln builds
+/// every format: no root, no loop devices, no mounts, no host tools, no Docker daemon.
+#[test]
+fn an_unprivileged_build_with_nothing_on_path_writes_every_format() {
+    let b = built();
+    let home = tempfile::tempdir().expect("tempdir");
+    let bin = home.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let kiln_bin = bin.join("kiln");
+    std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &kiln_bin).expect("copy kiln");
+    // The images the build needs, handed over as an archive the user imports.
+    let manifest = std::fs::read_to_string(&b.manifest).expect("manifest");
+    let mut images: Vec<String> = manifest
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim().trim_start_matches("- ");
+            l.strip_prefix("image: ")
+                .or(Some(l).filter(|l| l.starts_with("kiln/")))
+        })
+        .map(|s| s.trim().to_string())
+        .collect();
+    images.sort();
+    images.dedup();
+    images.push(b.bootloader.clone());
+    let archive = home.path().join("images.tar");
+    run_ok(
+        kiln()
+            .args(["cache", "export", "--cache"])
+            .arg(&b.cache)
+            .arg("-o")
+            .arg(&archive)
+            .args(&images),
+    );
+    std::fs::copy(&b.manifest, home.path().join("sys.yml")).expect("manifest copy");
+    if nix_root() {
+        run_ok(
+            std::process::Command::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(home.path()),
+        );
+        run_ok(
+            std::process::Command::new("chmod")
+                .args(["755"])
+                .arg(home.path()),
+        );
+    }
+    let store = home.path().join("store");
+    let env = [("PATH", bin.as_path()), ("HOME", home.path())];
+    run_ok(
+        unprivileged(&kiln_bin, &env)
+            .args(["cache", "import", "--cache"])
+            .arg(&store)
+            .arg(&archive),
+    );
+    let out = home.path().join("out");
+    run_ok(
+        unprivileged(&kiln_bin, &env)
+            .args([
+                "build",
+                "--name",
+                "sys",
+                "--size",
+                "256M",
+                "-f",
+                &all_formats(),
+            ])
+            .args(["--bootloader", &b.bootloader, "--cache"])
+            .arg(&store)
+            .arg("--dir")
+            .arg(&out)
+            .arg(home.path().join("sys.yml"))
+            .env("SOURCE_DATE_EPOCH", "1700000000"),
+    );
+    for (format, file) in FORMATS {
+        let (ours, root_built) = (
+            std::fs::read(out.join(file)).unwrap_or_else(|e| panic!("{format}: {e}")),
+            std::fs::read(b.dir.join(file)).expect("the root build's output"),
+        );
+        assert!(
+            ours == root_built,
+            "{format}: {file} differs from the root build's"
+        );
     }
 }
