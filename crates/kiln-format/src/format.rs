@@ -46,11 +46,17 @@ pub enum Format {
     Gcp,
     /// `NAME.raw`: the BIOS disk as a raw image for Amazon EC2 imports.
     Aws,
+    /// `NAME-kernel`, `NAME-initrd.img` (kiln-init and the kernel's modules only),
+    /// `NAME-cmdline` and `NAME-squashfs.img`, the root filesystem, which kiln-init mounts from
+    /// the first virtio disk.
+    KernelSquashfs,
+    /// As [`Format::KernelSquashfs`] with the root as erofs: `NAME-erofs.img`.
+    KernelErofs,
 }
 
 impl Format {
     /// Every format, in the order `--help` lists them.
-    pub const ALL: [Format; 17] = [
+    pub const ALL: [Format; 19] = [
         Format::KernelInitrd,
         Format::Tar,
         Format::TarKernelInitrd,
@@ -68,6 +74,8 @@ impl Format {
         Format::Vmdk,
         Format::Gcp,
         Format::Aws,
+        Format::KernelSquashfs,
+        Format::KernelErofs,
     ];
 
     /// The format's name on the command line and in manifests (LinuxKit's names).
@@ -90,6 +98,8 @@ impl Format {
             Format::Vmdk => "vmdk",
             Format::Gcp => "gcp",
             Format::Aws => "aws",
+            Format::KernelSquashfs => "kernel+squashfs",
+            Format::KernelErofs => "kernel+erofs",
         }
     }
 
@@ -112,6 +122,8 @@ impl Format {
             Format::Vmdk => ".vmdk",
             Format::Gcp => ".img.tar.gz",
             Format::Aws => ".raw",
+            Format::KernelSquashfs => "-squashfs.img",
+            Format::KernelErofs => "-erofs.img",
         }
     }
 
@@ -137,6 +149,12 @@ impl Format {
             Format::Vmdk => "NAME.vmdk, a VMDK disk",
             Format::Gcp => "NAME.img.tar.gz, disk.raw for Google Compute Engine",
             Format::Aws => "NAME.raw, a raw disk for Amazon EC2",
+            Format::KernelSquashfs => {
+                "NAME-kernel, NAME-initrd.img, NAME-cmdline and the root as NAME-squashfs.img"
+            }
+            Format::KernelErofs => {
+                "NAME-kernel, NAME-initrd.img, NAME-cmdline and the root as NAME-erofs.img"
+            }
         }
     }
 
@@ -151,8 +169,22 @@ impl Format {
     pub fn is_boot_media(self) -> bool {
         !matches!(
             self,
-            Format::KernelInitrd | Format::Tar | Format::TarKernelInitrd | Format::Docker
+            Format::KernelInitrd
+                | Format::Tar
+                | Format::TarKernelInitrd
+                | Format::Docker
+                | Format::KernelSquashfs
+                | Format::KernelErofs
         )
+    }
+
+    /// The read-only root image the format always carries (`kernel+squashfs`, `kernel+erofs`).
+    pub fn root_image(self) -> Option<RootFs> {
+        match self {
+            Format::KernelSquashfs => Some(RootFs::Squashfs),
+            Format::KernelErofs => Some(RootFs::Erofs),
+            _ => None,
+        }
     }
 
     /// A writer of this format for `target`. Nothing appears under the output names before
@@ -178,6 +210,39 @@ impl std::str::FromStr for Format {
     }
 }
 
+/// Where a booted system's root filesystem lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RootFs {
+    /// In RAM: unpacked from the initrd (LinuxKit's way).
+    #[default]
+    Ram,
+    /// A read-only squashfs image on a disk partition.
+    Squashfs,
+    /// A read-only erofs image on a disk partition.
+    Erofs,
+}
+
+impl RootFs {
+    /// The name on the command line (`--root`) and the kernel's file system type.
+    pub fn name(self) -> &'static str {
+        match self {
+            RootFs::Ram => "ram",
+            RootFs::Squashfs => "squashfs",
+            RootFs::Erofs => "erofs",
+        }
+    }
+}
+
+impl std::str::FromStr for RootFs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [RootFs::Ram, RootFs::Squashfs, RootFs::Erofs]
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| format!("`{s}`: the root is ram, squashfs or erofs"))
+    }
+}
+
 /// Where and how the outputs are written.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -198,6 +263,10 @@ pub struct Target {
     pub disk_size: u64,
     /// The boot loader files the boot media formats need (from kiln's bootloader package).
     pub bootloader: Option<std::sync::Arc<crate::Bootloader>>,
+    /// Where the boot media formats put the root filesystem: in the initrd (RAM), or in a
+    /// read-only image on a partition of the disk, with an initrd holding only kiln-init and
+    /// the kernel's modules.
+    pub root: RootFs,
 }
 
 impl Target {
@@ -217,6 +286,7 @@ impl Target {
             segment_cache: None,
             disk_size: 1024 << 20,
             bootloader: None,
+            root: RootFs::Ram,
         }
     }
 
@@ -265,6 +335,11 @@ pub enum FormatError {
         /// The missing file.
         file: String,
     },
+    /// A format cannot carry its root as an image yet.
+    #[error(
+        "format {0} cannot carry the root as an image yet: build it with --root ram, or use raw-efi, qcow2-efi, kernel+squashfs or kernel+erofs"
+    )]
+    NoRootImage(Format),
     /// The content does not fit the disk size.
     #[error(
         "format {format}: {needed} MiB of content does not fit a {size} MiB disk; give a larger --size"

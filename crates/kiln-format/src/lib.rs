@@ -41,7 +41,7 @@ pub mod vdisk;
 
 pub use atomic::{AtomicOutput, remove_own_partials, remove_stale_partials};
 pub use cpio::CpioSink;
-pub use format::{Format, FormatError, FormatWriter, Target};
+pub use format::{Format, FormatError, FormatWriter, RootFs, Target};
 pub use formats::boot_media::Bootloader;
 pub use initrd::{
     CleanStats, InitrdOptions, InitrdStats, InitrdWriter, clean_segment_cache, segment_cache_dir,

@@ -3,7 +3,7 @@
 //! UKIs) share one capture of the kernel, initrd and command line, so the initrd is written
 //! once however many of them are asked for.
 
-use crate::format::{Format, FormatError, FormatWriter, Target};
+use crate::format::{Format, FormatError, FormatWriter, RootFs, Target};
 use crate::formats;
 use kiln_fs::{Entry, Origin, Segment, Sink, Tee};
 use std::io::{self, Read};
@@ -22,15 +22,34 @@ pub fn writer(formats: &[Format], target: &Target) -> Result<Box<dyn FormatWrite
         }
         asked.push(f);
     }
+    // NAME-kernel, NAME-initrd.img and NAME-cmdline come from one format at most.
+    let kernel_files: Vec<Format> = asked
+        .iter()
+        .copied()
+        .filter(|f| *f == Format::KernelInitrd || f.root_image().is_some())
+        .collect();
+    if let [first, second, ..] = kernel_files[..] {
+        return Err(FormatError::SameOutput(first, second));
+    }
     let media: Vec<Format> = asked
         .iter()
         .copied()
         .filter(|f| f.is_boot_media())
         .collect();
+    let whole_disk: Vec<Format> = asked
+        .iter()
+        .copied()
+        .filter(|f| f.root_image().is_some())
+        .collect();
+    let (ram_media, disk_root_media) = if target.root == RootFs::Ram {
+        (media, Vec::new())
+    } else {
+        (Vec::new(), media)
+    };
     let mut writers: Vec<Box<dyn FormatWriter>> = Vec::new();
     for &f in &asked {
         match f {
-            Format::KernelInitrd if media.is_empty() => {
+            Format::KernelInitrd if ram_media.is_empty() => {
                 writers.push(formats::kernel_initrd::writer(target)?)
             }
             // Written from the boot media's capture.
@@ -41,9 +60,20 @@ pub fn writer(formats: &[Format], target: &Target) -> Result<Box<dyn FormatWrite
             _ => {}
         }
     }
-    if !media.is_empty() {
+    if !ram_media.is_empty() {
         let kernel_initrd = asked.contains(&Format::KernelInitrd);
-        writers.push(formats::boot_media::writer(&media, kernel_initrd, target)?);
+        writers.push(formats::boot_media::writer(
+            &ram_media,
+            kernel_initrd,
+            target,
+        )?);
+    }
+    if !whole_disk.is_empty() || !disk_root_media.is_empty() {
+        writers.push(formats::root_split::writer(
+            &whole_disk,
+            &disk_root_media,
+            target,
+        )?);
     }
     Ok(match writers.len() {
         1 => writers.remove(0),

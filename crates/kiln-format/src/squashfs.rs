@@ -29,8 +29,10 @@ pub(crate) mod testutil;
 pub(crate) mod tree;
 
 use kiln_fs::{Entry, Sink};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
 use tree::{Meta, NodeKind, Tree};
 
 const MAGIC: u32 = 0x7371_7368;
@@ -80,6 +82,9 @@ pub struct SquashfsOptions {
     pub compression: SquashfsCompression,
     /// The data block size: a power of two from 4 KiB to 1 MiB; 128 KiB by default.
     pub block_size: u32,
+    /// Compression threads; 0 (the default) for one per core. The image does not depend on
+    /// it.
+    pub threads: usize,
 }
 
 impl Default for SquashfsOptions {
@@ -87,6 +92,7 @@ impl Default for SquashfsOptions {
         SquashfsOptions {
             compression: SquashfsCompression::Zstd(9),
             block_size: 128 * 1024,
+            threads: 0,
         }
     }
 }
@@ -215,16 +221,174 @@ impl MetaWriter {
     }
 }
 
-/// Where a regular file's data lies.
+/// Where a regular file's data lies: blocks of the sequence [`Pipeline`] numbers, resolved
+/// to positions and stored sizes by [`SquashfsSink::finish`].
 #[derive(Debug)]
 struct FileData {
-    start: u64,
     size: u64,
-    /// The stored size of each block (with [`DATA_UNCOMPRESSED`]; 0 for a hole).
-    blocks: Vec<u32>,
+    /// The sequence number of the first whole block and the number of whole blocks.
+    first: u64,
+    count: u64,
     /// The fragment holding the tail and the tail's offset in it.
     fragment: Option<(u32, u32)>,
     sparse: u64,
+}
+
+/// What became of one block of the sequence.
+enum Done {
+    Compressed(Vec<u8>),
+    Raw(Vec<u8>),
+    Hole,
+}
+
+type Job = (u64, Vec<u8>);
+type Finished = (u64, io::Result<Done>);
+
+/// Compresses blocks on worker threads and writes them in sequence order, recording where each
+/// went. At most a few blocks per worker are in flight, so memory stays bounded.
+struct Pipeline {
+    jobs: Option<mpsc::SyncSender<Job>>,
+    results: mpsc::Receiver<Finished>,
+    workers: Vec<thread::JoinHandle<()>>,
+    next_seq: u64,
+    next_write: u64,
+    in_flight: usize,
+    max_in_flight: usize,
+    pending: BTreeMap<u64, Done>,
+    /// Position (relative to the image start) and stored size field of each written block.
+    written: Vec<(u64, u32)>,
+}
+
+impl Pipeline {
+    fn new(opts: SquashfsOptions) -> io::Result<Pipeline> {
+        let threads = if opts.threads == 0 {
+            thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            opts.threads
+        };
+        let (jobs, job_rx) = mpsc::sync_channel::<Job>(threads * 2);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (done_tx, results) = mpsc::channel::<Finished>();
+        let mut workers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let mut codec = Codec::new(opts.compression, opts.block_size)?;
+            let rx = Arc::clone(&job_rx);
+            let tx = done_tx.clone();
+            workers.push(thread::spawn(move || {
+                loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((seq, data)) = job else { return };
+                    let done = codec.compress(&data).map(|c| match c {
+                        Some(c) => Done::Compressed(c),
+                        None => Done::Raw(data),
+                    });
+                    if tx.send((seq, done)).is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        Ok(Pipeline {
+            jobs: Some(jobs),
+            results,
+            workers,
+            next_seq: 0,
+            next_write: 0,
+            in_flight: 0,
+            max_in_flight: threads * 4,
+            pending: BTreeMap::new(),
+            written: Vec::new(),
+        })
+    }
+
+    /// Queue `data` (or record a hole, written as nothing); returns its sequence number.
+    fn submit(
+        &mut self,
+        out: &mut dyn Write,
+        pos: &mut u64,
+        data: Vec<u8>,
+        hole: bool,
+    ) -> io::Result<u64> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if hole {
+            self.pending.insert(seq, Done::Hole);
+        } else {
+            while self.in_flight >= self.max_in_flight {
+                self.receive(out, pos)?;
+            }
+            let jobs = self
+                .jobs
+                .as_ref()
+                .ok_or_else(|| io::Error::other("the compression pipeline is closed"))?;
+            jobs.send((seq, data))
+                .map_err(|_| io::Error::other("a compression thread stopped"))?;
+            self.in_flight += 1;
+        }
+        self.write_ready(out, pos).map(|()| seq)
+    }
+
+    /// Wait for one result.
+    fn receive(&mut self, out: &mut dyn Write, pos: &mut u64) -> io::Result<()> {
+        let (seq, done) = self
+            .results
+            .recv()
+            .map_err(|_| io::Error::other("a compression thread stopped"))?;
+        self.in_flight -= 1;
+        self.pending.insert(seq, done?);
+        self.write_ready(out, pos)
+    }
+
+    /// Write the blocks whose turn it is.
+    #[allow(clippy::cast_possible_truncation)] // blocks are at most 1 MiB
+    fn write_ready(&mut self, out: &mut dyn Write, pos: &mut u64) -> io::Result<()> {
+        while let Some(done) = self.pending.remove(&self.next_write) {
+            let field = match done {
+                Done::Compressed(c) => {
+                    out.write_all(&c)?;
+                    c.len() as u32
+                }
+                Done::Raw(d) => {
+                    out.write_all(&d)?;
+                    d.len() as u32 | DATA_UNCOMPRESSED
+                }
+                Done::Hole => 0,
+            };
+            self.written.push((*pos, field));
+            *pos += u64::from(field & !DATA_UNCOMPRESSED);
+            self.next_write += 1;
+        }
+        Ok(())
+    }
+
+    /// Wait for every queued block and stop the workers.
+    fn drain(&mut self, out: &mut dyn Write, pos: &mut u64) -> io::Result<()> {
+        while self.in_flight > 0 {
+            self.receive(out, pos)?;
+        }
+        self.write_ready(out, pos)?;
+        self.stop();
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.jobs = None;
+        // Unblock workers waiting to send, then let them see the closed job channel.
+        while self.results.try_recv().is_ok() {}
+        self.stop();
+    }
 }
 
 /// A [`Sink`] that writes a squashfs image to `W`, from `W`'s position at creation.
@@ -236,11 +400,11 @@ pub struct SquashfsSink<W: Write + Seek> {
     opts: SquashfsOptions,
     mtime: u64,
     codec: Codec,
+    pipeline: Pipeline,
     tree: Tree<FileData>,
-    block: Vec<u8>,
     frag: Vec<u8>,
-    /// Each fragment block: start and stored size.
-    fragments: Vec<(u64, u32)>,
+    /// The sequence number of each fragment block.
+    fragments: Vec<u64>,
 }
 
 fn other(msg: String) -> io::Error {
@@ -265,31 +429,13 @@ impl<W: Write + Seek> SquashfsSink<W> {
             base,
             pos: 96,
             codec: Codec::new(opts.compression, opts.block_size)?,
+            pipeline: Pipeline::new(opts)?,
             opts,
             mtime,
             tree: Tree::new(mtime),
-            block: Vec::new(),
             frag: Vec::new(),
             fragments: Vec::new(),
         })
-    }
-
-    /// Write one data block; returns its stored size field.
-    #[allow(clippy::cast_possible_truncation)] // sizes are bounded by the block and metadata sizes, names by NAME_MAX, counts checked
-    fn write_block(&mut self, data: &[u8]) -> io::Result<u32> {
-        let (bytes, field) = match self.codec.compress(data)? {
-            Some(c) => {
-                let n = c.len() as u32;
-                self.out.write_all(&c)?;
-                (n, n)
-            }
-            None => {
-                self.out.write_all(data)?;
-                (data.len() as u32, data.len() as u32 | DATA_UNCOMPRESSED)
-            }
-        };
-        self.pos += u64::from(bytes);
-        Ok(field)
     }
 
     fn flush_fragment(&mut self) -> io::Result<()> {
@@ -301,32 +447,29 @@ impl<W: Write + Seek> SquashfsSink<W> {
                 "more than 2^32 fragment blocks do not fit a squashfs image".into(),
             ));
         }
-        let start = self.pos;
         let frag = std::mem::take(&mut self.frag);
-        let size = self.write_block(&frag)?;
-        self.frag = frag;
-        self.frag.clear();
-        self.fragments.push((start, size));
+        let seq = self
+            .pipeline
+            .submit(&mut self.out, &mut self.pos, frag, false)?;
+        self.fragments.push(seq);
         Ok(())
     }
 
-    #[allow(clippy::cast_possible_truncation)] // sizes are bounded by the block and metadata sizes, names by NAME_MAX, counts checked
+    #[allow(clippy::cast_possible_truncation)] // offsets in a fragment are below the block size
     fn write_file(&mut self, e: &Entry, data: &mut dyn Read) -> io::Result<FileData> {
         let bs = self.opts.block_size as usize;
         let mut fd = FileData {
-            start: self.pos,
             size: e.size,
-            blocks: Vec::new(),
+            first: self.pipeline.next_seq,
+            count: 0,
             fragment: None,
             sparse: 0,
         };
         let mut left = e.size;
-        let mut block = std::mem::take(&mut self.block);
-        block.resize(bs, 0);
         while left > 0 {
             let n = usize::try_from(left.min(bs as u64)).unwrap_or(bs);
-            let buf = &mut block[..n];
-            data.read_exact(buf).map_err(|err| {
+            let mut buf = vec![0u8; n];
+            data.read_exact(&mut buf).map_err(|err| {
                 io::Error::new(
                     err.kind(),
                     format!(
@@ -337,22 +480,28 @@ impl<W: Write + Seek> SquashfsSink<W> {
             })?;
             left -= n as u64;
             if n == bs {
-                if buf.iter().all(|&b| b == 0) {
-                    fd.blocks.push(0);
+                let hole = buf.iter().all(|&b| b == 0);
+                if hole {
                     fd.sparse += bs as u64;
-                } else {
-                    let field = self.write_block(buf)?;
-                    fd.blocks.push(field);
                 }
+                let seq = self
+                    .pipeline
+                    .submit(&mut self.out, &mut self.pos, buf, hole)?;
+                if fd.count == 0 {
+                    fd.first = seq;
+                }
+                fd.count += 1;
             } else {
                 if self.frag.len() + n > bs {
                     self.flush_fragment()?;
                 }
                 fd.fragment = Some((self.fragments.len() as u32, self.frag.len() as u32));
-                self.frag.extend_from_slice(buf);
+                if self.frag.capacity() < bs {
+                    self.frag.reserve_exact(bs - self.frag.len());
+                }
+                self.frag.extend_from_slice(&buf);
             }
         }
-        self.block = block;
         Ok(fd)
     }
 
@@ -361,6 +510,8 @@ impl<W: Write + Seek> SquashfsSink<W> {
     #[allow(clippy::cast_possible_truncation)] // sizes are bounded by the block and metadata sizes, names by NAME_MAX, counts checked
     pub fn finish(mut self) -> io::Result<W> {
         self.flush_fragment()?;
+        self.pipeline.drain(&mut self.out, &mut self.pos)?;
+        let written = std::mem::take(&mut self.pipeline.written);
         let tree = std::mem::replace(&mut self.tree, Tree::new(self.mtime));
         let order = tree.order();
         let links = tree.nlinks(&order);
@@ -401,6 +552,7 @@ impl<W: Write + Seek> SquashfsSink<W> {
                         links[c],
                         &mut ids,
                         &mut xattrs,
+                        &written,
                         None,
                     )?;
                     refs[c] = Some(r);
@@ -419,6 +571,7 @@ impl<W: Write + Seek> SquashfsSink<W> {
                 links[d],
                 &mut ids,
                 &mut xattrs,
+                &written,
                 Some(DirInfo {
                     start: listing_ref.0,
                     offset: listing_ref.1,
@@ -442,7 +595,8 @@ impl<W: Write + Seek> SquashfsSink<W> {
         self.pos += dir_table.len() as u64;
 
         let mut frag_entries = Vec::with_capacity(self.fragments.len() * 16);
-        for &(start, size) in &self.fragments {
+        for &seq in &self.fragments {
+            let (start, size) = written[seq as usize];
             frag_entries.extend_from_slice(&start.to_le_bytes());
             frag_entries.extend_from_slice(&size.to_le_bytes());
             frag_entries.extend_from_slice(&0u32.to_le_bytes());
@@ -668,6 +822,7 @@ fn write_inode(
     nlink: u32,
     ids: &mut Ids,
     xattrs: &mut Xattrs,
+    written: &[(u64, u32)],
     dir: Option<DirInfo>,
 ) -> io::Result<u64> {
     let xattr = xattrs.get(codec, &meta.xattrs)?;
@@ -701,7 +856,12 @@ fn write_inode(
         }
         NodeKind::File(f) => {
             let (frag, off) = f.fragment.unwrap_or((INVALID_FRAG, 0));
-            match (u32::try_from(f.start), u32::try_from(f.size)) {
+            let blocks = usize::try_from(f.first)
+                .ok()
+                .and_then(|first| written.get(first..first + usize::try_from(f.count).ok()?))
+                .ok_or_else(|| io::Error::other("a file's blocks were not written"))?;
+            let start = blocks.first().map_or(0, |b| b.0);
+            match (u32::try_from(start), u32::try_from(f.size)) {
                 (Ok(start), Ok(size)) if nlink == 1 && xattr == NO_XATTR => {
                     push32(&mut b, start);
                     push32(&mut b, frag);
@@ -710,7 +870,7 @@ fn write_inode(
                 }
                 _ => {
                     t += EXTENDED;
-                    b.extend_from_slice(&f.start.to_le_bytes());
+                    b.extend_from_slice(&start.to_le_bytes());
                     b.extend_from_slice(&f.size.to_le_bytes());
                     b.extend_from_slice(&f.sparse.to_le_bytes());
                     push32(&mut b, nlink);
@@ -719,8 +879,8 @@ fn write_inode(
                     push32(&mut b, xattr);
                 }
             }
-            for &s in &f.blocks {
-                push32(&mut b, s);
+            for &(_, field) in blocks {
+                push32(&mut b, field);
             }
         }
         NodeKind::Symlink(target) => {

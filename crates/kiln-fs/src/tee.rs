@@ -67,10 +67,17 @@ impl<S: Sink> Tee<S> {
     }
 }
 
-impl<S: Sink> Sink for Tee<S> {
-    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
+impl<S: Sink> Tee<S> {
+    /// Add an entry to the sinks `wanted` picks (by index) among those taking the current
+    /// segment; [`Sink::add`] adds it to all of them.
+    pub fn add_to(
+        &mut self,
+        wanted: impl Fn(usize) -> bool,
+        entry: &Entry,
+        data: &mut dyn Read,
+    ) -> io::Result<()> {
         let active: Vec<usize> = (0..self.sinks.len())
-            .filter(|&i| self.emitting[i])
+            .filter(|&i| self.emitting[i] && wanted(i))
             .collect();
         let has_data = entry.kind == Kind::File && entry.size > 0;
         if active.len() == 1 || !has_data {
@@ -97,6 +104,12 @@ impl<S: Sink> Sink for Tee<S> {
         let result = self.replay_from(&mut spill, entry, data, &active);
         self.spill = Some(spill);
         result
+    }
+}
+
+impl<S: Sink> Sink for Tee<S> {
+    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
+        self.add_to(|_| true, entry, data)
     }
 
     fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// LinuxKit's formats kiln does not write yet: accepted by the parser, refused with a message
 /// when a build asks for them.
-const NOT_YET: &[&str] = &["kernel+squashfs", "kernel+erofs", "kernel+iso", "rpi3"];
+const NOT_YET: &[&str] = &["kernel+iso", "rpi3"];
 
 /// An output format as `--format` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +135,11 @@ pub struct BuildArgs {
     /// this kiln's pkg/bootloader]
     #[arg(long, value_name = "IMAGE", env = "KILN_BOOTLOADER")]
     bootloader: Option<String>,
+    /// Where the disk formats put the root filesystem: in the initrd, in RAM (ram, as LinuxKit),
+    /// or in a read-only squashfs or erofs partition that kiln-init mounts, for systems larger
+    /// than the machine's memory (a kiln extension; raw-efi and qcow2-efi)
+    #[arg(long, default_value = "ram", value_name = "ram|squashfs|erofs")]
+    root: kiln_format::RootFs,
     /// Decompress the kernel (a gzip, or a bzImage's gzip, xz or zstd payload) to the plain image
     /// some loaders want
     #[arg(long)]
@@ -243,6 +248,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         segment_cache: Some(kiln_format::segment_cache_dir(store.root())),
         disk_size: args.size << 20,
         bootloader,
+        root: args.root,
         ..Target::new(&args.dir, name, args.compress, epoch.unwrap_or(0))
     };
     for path in write_outputs(&set, &store, &opts, &formats, &target)? {

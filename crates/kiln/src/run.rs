@@ -116,7 +116,8 @@ pub struct QemuArgs {
     /// Boot NAME.iso (NAME-efi.iso with --uefi), or the file NAME as a CD-ROM
     #[arg(long)]
     iso: bool,
-    /// Boot NAME-kernel with NAME-squashfs.img as root (not supported yet)
+    /// Boot NAME-kernel and NAME-initrd.img with NAME-squashfs.img (or NAME-erofs.img) as the
+    /// root disk (what `kiln build -f kernel+squashfs` writes; found without the flag too)
     #[arg(long)]
     squashfs: bool,
     /// Boot with UEFI firmware (OVMF; images kiln writes for UEFI get it without the flag)
@@ -153,24 +154,38 @@ fn with_suffix(name: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The root image of a `kernel+squashfs` or `kernel+erofs` system NAME (whose command line
+/// mounts the root from the first virtio disk), which must be attached first; or none.
+fn root_image(a: &QemuArgs) -> anyhow::Result<Option<PathBuf>> {
+    if a.name.is_file() {
+        return Ok(None);
+    }
+    let cmdline = std::fs::read_to_string(with_suffix(&a.name, "-cmdline")).unwrap_or_default();
+    let wants_disk = cmdline
+        .split_whitespace()
+        .any(|w| w == "kiln.root=/dev/vda");
+    if !a.squashfs && !wants_disk {
+        return Ok(None);
+    }
+    let found = ["-squashfs.img", "-erofs.img"]
+        .iter()
+        .map(|s| with_suffix(&a.name, s))
+        .find(|p| p.is_file());
+    match found {
+        Some(p) => Ok(Some(p)),
+        None => anyhow::bail!(
+            "{}: not found; build it with `kiln build -f kernel+squashfs --name NAME`",
+            with_suffix(&a.name, "-squashfs.img").display()
+        ),
+    }
+}
+
 /// What to boot, and with which firmware, from the path and the flags, as LinuxKit decides it:
 /// an existing file is an image (an ISO, a disk in any format kiln writes, a UKI, a Google
 /// Compute Engine tarball, whose disk.raw is unpacked into `state`); otherwise the path is a
 /// prefix: `NAME.iso` (`NAME-efi.iso` with --uefi) with --iso, else NAME-kernel, NAME-initrd.img
 /// and NAME-cmdline.
 fn boot_target(a: &QemuArgs, state: &Path) -> anyhow::Result<(Boot, bool)> {
-    if a.squashfs
-        || (!a.name.is_file()
-            && with_suffix(&a.name, "-kernel").is_file()
-            && with_suffix(&a.name, "-squashfs.img").is_file()
-            && !with_suffix(&a.name, "-initrd.img").is_file())
-    {
-        anyhow::bail!(
-            "{}: kiln cannot boot kernel+squashfs yet; build kernel+initrd, an ISO or a disk \
-             image and run that",
-            a.name.display()
-        );
-    }
     let file = if a.name.is_file() {
         Some(a.name.clone())
     } else if a.iso && !a.kernel {
@@ -187,7 +202,7 @@ fn boot_target(a: &QemuArgs, state: &Path) -> anyhow::Result<(Boot, bool)> {
         None
     };
     let Some(file) = file else {
-        if a.iso || a.squashfs {
+        if a.iso {
             tracing::warn!("--kernel: booting the kernel and initrd; --iso ignored");
         }
         let q = Qemu::from_name(&a.name)?;
@@ -261,6 +276,13 @@ pub fn run_for_arch(cmd: RunCommand, arch: Option<&str>) -> anyhow::Result<ExitC
         .unwrap_or_else(|| with_suffix(&a.name, "-state"));
     let (boot, uefi) = boot_target(&a, &state)?;
     let mut q = Qemu::new(boot);
+    if let Some(root) = root_image(&a)? {
+        q.disks.push(Disk {
+            path: Some(root),
+            size_mb: None,
+            format: Some("raw".into()),
+        });
+    }
     if uefi {
         q.firmware = Firmware::Uefi(kiln_vm::boot::uefi_firmware(a.fw.as_deref())?);
     } else if a.fw.is_some() {
@@ -426,8 +448,13 @@ mod tests {
         std::fs::write(with_suffix(&name, "-efi.iso"), b"x").expect("write");
         let (boot, uefi) = kind(&["--iso", "--uefi", n]).expect("NAME-efi.iso");
         assert!(matches!(boot, Boot::Cdrom(_)) && uefi);
-        let e = kind(&["--squashfs", n]).expect_err("squashfs").to_string();
-        assert!(e.contains("squashfs"), "{e}");
+        let e = root_image(&args(&["--squashfs", n]))
+            .expect_err("no squashfs")
+            .to_string();
+        assert!(e.contains("sys-squashfs.img"), "{e}");
+        std::fs::write(with_suffix(&name, "-erofs.img"), b"x").expect("write");
+        let found = root_image(&args(&["--squashfs", n])).expect("erofs");
+        assert_eq!(found, Some(with_suffix(&name, "-erofs.img")));
 
         let raw = dir.path().join("sys-efi.img");
         std::fs::write(&raw, b"x").expect("write");

@@ -1,6 +1,7 @@
 //! `kiln build` as LinuxKit's command lines use it: `--o FILE` (tar by default), the old
 //! single-dash flags, a manifest on standard input, the outputs named after the last manifest,
-//! LinuxKit's formats kiln does not write yet refused with a message, `--size`, and
+//! LinuxKit's formats kiln does not write yet refused with a message (and the boot media
+//! without kiln's bootloader package), `--size`, and
 //! `--decompress-kernel` on a real Debian kernel.
 
 mod common;
@@ -102,9 +103,19 @@ fn linuxkit_build_command_lines() {
 
     // LinuxKit's formats kiln does not write yet, `--size`, contradicting flags.
     fails_saying(
-        kiln_in(&case, &cache).args(["build", "--format", "iso-bios,tar", "manifest.yml"]),
-        &["does not write iso-bios yet", "kernel+initrd"],
+        kiln_in(&case, &cache).args(["build", "--format", "kernel+iso,tar", "manifest.yml"]),
+        &["does not write kernel+iso yet", "kernel+initrd"],
     );
+    // A boot media format without the bootloader package in the store: said, nothing written.
+    let none = tmp.path().join("none");
+    fails_saying(
+        kiln_in(&case, &cache)
+            .args(["build", "--format", "iso-bios,tar", "--dir"])
+            .arg(&none)
+            .arg("manifest.yml"),
+        &["kiln/bootloader", "kiln pkg build pkg/bootloader"],
+    );
+    assert!(!none.join("manifest.tar").exists() && !none.join("manifest.iso").exists());
     fails_saying(
         kiln_in(&case, &cache).args(["build", "--size", "12X", "manifest.yml"]),
         &["--size", "1024M"],

@@ -32,6 +32,14 @@ impl Bootloader {
     }
 }
 
+/// A read-only root file system image for a partition of the disk.
+pub(crate) struct RootImage {
+    /// The image.
+    pub file: PathBuf,
+    /// The partition's name, which the command line's `kiln.root=PARTLABEL=` names.
+    pub label: String,
+}
+
 /// What every boot medium is made of.
 pub(crate) struct BootFiles {
     /// The kernel.
@@ -40,7 +48,9 @@ pub(crate) struct BootFiles {
     pub initrd: NamedTempFile,
     /// The kernel command line.
     pub cmdline: String,
-    /// A digest of the three, from which identifiers that must be unique (disk GUIDs, volume
+    /// The root image, when the root is on a partition rather than in the initrd.
+    pub root: Option<RootImage>,
+    /// A digest of the content, from which identifiers that must be unique (disk GUIDs, volume
     /// serials) are derived: the same content gives the same bytes.
     pub id: [u8; 32],
 }
@@ -123,11 +133,12 @@ impl FormatWriter for Capture {
         let (k, i, cmdline) = split.finish().map_err(write_err(&initrd_path))?;
         k.sync_all().map_err(write_err(kernel.path()))?;
         i.sync_all().map_err(write_err(initrd.path()))?;
-        let id = content_id(&kernel, &initrd, &cmdline).map_err(write_err(&initrd_path))?;
+        let id = content_id(&[&kernel, &initrd], &cmdline).map_err(write_err(&initrd_path))?;
         let boot = BootFiles {
             kernel,
             initrd,
             cmdline,
+            root: None,
             id,
         };
         let mut written = Vec::new();
@@ -142,13 +153,10 @@ impl FormatWriter for Capture {
     }
 }
 
-fn content_id(
-    kernel: &NamedTempFile,
-    initrd: &NamedTempFile,
-    cmdline: &str,
-) -> io::Result<[u8; 32]> {
+/// A digest of `files` and `cmdline`.
+pub(crate) fn content_id(files: &[&NamedTempFile], cmdline: &str) -> io::Result<[u8; 32]> {
     let mut h = Sha256::new();
-    for f in [kernel, initrd] {
+    for f in files {
         let mut r = f.reopen()?;
         r.seek(SeekFrom::Start(0))?;
         io::copy(&mut r, &mut h)?;

@@ -76,7 +76,12 @@ impl<'a> Packager<'a> {
             Format::IsoBios | Format::IsoEfi | Format::IsoEfiInitrd => {
                 self.iso(format, &mut out)?
             }
-            Format::KernelInitrd | Format::Tar | Format::TarKernelInitrd | Format::Docker => {
+            Format::KernelInitrd
+            | Format::Tar
+            | Format::TarKernelInitrd
+            | Format::Docker
+            | Format::KernelSquashfs
+            | Format::KernelErofs => {
                 return Err(media_err(format, &dest, "not a boot media format"));
             }
         }
@@ -133,20 +138,67 @@ impl<'a> Packager<'a> {
         }
         let uki = self.uki(format)?.path().to_path_buf();
         let files = vec![(EFI_BOOT.to_string(), Source::File(uki))];
-        let place = self.partition_place(format, &files, TableKind::Gpt)?;
         let seed = self.boot.id;
+        let disk_size = self.target.disk_size;
+        let Some(root) = &self.boot.root else {
+            let place = self.partition_place(format, &files, TableKind::Gpt)?;
+            let table = Gpt {
+                disk_guid: Guid::derive(&seed, "disk"),
+                boot_code: None,
+                partitions: vec![GptPartition::new(
+                    "EFI System",
+                    partition::ESP,
+                    Guid::derive(&seed, "esp"),
+                    place,
+                )],
+            };
+            let tmp = self.disk(format, place, "KILN-EFI", &files, |disk| {
+                partition::write_gpt(disk, disk_size, &table).map_err(io::Error::other)
+            })?;
+            return Ok(self.efi_disk.get_or_init(|| tmp));
+        };
+        // The ESP as small as the UKI allows, the root partition filling the rest of the disk.
+        let dest = self.dest(format);
+        let esp = fat::required_size(&files).map_err(|e| media_err(format, &dest, e))?;
+        let root_len = std::fs::metadata(&root.file)
+            .map_err(write_err(&root.file))?
+            .len();
+        let (_, min_disk) = partition::plan(&[esp, root_len], TableKind::Gpt);
+        if min_disk > disk_size || !disk_size.is_multiple_of(1 << 20) {
+            return Err(FormatError::TooSmall {
+                format,
+                needed: min_disk.div_ceil(1 << 20),
+                size: disk_size >> 20,
+            });
+        }
+        let (places, _) =
+            partition::plan(&[esp, root_len + (disk_size - min_disk)], TableKind::Gpt);
         let table = Gpt {
             disk_guid: Guid::derive(&seed, "disk"),
             boot_code: None,
-            partitions: vec![GptPartition::new(
-                "EFI System",
-                partition::ESP,
-                Guid::derive(&seed, "esp"),
-                place,
-            )],
+            partitions: vec![
+                GptPartition::new(
+                    "EFI System",
+                    partition::ESP,
+                    Guid::derive(&seed, "esp"),
+                    places[0],
+                ),
+                GptPartition::new(
+                    &root.label,
+                    partition::LINUX_ROOT_X86_64,
+                    Guid::derive(&seed, "root"),
+                    places[1],
+                ),
+            ],
         };
-        let disk_size = self.target.disk_size;
-        let tmp = self.disk(format, place, "KILN-EFI", &files, |disk| {
+        let root_file = root.file.clone();
+        let root_place = places[1];
+        let tmp = self.disk(format, places[0], "KILN-EFI", &files, |disk| {
+            {
+                let mut slice = partition::Slice::partition(&mut *disk, root_place)?;
+                let mut image = File::open(&root_file)?;
+                io::copy(&mut image, &mut slice)?;
+            }
             partition::write_gpt(disk, disk_size, &table).map_err(io::Error::other)
         })?;
         Ok(self.efi_disk.get_or_init(|| tmp))

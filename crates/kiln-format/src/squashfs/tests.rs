@@ -53,6 +53,26 @@ fn unsquashfs_extracts_what_was_written_and_two_builds_are_identical() {
 }
 
 #[test]
+fn the_image_does_not_depend_on_the_thread_count() {
+    let stream = sample();
+    let one = build(
+        &stream,
+        SquashfsOptions {
+            threads: 1,
+            ..SquashfsOptions::default()
+        },
+    );
+    let three = build(
+        &stream,
+        SquashfsOptions {
+            threads: 3,
+            ..SquashfsOptions::default()
+        },
+    );
+    assert!(one == three, "1 and 3 threads give different images");
+}
+
+#[test]
 fn a_short_read_is_an_error_naming_the_file() {
     let mut sink =
         SquashfsSink::new(io::Cursor::new(Vec::new()), 0, SquashfsOptions::default()).expect("new");

@@ -1,0 +1,276 @@
+//! Systems whose root is a read-only image on a disk (`kernel+squashfs`, `kernel+erofs`, and
+//! the boot media built with `--root squashfs|erofs`): the whole entry stream goes into the
+//! root image(s), and the entries of the kernel and init images (the kernel, its modules,
+//! kiln-init) also into a small initrd. kiln-init, started from that initrd, finds the root
+//! device named by `kiln.root=` on the command line, mounts it and goes on from there.
+
+use super::boot_media::{BootFiles, RootImage, content_id};
+use super::packager::Packager;
+use crate::erofs::ErofsSink;
+use crate::format::{Format, FormatError, FormatWriter, RootFs, Target, write_err};
+use crate::squashfs::{SquashfsOptions, SquashfsSink};
+use crate::{AtomicOutput, InitrdOptions, KernelInitrd};
+use kiln_fs::{Entry, Origin, Segment, Sink, Tee};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use tempfile::NamedTempFile;
+
+/// The device `kernel+squashfs` and `kernel+erofs` expect their root image on: the first
+/// virtio disk, as `kiln run qemu` attaches it.
+const WHOLE_DISK_ROOT: &str = "/dev/vda";
+
+/// One writer of the split: a root image, or the small initrd's capture.
+enum Part {
+    Squashfs(Box<SquashfsSink<File>>),
+    Erofs(Box<ErofsSink<File>>),
+    Initrd(Box<KernelInitrd<File, File>>),
+}
+
+impl Sink for Part {
+    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
+        match self {
+            Part::Squashfs(s) => s.add(entry, data),
+            Part::Erofs(s) => s.add(entry, data),
+            Part::Initrd(s) => s.add(entry, data),
+        }
+    }
+    fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
+        match self {
+            Part::Squashfs(s) => s.begin_segment(key),
+            Part::Erofs(s) => s.begin_segment(key),
+            Part::Initrd(s) => s.begin_segment(key),
+        }
+    }
+    fn end_segment(&mut self) -> io::Result<()> {
+        match self {
+            Part::Squashfs(s) => s.end_segment(),
+            Part::Erofs(s) => s.end_segment(),
+            Part::Initrd(s) => s.end_segment(),
+        }
+    }
+}
+
+struct RootSplit {
+    tee: Tee<Part>,
+    /// The root file systems, in the order of the first parts of `tee`.
+    roots: Vec<(RootFs, NamedTempFile)>,
+    kernel: NamedTempFile,
+    initrd: NamedTempFile,
+    /// Whether the entries now coming belong to the kernel or an init image.
+    boot_origin: bool,
+    /// `kernel+squashfs` / `kernel+erofs` asked for.
+    whole_disk: Vec<Format>,
+    /// Boot media with their root on a partition.
+    media: Vec<Format>,
+    target: Target,
+}
+
+/// The writer of `whole_disk` (kernel+squashfs, kernel+erofs) and of the boot media `media`
+/// with their root as `target.root`.
+pub(crate) fn writer(
+    whole_disk: &[Format],
+    media: &[Format],
+    target: &Target,
+) -> Result<Box<dyn FormatWriter>, FormatError> {
+    if let Some(&f) = media.iter().find(|f| !carries_root_partition(**f)) {
+        return Err(FormatError::NoRootImage(f));
+    }
+    let mut kinds: Vec<RootFs> = whole_disk.iter().filter_map(|f| f.root_image()).collect();
+    if !media.is_empty() {
+        kinds.push(target.root);
+    }
+    kinds.sort_by_key(|k| k.name());
+    kinds.dedup();
+    std::fs::create_dir_all(&target.dir).map_err(write_err(&target.dir))?;
+    let spool = || NamedTempFile::new_in(&target.dir).map_err(write_err(&target.dir));
+    let reopen = |t: &NamedTempFile| t.reopen().map_err(write_err(t.path()));
+    let mut parts = Vec::new();
+    let mut roots = Vec::new();
+    for kind in kinds {
+        let tmp = spool()?;
+        let out = reopen(&tmp)?;
+        let path = target.path(&format!("-{}.img", kind.name()));
+        let part = match kind {
+            RootFs::Squashfs => Part::Squashfs(Box::new(
+                SquashfsSink::new(out, target.mtime, SquashfsOptions::default())
+                    .map_err(write_err(&path))?,
+            )),
+            RootFs::Erofs => Part::Erofs(Box::new(
+                ErofsSink::new(out, target.mtime).map_err(write_err(&path))?,
+            )),
+            RootFs::Ram => continue,
+        };
+        parts.push(part);
+        roots.push((kind, tmp));
+    }
+    let (kernel, initrd) = (spool()?, spool()?);
+    // No segment cache: this initrd holds only part of each segment's entries.
+    let options = InitrdOptions::new(target.compression);
+    parts.push(Part::Initrd(Box::new(KernelInitrd::new(
+        reopen(&kernel)?,
+        reopen(&initrd)?,
+        options,
+    ))));
+    Ok(Box::new(RootSplit {
+        tee: Tee::new(parts),
+        roots,
+        kernel,
+        initrd,
+        boot_origin: false,
+        whole_disk: whole_disk.to_vec(),
+        media: media.to_vec(),
+        target: target.clone(),
+    }))
+}
+
+/// The boot media formats that can hold the root on a partition: the UEFI disks.
+fn carries_root_partition(f: Format) -> bool {
+    matches!(f, Format::RawEfi | Format::Qcow2Efi)
+}
+
+impl Sink for RootSplit {
+    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
+        if self.boot_origin {
+            self.tee.add(entry, data)
+        } else {
+            let roots = self.roots.len();
+            self.tee.add_to(|i| i < roots, entry, data)
+        }
+    }
+    fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
+        self.tee.begin_segment(key)
+    }
+    fn end_segment(&mut self) -> io::Result<()> {
+        self.tee.end_segment()
+    }
+    fn set_origin(&mut self, origin: Option<&Origin>) -> io::Result<()> {
+        self.boot_origin =
+            origin.is_some_and(|o| o.location == "kernel" || o.location.starts_with("init["));
+        self.tee.set_origin(origin)
+    }
+}
+
+impl FormatWriter for RootSplit {
+    fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, FormatError> {
+        let RootSplit {
+            tee,
+            roots,
+            kernel,
+            initrd,
+            whole_disk,
+            media,
+            target,
+            ..
+        } = *self;
+        let initrd_path = target.path("-initrd.img");
+        let mut cmdline = String::new();
+        for part in tee.into_inner() {
+            let name = |fs: RootFs| target.path(&format!("-{}.img", fs.name()));
+            match part {
+                Part::Squashfs(s) => {
+                    let path = name(RootFs::Squashfs);
+                    s.finish()
+                        .and_then(|f| f.sync_all())
+                        .map_err(write_err(&path))?;
+                }
+                Part::Erofs(s) => {
+                    let path = name(RootFs::Erofs);
+                    s.finish()
+                        .and_then(|f| f.sync_all())
+                        .map_err(write_err(&path))?;
+                }
+                Part::Initrd(s) => {
+                    let (k, i, c) = s.finish().map_err(write_err(&initrd_path))?;
+                    k.sync_all().map_err(write_err(kernel.path()))?;
+                    i.sync_all().map_err(write_err(initrd.path()))?;
+                    cmdline = c;
+                }
+            }
+        }
+        let mut written = Vec::new();
+        for f in &whole_disk {
+            let Some(fs) = f.root_image() else { continue };
+            let root = root_file(&roots, fs)?;
+            let line = root_cmdline(&cmdline, WHOLE_DISK_ROOT, fs);
+            written.extend(whole_disk_outputs(&target, &kernel, &initrd, &line)?);
+            let path = target.path(f.suffix());
+            let mut out = AtomicOutput::create(&path).map_err(write_err(&path))?;
+            copy(root.as_file(), &mut out).map_err(write_err(&path))?;
+            written.push(out.commit().map_err(write_err(&path))?);
+        }
+        if !media.is_empty() {
+            let fs = target.root;
+            let root = root_file(&roots, fs)?;
+            let id =
+                content_id(&[&kernel, &initrd, root], &cmdline).map_err(write_err(&initrd_path))?;
+            let label = format!("kiln-root-{}", hex8(&id));
+            let boot = BootFiles {
+                kernel,
+                initrd,
+                cmdline: root_cmdline(&cmdline, &format!("PARTLABEL={label}"), fs),
+                id,
+                root: Some(RootImage {
+                    file: root.path().to_path_buf(),
+                    label,
+                }),
+            };
+            let packager = Packager::new(&boot, &target);
+            for f in media {
+                written.push(packager.write(f)?);
+            }
+        }
+        Ok(written)
+    }
+}
+
+fn root_file(roots: &[(RootFs, NamedTempFile)], fs: RootFs) -> Result<&NamedTempFile, FormatError> {
+    roots
+        .iter()
+        .find(|(k, _)| *k == fs)
+        .map(|(_, t)| t)
+        .ok_or_else(|| FormatError::Write {
+            path: PathBuf::from(format!("-{}.img", fs.name())),
+            source: io::Error::other("no such root image was written"),
+        })
+}
+
+/// The command line with the switches that make kiln-init mount the root from `device`.
+fn root_cmdline(cmdline: &str, device: &str, fs: RootFs) -> String {
+    format!("{cmdline} kiln.root={device} kiln.rootfstype={}", fs.name())
+        .trim()
+        .to_string()
+}
+
+fn hex8(id: &[u8; 32]) -> String {
+    id[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// NAME-kernel, NAME-initrd.img and NAME-cmdline of a system whose root is a whole-disk image.
+fn whole_disk_outputs(
+    target: &Target,
+    kernel: &NamedTempFile,
+    initrd: &NamedTempFile,
+    cmdline: &str,
+) -> Result<Vec<PathBuf>, FormatError> {
+    let mut written = Vec::new();
+    for (suffix, file) in [("-kernel", kernel), ("-initrd.img", initrd)] {
+        let path = target.path(suffix);
+        let mut out = AtomicOutput::create(&path).map_err(write_err(&path))?;
+        copy(file.as_file(), &mut out).map_err(write_err(&path))?;
+        written.push(out.commit().map_err(write_err(&path))?);
+    }
+    let path = target.path("-cmdline");
+    let mut out = AtomicOutput::create(&path).map_err(write_err(&path))?;
+    out.write_all(cmdline.as_bytes())
+        .map_err(write_err(&path))?;
+    written.push(out.commit().map_err(write_err(&path))?);
+    Ok(written)
+}
+
+fn copy(from: &File, out: &mut AtomicOutput) -> io::Result<()> {
+    let mut r = from.try_clone()?;
+    r.seek(SeekFrom::Start(0))?;
+    io::copy(&mut r, out)?;
+    Ok(())
+}
