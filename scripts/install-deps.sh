@@ -6,7 +6,7 @@
 #   debootstrap: the Debian base image; qemu-system-x86, qemu-utils: booting what kiln builds
 #   runc: the peer runtime the multi-stage example runs under (and the start-latency benchmark)
 #   redis-tools: redis-cli, the host side of the redis-os test
-#   genisoimage: the CD-ROM `kiln run qemu --data` hands user data to the guest on
+#   genisoimage: isoinfo, an independent reader of the ISOs kiln writes
 #   lz4, zstd, cpio: independent readers of the initrds kiln writes
 #   man-db: `man`, which reads the manual pages kiln generates (and the test that renders them)
 #   docker.io: a private Docker engine, the source of images in the `kiln build --docker` test

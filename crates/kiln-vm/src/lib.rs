@@ -765,7 +765,7 @@ impl Qemu {
 
 /// Write `data` as the user data of a guest: an ISO 9660 CD-ROM image labelled `cidata` (as
 /// cloud-init's NoCloud source expects) holding it as `user-data` and as `config` (LinuxKit's
-/// name), made by genisoimage. Returns the image's path, `dir/user-data.iso`.
+/// name), written by kiln's ISO 9660 writer. Returns the image's path, `dir/user-data.iso`.
 pub fn user_data_iso(data: &[u8], dir: &Path) -> Result<PathBuf, VmError> {
     let iso = dir.join("user-data.iso");
     write_user_data_iso(data, &iso)?;
@@ -775,31 +775,18 @@ pub fn user_data_iso(data: &[u8], dir: &Path) -> Result<PathBuf, VmError> {
 /// Write the image of [`user_data_iso`] to `iso` (`kiln metadata create`): built under a
 /// temporary name beside it and renamed into place, so that `iso` is never left partial.
 pub fn write_user_data_iso(data: &[u8], iso: &Path) -> Result<(), VmError> {
-    let parent = match iso.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let work = tempfile::Builder::new()
-        .prefix(".user-data.")
-        .tempdir_in(parent)
-        .map_err(io_at(iso))?;
-    let content = work.path().join("content");
-    fs::create_dir_all(&content).map_err(io_at(&content))?;
+    let mut image = kiln_format::iso9660::IsoBuilder::new("cidata", 0)
+        .map_err(|e| input(iso, format!("user data ISO: {e}")))?;
     for name in ["user-data", "config"] {
-        fs::write(content.join(name), data).map_err(io_at(&content))?;
+        image
+            .add_file(name, kiln_format::iso9660::FileSource::Bytes(data.to_vec()))
+            .map_err(|e| input(iso, format!("user data ISO: {e}")))?;
     }
-    let partial = work.path().join("image.iso");
-    run_tool(
-        Command::new("genisoimage")
-            .args(["-quiet", "-V", "cidata", "-J", "-r", "-o"])
-            .arg(&partial)
-            .arg(&content),
-        |stderr| input(iso, format!("genisoimage failed: {stderr}")),
-    )?;
-    fs::File::open(&partial)
-        .and_then(|f| f.sync_all())
-        .map_err(io_at(iso))?;
-    fs::rename(&partial, iso).map_err(io_at(iso))?;
+    let mut out = kiln_format::AtomicOutput::create(iso).map_err(io_at(iso))?;
+    image
+        .write(&mut out)
+        .map_err(|e| input(iso, format!("user data ISO: {e}")))?;
+    out.commit().map_err(io_at(iso))?;
     Ok(())
 }
 
@@ -906,7 +893,7 @@ fn io_at(path: &Path) -> impl Fn(io::Error) -> VmError + '_ {
     move |e| input(path, e)
 }
 
-/// Run a helper program (qemu-img, genisoimage) to completion; when it fails, `failed` turns
+/// Run a helper program (qemu-img) to completion; when it fails, `failed` turns
 /// its stderr into the error.
 fn run_tool(cmd: &mut Command, failed: impl FnOnce(String) -> VmError) -> Result<(), VmError> {
     let out = cmd.output().map_err(|source| VmError::Spawn {
