@@ -66,16 +66,18 @@ impl RootSpec {
             let uuid = uuid.to_ascii_lowercase();
             let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
             let groups: Vec<&str> = uuid.split('-').collect();
-            let gpt = groups.len() == 5
-                && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| hex(g, n));
+            let gpt =
+                groups.len() == 5 && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| hex(g, n));
             let mbr = groups.len() == 2 && hex(groups[0], 8) && hex(groups[1], 2);
             if !gpt && !mbr {
-                return bad("the partition UUID is neither a GUID (8-4-4-4-12 hex digits) nor \
-                            an MBR SSSSSSSS-PP");
+                return bad("the partition UUID is neither a GUID nor an MBR SSSSSSSS-PP");
             }
             Ok(RootSpec::PartUuid(uuid))
         } else if let Some(name) = value.strip_prefix("/dev/") {
-            if name.is_empty() || name.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            if name.is_empty()
+                || name
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == "..")
             {
                 return bad("not a device name");
             }
@@ -266,25 +268,32 @@ mod tests {
                 wait: DEFAULT_ROOT_WAIT,
             })
         );
-        let r = root("kiln.root=/dev/vda kiln.rootfstype=erofs kiln.rootwait=5").unwrap();
+        let r =
+            root("kiln.root=/dev/vda kiln.rootfstype=erofs kiln.rootwait=5").expect("well formed");
         assert_eq!(r.spec, RootSpec::DevName("vda".into()));
         assert_eq!(r.fstype, Some(RootFsType::Erofs));
         assert_eq!(r.wait, Duration::from_secs(5));
-        let r = root("kiln.root=PARTUUID=0FC63DAF-8483-4772-8E79-3D69D8477DE4").unwrap();
+        let r =
+            root("kiln.root=PARTUUID=0FC63DAF-8483-4772-8E79-3D69D8477DE4").expect("well formed");
         assert_eq!(
             r.spec,
             RootSpec::PartUuid("0fc63daf-8483-4772-8e79-3d69d8477de4".into())
         );
         assert_eq!(r.fstype, None);
         assert_eq!(
-            root("kiln.root=PARTUUID=1234abcd-02").unwrap().spec,
+            root("kiln.root=PARTUUID=1234abcd-02")
+                .expect("well formed")
+                .spec,
             RootSpec::PartUuid("1234abcd-02".into())
         );
         // The last of each wins, as the kernel's own root= does.
-        let r = root("kiln.root=/dev/sda kiln.root=PARTLABEL=b").unwrap();
+        let r = root("kiln.root=/dev/sda kiln.root=PARTLABEL=b").expect("well formed");
         assert_eq!(r.spec.to_string(), "PARTLABEL=b");
         assert_eq!(
-            root("kiln.root=/dev/nvme0n1p2").unwrap().spec.to_string(),
+            root("kiln.root=/dev/nvme0n1p2")
+                .expect("well formed")
+                .spec
+                .to_string(),
             "/dev/nvme0n1p2"
         );
     }
@@ -300,12 +309,27 @@ mod tests {
             ("kiln.root=/dev/", "not a device name"),
             ("kiln.root=/dev/../etc/x", "not a device name"),
             ("kiln.root=PARTUUID=nope", "neither a GUID"),
-            ("kiln.root=PARTUUID=0fc63daf-8483-4772-8e79-3d69d8477de", "neither a GUID"),
-            ("kiln.root=/dev/vda kiln.rootfstype=ext4", "kiln.rootfstype=ext4"),
-            ("kiln.root=/dev/vda kiln.rootfstype", "kiln.rootfstype needs a value"),
-            ("kiln.root=/dev/vda kiln.rootwait=soon", "kiln.rootwait=soon"),
+            (
+                "kiln.root=PARTUUID=0fc63daf-8483-4772-8e79-3d69d8477de",
+                "neither a GUID",
+            ),
+            (
+                "kiln.root=/dev/vda kiln.rootfstype=ext4",
+                "kiln.rootfstype=ext4",
+            ),
+            (
+                "kiln.root=/dev/vda kiln.rootfstype",
+                "kiln.rootfstype needs a value",
+            ),
+            (
+                "kiln.root=/dev/vda kiln.rootwait=soon",
+                "kiln.rootwait=soon",
+            ),
             ("kiln.root=/dev/vda kiln.rootwait=-1", "kiln.rootwait=-1"),
-            ("kiln.root=/dev/vda kiln.rootwait=99999", "kiln.rootwait=99999"),
+            (
+                "kiln.root=/dev/vda kiln.rootwait=99999",
+                "kiln.rootwait=99999",
+            ),
             ("kiln.rootfstype=squashfs", "without kiln.root=SPEC"),
             ("kiln.rootwait=3", "without kiln.root=SPEC"),
         ] {
@@ -313,7 +337,10 @@ mod tests {
             assert!(e.contains(says), "{cmdline}: {e}");
         }
         // Every problem is named, not just the first.
-        let e = root("kiln.root=LABEL=x kiln.rootfstype=ext4").unwrap_err();
-        assert!(e.contains("kiln.root=LABEL=x") && e.contains("kiln.rootfstype=ext4"), "{e}");
+        let e = root("kiln.root=LABEL=x kiln.rootfstype=ext4").expect_err("malformed");
+        assert!(
+            e.contains("kiln.root=LABEL=x") && e.contains("kiln.rootfstype=ext4"),
+            "{e}"
+        );
     }
 }

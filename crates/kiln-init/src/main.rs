@@ -19,6 +19,7 @@ mod control;
 mod modules;
 mod power_button;
 mod readonly_root;
+mod root_device;
 mod services;
 mod supervision;
 

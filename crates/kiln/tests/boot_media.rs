@@ -3,7 +3,8 @@
 //! output boots in qemu under TCG through `kiln run qemu FILE`, which picks SeaBIOS or OVMF,
 //! a CD-ROM or a disk, and qemu's driver (raw, qcow2, vpc, vmdk) from the file; the GCE
 //! tarball boots from the disk.raw it holds. Each output also passes an independent checker
-//! (qemu-img, sgdisk/fdisk, fsck.vfat, xorriso), and a second build gives identical bytes.
+//! (qemu-img, sgdisk/fdisk, fsck.vfat, xorriso), a second build gives identical bytes, and
+//! an unprivileged user with nothing on PATH but kiln builds them all (root on disk included).
 
 mod common;
 
@@ -18,6 +19,7 @@ const FORMATS: &[(&str, &str)] = &[
     ("uki", "sys.efi"),
     ("iso-bios", "sys.iso"),
     ("iso-efi", "sys-efi.iso"),
+    ("iso-efi-initrd", "sys-efi-initrd.iso"),
     ("raw-bios", "sys-bios.img"),
     ("raw-efi", "sys-efi.img"),
     ("qcow2-bios", "sys.qcow2"),
@@ -166,6 +168,11 @@ fn iso_efi_boots_under_ovmf() {
 }
 
 #[test]
+fn iso_efi_initrd_boots_under_ovmf() {
+    boots("sys-efi-initrd.iso");
+}
+
+#[test]
 fn raw_bios_boots_under_seabios() {
     boots("sys-bios.img");
 }
@@ -254,7 +261,7 @@ fn every_output_passes_an_independent_checker() {
     assert!(gpt.contains("No problems found"), "{gpt}");
     let mbr = check("fdisk", &["-l"], &at("sys-bios.img"));
     assert!(mbr.contains("sys-bios.img1"), "{mbr}");
-    for iso in ["sys.iso", "sys-efi.iso"] {
+    for iso in ["sys.iso", "sys-efi.iso", "sys-efi-initrd.iso"] {
         let report = check_around(
             "xorriso",
             &["-indev"],
@@ -394,6 +401,28 @@ fn an_unprivileged_build_with_nothing_on_path_writes_every_format() {
             .arg(home.path().join("sys.yml"))
             .env("SOURCE_DATE_EPOCH", "1700000000"),
     );
+    // The root on disk too: squashfs on a partition, erofs on a whole disk.
+    for (name, formats) in [("rootfs", "raw-efi,qcow2-efi"), ("whole", "kernel+erofs")] {
+        run_ok(
+            unprivileged(&kiln_bin, &env)
+                .args([
+                    "build", "--name", name, "--size", "256M", "--root", "squashfs",
+                ])
+                .args(["-f", formats, "--bootloader", &b.bootloader, "--cache"])
+                .arg(&store)
+                .arg("--dir")
+                .arg(&out)
+                .arg(home.path().join("sys.yml")),
+        );
+    }
+    for file in [
+        "rootfs-efi.img",
+        "rootfs-efi.qcow2",
+        "whole-erofs.img",
+        "whole-initrd.img",
+    ] {
+        assert!(out.join(file).is_file(), "{file} was not written");
+    }
     for (format, file) in FORMATS {
         let (ours, root_built) = (
             std::fs::read(out.join(file)).unwrap_or_else(|e| panic!("{format}: {e}")),

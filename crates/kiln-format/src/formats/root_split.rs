@@ -20,6 +20,16 @@ use tempfile::NamedTempFile;
 /// virtio disk, as `kiln run qemu` attaches it.
 const WHOLE_DISK_ROOT: &str = "/dev/vda";
 
+/// Mount points every root image has.
+const MOUNT_POINTS: &[(&str, u32)] = &[
+    ("dev", 0o755),
+    ("proc", 0o555),
+    ("run", 0o755),
+    ("sys", 0o555),
+    ("tmp", 0o1777),
+    ("var", 0o755),
+];
+
 /// One writer of the split: a root image, or the small initrd's capture.
 enum Part {
     Squashfs(Box<SquashfsSink<File>>),
@@ -103,6 +113,14 @@ pub(crate) fn writer(
         };
         parts.push(part);
         roots.push((kind, tmp));
+    }
+    // The directories the system mounts on, which a read-only root cannot create at boot; the
+    // stream's own entries for them, if any, come later and win.
+    for part in &mut parts {
+        for (dir, mode) in MOUNT_POINTS {
+            part.add(&Entry::dir(*dir, *mode, target.mtime), &mut io::empty())
+                .map_err(write_err(&target.dir))?;
+        }
     }
     let (kernel, initrd) = (spool()?, spool()?);
     // No segment cache: this initrd holds only part of each segment's entries.

@@ -1,0 +1,190 @@
+//! A root larger than RAM: a system whose service image holds 700 MB boots in a 384 MB guest
+//! from `kernel+erofs` (the root as an erofs image on the first virtio disk, an initrd of
+//! kiln-init and the kernel's modules only), and its service reads the last bytes of that
+//! content. A small system built with `--root squashfs` as `raw-efi` (the root on a partition
+//! named on the command line) boots under OVMF, and `kernel+squashfs` boots too. The root images
+//! pass `fsck.erofs` and `unsquashfs`, and two builds give identical bytes.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+const FAR_END: &str = "KILN-FAR-END-OF-700-MB";
+const MARKER: &str = "KILN-MARKER-ROOT-ON-DISK";
+
+/// The kernel, init, busybox and bootloader packages.
+fn packages(cache: &Path) -> Vec<String> {
+    build_init();
+    build_packages(cache, &["kernel", "init", "busybox", "bootloader"])
+}
+
+fn small_manifest(kernel: &str, init: &str, busybox: &str) -> String {
+    format!(
+        r#"kernel:
+  image: {kernel}
+  cmdline: "console=ttyS0"
+init:
+  - {init}
+onboot:
+  - name: marker
+    image: {busybox}
+    command: ["/bin/sh", "-c", "echo {MARKER} root=$(grep ' / / ' /proc/1/mountinfo | head -n 1 | sed 's/.* - //' | cut -d' ' -f1)"]
+    pid: host
+  - name: poweroff
+    image: {busybox}
+    command: ["/sbin/poweroff", "-f"]
+    pid: host
+    capabilities: [CAP_SYS_BOOT]
+"#
+    )
+}
+
+fn build(cache: &Path, manifest: &Path, dir: &Path, args: &[&str]) {
+    run_ok(
+        kiln()
+            .args(["build", "--name", "sys", "--cache"])
+            .arg(cache)
+            .arg("--dir")
+            .arg(dir)
+            .args(args)
+            .arg(manifest)
+            .env("SOURCE_DATE_EPOCH", "1700000000"),
+    );
+}
+
+#[test]
+fn a_system_larger_than_ram_boots_from_an_erofs_root() {
+    let cache = shared_store();
+    let refs = packages(&cache);
+    let (kernel, init, busybox) = (&refs[0], &refs[1], &refs[2]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A 700 MB image of random bytes (incompressible), the marker at its far end.
+    let ctx = dir.path().join("big");
+    std::fs::create_dir(&ctx).expect("mkdir");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {busybox}\nRUN head -c 734003200 /dev/urandom > /big && printf {FAR_END} >> /big\n"
+        ),
+    )
+    .expect("Dockerfile");
+    run_ok(
+        kiln()
+            .args(["image", "build", "-t", "kiln-test/big:700m", "--cache"])
+            .arg(&cache)
+            .arg(&ctx),
+    );
+    let manifest = dir.path().join("sys.yml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"kernel:
+  image: {kernel}
+  cmdline: "console=ttyS0"
+init:
+  - {init}
+services:
+  - name: reader
+    image: kiln-test/big:700m
+    command: ["/bin/sh", "-c", "echo read $(tail -c {len} /big) of $(wc -c < /big) bytes; poweroff -f"]
+    pid: host
+    capabilities: [CAP_SYS_BOOT]
+"#,
+            len = FAR_END.len()
+        ),
+    )
+    .expect("manifest");
+    let out = dir.path().join("out");
+    build(&cache, &manifest, &out, &["-f", "kernel+erofs"]);
+    let image = out.join("sys-erofs.img");
+    let size = std::fs::metadata(&image).expect("erofs image").len();
+    assert!(size > 700 << 20, "the root image holds {size} bytes");
+    let console = boot_ok(&out.join("sys"), &["--mem", "384", "--networking", "none"]);
+    let line = format!(
+        "reader: read {FAR_END} of {} bytes",
+        734003200 + FAR_END.len()
+    );
+    assert!(
+        console.contains(&line),
+        "no `{line}` on the console:\n{console}"
+    );
+    assert!(
+        console.contains("erofs"),
+        "kiln-init did not say it mounted the erofs root:\n{console}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    run_ok(
+        kiln()
+            .args(["cache", "rm", "kiln-test/big:700m", "--cache"])
+            .arg(&cache),
+    );
+}
+
+#[test]
+fn root_images_on_a_partition_and_a_whole_disk_boot() {
+    let cache = shared_store();
+    let refs = packages(&cache);
+    let (kernel, init, busybox, bootloader) = (&refs[0], &refs[1], &refs[2], &refs[3]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = dir.path().join("sys.yml");
+    std::fs::write(&manifest, small_manifest(kernel, init, busybox)).expect("manifest");
+
+    let efi = dir.path().join("efi");
+    build(
+        &cache,
+        &manifest,
+        &efi,
+        &[
+            "-f",
+            "raw-efi",
+            "--root",
+            "squashfs",
+            "--size",
+            "128M",
+            "--bootloader",
+            bootloader,
+        ],
+    );
+    let console = boot_ok(
+        &efi.join("sys-efi.img"),
+        &["--mem", "512", "--networking", "none"],
+    );
+    assert!(
+        console.contains(&format!("{MARKER} root=squashfs")),
+        "raw-efi --root squashfs:\n{console}"
+    );
+
+    let whole = dir.path().join("whole");
+    build(&cache, &manifest, &whole, &["-f", "kernel+squashfs"]);
+    let console = boot_ok(
+        &whole.join("sys"),
+        &["--mem", "512", "--networking", "none"],
+    );
+    assert!(
+        console.contains(&format!("{MARKER} root=squashfs")),
+        "kernel+squashfs:\n{console}"
+    );
+    let again = dir.path().join("again");
+    build(&cache, &manifest, &again, &["-f", "kernel+squashfs"]);
+    for file in ["sys-squashfs.img", "sys-initrd.img", "sys-cmdline"] {
+        assert!(
+            std::fs::read(whole.join(file)).expect("first")
+                == std::fs::read(again.join(file)).expect("second"),
+            "{file} differs between two builds"
+        );
+    }
+    let listing = run_ok(
+        std::process::Command::new("unsquashfs")
+            .arg("-l")
+            .arg(whole.join("sys-squashfs.img")),
+    );
+    assert!(
+        listing.contains("squashfs-root/containers/onboot"),
+        "{listing}"
+    );
+
+    let erofs = dir.path().join("erofs");
+    build(&cache, &manifest, &erofs, &["-f", "kernel+erofs"]);
+    run_ok(std::process::Command::new("fsck.erofs").arg(erofs.join("sys-erofs.img")));
+}
