@@ -137,7 +137,7 @@ pub struct BuildArgs {
     bootloader: Option<String>,
     /// Where the disk formats put the root filesystem: in the initrd, in RAM (ram, as LinuxKit),
     /// or in a read-only squashfs or erofs partition that kiln-init mounts, for systems larger
-    /// than the machine's memory (a kiln extension; raw-efi and qcow2-efi)
+    /// than the machine's memory (a kiln extension; the disk formats)
     #[arg(long, default_value = "ram", value_name = "ram|squashfs|erofs")]
     root: kiln_format::RootFs,
     /// Decompress the kernel (a gzip, or a bzImage's gzip, xz or zstd payload) to the plain image

@@ -53,22 +53,11 @@ fn built() -> &'static Built {
         let manifest = root.join("sys.yml");
         std::fs::write(
             &manifest,
-            format!(
-                r#"kernel:
-  image: {kernel}
-  cmdline: "console=ttyS0"
-init:
-  - {init}
-onboot:
-  - name: marker
-    image: {busybox}
-    command: ["/bin/echo", "{MARKER}"]
-  - name: poweroff
-    image: {busybox}
-    command: ["/sbin/poweroff", "-f"]
-    pid: host
-    capabilities: [CAP_SYS_BOOT]
-"#
+            marker_system(
+                kernel,
+                init,
+                busybox,
+                &format!(r#"["/bin/echo", "{MARKER}"]"#),
             ),
         )
         .expect("manifest");

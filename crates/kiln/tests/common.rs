@@ -232,6 +232,30 @@ pub fn pkg_ref(name: &str) -> String {
     format!("\"@pkg:{}\"", repo_root().join("pkg").join(name).display())
 }
 
+/// A manifest of a test system: `kernel`, `init`, and two onboot containers of `busybox`: one
+/// running `marker` (a YAML flow sequence, the command, in the host's PID namespace), then one
+/// powering the machine off.
+pub fn marker_system(kernel: &str, init: &str, busybox: &str, marker: &str) -> String {
+    format!(
+        r#"kernel:
+  image: {kernel}
+  cmdline: "console=ttyS0"
+init:
+  - {init}
+onboot:
+  - name: marker
+    image: {busybox}
+    command: {marker}
+    pid: host
+  - name: poweroff
+    image: {busybox}
+    command: ["/sbin/poweroff", "-f"]
+    pid: host
+    capabilities: [CAP_SYS_BOOT]
+"#
+    )
+}
+
 /// Write `manifest` (YAML text) as DIR/NAME.yml and build it; returns the system's NAME prefix.
 pub fn build_manifest(cache: &Path, manifest: &str, dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(format!("{name}.yml"));

@@ -2,7 +2,8 @@
 //! from `kernel+erofs` (the root as an erofs image on the first virtio disk, an initrd of
 //! kiln-init and the kernel's modules only), and its service reads the last bytes of that
 //! content. A small system built with `--root squashfs` as `raw-efi` (the root on a partition
-//! named on the command line) boots under OVMF, and `kernel+squashfs` boots too. The root images
+//! named on the command line) boots under OVMF, with `--root erofs` as `raw-bios` under
+//! SeaBIOS, and `kernel+squashfs` boots too. The root images
 //! pass `fsck.erofs` and `unsquashfs`, and two builds give identical bytes.
 
 mod common;
@@ -19,25 +20,12 @@ fn packages(cache: &Path) -> Vec<String> {
     build_packages(cache, &["kernel", "init", "busybox", "bootloader"])
 }
 
+/// A system whose onboot container prints the marker and the root's file system type.
 fn small_manifest(kernel: &str, init: &str, busybox: &str) -> String {
-    format!(
-        r#"kernel:
-  image: {kernel}
-  cmdline: "console=ttyS0"
-init:
-  - {init}
-onboot:
-  - name: marker
-    image: {busybox}
-    command: ["/bin/sh", "-c", "echo {MARKER} root=$(grep ' / / ' /proc/1/mountinfo | head -n 1 | sed 's/.* - //' | cut -d' ' -f1)"]
-    pid: host
-  - name: poweroff
-    image: {busybox}
-    command: ["/sbin/poweroff", "-f"]
-    pid: host
-    capabilities: [CAP_SYS_BOOT]
-"#
-    )
+    let marker = format!(
+        r#"["/bin/sh", "-c", "echo {MARKER} root=$(grep ' / / ' /proc/1/mountinfo | head -n 1 | sed 's/.* - //' | cut -d' ' -f1)"]"#
+    );
+    marker_system(kernel, init, busybox, &marker)
 }
 
 fn build(cache: &Path, manifest: &Path, dir: &Path, args: &[&str]) {
@@ -153,6 +141,32 @@ fn root_images_on_a_partition_and_a_whole_disk_boot() {
     assert!(
         console.contains(&format!("{MARKER} root=squashfs")),
         "raw-efi --root squashfs:\n{console}"
+    );
+
+    // A BIOS disk: the root partition is named by the MBR's signature (PARTUUID=SSSSSSSS-02).
+    let bios = dir.path().join("bios");
+    build(
+        &cache,
+        &manifest,
+        &bios,
+        &[
+            "-f",
+            "raw-bios",
+            "--root",
+            "erofs",
+            "--size",
+            "128M",
+            "--bootloader",
+            bootloader,
+        ],
+    );
+    let console = boot_ok(
+        &bios.join("sys-bios.img"),
+        &["--mem", "512", "--networking", "none"],
+    );
+    assert!(
+        console.contains(&format!("{MARKER} root=erofs")),
+        "raw-bios --root erofs:\n{console}"
     );
 
     let whole = dir.path().join("whole");

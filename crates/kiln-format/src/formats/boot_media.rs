@@ -36,8 +36,11 @@ impl Bootloader {
 pub(crate) struct RootImage {
     /// The image.
     pub file: PathBuf,
-    /// The partition's name, which the command line's `kiln.root=PARTLABEL=` names.
+    /// The partition's name on GPT disks, which the command line's `kiln.root=PARTLABEL=`
+    /// names (MBR disks name the partition by `kiln.root=PARTUUID=SIGNATURE-02`).
     pub label: String,
+    /// Its file system.
+    pub fs: crate::RootFs,
 }
 
 /// What every boot medium is made of.
@@ -46,7 +49,8 @@ pub(crate) struct BootFiles {
     pub kernel: NamedTempFile,
     /// The initrd.
     pub initrd: NamedTempFile,
-    /// The kernel command line.
+    /// The kernel command line (without the switches naming a root partition, which depend on
+    /// the disk: see [`super::packager`]).
     pub cmdline: String,
     /// The root image, when the root is on a partition rather than in the initrd.
     pub root: Option<RootImage>,
@@ -143,7 +147,12 @@ impl FormatWriter for Capture {
         };
         let mut written = Vec::new();
         if kernel_initrd {
-            written.extend(copy_kernel_initrd(&boot, &target)?);
+            written.extend(write_kernel_files(
+                &target,
+                &boot.kernel,
+                &boot.initrd,
+                &boot.cmdline,
+            )?);
         }
         let packager = super::packager::Packager::new(&boot, &target);
         for f in formats {
@@ -166,19 +175,32 @@ pub(crate) fn content_id(files: &[&NamedTempFile], cmdline: &str) -> io::Result<
     Ok(h.finalize().into())
 }
 
-/// NAME-kernel, NAME-initrd.img and NAME-cmdline from the capture.
-fn copy_kernel_initrd(boot: &BootFiles, target: &Target) -> Result<Vec<PathBuf>, FormatError> {
+/// NAME-kernel, NAME-initrd.img and NAME-cmdline: copies of `kernel` and `initrd`, and
+/// `cmdline`.
+pub(crate) fn write_kernel_files(
+    target: &Target,
+    kernel: &NamedTempFile,
+    initrd: &NamedTempFile,
+    cmdline: &str,
+) -> Result<Vec<PathBuf>, FormatError> {
     let mut written = Vec::new();
-    for (suffix, file) in [("-kernel", &boot.kernel), ("-initrd.img", &boot.initrd)] {
+    for (suffix, file) in [("-kernel", kernel), ("-initrd.img", initrd)] {
         let path = target.path(suffix);
         let mut out = AtomicOutput::create(&path).map_err(write_err(&path))?;
-        let mut r = file.reopen().map_err(write_err(&path))?;
-        io::copy(&mut r, &mut out).map_err(write_err(&path))?;
+        copy_file(file.as_file(), &mut out).map_err(write_err(&path))?;
         written.push(out.commit().map_err(write_err(&path))?);
     }
     let path = target.path("-cmdline");
     let mut out = AtomicOutput::create(&path).map_err(write_err(&path))?;
-    io::Write::write_all(&mut out, boot.cmdline.as_bytes()).map_err(write_err(&path))?;
+    io::Write::write_all(&mut out, cmdline.as_bytes()).map_err(write_err(&path))?;
     written.push(out.commit().map_err(write_err(&path))?);
     Ok(written)
+}
+
+/// Copy all of `from` (whatever its position) to `out`.
+pub(crate) fn copy_file(from: &File, out: &mut AtomicOutput) -> io::Result<()> {
+    let mut r = from.try_clone()?;
+    r.seek(SeekFrom::Start(0))?;
+    io::copy(&mut r, out)?;
+    Ok(())
 }

@@ -4,7 +4,7 @@
 //! grub.cfg), their qcow2, VHD, VMDK, GCE and AWS forms, and the ISOs. Intermediate images
 //! (the UKI, each raw disk) are made once per build, however many formats use them.
 
-use super::boot_media::BootFiles;
+use super::boot_media::{BootFiles, copy_file};
 use crate::AtomicOutput;
 use crate::fat::{self, Source};
 use crate::format::{Format, FormatError, Target, write_err};
@@ -57,7 +57,7 @@ impl<'a> Packager<'a> {
         let mut out = AtomicOutput::create(&dest).map_err(write_err(&dest))?;
         let io = |r: io::Result<()>| r.map_err(write_err(&dest));
         match format {
-            Format::Uki => io(copy(self.uki(format)?.as_file(), &mut out))?,
+            Format::Uki => io(copy_file(self.uki(format)?.as_file(), &mut out))?,
             Format::RawEfi => io(copy_sparse(self.efi_disk(format)?.as_file(), &mut out))?,
             Format::RawBios | Format::Aws => {
                 io(copy_sparse(self.bios_disk(format)?.as_file(), &mut out))?
@@ -104,6 +104,24 @@ impl<'a> Packager<'a> {
         NamedTempFile::new_in(&self.target.dir).map_err(write_err(&self.target.dir))
     }
 
+    /// The kernel command line of a disk with the partition table `table`: the build's, plus
+    /// the switches that make kiln-init mount the root partition when the root is on one (by
+    /// its GPT name, or on an MBR disk by the disk signature and partition number).
+    fn cmdline(&self, table: TableKind) -> String {
+        let Some(root) = &self.boot.root else {
+            return self.boot.cmdline.clone();
+        };
+        let device = match table {
+            TableKind::Gpt => format!("PARTLABEL={}", root.label),
+            TableKind::Mbr => format!("PARTUUID={:08x}-02", self.mbr_signature()),
+        };
+        super::root_split::root_cmdline(&self.boot.cmdline, &device, root.fs)
+    }
+
+    fn mbr_signature(&self) -> u32 {
+        self.derive_u32("mbr disk signature")
+    }
+
     /// A 32-bit identifier derived from the content for `purpose`.
     fn derive_u32(&self, purpose: &str) -> u32 {
         let d = self.boot.derive(purpose);
@@ -120,7 +138,7 @@ impl<'a> Packager<'a> {
         let mut tmp = self.spool()?;
         let sections = UkiSections {
             osrel: Source::Bytes(OS_RELEASE.as_bytes().to_vec()),
-            cmdline: Source::Bytes(self.boot.cmdline.as_bytes().to_vec()),
+            cmdline: Source::Bytes(self.cmdline(TableKind::Gpt).into_bytes()),
             uname: None,
             initrd: vec![Source::File(self.boot.initrd.path().to_path_buf())],
             linux: Source::File(self.boot.kernel.path().to_path_buf()),
@@ -157,22 +175,7 @@ impl<'a> Packager<'a> {
             })?;
             return Ok(self.efi_disk.get_or_init(|| tmp));
         };
-        // The ESP as small as the UKI allows, the root partition filling the rest of the disk.
-        let dest = self.dest(format);
-        let esp = fat::required_size(&files).map_err(|e| media_err(format, &dest, e))?;
-        let root_len = std::fs::metadata(&root.file)
-            .map_err(write_err(&root.file))?
-            .len();
-        let (_, min_disk) = partition::plan(&[esp, root_len], TableKind::Gpt);
-        if min_disk > disk_size || !disk_size.is_multiple_of(1 << 20) {
-            return Err(FormatError::TooSmall {
-                format,
-                needed: min_disk.div_ceil(1 << 20),
-                size: disk_size >> 20,
-            });
-        }
-        let (places, _) =
-            partition::plan(&[esp, root_len + (disk_size - min_disk)], TableKind::Gpt);
+        let places = self.places_with_root(format, &files, TableKind::Gpt)?;
         let table = Gpt {
             disk_guid: Guid::derive(&seed, "disk"),
             boot_code: None,
@@ -191,14 +194,8 @@ impl<'a> Packager<'a> {
                 ),
             ],
         };
-        let root_file = root.file.clone();
-        let root_place = places[1];
         let tmp = self.disk(format, places[0], "KILN-EFI", &files, |disk| {
-            {
-                let mut slice = partition::Slice::partition(&mut *disk, root_place)?;
-                let mut image = File::open(&root_file)?;
-                io::copy(&mut image, &mut slice)?;
-            }
+            write_root(disk, &root.file, places[1])?;
             partition::write_gpt(disk, disk_size, &table).map_err(io::Error::other)
         })?;
         Ok(self.efi_disk.get_or_init(|| tmp))
@@ -214,24 +211,41 @@ impl<'a> Packager<'a> {
         let boot_img = self.bootloader_file(format, grub::files::BOOT_IMG)?;
         let core_img = self.bootloader_file(format, grub::files::CORE_IMG)?;
         let files = self.boot_tree(format)?;
-        let place = self.partition_place(format, &files, TableKind::Mbr)?;
+        // The boot partition fills the disk, or with the root on disk, is as small as its files
+        // allow and the root partition (the second: PARTUUID=SIGNATURE-02) fills the rest.
+        let places = match &self.boot.root {
+            None => vec![self.partition_place(format, &files, TableKind::Mbr)?],
+            Some(_) => self.places_with_root(format, &files, TableKind::Mbr)?,
+        };
+        let place = places[0];
         let area = grub::bios_disk_boot_area(boot_img, core_img, place.start)
             .map_err(|e| media_err(format, &dest, e))?;
+        let mut partitions = vec![MbrPartition {
+            kind: if fat::fat_bits(place.len()) == 32 {
+                partition::MBR_FAT32_LBA
+            } else {
+                MBR_FAT16_LBA
+            },
+            bootable: true,
+            place,
+        }];
+        if let Some(&root_place) = places.get(1) {
+            partitions.push(MbrPartition {
+                kind: partition::MBR_LINUX,
+                bootable: false,
+                place: root_place,
+            });
+        }
         let table = Mbr {
             boot_code: Some(area.mbr_code.to_vec()),
-            disk_signature: self.derive_u32("mbr disk signature"),
-            partitions: vec![MbrPartition {
-                kind: if fat::fat_bits(place.len()) == 32 {
-                    partition::MBR_FAT32_LBA
-                } else {
-                    MBR_FAT16_LBA
-                },
-                bootable: true,
-                place,
-            }],
+            disk_signature: self.mbr_signature(),
+            partitions,
         };
         let disk_size = self.target.disk_size;
         let tmp = self.disk(format, place, "KILN-BOOT", &files, |disk| {
+            if let (Some(root), Some(&root_place)) = (&self.boot.root, places.get(1)) {
+                write_root(disk, &root.file, root_place)?;
+            }
             partition::write_mbr(disk, disk_size, &table).map_err(io::Error::other)?;
             disk.seek(SeekFrom::Start(grub::EMBED_LBA * grub::SECTOR_SIZE as u64))?;
             disk.write_all(&area.embedding)
@@ -244,7 +258,7 @@ impl<'a> Packager<'a> {
         let cfg = grub::grub_cfg(
             &format!("/{KERNEL}"),
             &format!("/{INITRD}"),
-            &self.boot.cmdline,
+            &self.cmdline(TableKind::Mbr),
         )
         .map_err(|e| media_err(format, &self.dest(format), e))?;
         Ok(vec![
@@ -281,6 +295,34 @@ impl<'a> Packager<'a> {
         let (places, total) = partition::plan(&[disk_size - overhead], kind);
         debug_assert_eq!(total, disk_size);
         Ok(places[0])
+    }
+
+    /// A boot partition as small as `files` allow, then the root partition filling the rest
+    /// of a disk of `--size`; an error naming both sizes when they do not fit.
+    fn places_with_root(
+        &self,
+        format: Format,
+        files: &[(String, Source)],
+        kind: TableKind,
+    ) -> Result<Vec<Place>, FormatError> {
+        let dest = self.dest(format);
+        let boot = fat::required_size(files).map_err(|e| media_err(format, &dest, e))?;
+        let root_len = match &self.boot.root {
+            Some(root) => std::fs::metadata(&root.file)
+                .map_err(write_err(&root.file))?
+                .len(),
+            None => 0,
+        };
+        let disk_size = self.target.disk_size;
+        let (_, min_disk) = partition::plan(&[boot, root_len], kind);
+        if min_disk > disk_size || !disk_size.is_multiple_of(1 << 20) {
+            return Err(FormatError::TooSmall {
+                format,
+                needed: min_disk.div_ceil(1 << 20),
+                size: disk_size >> 20,
+            });
+        }
+        Ok(partition::plan(&[boot, root_len + (disk_size - min_disk)], kind).0)
     }
 
     /// A raw disk of `--size`: a FAT file system labelled `label` holding `files` in `place`,
@@ -440,10 +482,11 @@ fn media_err(format: Format, dest: &Path, e: impl std::fmt::Display) -> FormatEr
     }
 }
 
-fn copy(from: &File, out: &mut AtomicOutput) -> io::Result<()> {
-    let mut r = from.try_clone()?;
-    r.seek(SeekFrom::Start(0))?;
-    io::copy(&mut r, out)?;
+/// Write the root image at `place` of `disk`.
+fn write_root(disk: &mut File, image: &Path, place: Place) -> io::Result<()> {
+    let mut slice = partition::Slice::partition(&mut *disk, place)?;
+    let mut image = File::open(image)?;
+    io::copy(&mut image, &mut slice)?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! kiln-init) also into a small initrd. kiln-init, started from that initrd, finds the root
 //! device named by `kiln.root=` on the command line, mounts it and goes on from there.
 
-use super::boot_media::{BootFiles, RootImage, content_id};
+use super::boot_media::{BootFiles, RootImage, content_id, copy_file, write_kernel_files};
 use super::packager::Packager;
 use crate::erofs::ErofsSink;
 use crate::format::{Format, FormatError, FormatWriter, RootFs, Target, write_err};
@@ -12,7 +12,7 @@ use crate::squashfs::{SquashfsOptions, SquashfsSink};
 use crate::{AtomicOutput, InitrdOptions, KernelInitrd};
 use kiln_fs::{Entry, Origin, Segment, Sink, Tee};
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read};
 use std::path::PathBuf;
 use tempfile::NamedTempFile;
 
@@ -142,9 +142,20 @@ pub(crate) fn writer(
     }))
 }
 
-/// The boot media formats that can hold the root on a partition: the UEFI disks.
+/// The boot media formats that can hold the root on a partition: the disks.
 fn carries_root_partition(f: Format) -> bool {
-    matches!(f, Format::RawEfi | Format::Qcow2Efi)
+    matches!(
+        f,
+        Format::RawEfi
+            | Format::Qcow2Efi
+            | Format::RawBios
+            | Format::Qcow2Bios
+            | Format::Vhd
+            | Format::DynamicVhd
+            | Format::Vmdk
+            | Format::Gcp
+            | Format::Aws
+    )
 }
 
 impl Sink for RootSplit {
@@ -211,10 +222,10 @@ impl FormatWriter for RootSplit {
             let Some(fs) = f.root_image() else { continue };
             let root = root_file(&roots, fs)?;
             let line = root_cmdline(&cmdline, WHOLE_DISK_ROOT, fs);
-            written.extend(whole_disk_outputs(&target, &kernel, &initrd, &line)?);
+            written.extend(write_kernel_files(&target, &kernel, &initrd, &line)?);
             let path = target.path(f.suffix());
             let mut out = AtomicOutput::create(&path).map_err(write_err(&path))?;
-            copy(root.as_file(), &mut out).map_err(write_err(&path))?;
+            copy_file(root.as_file(), &mut out).map_err(write_err(&path))?;
             written.push(out.commit().map_err(write_err(&path))?);
         }
         if !media.is_empty() {
@@ -226,11 +237,12 @@ impl FormatWriter for RootSplit {
             let boot = BootFiles {
                 kernel,
                 initrd,
-                cmdline: root_cmdline(&cmdline, &format!("PARTLABEL={label}"), fs),
+                cmdline,
                 id,
                 root: Some(RootImage {
                     file: root.path().to_path_buf(),
                     label,
+                    fs,
                 }),
             };
             let packager = Packager::new(&boot, &target);
@@ -254,7 +266,7 @@ fn root_file(roots: &[(RootFs, NamedTempFile)], fs: RootFs) -> Result<&NamedTemp
 }
 
 /// The command line with the switches that make kiln-init mount the root from `device`.
-fn root_cmdline(cmdline: &str, device: &str, fs: RootFs) -> String {
+pub(crate) fn root_cmdline(cmdline: &str, device: &str, fs: RootFs) -> String {
     format!("{cmdline} kiln.root={device} kiln.rootfstype={}", fs.name())
         .trim()
         .to_string()
@@ -262,33 +274,4 @@ fn root_cmdline(cmdline: &str, device: &str, fs: RootFs) -> String {
 
 fn hex8(id: &[u8; 32]) -> String {
     id[..4].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// NAME-kernel, NAME-initrd.img and NAME-cmdline of a system whose root is a whole-disk image.
-fn whole_disk_outputs(
-    target: &Target,
-    kernel: &NamedTempFile,
-    initrd: &NamedTempFile,
-    cmdline: &str,
-) -> Result<Vec<PathBuf>, FormatError> {
-    let mut written = Vec::new();
-    for (suffix, file) in [("-kernel", kernel), ("-initrd.img", initrd)] {
-        let path = target.path(suffix);
-        let mut out = AtomicOutput::create(&path).map_err(write_err(&path))?;
-        copy(file.as_file(), &mut out).map_err(write_err(&path))?;
-        written.push(out.commit().map_err(write_err(&path))?);
-    }
-    let path = target.path("-cmdline");
-    let mut out = AtomicOutput::create(&path).map_err(write_err(&path))?;
-    out.write_all(cmdline.as_bytes())
-        .map_err(write_err(&path))?;
-    written.push(out.commit().map_err(write_err(&path))?);
-    Ok(written)
-}
-
-fn copy(from: &File, out: &mut AtomicOutput) -> io::Result<()> {
-    let mut r = from.try_clone()?;
-    r.seek(SeekFrom::Start(0))?;
-    io::copy(&mut r, out)?;
-    Ok(())
 }

@@ -274,18 +274,7 @@ pub(crate) mod tests {
     /// Whether `qemu-img` can be run; in CI its absence fails the test, elsewhere the caller
     /// skips.
     pub(crate) fn have_qemu_img() -> bool {
-        let found = Command::new("qemu-img")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "qemu-img is needed to check virtual disks; install qemu-utils"
-            );
-            eprintln!("skipping: qemu-img is not installed");
-        }
-        found
+        crate::test_tools::tool("qemu-img")
     }
 
     /// Run `qemu-img ARGS`, failing the test with its output unless it succeeds; its stdout.
