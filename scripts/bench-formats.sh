@@ -23,7 +23,7 @@ manifest=examples/redis-os.yml
 $kiln build -q -f kernel+initrd --dir "$work/warm" "$manifest" >/dev/null
 
 formats=(kernel+initrd uki iso-bios iso-efi iso-efi-initrd raw-bios raw-efi qcow2-bios qcow2-efi
-  vhd dynamic-vhd vmdk gcp aws kernel+squashfs kernel+erofs)
+  vhd dynamic-vhd vmdk gcp aws kernel+squashfs kernel+erofs kernel+iso)
 all="uki,iso-bios,iso-efi,iso-efi-initrd,raw-bios,raw-efi,qcow2-bios,qcow2-efi,vhd,vmdk,gcp,aws,kernel+initrd"
 
 # measure NAME FORMATS: one build into a fresh directory; appends "seconds kib" to $work/NAME.

@@ -52,11 +52,14 @@ pub enum Format {
     KernelSquashfs,
     /// As [`Format::KernelSquashfs`] with the root as erofs: `NAME-erofs.img`.
     KernelErofs,
+    /// As [`Format::KernelSquashfs`] with the root as an ISO 9660 image, `NAME.iso`, which
+    /// kiln-init mounts from the first CD-ROM drive.
+    KernelIso,
 }
 
 impl Format {
     /// Every format, in the order `--help` lists them.
-    pub const ALL: [Format; 19] = [
+    pub const ALL: [Format; 20] = [
         Format::KernelInitrd,
         Format::Tar,
         Format::TarKernelInitrd,
@@ -76,6 +79,7 @@ impl Format {
         Format::Aws,
         Format::KernelSquashfs,
         Format::KernelErofs,
+        Format::KernelIso,
     ];
 
     /// The format's name on the command line and in manifests (LinuxKit's names).
@@ -100,6 +104,7 @@ impl Format {
             Format::Aws => "aws",
             Format::KernelSquashfs => "kernel+squashfs",
             Format::KernelErofs => "kernel+erofs",
+            Format::KernelIso => "kernel+iso",
         }
     }
 
@@ -124,6 +129,7 @@ impl Format {
             Format::Aws => ".raw",
             Format::KernelSquashfs => "-squashfs.img",
             Format::KernelErofs => "-erofs.img",
+            Format::KernelIso => ".iso",
         }
     }
 
@@ -155,6 +161,9 @@ impl Format {
             Format::KernelErofs => {
                 "NAME-kernel, NAME-initrd.img, NAME-cmdline and the root as NAME-erofs.img"
             }
+            Format::KernelIso => {
+                "NAME-kernel, NAME-initrd.img, NAME-cmdline and the root as NAME.iso (a CD-ROM)"
+            }
         }
     }
 
@@ -175,6 +184,7 @@ impl Format {
                 | Format::Docker
                 | Format::KernelSquashfs
                 | Format::KernelErofs
+                | Format::KernelIso
         )
     }
 
@@ -183,6 +193,7 @@ impl Format {
         match self {
             Format::KernelSquashfs => Some(RootFs::Squashfs),
             Format::KernelErofs => Some(RootFs::Erofs),
+            Format::KernelIso => Some(RootFs::Iso9660),
             _ => None,
         }
     }
@@ -220,6 +231,8 @@ pub enum RootFs {
     Squashfs,
     /// A read-only erofs image on a disk partition.
     Erofs,
+    /// An ISO 9660 image on a CD-ROM (`kernel+iso` only).
+    Iso9660,
 }
 
 impl RootFs {
@@ -229,6 +242,7 @@ impl RootFs {
             RootFs::Ram => "ram",
             RootFs::Squashfs => "squashfs",
             RootFs::Erofs => "erofs",
+            RootFs::Iso9660 => "iso9660",
         }
     }
 }

@@ -9,9 +9,10 @@
 //! - `kiln.root=SPEC`: mount the root read-only from the block device SPEC names:
 //!   `PARTLABEL=NAME` (a GPT partition's name), `PARTUUID=GUID` (a GPT partition's unique GUID,
 //!   or `SSSSSSSS-PP` for an MBR partition, as the kernel's own `root=` takes them) or
-//!   `/dev/NAME` (a kernel device name such as `/dev/vda` or `/dev/sda2`);
-//! - `kiln.rootfstype=squashfs|erofs`: the file system it must hold (found from its superblock
-//!   when not given);
+//!   `/dev/NAME` (a kernel device name such as `/dev/vda`, `/dev/sda2` or `/dev/sr0`, a CD-ROM);
+//! - `kiln.rootfstype=squashfs|erofs|iso9660`: the file system it must hold (found from its
+//!   superblock when not given); iso9660 is the root of the `kernel+iso` format, an ISO 9660
+//!   image (with Rock Ridge, for modes and owners) on a CD-ROM;
 //! - `kiln.rootwait=SECONDS`: how long to wait for the device to appear (default 30).
 //!
 //! A malformed value of these three is an error that stops the boot: it never falls back to
@@ -36,6 +37,18 @@ pub enum RootSpec {
     PartUuid(String),
     /// `/dev/NAME`: the device the kernel names NAME (DEVNAME in its uevent).
     DevName(String),
+}
+
+impl RootSpec {
+    /// Whether it names a CD-ROM drive (`/dev/srN`), whose drivers kiln-init loads first.
+    pub fn is_cdrom(&self) -> bool {
+        match self {
+            RootSpec::DevName(name) => name
+                .strip_prefix("sr")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+            RootSpec::PartLabel(_) | RootSpec::PartUuid(_) => false,
+        }
+    }
 }
 
 impl std::fmt::Display for RootSpec {
@@ -97,6 +110,8 @@ pub enum RootFsType {
     Squashfs,
     /// erofs.
     Erofs,
+    /// ISO 9660 (with Rock Ridge), as on a CD-ROM.
+    Iso9660,
 }
 
 impl RootFsType {
@@ -105,6 +120,16 @@ impl RootFsType {
         match self {
             RootFsType::Squashfs => "squashfs",
             RootFsType::Erofs => "erofs",
+            RootFsType::Iso9660 => "iso9660",
+        }
+    }
+
+    /// The module that provides it, when it is not built into the kernel.
+    pub fn module(self) -> &'static str {
+        match self {
+            RootFsType::Squashfs => "squashfs",
+            RootFsType::Erofs => "erofs",
+            RootFsType::Iso9660 => "isofs",
         }
     }
 }
@@ -114,7 +139,8 @@ impl RootFsType {
 pub struct DiskRoot {
     /// The device.
     pub spec: RootSpec,
-    /// The file system it must hold; `None`: whichever of squashfs and erofs it holds.
+    /// The file system it must hold; `None`: whichever of squashfs, erofs and iso9660 it
+    /// holds.
     pub fstype: Option<RootFsType>,
     /// How long to wait for the device.
     pub wait: Duration,
@@ -155,9 +181,10 @@ impl RootWords<'_> {
             None => None,
             Some("squashfs") => Some(RootFsType::Squashfs),
             Some("erofs") => Some(RootFsType::Erofs),
+            Some("iso9660") => Some(RootFsType::Iso9660),
             Some(other) => {
                 errors.push(format!(
-                    "kiln.rootfstype={other}: the root can be squashfs or erofs"
+                    "kiln.rootfstype={other}: the root can be squashfs, erofs or iso9660"
                 ));
                 None
             }
@@ -296,6 +323,30 @@ mod tests {
                 .to_string(),
             "/dev/nvme0n1p2"
         );
+    }
+
+    #[test]
+    fn cdrom_roots_are_parsed() {
+        let r =
+            root("console=ttyS0 kiln.root=/dev/sr0 kiln.rootfstype=iso9660").expect("well formed");
+        assert_eq!(r.spec, RootSpec::DevName("sr0".into()));
+        assert_eq!(r.fstype, Some(RootFsType::Iso9660));
+        assert_eq!(
+            (RootFsType::Iso9660.name(), RootFsType::Iso9660.module()),
+            ("iso9660", "isofs")
+        );
+        assert!(r.spec.is_cdrom());
+        assert!(RootSpec::DevName("sr12".into()).is_cdrom());
+        for not in ["sr", "sra", "sr0p1", "sda", "vda", "scd0"] {
+            assert!(!RootSpec::DevName(not.into()).is_cdrom(), "{not}");
+        }
+        assert!(!RootSpec::PartLabel("sr0".into()).is_cdrom());
+        // An ISO 9660 image on a disk partition is fine too.
+        let r = root("kiln.root=PARTLABEL=iso kiln.rootfstype=iso9660").expect("well formed");
+        assert_eq!(r.fstype, Some(RootFsType::Iso9660));
+        // The file system's name, not its module's.
+        let e = root("kiln.root=/dev/sr0 kiln.rootfstype=isofs").expect_err("malformed");
+        assert!(e.contains("squashfs, erofs or iso9660"), "{e}");
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //! containers can then use a real pivot_root. `kiln.rw` on the kernel command line keeps the
 //! root writable.
 //!
-//! With `kiln.root=SPEC` the root is a read-only squashfs or erofs on a block device instead
-//! (`root_device` finds and mounts it): it gets the same fresh /var (carrying over the image's
-//! /var from the device) and becomes the root the same way, so that the rest of boot runs from
-//! it unchanged. Failing that is fatal: the machine powers off with an error naming SPEC.
+//! With `kiln.root=SPEC` the root is a read-only squashfs, erofs or ISO 9660 file system on a
+//! block device (a disk partition, a whole disk, a CD-ROM) instead (`root_device` finds and
+//! mounts it): it gets the same fresh /var (carrying over the image's /var from the device) and
+//! becomes the root the same way, so that the rest of boot runs from it unchanged. Failing
+//! that is fatal: the machine powers off with an error naming SPEC.
 
 use crate::cmdline::{DiskRoot, Switches};
 use crate::{log, root_device};

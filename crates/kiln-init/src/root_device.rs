@@ -1,8 +1,10 @@
 //! The root file system on a block device (`kiln.root=SPEC`, see `cmdline`): from the
 //! initramfs, which then holds only kiln-init and kernel modules, load the modules needed to
 //! reach the device, wait (bounded) for the device SPEC names to appear in /sys/class/block,
-//! check that it holds the file system asked for (squashfs or erofs, from its superblock) and
-//! mount it read-only. `readonly_root` then makes it the root as it does a view of the
+//! check that it holds the file system asked for (squashfs, erofs or ISO 9660, from its
+//! superblock) and mount it read-only. A CD-ROM (`/dev/srN`, or any root said to be iso9660)
+//! gets its drivers loaded first: sr_mod (with cdrom) and the ATA controllers qemu's IDE and
+//! SATA CD drives sit on. `readonly_root` then makes it the root as it does a view of the
 //! initramfs. Any failure here stops the machine (`fatal`): a system whose root is missing has
 //! nothing to run.
 //!
@@ -34,6 +36,18 @@ const MORE_MODULES: &[&str] = &[
     "usb_storage",
     "uas",
 ];
+
+/// Modules for CD-ROM drives: the IDE and SATA controllers qemu and PCs put them on, and
+/// sr_mod (which brings cdrom; virtio_scsi is among the first ones). Loaded before the first
+/// ones when the root is a CD-ROM or an ISO 9660 image.
+const CDROM_MODULES: &[&str] = &["ata_piix", "ahci", "sr_mod"];
+
+/// Where an ISO 9660 image has its first volume descriptor's "CD001" (sector 16 of 2048
+/// bytes, after the type byte).
+const ISO9660_MAGIC_AT: usize = 16 * 2048 + 1;
+
+/// How much of the device `detect` looks at.
+const HEAD_LEN: usize = 36 * 1024;
 
 /// How often /sys/class/block is looked at while waiting for the device.
 const POLL: Duration = Duration::from_millis(20);
@@ -101,8 +115,8 @@ impl BlockDevice {
     }
 }
 
-/// The file system whose superblock starts `head` (at least the first 1028 bytes of the
-/// device), among those a root can be.
+/// The file system whose superblock starts `head` (the first `HEAD_LEN` bytes of the device,
+/// or all of it), among those a root can be.
 pub fn detect(head: &[u8]) -> Option<RootFsType> {
     if head.starts_with(b"hsqs") {
         return Some(RootFsType::Squashfs);
@@ -110,6 +124,9 @@ pub fn detect(head: &[u8]) -> Option<RootFsType> {
     // EROFS_SUPER_MAGIC_V1, little-endian, at EROFS_SUPER_OFFSET.
     if head.get(1024..1028) == Some(&0xE0F5_E1E2u32.to_le_bytes()[..]) {
         return Some(RootFsType::Erofs);
+    }
+    if head.get(ISO9660_MAGIC_AT..ISO9660_MAGIC_AT + 5) == Some(&b"CD001"[..]) {
+        return Some(RootFsType::Iso9660);
     }
     None
 }
@@ -196,20 +213,29 @@ fn block_devices() -> Vec<BlockDevice> {
     found
 }
 
-/// Load what can be of `names`; returns what failed (a missing module is fine: the driver
-/// may be built in).
-fn load_modules(modules: Option<&mut Modules>, names: &[&str]) -> Vec<String> {
-    let Some(m) = modules else {
-        return Vec::new();
-    };
-    names.iter().filter_map(|n| m.load(n).err()).collect()
+/// The modules that may be needed to reach the device `root` names, in the order to load
+/// them: a CD-ROM's controllers first (their drives are probed while the rest load), then the
+/// first ones, then the slower ones.
+fn modules_for(root: &DiskRoot) -> Vec<&'static str> {
+    let cdrom = root.spec.is_cdrom() || root.fstype == Some(RootFsType::Iso9660);
+    let mut names: Vec<&'static str> = Vec::new();
+    if cdrom {
+        names.extend(CDROM_MODULES);
+    }
+    for name in FIRST_MODULES.iter().chain(MORE_MODULES) {
+        if !names.contains(name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
-/// Wait for the device `root` names, loading the modules that may be needed to reach it.
+/// Wait for the device `root` names, loading one at a time, until it is there, the modules
+/// that may be needed to reach it (a missing module is fine: the driver may be built in).
 fn find(root: &DiskRoot, modules: &mut Option<Modules>) -> Result<BlockDevice, String> {
     let deadline = Instant::now() + root.wait;
-    let mut failed = load_modules(modules.as_mut(), FIRST_MODULES);
-    let mut more_loaded = false;
+    let mut to_load = modules_for(root).into_iter();
+    let mut failed = Vec::new();
     // PARTUUIDs read so far, by device name.
     let mut uuids: HashMap<String, String> = HashMap::new();
     loop {
@@ -229,9 +255,8 @@ fn find(root: &DiskRoot, modules: &mut Option<Modules>) -> Result<BlockDevice, S
                 return Ok(dev.clone());
             }
         }
-        if !more_loaded {
-            more_loaded = true;
-            failed.extend(load_modules(modules.as_mut(), MORE_MODULES));
+        if let (Some(m), Some(name)) = (modules.as_mut(), to_load.next()) {
+            failed.extend(m.load(name).err());
             continue;
         }
         if Instant::now() >= deadline {
@@ -261,10 +286,12 @@ fn find(root: &DiskRoot, modules: &mut Option<Modules>) -> Result<BlockDevice, S
     }
 }
 
-/// The first 4 KiB of a device.
+/// The first `HEAD_LEN` bytes of a device.
 fn read_head(path: &Path) -> io::Result<Vec<u8>> {
-    let mut head = Vec::with_capacity(4096);
-    fs::File::open(path)?.take(4096).read_to_end(&mut head)?;
+    let mut head = Vec::with_capacity(HEAD_LEN);
+    fs::File::open(path)?
+        .take(HEAD_LEN as u64)
+        .read_to_end(&mut head)?;
     Ok(head)
 }
 
@@ -298,13 +325,13 @@ pub fn mount_root(root: &DiskRoot, target: &Path) -> Result<String, String> {
                 "kiln.root={} is {}, which holds no {} file system (it starts with {})",
                 root.spec,
                 dev.describe(),
-                want.map_or("squashfs or erofs", RootFsType::name),
+                want.map_or("squashfs, erofs or iso9660", RootFsType::name),
                 first.join(" ")
             ));
         }
     };
     // Built in when it is not in the tree: mount says so if it is neither.
-    let module = match modules.as_mut().map(|m| m.load(fstype.name())) {
+    let module = match modules.as_mut().map(|m| m.load(fstype.module())) {
         Some(Err(e)) => format!(" ({e})"),
         _ => String::new(),
     };
@@ -450,6 +477,35 @@ mod tests {
         assert!(!vda.matches(&uuid, it));
     }
 
+    fn disk_root(spec: RootSpec, fstype: Option<RootFsType>) -> DiskRoot {
+        DiskRoot {
+            spec,
+            fstype,
+            wait: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn cdroms_get_their_drivers_first() {
+        let vda = modules_for(&disk_root(RootSpec::DevName("vda".into()), None));
+        assert_eq!(vda[0], "virtio_pci");
+        assert!(!vda.contains(&"sr_mod"));
+        assert!(vda.contains(&"ata_piix"));
+        for cd in [
+            disk_root(RootSpec::DevName("sr0".into()), None),
+            disk_root(RootSpec::PartLabel("iso".into()), Some(RootFsType::Iso9660)),
+        ] {
+            let m = modules_for(&cd);
+            assert_eq!(&m[..3], CDROM_MODULES, "{cd:?}");
+            assert!(m.contains(&"virtio_scsi") && m.contains(&"usb_storage"));
+            // Each once.
+            let mut unique = m.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(unique.len(), m.len(), "{m:?}");
+        }
+    }
+
     #[test]
     fn file_systems_are_told_by_their_superblock() {
         let mut squashfs = b"hsqs".to_vec();
@@ -458,6 +514,20 @@ mod tests {
         let mut erofs = vec![0u8; 4096];
         erofs[1024..1028].copy_from_slice(&[0xE2, 0xE1, 0xF5, 0xE0]);
         assert_eq!(detect(&erofs), Some(RootFsType::Erofs));
+        // A primary volume descriptor at sector 16: type 1, "CD001", version 1.
+        let mut iso = vec![0u8; HEAD_LEN];
+        iso[32768..32775].copy_from_slice(b"\x01CD001\x01");
+        assert_eq!(detect(&iso), Some(RootFsType::Iso9660));
+        // A hybrid ISO has an MBR in front: still ISO 9660.
+        iso[510..512].copy_from_slice(&[0x55, 0xAA]);
+        assert_eq!(detect(&iso), Some(RootFsType::Iso9660));
+        assert_eq!(detect(&iso[..32773]), None);
+        iso[32769] = b'c';
+        assert_eq!(detect(&iso), None);
+        // The magic elsewhere is nothing.
+        let mut moved = vec![0u8; HEAD_LEN];
+        moved[32768..32773].copy_from_slice(b"CD001");
+        assert_eq!(detect(&moved), None);
         assert_eq!(detect(&[0u8; 4096]), None);
         assert_eq!(detect(&erofs[..1027]), None);
         assert_eq!(detect(b""), None);

@@ -280,6 +280,9 @@ pub struct Qemu {
     pub qemu: String,
     /// A CD-ROM image attached read-only (the user data of `--data`).
     pub cdrom: Option<PathBuf>,
+    /// A CD-ROM image attached read-only as the first CD-ROM drive, before [`Qemu::cdrom`]:
+    /// the root of a `kernel+iso` system (`/dev/sr0` in the guest).
+    pub root_cdrom: Option<PathBuf>,
     /// The guest architecture, in qemu's words: `x86_64`, `aarch64` or `riscv64`.
     pub arch: String,
     /// Show a display (a graphics card in a qemu window) besides the serial console.
@@ -353,6 +356,7 @@ impl Qemu {
             accel: Accel::Auto,
             qemu: "qemu-system-x86_64".into(),
             cdrom: None,
+            root_cdrom: None,
             arch: "x86_64".into(),
             gui: false,
             usb: false,
@@ -561,7 +565,7 @@ impl Qemu {
             ]),
         }
         push(&["-device", "virtio-rng-pci"]);
-        if let Some(iso) = &self.cdrom {
+        for iso in self.root_cdrom.iter().chain(&self.cdrom) {
             let bus = if x86 { "if=ide" } else { "if=virtio" };
             push(&[
                 "-drive",

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// LinuxKit's formats kiln does not write yet: accepted by the parser, refused with a message
 /// when a build asks for them.
-const NOT_YET: &[&str] = &["kernel+iso", "rpi3"];
+const NOT_YET: &[&str] = &["rpi3"];
 
 /// An output format as `--format` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -154,17 +154,35 @@ fn with_suffix(name: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// The root image of a `kernel+squashfs` or `kernel+erofs` system NAME (whose command line
-/// mounts the root from the first virtio disk), which must be attached first; or none.
-fn root_image(a: &QemuArgs) -> anyhow::Result<Option<PathBuf>> {
+/// Where a system's root image goes.
+#[derive(Debug, PartialEq, Eq)]
+enum RootImage {
+    /// The first virtio disk (`kernel+squashfs`, `kernel+erofs`).
+    Disk(PathBuf),
+    /// The first CD-ROM drive (`kernel+iso`).
+    Cdrom(PathBuf),
+}
+
+/// The root image of a `kernel+squashfs`, `kernel+erofs` or `kernel+iso` system NAME (whose
+/// command line mounts the root from the first virtio disk or CD-ROM drive), which must be
+/// attached first; or none.
+fn root_image(a: &QemuArgs) -> anyhow::Result<Option<RootImage>> {
     if a.name.is_file() {
         return Ok(None);
     }
     let cmdline = std::fs::read_to_string(with_suffix(&a.name, "-cmdline")).unwrap_or_default();
-    let wants_disk = cmdline
-        .split_whitespace()
-        .any(|w| w == "kiln.root=/dev/vda");
-    if !a.squashfs && !wants_disk {
+    let words: Vec<&str> = cmdline.split_whitespace().collect();
+    if words.contains(&"kiln.root=/dev/sr0") {
+        let iso = with_suffix(&a.name, ".iso");
+        if !iso.is_file() {
+            anyhow::bail!(
+                "{}: not found; build it with `kiln build -f kernel+iso --name NAME`",
+                iso.display()
+            );
+        }
+        return Ok(Some(RootImage::Cdrom(iso)));
+    }
+    if !a.squashfs && !words.contains(&"kiln.root=/dev/vda") {
         return Ok(None);
     }
     let found = ["-squashfs.img", "-erofs.img"]
@@ -172,7 +190,7 @@ fn root_image(a: &QemuArgs) -> anyhow::Result<Option<PathBuf>> {
         .map(|s| with_suffix(&a.name, s))
         .find(|p| p.is_file());
     match found {
-        Some(p) => Ok(Some(p)),
+        Some(p) => Ok(Some(RootImage::Disk(p))),
         None => anyhow::bail!(
             "{}: not found; build it with `kiln build -f kernel+squashfs --name NAME`",
             with_suffix(&a.name, "-squashfs.img").display()
@@ -276,12 +294,14 @@ pub fn run_for_arch(cmd: RunCommand, arch: Option<&str>) -> anyhow::Result<ExitC
         .unwrap_or_else(|| with_suffix(&a.name, "-state"));
     let (boot, uefi) = boot_target(&a, &state)?;
     let mut q = Qemu::new(boot);
-    if let Some(root) = root_image(&a)? {
-        q.disks.push(Disk {
+    match root_image(&a)? {
+        Some(RootImage::Disk(root)) => q.disks.push(Disk {
             path: Some(root),
             size_mb: None,
             format: Some("raw".into()),
-        });
+        }),
+        Some(RootImage::Cdrom(iso)) => q.root_cdrom = Some(iso),
+        None => {}
     }
     if uefi {
         q.firmware = Firmware::Uefi(kiln_vm::boot::uefi_firmware(a.fw.as_deref())?);
@@ -454,7 +474,10 @@ mod tests {
         assert!(e.contains("sys-squashfs.img"), "{e}");
         std::fs::write(with_suffix(&name, "-erofs.img"), b"x").expect("write");
         let found = root_image(&args(&["--squashfs", n])).expect("erofs");
-        assert_eq!(found, Some(with_suffix(&name, "-erofs.img")));
+        assert_eq!(
+            found,
+            Some(RootImage::Disk(with_suffix(&name, "-erofs.img")))
+        );
 
         let raw = dir.path().join("sys-efi.img");
         std::fs::write(&raw, b"x").expect("write");

@@ -400,7 +400,11 @@ fn an_unprivileged_build_with_nothing_on_path_writes_every_format() {
             .env("SOURCE_DATE_EPOCH", "1700000000"),
     );
     // The root on disk too: squashfs on a partition, erofs on a whole disk.
-    for (name, formats) in [("rootfs", "raw-efi,qcow2-efi"), ("whole", "kernel+erofs")] {
+    for (name, formats) in [
+        ("rootfs", "raw-efi,qcow2-efi,raw-bios"),
+        ("whole", "kernel+erofs"),
+        ("cd", "kernel+iso"),
+    ] {
         run_ok(
             unprivileged(&kiln_bin, &env)
                 .args([

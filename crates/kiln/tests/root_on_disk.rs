@@ -3,7 +3,7 @@
 //! kiln-init and the kernel's modules only), and its service reads the last bytes of that
 //! content. A small system built with `--root squashfs` as `raw-efi` (the root on a partition
 //! named on the command line) boots under OVMF, with `--root erofs` as `raw-bios` under
-//! SeaBIOS, and `kernel+squashfs` boots too. The root images
+//! SeaBIOS, and `kernel+squashfs` and `kernel+iso` (the root on a CD-ROM) boot too. The root images
 //! pass `fsck.erofs` and `unsquashfs`, and two builds give identical bytes.
 
 mod common;
@@ -196,6 +196,29 @@ fn root_images_on_a_partition_and_a_whole_disk_boot() {
     assert!(
         listing.contains("squashfs-root/containers/onboot"),
         "{listing}"
+    );
+
+    // kernel+iso: the root as an ISO 9660 image in the first CD-ROM drive.
+    let iso = dir.path().join("iso");
+    build(&cache, &manifest, &iso, &["-f", "kernel+iso"]);
+    let report = run_ok(
+        std::process::Command::new("xorriso")
+            .arg("-indev")
+            .arg(iso.join("sys.iso"))
+            .args(["-find", "/containers/onboot", "-maxdepth", "1"]),
+    );
+    assert!(report.contains("/containers/onboot/"), "{report}");
+    let console = boot_ok(&iso.join("sys"), &["--mem", "512", "--networking", "none"]);
+    assert!(
+        console.contains(&format!("{MARKER} root=iso9660")),
+        "kernel+iso:\n{console}"
+    );
+    let iso_again = dir.path().join("iso-again");
+    build(&cache, &manifest, &iso_again, &["-f", "kernel+iso"]);
+    assert!(
+        std::fs::read(iso.join("sys.iso")).expect("first")
+            == std::fs::read(iso_again.join("sys.iso")).expect("second"),
+        "kernel+iso: sys.iso differs between two builds"
     );
 
     let erofs = dir.path().join("erofs");

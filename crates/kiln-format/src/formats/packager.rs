@@ -81,7 +81,8 @@ impl<'a> Packager<'a> {
             | Format::TarKernelInitrd
             | Format::Docker
             | Format::KernelSquashfs
-            | Format::KernelErofs => {
+            | Format::KernelErofs
+            | Format::KernelIso => {
                 return Err(media_err(format, &dest, "not a boot media format"));
             }
         }

@@ -8,6 +8,7 @@ use super::boot_media::{BootFiles, RootImage, content_id, copy_file, write_kerne
 use super::packager::Packager;
 use crate::erofs::ErofsSink;
 use crate::format::{Format, FormatError, FormatWriter, RootFs, Target, write_err};
+use crate::iso9660::IsoSink;
 use crate::squashfs::{SquashfsOptions, SquashfsSink};
 use crate::{AtomicOutput, InitrdOptions, KernelInitrd};
 use kiln_fs::{Entry, Origin, Segment, Sink, Tee};
@@ -16,9 +17,14 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 use tempfile::NamedTempFile;
 
-/// The device `kernel+squashfs` and `kernel+erofs` expect their root image on: the first
-/// virtio disk, as `kiln run qemu` attaches it.
-const WHOLE_DISK_ROOT: &str = "/dev/vda";
+/// The device `kernel+squashfs` and `kernel+erofs` expect their root image on (the first
+/// virtio disk), and `kernel+iso` (the first CD-ROM drive), as `kiln run qemu` attaches them.
+fn whole_disk_root(fs: RootFs) -> &'static str {
+    match fs {
+        RootFs::Iso9660 => "/dev/sr0",
+        _ => "/dev/vda",
+    }
+}
 
 /// Mount points every root image has.
 const MOUNT_POINTS: &[(&str, u32)] = &[
@@ -34,6 +40,7 @@ const MOUNT_POINTS: &[(&str, u32)] = &[
 enum Part {
     Squashfs(Box<SquashfsSink<File>>),
     Erofs(Box<ErofsSink<File>>),
+    Iso(Box<IsoSink<File>>),
     Initrd(Box<KernelInitrd<File, File>>),
 }
 
@@ -42,6 +49,7 @@ impl Sink for Part {
         match self {
             Part::Squashfs(s) => s.add(entry, data),
             Part::Erofs(s) => s.add(entry, data),
+            Part::Iso(s) => s.add(entry, data),
             Part::Initrd(s) => s.add(entry, data),
         }
     }
@@ -49,6 +57,7 @@ impl Sink for Part {
         match self {
             Part::Squashfs(s) => s.begin_segment(key),
             Part::Erofs(s) => s.begin_segment(key),
+            Part::Iso(s) => s.begin_segment(key),
             Part::Initrd(s) => s.begin_segment(key),
         }
     }
@@ -56,6 +65,7 @@ impl Sink for Part {
         match self {
             Part::Squashfs(s) => s.end_segment(),
             Part::Erofs(s) => s.end_segment(),
+            Part::Iso(s) => s.end_segment(),
             Part::Initrd(s) => s.end_segment(),
         }
     }
@@ -108,6 +118,9 @@ pub(crate) fn writer(
             )),
             RootFs::Erofs => Part::Erofs(Box::new(
                 ErofsSink::new(out, target.mtime).map_err(write_err(&path))?,
+            )),
+            RootFs::Iso9660 => Part::Iso(Box::new(
+                IsoSink::new(out, "KILN_ROOT", target.mtime).map_err(write_err(&path))?,
             )),
             RootFs::Ram => continue,
         };
@@ -209,6 +222,12 @@ impl FormatWriter for RootSplit {
                         .and_then(|f| f.sync_all())
                         .map_err(write_err(&path))?;
                 }
+                Part::Iso(s) => {
+                    let path = name(RootFs::Iso9660);
+                    s.finish()
+                        .and_then(|f| f.sync_all())
+                        .map_err(write_err(&path))?;
+                }
                 Part::Initrd(s) => {
                     let (k, i, c) = s.finish().map_err(write_err(&initrd_path))?;
                     k.sync_all().map_err(write_err(kernel.path()))?;
@@ -221,7 +240,7 @@ impl FormatWriter for RootSplit {
         for f in &whole_disk {
             let Some(fs) = f.root_image() else { continue };
             let root = root_file(&roots, fs)?;
-            let line = root_cmdline(&cmdline, WHOLE_DISK_ROOT, fs);
+            let line = root_cmdline(&cmdline, whole_disk_root(fs), fs);
             written.extend(write_kernel_files(&target, &kernel, &initrd, &line)?);
             let path = target.path(f.suffix());
             let mut out = AtomicOutput::create(&path).map_err(write_err(&path))?;

@@ -95,6 +95,17 @@ pub(crate) fn patched_bios_image(
             }
             buf
         }
+        FileSource::Range { file, offset, len } => {
+            let mut buf = vec![0u8; *len as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&*file.0, &mut buf, *offset).map_err(
+                |source| IsoError::ReadRange {
+                    offset: *offset,
+                    len: *len,
+                    source,
+                },
+            )?;
+            buf
+        }
     };
     let lba = plan.file_lba[&node];
     if bios.grub2_boot_info {

@@ -1,7 +1,7 @@
 //! Where everything goes (the plan), and writing the image from the plan in one pass.
 
 use super::records::{self, Record, Susp};
-use super::{FileSource, IsoBuilder, IsoError, IsoSummary, Kind, boot};
+use super::{Attr, FileSource, IsoBuilder, IsoError, IsoSummary, Kind, RangeReader, boot};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 
@@ -37,8 +37,11 @@ pub(crate) struct RecPlan {
     node: usize,
     dir: bool,
     fi: Vec<u8>,
+    /// The recording time.
+    secs: u64,
     susp: Susp,
-    cont_at: (u32, u32),
+    /// Where each continuation area is: (lba, offset).
+    cont_at: Vec<(u32, u32)>,
 }
 
 #[derive(Debug)]
@@ -74,8 +77,57 @@ pub(crate) struct Plan {
     pub(crate) efi_node: Option<usize>,
 }
 
-const FILE_MODE: u32 = 0o100_644;
-const DIR_MODE: u32 = 0o040_755;
+const S_IFDIR: u32 = 0o040_000;
+const S_IFREG: u32 = 0o100_000;
+const S_IFLNK: u32 = 0o120_000;
+const S_IFCHR: u32 = 0o020_000;
+const S_IFBLK: u32 = 0o060_000;
+const S_IFIFO: u32 = 0o010_000;
+
+/// The attributes of `node`, defaults filled in.
+fn attr(b: &IsoBuilder, node: usize) -> Attr {
+    let n = &b.nodes[node];
+    n.attr.unwrap_or(Attr {
+        perm: match n.kind {
+            Kind::Dir(_) => 0o755,
+            Kind::Symlink(_) => 0o777,
+            _ => 0o644,
+        },
+        uid: 0,
+        gid: 0,
+        mtime: b.mtime,
+        nlink: 1,
+    })
+}
+
+/// The Rock Ridge entries of a record of `node`: `PX`, `TF`, `PN` for devices, then (with
+/// `named`) `NM` and `SL` for symbolic links.
+fn rr_entries(b: &IsoBuilder, node: usize, named: bool) -> Vec<Vec<u8>> {
+    let n = &b.nodes[node];
+    let a = attr(b, node);
+    let (ftype, nlink) = match &n.kind {
+        Kind::Dir(_) => (S_IFDIR, dir_nlink(b, node)),
+        Kind::File(_) | Kind::Link(_) => (S_IFREG, a.nlink),
+        Kind::Symlink(_) => (S_IFLNK, a.nlink),
+        Kind::Device { block: true, .. } => (S_IFBLK, a.nlink),
+        Kind::Device { block: false, .. } => (S_IFCHR, a.nlink),
+        Kind::Fifo => (S_IFIFO, a.nlink),
+    };
+    let mut v = vec![
+        records::px(ftype | (a.perm & 0o7777), nlink.max(1), a.uid, a.gid),
+        records::tf(a.mtime),
+    ];
+    if let Kind::Device { major, minor, .. } = n.kind {
+        v.push(records::pn(major, minor));
+    }
+    if named {
+        v.extend(records::nm(&n.name));
+        if let Kind::Symlink(t) = &n.kind {
+            v.extend(records::sl(t));
+        }
+    }
+    v
+}
 
 fn sectors_for(bytes: u64) -> u64 {
     bytes.div_ceil(SECTOR)
@@ -140,34 +192,31 @@ impl Plan {
             let subdirs = named.iter().filter(|n| n.2).count() as u32;
             let parent = b.nodes[node].parent;
             let root = node == 0;
-            let parent_subdirs = dir_nlink(b, parent);
+            debug_assert_eq!(2 + subdirs, dir_nlink(b, node));
             let mut dot = Vec::new();
             if root {
                 dot.push(records::sp());
             }
-            dot.push(records::px(DIR_MODE, 2 + subdirs));
-            dot.push(records::tf(b.mtime));
+            dot.extend(rr_entries(b, node, false));
             if root {
                 dot.push(records::er());
             }
             let mut recs = vec![
-                rec(node, true, vec![0], dot),
+                rec(node, true, vec![0], attr(b, node).mtime, dot),
                 rec(
                     parent,
                     true,
                     vec![1],
-                    vec![records::px(DIR_MODE, parent_subdirs), records::tf(b.mtime)],
+                    attr(b, parent).mtime,
+                    rr_entries(b, parent, false),
                 ),
             ];
             for (fi, child, is_dir) in named {
-                let mode = if is_dir { DIR_MODE } else { FILE_MODE };
-                let nlink = if is_dir { dir_nlink(b, child) } else { 1 };
-                let mut entries = vec![records::px(mode, nlink), records::tf(b.mtime)];
-                entries.extend(records::nm(&b.nodes[child].name));
+                let entries = rr_entries(b, child, true);
                 if is_dir {
                     queue.push_back((child, number16, fi.clone()));
                 }
-                recs.push(rec(child, is_dir, fi, entries));
+                recs.push(rec(child, is_dir, fi, attr(b, child).mtime, entries));
             }
             dir_of.insert(node, dirs.len());
             dirs.push(DirPlan {
@@ -215,24 +264,41 @@ impl Plan {
             next += sectors;
         }
 
-        // Continuation areas: each within one sector.
+        // Continuation areas: each within one sector, chained by `CE` entries.
         let cont_lba = next;
         let mut cont = Vec::new();
+        let at_of = |at: usize| {
+            (
+                (cont_lba + (at / SECTOR_USIZE) as u64) as u32,
+                (at % SECTOR_USIZE) as u32,
+            )
+        };
         for d in &mut dirs {
             for r in &mut d.records {
-                if r.susp.cont.is_empty() {
-                    continue;
+                let mut starts = Vec::with_capacity(r.susp.cont.len());
+                let mut pos = cont.len();
+                for i in 0..r.susp.cont.len() {
+                    let len = r.susp.area_len(i);
+                    let off = pos % SECTOR_USIZE;
+                    if off + len > SECTOR_USIZE {
+                        pos += SECTOR_USIZE - off;
+                    }
+                    starts.push(pos);
+                    pos += len;
                 }
-                let off = cont.len() % SECTOR_USIZE;
-                if off + r.susp.cont.len() > SECTOR_USIZE {
-                    cont.resize(cont.len() + SECTOR_USIZE - off, 0);
+                for (i, &at) in starts.iter().enumerate() {
+                    cont.resize(at, 0);
+                    cont.extend_from_slice(&r.susp.cont[i]);
+                    if let Some(&next_at) = starts.get(i + 1) {
+                        let (lba, off) = at_of(next_at);
+                        cont.extend_from_slice(&records::ce(
+                            lba,
+                            off,
+                            r.susp.area_len(i + 1) as u32,
+                        ));
+                    }
                 }
-                let at = cont.len();
-                r.cont_at = (
-                    (cont_lba + (at / SECTOR_USIZE) as u64) as u32,
-                    (at % SECTOR_USIZE) as u32,
-                );
-                cont.extend_from_slice(&r.susp.cont);
+                r.cont_at = starts.into_iter().map(at_of).collect();
             }
         }
         next += sectors_for(cont.len() as u64);
@@ -245,13 +311,23 @@ impl Plan {
         let others = dirs
             .iter()
             .flat_map(|d| d.records[2..].iter().map(|r| r.node));
+        let mut links = Vec::new();
         for node in boot_images.chain(others) {
-            let Kind::File(src) = &b.nodes[node].kind else {
-                continue;
-            };
             if file_lba.contains_key(&node) || empty.contains(&node) {
                 continue;
             }
+            let src = match &b.nodes[node].kind {
+                Kind::File(src) => src,
+                Kind::Dir(_) => continue,
+                Kind::Link(target) => {
+                    links.push((node, *target));
+                    continue;
+                }
+                Kind::Symlink(_) | Kind::Device { .. } | Kind::Fifo => {
+                    empty.insert(node);
+                    continue;
+                }
+            };
             if src.is_empty() {
                 empty.insert(node);
                 continue;
@@ -263,6 +339,18 @@ impl Plan {
         let pad_lba = next;
         for n in empty {
             file_lba.insert(n, pad_lba as u32);
+        }
+        for (link, target) in links {
+            let lba = match file_lba.get(&target) {
+                Some(&lba) => lba,
+                None => {
+                    return Err(IsoError::Unsupported {
+                        path: b.nodes[link].path.clone(),
+                        reason: "a hard link to a file that is not in the image".into(),
+                    });
+                }
+            };
+            file_lba.insert(link, lba);
         }
         next += TAIL_PAD;
         if next > u64::from(u32::MAX) {
@@ -318,7 +406,7 @@ impl Plan {
         Record {
             lba: root.lba,
             len: root.sectors * SECTOR as u32,
-            secs: b.mtime,
+            secs: attr(b, 0).mtime,
             dir: true,
             fi: &[0],
             susp: &Susp::default(),
@@ -362,11 +450,11 @@ impl Plan {
             Record {
                 lba,
                 len: bytes,
-                secs: b.mtime,
+                secs: r.secs,
                 dir: r.dir,
                 fi: &r.fi,
                 susp: &r.susp,
-                cont_at: r.cont_at,
+                cont_at: r.cont_at.first().copied().unwrap_or((0, 0)),
             }
             .render(&mut out);
         }
@@ -476,6 +564,28 @@ impl Plan {
                         });
                     }
                 }
+                (_, FileSource::Range { file, offset, len }) => {
+                    let r = RangeReader {
+                        file: &file.0,
+                        pos: *offset,
+                        end: offset.saturating_add(*len),
+                    };
+                    let err = |source| IsoError::ReadRange {
+                        offset: *offset,
+                        len: *len,
+                        source,
+                    };
+                    let got = w.copy_from(r).map_err(|e| match e {
+                        CopyError::Read(source) => err(source),
+                        CopyError::Write(e) => IsoError::Write(e),
+                    })?;
+                    if got != *len {
+                        return Err(err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the file ended after {got} bytes"),
+                        )));
+                    }
+                }
             }
             w.pad()?;
         }
@@ -488,14 +598,15 @@ impl Plan {
     }
 }
 
-fn rec(node: usize, dir: bool, fi: Vec<u8>, entries: Vec<Vec<u8>>) -> RecPlan {
+fn rec(node: usize, dir: bool, fi: Vec<u8>, secs: u64, entries: Vec<Vec<u8>>) -> RecPlan {
     let base = 33 + fi.len() + usize::from(fi.len().is_multiple_of(2));
     RecPlan {
         node,
         dir,
+        secs,
         susp: records::split_susp(base, entries),
         fi,
-        cont_at: (0, 0),
+        cont_at: Vec::new(),
     }
 }
 
@@ -509,14 +620,18 @@ fn dir_nlink(b: &IsoBuilder, node: usize) -> u32 {
                 .filter(|&&n| matches!(b.nodes[n].kind, Kind::Dir(_)))
                 .count() as u32
         }
-        Kind::File(_) => 1,
+        _ => 1,
     }
 }
 
 pub(crate) fn file_len(b: &IsoBuilder, node: usize) -> u64 {
     match &b.nodes[node].kind {
         Kind::File(s) => s.len(),
-        Kind::Dir(_) => 0,
+        Kind::Link(target) => match &b.nodes[*target].kind {
+            Kind::File(s) => s.len(),
+            _ => 0,
+        },
+        _ => 0,
     }
 }
 

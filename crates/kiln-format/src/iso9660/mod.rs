@@ -37,15 +37,26 @@
 mod boot;
 mod layout;
 mod records;
+mod sink;
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)] // tests: a failure panics
+mod sink_tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // tests: a failure panics
 mod tests;
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use layout::{IsoLayout, SECTOR};
+pub use sink::IsoSink;
 
 /// Errors of the ISO writer.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +136,24 @@ pub enum IsoError {
         /// Declared length.
         len: u64,
     },
+    /// Reading a [`FileSource::Range`] failed (or the file ended before it).
+    #[error("reading {len} bytes at offset {offset} of an open file: {source}")]
+    ReadRange {
+        /// Where the range starts.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// The error.
+        source: io::Error,
+    },
+    /// A path cannot be written as Rock Ridge says it should be.
+    #[error("ISO path {path:?}: {reason}")]
+    Unsupported {
+        /// The path.
+        path: String,
+        /// What does not fit.
+        reason: String,
+    },
     /// Writing the image failed.
     #[error("writing the ISO: {0}")]
     Write(#[source] io::Error),
@@ -142,7 +171,30 @@ pub enum FileSource {
         /// Its length: the file must hold at least that many bytes when the ISO is written.
         len: u64,
     },
+    /// `len` bytes at `offset` of an open file (read with positioned reads, so one file can
+    /// hold the contents of many).
+    Range {
+        /// The open file.
+        file: SharedFile,
+        /// Where the contents start.
+        offset: u64,
+        /// Their length.
+        len: u64,
+    },
 }
+
+/// An open file shared by several [`FileSource::Range`]s; two are equal when they are the
+/// same open file.
+#[derive(Debug, Clone)]
+pub struct SharedFile(pub Arc<File>);
+
+impl PartialEq for SharedFile {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedFile {}
 
 impl FileSource {
     /// The first `len` bytes of the host file `path`.
@@ -157,13 +209,34 @@ impl FileSource {
     pub fn len(&self) -> u64 {
         match self {
             FileSource::Bytes(b) => b.len() as u64,
-            FileSource::Host { len, .. } => *len,
+            FileSource::Host { len, .. } | FileSource::Range { len, .. } => *len,
         }
     }
 
     /// Whether the content is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Reads a [`FileSource::Range`] with positioned reads.
+pub(crate) struct RangeReader<'a> {
+    pub file: &'a File,
+    pub pos: u64,
+    pub end: u64,
+}
+
+impl io::Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let left = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+        let n = buf.len().min(left);
+        if n == 0 {
+            return Ok(0);
+        }
+        let got = self.file.read_at(&mut buf[..n], self.pos)?;
+        self.pos += got as u64;
+        Ok(got)
     }
 }
 
@@ -262,6 +335,27 @@ pub struct IsoSummary {
 pub(crate) enum Kind {
     Dir(BTreeMap<String, usize>),
     File(FileSource),
+    /// Another name of the file node: the same extent (a hard link).
+    Link(usize),
+    Symlink(String),
+    Device {
+        block: bool,
+        major: u32,
+        minor: u32,
+    },
+    Fifo,
+}
+
+/// The POSIX attributes of a node written in its Rock Ridge `PX` and `TF` entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Attr {
+    /// Permission bits, with setuid, setgid and sticky (no file type).
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: u64,
+    /// The link count of a non-directory (directories count their subdirectories).
+    pub nlink: u32,
 }
 
 #[derive(Debug)]
@@ -272,6 +366,8 @@ pub(crate) struct Node {
     pub path: String,
     pub parent: usize,
     pub kind: Kind,
+    /// Attributes; `None`: root-owned, 0755 directories and 0644 files at the image time.
+    pub attr: Option<Attr>,
 }
 
 /// Builds an ISO 9660 image; see the module documentation.
@@ -301,6 +397,7 @@ impl IsoBuilder {
                 path: String::new(),
                 parent: 0,
                 kind: Kind::Dir(BTreeMap::new()),
+                attr: None,
             }],
             bios: None,
             efi: None,
@@ -346,6 +443,7 @@ impl IsoBuilder {
             path: parts.join("/"),
             parent,
             kind: Kind::File(source),
+            attr: None,
         });
         Ok(())
     }
@@ -403,6 +501,7 @@ impl IsoBuilder {
                         path,
                         parent: cur,
                         kind: Kind::Dir(BTreeMap::new()),
+                        attr: None,
                     });
                     cur = next;
                 }

@@ -141,13 +141,95 @@ pub fn er() -> Vec<u8> {
     e
 }
 
-/// RRIP `PX` (RRIP 1.10 form, 36 bytes).
-pub fn px(mode: u32, nlink: u32) -> Vec<u8> {
+/// RRIP `PX` (RRIP 1.10 form, 36 bytes, as `RRIP_1991A` announces and Linux reads): file
+/// type and permission bits, link count, owner and group.
+pub fn px(mode: u32, nlink: u32, uid: u32, gid: u32) -> Vec<u8> {
     let mut e = vec![b'P', b'X', 36, 1];
-    for v in [mode, nlink, 0, 0] {
+    for v in [mode, nlink, uid, gid] {
         e.extend_from_slice(&both32(v));
     }
     e
+}
+
+/// RRIP `PN`: the device number of a character or block device. Devices that fit the old
+/// 16-bit number (major below 4096, minor below 256) store it in the low word, as mkisofs and
+/// xorriso do; others store the major in the high word and the minor in the low word, which is
+/// how Linux reads a non-zero high word (a major of 0 with a minor above 255 cannot be
+/// written so that Linux reads it back).
+pub fn pn(major: u32, minor: u32) -> Vec<u8> {
+    let (high, low) = if major < 4096 && minor < 256 {
+        (0, (major << 8) | minor)
+    } else {
+        (major, minor)
+    };
+    let mut e = vec![b'P', b'N', 20, 1];
+    e.extend_from_slice(&both32(high));
+    e.extend_from_slice(&both32(low));
+    e
+}
+
+/// Bytes of components one `SL` entry holds (255 minus its 5-byte header).
+const SL_BODY: usize = 250;
+
+/// RRIP `SL` entries holding the symbolic link `target`: a leading `/` is the ROOT
+/// component, `.` and `..` the CURRENT and PARENT components, other components their text;
+/// components longer than an entry has room for are split with the component CONTINUE flag,
+/// and entries after the first follow with the entry CONTINUE flag (Linux joins components
+/// with `/` except after ROOT or a continued component).
+#[allow(clippy::cast_possible_truncation)] // component and entry lengths are at most 250
+pub fn sl(target: &str) -> Vec<Vec<u8>> {
+    let mut comps: Vec<(u8, &[u8])> = Vec::new();
+    let rest = match target.strip_prefix('/') {
+        Some(r) => {
+            comps.push((8, b""));
+            r
+        }
+        None => target,
+    };
+    // A lone `/` is the ROOT component only.
+    if !rest.is_empty() || comps.is_empty() {
+        for c in rest.split('/') {
+            comps.push(match c {
+                "." => (2, b""),
+                ".." => (4, b""),
+                c => (0, c.as_bytes()),
+            });
+        }
+    }
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    let mut cur: Vec<u8> = Vec::new();
+    for (flags, mut text) in comps {
+        loop {
+            let room = SL_BODY - cur.len();
+            if text.len() + 2 <= room {
+                cur.push(flags);
+                cur.push(text.len() as u8);
+                cur.extend_from_slice(text);
+                break;
+            }
+            if room >= 3 {
+                let n = room - 2;
+                cur.push(flags | 1);
+                cur.push(n as u8);
+                cur.extend_from_slice(&text[..n]);
+                text = &text[n..];
+            }
+            bodies.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        bodies.push(cur);
+    }
+    let last = bodies.len().saturating_sub(1);
+    bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let mut e = vec![b'S', b'L', (5 + body.len()) as u8, 1, u8::from(i != last)];
+            e.extend_from_slice(&body);
+            e
+        })
+        .collect()
 }
 
 /// RRIP `TF` with modification, access and attribute-change times, all `secs`.
@@ -188,17 +270,30 @@ pub fn ce(lba: u32, offset: u32, len: u32) -> Vec<u8> {
 /// Size of a `CE` entry.
 pub const CE_LEN: usize = 28;
 
-/// The system use entries of one record, split between the record and a continuation area.
+/// The largest continuation area: one logical block (Linux reads each area within a block).
+pub const AREA_MAX: usize = 2048;
+
+/// The system use entries of one record, split between the record and a chain of
+/// continuation areas.
 #[derive(Debug, Clone, Default)]
 pub struct Susp {
     /// Entries inside the record.
     pub inline: Vec<u8>,
-    /// Entries in the continuation area (empty: no `CE`).
-    pub cont: Vec<u8>,
+    /// The continuation areas' entries, in order (empty: no `CE`); each area but the last
+    /// ends with a `CE` to the next (not included here), and fits in [`AREA_MAX`] with it.
+    pub cont: Vec<Vec<u8>>,
+}
+
+impl Susp {
+    /// The length of continuation area `i`, with its trailing `CE` if another follows.
+    pub fn area_len(&self, i: usize) -> usize {
+        self.cont[i].len() + if i + 1 < self.cont.len() { CE_LEN } else { 0 }
+    }
 }
 
 /// Split `entries` for a record whose fixed part and identifier take `base` bytes: all
-/// inline if they fit in 255 bytes, else as many as fit before a `CE`, the rest continued.
+/// inline if they fit in 255 bytes, else as many as fit before a `CE`, the rest in
+/// continuation areas of at most [`AREA_MAX`] bytes each.
 pub fn split_susp(base: usize, entries: Vec<Vec<u8>>) -> Susp {
     let total: usize = entries.iter().map(Vec::len).sum();
     let mut s = Susp::default();
@@ -206,15 +301,25 @@ pub fn split_susp(base: usize, entries: Vec<Vec<u8>>) -> Susp {
         s.inline = entries.concat();
         return s;
     }
-    let mut spill = false;
+    let mut rest = Vec::new();
     for e in entries {
-        if !spill && base + s.inline.len() + e.len() + CE_LEN <= 254 {
+        if rest.is_empty() && base + s.inline.len() + e.len() + CE_LEN <= 254 {
             s.inline.extend_from_slice(&e);
         } else {
-            spill = true;
-            s.cont.extend_from_slice(&e);
+            rest.push(e);
         }
     }
+    let mut cur: Vec<u8> = Vec::new();
+    let mut left: usize = rest.iter().map(Vec::len).sum();
+    for e in rest {
+        // The last area needs no `CE`: fill it when everything left fits.
+        if cur.len() + left > AREA_MAX && cur.len() + e.len() + CE_LEN > AREA_MAX {
+            s.cont.push(std::mem::take(&mut cur));
+        }
+        left -= e.len();
+        cur.extend_from_slice(&e);
+    }
+    s.cont.push(cur);
     s
 }
 
@@ -235,7 +340,7 @@ pub struct Record<'a> {
     pub dir: bool,
     pub fi: &'a [u8],
     pub susp: &'a Susp,
-    /// Where this record's continuation area is: (lba, offset).
+    /// Where this record's first continuation area is: (lba, offset).
     pub cont_at: (u32, u32),
 }
 
@@ -264,7 +369,7 @@ impl Record<'_> {
             out.extend_from_slice(&ce(
                 self.cont_at.0,
                 self.cont_at.1,
-                self.susp.cont.len() as u32,
+                self.susp.area_len(0) as u32,
             ));
         }
         out.resize(start + len, 0);
