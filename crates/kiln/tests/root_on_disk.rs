@@ -224,4 +224,11 @@ fn root_images_on_a_partition_and_a_whole_disk_boot() {
     let erofs = dir.path().join("erofs");
     build(&cache, &manifest, &erofs, &["-f", "kernel+erofs"]);
     run_ok(std::process::Command::new("fsck.erofs").arg(erofs.join("sys-erofs.img")));
+    let erofs_again = dir.path().join("erofs-again");
+    build(&cache, &manifest, &erofs_again, &["-f", "kernel+erofs"]);
+    assert!(
+        std::fs::read(erofs.join("sys-erofs.img")).expect("first")
+            == std::fs::read(erofs_again.join("sys-erofs.img")).expect("second"),
+        "kernel+erofs: sys-erofs.img differs between two builds"
+    );
 }
