@@ -1,5 +1,5 @@
 use super::*;
-use crate::squashfs::testutil::{check_tree, expected, have, is_root, run, sample};
+use crate::squashfs::testutil::{check_tree, expected, have, run, sample, with_mount};
 use kiln_fs::{Entry, Kind as EntryKind, Sink};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -102,36 +102,8 @@ fn linux_mounts_the_image_with_every_attribute() {
     let tmp = tempfile::tempdir().expect("tmp");
     let path = tmp.path().join("root.iso");
     std::fs::write(&path, build(&s)).expect("write");
-    if !is_root() {
-        eprintln!("skipped the kernel mount: not root");
-        return;
-    }
     let mnt = tmp.path().join("mnt");
-    std::fs::create_dir_all(&mnt).expect("mkdir");
-    let out = Command::new("mount")
-        .args(["-t", "iso9660", "-o", "loop,ro"])
-        .arg(&path)
-        .arg(&mnt)
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            eprintln!(
-                "skipped the kernel mount: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            return;
-        }
-        Err(e) => {
-            eprintln!("skipped the kernel mount: {e}");
-            return;
-        }
-    }
-    let result = std::panic::catch_unwind(|| check_mounted(&mnt, &s));
-    let _ = Command::new("umount").arg(&mnt).status();
-    if let Err(p) = result {
-        std::panic::resume_unwind(p);
-    }
+    with_mount(&path, "iso9660", &mnt, || check_mounted(&mnt, &s));
 }
 
 /// Besides what [`check_tree`] compares: the setuid/setgid/sticky bits, modification

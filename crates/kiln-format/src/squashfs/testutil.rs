@@ -278,10 +278,10 @@ pub(crate) fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Mount `image` read-only as `fstype` on a loop device at `dir` and check it against
-/// `stream`, including extended attributes; skips with a reason when mounting fails (no loop
-/// devices, not root, no kernel support).
-pub(crate) fn mount_check(image: &Path, fstype: &str, dir: &Path, stream: &[(Entry, Vec<u8>)]) {
+/// Mount `image` read-only as `fstype` on a loop device at `dir`, run `check` on it and
+/// unmount; skips with a reason when mounting fails (no loop devices, not root, no kernel
+/// support).
+pub(crate) fn with_mount(image: &Path, fstype: &str, dir: &Path, check: impl FnOnce()) {
     if !is_root() {
         eprintln!("skipped the kernel mount: not root");
         return;
@@ -306,7 +306,17 @@ pub(crate) fn mount_check(image: &Path, fstype: &str, dir: &Path, stream: &[(Ent
             return;
         }
     }
-    let result = std::panic::catch_unwind(|| {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check));
+    let _ = Command::new("umount").arg(dir).status();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
+
+/// Mount `image` read-only as `fstype` on a loop device at `dir` and check it against
+/// `stream`, including extended attributes (see [`with_mount`]).
+pub(crate) fn mount_check(image: &Path, fstype: &str, dir: &Path, stream: &[(Entry, Vec<u8>)]) {
+    with_mount(image, fstype, dir, || {
         check_tree(dir, stream, true);
         let dirm = std::fs::metadata(dir.join("usr")).expect("usr");
         assert_eq!(dirm.nlink(), 4, "usr: . .. lib share");
@@ -330,10 +340,6 @@ pub(crate) fn mount_check(image: &Path, fstype: &str, dir: &Path, stream: &[(Ent
             assert!(s.contains("user.note=0x6b696c6e"), "user.note: {s}");
         }
     });
-    let _ = Command::new("umount").arg(dir).status();
-    if let Err(p) = result {
-        std::panic::resume_unwind(p);
-    }
 }
 
 /// Feed the directory tree at `root` to `sink` (directories before their children, in
