@@ -1,13 +1,20 @@
 //! Output formats: writers that turn kiln's entry stream into files.
 //!
-//! This crate owns every output format kiln writes ([`Format`], one module per format under
-//! `formats/`, each a [`FormatWriter`]), the archive writers they share ([`TarSink`],
-//! [`CpioSink`]), reading back a tar it wrote ([`TarReader`], for reuse by a later build), the initrd writer ([`InitrdWriter`]: compressed on every core, segments
-//! cached between builds), the kernel+initrd split ([`KernelInitrd`]) and atomic output
-//! files ([`AtomicOutput`]): an output appears under its name only once it is complete. It
-//! does not assemble anything; it consumes a [`kiln_fs::Sink`] stream.
+//! This crate owns every output format kiln writes ([`Format`]; [`writer`] makes one writer
+//! for all the formats of a build, fed by one assembly pass), the archive writers they share
+//! ([`TarSink`], [`CpioSink`]), reading back a tar it wrote ([`TarReader`], for reuse by a
+//! later build), the initrd writer ([`InitrdWriter`]: compressed on every core, segments
+//! cached between builds), the kernel+initrd split ([`KernelInitrd`]) and atomic output files
+//! ([`AtomicOutput`]): an output appears under its name only once it is complete. The boot
+//! media are built from kiln's own writers of the formats inside them: FAT ([`fat`]), MBR and
+//! GPT ([`partition`]), Unified Kernel Images ([`uki`]), GRUB's placement on BIOS media
+//! ([`grub`]), ISO 9660 with El Torito and Rock Ridge ([`iso9660`]), qcow2, VHD and VMDK
+//! ([`vdisk`]), squashfs ([`squashfs`]) and erofs ([`erofs`]); boot loader binaries come
+//! from kiln's bootloader package ([`Bootloader`]). It does not assemble anything; it
+//! consumes a [`kiln_fs::Sink`] stream.
 //!
-//! Adding a format is one module under `formats/` and one [`Format`] variant.
+//! Adding a format is one [`Format`] variant and its module under `formats/` (a writer of its
+//! own, or a packaging of the boot media's capture in `formats/packager.rs`).
 //!
 //! ```no_run
 //! use kiln_format::{Compression, Format, Target};
