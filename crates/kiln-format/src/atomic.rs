@@ -73,6 +73,41 @@ pub fn remove_stale_partials(dir: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
+/// A temporary file beside the outputs, for what a writer makes before them (a captured
+/// initrd, a UKI, a raw disk): a partial file as an output's is (locked while it lives, removed
+/// by the signal handler, and after a `kill -9` by the next build in that directory), removed
+/// when dropped.
+pub struct Spool {
+    tmp: tempfile::NamedTempFile,
+    _registered: Registered,
+}
+
+impl Spool {
+    /// A new spool file in `dir`, which must exist. Partial files that killed runs left there
+    /// are removed first.
+    pub fn create(dir: &Path) -> io::Result<Spool> {
+        remove_stale_partials(dir)?;
+        let tmp = kiln_fs::locked::create_locked(dir, PREFIX, SUFFIX)?;
+        Ok(Spool {
+            _registered: register(tmp.path()),
+            tmp,
+        })
+    }
+}
+
+impl std::ops::Deref for Spool {
+    type Target = tempfile::NamedTempFile;
+    fn deref(&self) -> &Self::Target {
+        &self.tmp
+    }
+}
+
+impl std::ops::DerefMut for Spool {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tmp
+    }
+}
+
 /// A file written under a temporary name and renamed into place by [`AtomicOutput::commit`];
 /// dropped uncommitted, it leaves nothing behind.
 pub struct AtomicOutput {
@@ -166,6 +201,20 @@ mod tests {
         assert_eq!(remove_own_partials(), 1);
         assert!(!live_path.exists());
         drop(live);
+
+        // A spool is a partial file too: kept while it lives, removed when dropped.
+        let spool = Spool::create(dir.path()).expect("spool");
+        let name = spool
+            .path()
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with(PREFIX) && name.ends_with(SUFFIX), "{name}");
+        assert_eq!(remove_stale_partials(dir.path()).expect("scan"), 0);
+        let spool_path = spool.path().to_path_buf();
+        drop(spool);
+        assert!(!spool_path.exists());
 
         // A cleaner running while outputs are started never takes a live writer's file.
         let busy = tempfile::tempdir().expect("tempdir");

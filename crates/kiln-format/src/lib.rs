@@ -46,7 +46,7 @@ mod test_tools;
 pub mod uki;
 pub mod vdisk;
 
-pub use atomic::{AtomicOutput, remove_own_partials, remove_stale_partials};
+pub use atomic::{AtomicOutput, Spool, remove_own_partials, remove_stale_partials};
 pub use cpio::CpioSink;
 pub use format::{Format, FormatError, FormatWriter, RootFs, Target};
 pub use formats::boot_media::Bootloader;

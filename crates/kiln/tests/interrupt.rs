@@ -1,5 +1,5 @@
 //! Interrupted builds leave nothing behind: SIGINT or SIGTERM remove the partial output and
-//! exit with 128 + the signal; what a `kill -9` leaves is removed by the next build in that
+//! exit with 128 + the signal (the files a root image build makes first too); what a `kill -9` leaves is removed by the next build in that
 //! directory, while a concurrent build's partial output is left alone. An image build
 //! interrupted during a RUN step ends the step and removes its scratch space; after a `kill -9`
 //! the step ends too, and `kiln cache clean` removes the scratch space left behind.
@@ -38,8 +38,12 @@ fn partials(dir: &Path) -> Vec<String> {
 }
 
 fn start_build(cache: &Path, manifest: &Path, out: &Path) -> Child {
+    start_build_of("tar", cache, manifest, out)
+}
+
+fn start_build_of(format: &str, cache: &Path, manifest: &Path, out: &Path) -> Child {
     kiln()
-        .args(["build", "-f", "tar", "--cache"])
+        .args(["build", "-f", format, "--cache"])
         .arg(cache)
         .arg("--dir")
         .arg(out)
@@ -142,6 +146,27 @@ fn interrupted_builds_leave_no_partial_output() {
     );
     assert!(out.join("slow.tar").is_file());
     assert_eq!(partials(&out), Vec::<String>::new());
+}
+
+/// The files a root image build makes before its outputs (the captured kernel and initrd, the
+/// image) are partial files too: SIGINT removes them.
+#[test]
+fn an_interrupted_root_image_build_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = fixture_store(dir.path());
+    let manifest = slow_manifest(dir.path());
+    let out = dir.path().join("out");
+    let mut build = start_build_of("kernel+squashfs", &cache, &manifest, &out);
+    wait_for_partial(&mut build, &out);
+    signal(&build, "-INT");
+    let status = build.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .expect("out")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "left behind");
 }
 
 /// A store of the test's own holding busybox as `kiln-test/busybox`, so that `kiln cache

@@ -3,14 +3,13 @@
 //! of kiln's bootloader package.
 
 use crate::format::{Format, FormatError, FormatWriter, Target, write_err};
-use crate::{AtomicOutput, KernelInitrd};
+use crate::{AtomicOutput, KernelInitrd, Spool};
 use kiln_fs::{Entry, Segment, Sink};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use tempfile::NamedTempFile;
 
 /// Boot loader files by their path in kiln's bootloader package (`grub/boot.img`, ...).
 #[derive(Debug, Default, Clone)]
@@ -46,9 +45,9 @@ pub(crate) struct RootImage {
 /// What every boot medium is made of.
 pub(crate) struct BootFiles {
     /// The kernel.
-    pub kernel: NamedTempFile,
+    pub kernel: Spool,
     /// The initrd.
-    pub initrd: NamedTempFile,
+    pub initrd: Spool,
     /// The kernel command line (without the switches naming a root partition, which depend on
     /// the disk: see [`super::packager`]).
     pub cmdline: String,
@@ -74,8 +73,8 @@ impl BootFiles {
 
 struct Capture {
     split: KernelInitrd<File, File>,
-    kernel: NamedTempFile,
-    initrd: NamedTempFile,
+    kernel: Spool,
+    initrd: Spool,
     formats: Vec<Format>,
     kernel_initrd: bool,
     target: Target,
@@ -94,9 +93,9 @@ pub(crate) fn writer(
         return Err(FormatError::NoBootloader(f));
     }
     std::fs::create_dir_all(&target.dir).map_err(write_err(&target.dir))?;
-    let spool = || NamedTempFile::new_in(&target.dir).map_err(write_err(&target.dir));
+    let spool = || Spool::create(&target.dir).map_err(write_err(&target.dir));
     let (kernel, initrd) = (spool()?, spool()?);
-    let reopen = |t: &NamedTempFile| t.reopen().map_err(write_err(t.path()));
+    let reopen = |t: &Spool| t.reopen().map_err(write_err(t.path()));
     Ok(Box::new(Capture {
         split: KernelInitrd::new(reopen(&kernel)?, reopen(&initrd)?, target.initrd_options()),
         kernel,
@@ -163,7 +162,7 @@ impl FormatWriter for Capture {
 }
 
 /// A digest of `files` and `cmdline`.
-pub(crate) fn content_id(files: &[&NamedTempFile], cmdline: &str) -> io::Result<[u8; 32]> {
+pub(crate) fn content_id(files: &[&Spool], cmdline: &str) -> io::Result<[u8; 32]> {
     let mut h = Sha256::new();
     for f in files {
         let mut r = f.reopen()?;
@@ -179,8 +178,8 @@ pub(crate) fn content_id(files: &[&NamedTempFile], cmdline: &str) -> io::Result<
 /// `cmdline`.
 pub(crate) fn write_kernel_files(
     target: &Target,
-    kernel: &NamedTempFile,
-    initrd: &NamedTempFile,
+    kernel: &Spool,
+    initrd: &Spool,
     cmdline: &str,
 ) -> Result<Vec<PathBuf>, FormatError> {
     let mut written = Vec::new();

@@ -5,7 +5,6 @@
 //! (the UKI, each raw disk) are made once per build, however many formats use them.
 
 use super::boot_media::{BootFiles, copy_file};
-use crate::AtomicOutput;
 use crate::fat::{self, Source};
 use crate::format::{Format, FormatError, Target, write_err};
 use crate::grub;
@@ -13,11 +12,11 @@ use crate::iso9660::{BiosBoot, EfiBoot, FileSource, HybridMbr, IsoBuilder};
 use crate::partition::{self, Gpt, GptPartition, Guid, Mbr, MbrPartition, Place, TableKind};
 use crate::uki::{self, UkiSections};
 use crate::vdisk::{self, DiskContainer, DiskIds};
+use crate::{AtomicOutput, Spool};
 use std::cell::OnceCell;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use tempfile::NamedTempFile;
 
 /// The os-release a UKI carries (`.osrel`), which boot menus show.
 const OS_RELEASE: &str = "NAME=kiln\nID=kiln\nPRETTY_NAME=\"kiln system\"\n";
@@ -35,9 +34,9 @@ const MBR_FAT16_LBA: u8 = 0x0e;
 pub(crate) struct Packager<'a> {
     boot: &'a BootFiles,
     target: &'a Target,
-    uki: OnceCell<NamedTempFile>,
-    efi_disk: OnceCell<NamedTempFile>,
-    bios_disk: OnceCell<NamedTempFile>,
+    uki: OnceCell<Spool>,
+    efi_disk: OnceCell<Spool>,
+    bios_disk: OnceCell<Spool>,
 }
 
 impl<'a> Packager<'a> {
@@ -101,8 +100,8 @@ impl<'a> Packager<'a> {
             .file(format, name)
     }
 
-    fn spool(&self) -> Result<NamedTempFile, FormatError> {
-        NamedTempFile::new_in(&self.target.dir).map_err(write_err(&self.target.dir))
+    fn spool(&self) -> Result<Spool, FormatError> {
+        Spool::create(&self.target.dir).map_err(write_err(&self.target.dir))
     }
 
     /// The kernel command line of a disk with the partition table `table`: the build's, plus
@@ -131,7 +130,7 @@ impl<'a> Packager<'a> {
 
     /// The Unified Kernel Image: the systemd-boot stub with os-release, the command line, the
     /// initrd and the kernel as sections.
-    fn uki(&self, format: Format) -> Result<&NamedTempFile, FormatError> {
+    fn uki(&self, format: Format) -> Result<&Spool, FormatError> {
         if let Some(u) = self.uki.get() {
             return Ok(u);
         }
@@ -151,7 +150,7 @@ impl<'a> Packager<'a> {
 
     /// The UEFI disk: a GPT whose one partition, the EFI system partition, fills the disk and
     /// holds the UKI as `EFI/BOOT/BOOTX64.EFI`.
-    fn efi_disk(&self, format: Format) -> Result<&NamedTempFile, FormatError> {
+    fn efi_disk(&self, format: Format) -> Result<&Spool, FormatError> {
         if let Some(d) = self.efi_disk.get() {
             return Ok(d);
         }
@@ -204,7 +203,7 @@ impl<'a> Packager<'a> {
 
     /// The BIOS disk: an MBR with GRUB's boot code, GRUB's core embedded after it, and one
     /// active FAT partition filling the disk with the kernel, initrd and grub.cfg.
-    fn bios_disk(&self, format: Format) -> Result<&NamedTempFile, FormatError> {
+    fn bios_disk(&self, format: Format) -> Result<&Spool, FormatError> {
         if let Some(d) = self.bios_disk.get() {
             return Ok(d);
         }
@@ -335,7 +334,7 @@ impl<'a> Packager<'a> {
         label: &str,
         files: &[(String, Source)],
         table: impl FnOnce(&mut File) -> io::Result<()>,
-    ) -> Result<NamedTempFile, FormatError> {
+    ) -> Result<Spool, FormatError> {
         let dest = self.dest(format);
         let mut tmp = self.spool()?;
         let disk = tmp.as_file_mut();
@@ -454,11 +453,7 @@ impl<'a> Packager<'a> {
     }
 
     /// A FAT image holding `files`, as small as they allow (an ISO's EFI boot image).
-    fn esp_image(
-        &self,
-        format: Format,
-        files: &[(String, Source)],
-    ) -> Result<NamedTempFile, FormatError> {
+    fn esp_image(&self, format: Format, files: &[(String, Source)]) -> Result<Spool, FormatError> {
         let dest = self.dest(format);
         let size = fat::required_size(files).map_err(|e| media_err(format, &dest, e))?;
         let mut tmp = self.spool()?;

@@ -10,12 +10,11 @@ use crate::erofs::ErofsSink;
 use crate::format::{Format, FormatError, FormatWriter, RootFs, Target, write_err};
 use crate::iso9660::IsoSink;
 use crate::squashfs::{SquashfsOptions, SquashfsSink};
-use crate::{AtomicOutput, InitrdOptions, KernelInitrd};
+use crate::{AtomicOutput, InitrdOptions, KernelInitrd, Spool};
 use kiln_fs::{Entry, Origin, Segment, Sink, Tee};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use tempfile::NamedTempFile;
 
 /// The device `kernel+squashfs` and `kernel+erofs` expect their root image on (the first
 /// virtio disk), and `kernel+iso` (the first CD-ROM drive), as `kiln run qemu` attaches them.
@@ -74,9 +73,9 @@ impl Sink for Part {
 struct RootSplit {
     tee: Tee<Part>,
     /// The root file systems, in the order of the first parts of `tee`.
-    roots: Vec<(RootFs, NamedTempFile)>,
-    kernel: NamedTempFile,
-    initrd: NamedTempFile,
+    roots: Vec<(RootFs, Spool)>,
+    kernel: Spool,
+    initrd: Spool,
     /// Whether the entries now coming belong to the kernel or an init image.
     boot_origin: bool,
     /// `kernel+squashfs` / `kernel+erofs` asked for.
@@ -103,8 +102,8 @@ pub(crate) fn writer(
     kinds.sort_by_key(|k| k.name());
     kinds.dedup();
     std::fs::create_dir_all(&target.dir).map_err(write_err(&target.dir))?;
-    let spool = || NamedTempFile::new_in(&target.dir).map_err(write_err(&target.dir));
-    let reopen = |t: &NamedTempFile| t.reopen().map_err(write_err(t.path()));
+    let spool = || Spool::create(&target.dir).map_err(write_err(&target.dir));
+    let reopen = |t: &Spool| t.reopen().map_err(write_err(t.path()));
     let mut parts = Vec::new();
     let mut roots = Vec::new();
     for kind in kinds {
@@ -273,7 +272,7 @@ impl FormatWriter for RootSplit {
     }
 }
 
-fn root_file(roots: &[(RootFs, NamedTempFile)], fs: RootFs) -> Result<&NamedTempFile, FormatError> {
+fn root_file(roots: &[(RootFs, Spool)], fs: RootFs) -> Result<&Spool, FormatError> {
     roots
         .iter()
         .find(|(k, _)| *k == fs)
