@@ -36,6 +36,12 @@ pub fn writer(formats: &[Format], target: &Target) -> Result<Box<dyn FormatWrite
         .copied()
         .filter(|f| f.is_boot_media())
         .collect();
+    // Checked before assembly, whichever way the media are made.
+    if target.bootloader.is_none()
+        && let Some(&f) = media.first()
+    {
+        return Err(FormatError::NoBootloader(f));
+    }
     let whole_disk: Vec<Format> = asked
         .iter()
         .copied()

@@ -87,11 +87,6 @@ pub(crate) fn writer(
     kernel_initrd: bool,
     target: &Target,
 ) -> Result<Box<dyn FormatWriter>, FormatError> {
-    if target.bootloader.is_none()
-        && let Some(&f) = formats.iter().find(|f| needs_bootloader(**f))
-    {
-        return Err(FormatError::NoBootloader(f));
-    }
     std::fs::create_dir_all(&target.dir).map_err(write_err(&target.dir))?;
     let spool = || Spool::create(&target.dir).map_err(write_err(&target.dir));
     let (kernel, initrd) = (spool()?, spool()?);
@@ -104,10 +99,6 @@ pub(crate) fn writer(
         kernel_initrd,
         target: target.clone(),
     }))
-}
-
-fn needs_bootloader(f: Format) -> bool {
-    f.is_boot_media()
 }
 
 impl Sink for Capture {
