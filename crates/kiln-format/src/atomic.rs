@@ -95,6 +95,24 @@ impl Spool {
     }
 }
 
+impl Spool {
+    /// Make the spool file the output `dest`: fsync it and rename it into place, as
+    /// [`AtomicOutput::commit`] does, instead of copying it.
+    pub fn commit(self, dest: &Path) -> io::Result<PathBuf> {
+        persist(self.tmp, dest)?;
+        Ok(dest.to_path_buf())
+    }
+}
+
+/// Fsync `tmp`, make it readable by all as outputs are, and rename it to `dest`.
+fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> io::Result<()> {
+    tmp.as_file().sync_all()?;
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(tmp.path(), mode)?;
+    tmp.persist(dest).map_err(|e| e.error)?;
+    Ok(())
+}
+
 impl std::ops::Deref for Spool {
     type Target = tempfile::NamedTempFile;
     fn deref(&self) -> &Self::Target {
@@ -141,10 +159,7 @@ impl AtomicOutput {
     /// Flush, fsync and rename into place.
     pub fn commit(mut self) -> io::Result<PathBuf> {
         self.tmp.flush()?;
-        self.tmp.as_file().sync_all()?;
-        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o644);
-        std::fs::set_permissions(self.tmp.path(), mode)?;
-        self.tmp.persist(&self.dest).map_err(|e| e.error)?;
+        persist(self.tmp, &self.dest)?;
         Ok(self.dest)
     }
 }

@@ -3,13 +3,13 @@
 //! of kiln's bootloader package.
 
 use crate::format::{Format, FormatError, FormatWriter, Target, write_err};
-use crate::{AtomicOutput, KernelInitrd, Spool};
+use crate::{AtomicOutput, InitrdOptions, KernelInitrd, Spool};
 use kiln_fs::{Entry, Segment, Sink};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Boot loader files by their path in kiln's bootloader package (`grub/boot.img`, ...).
 #[derive(Debug, Default, Clone)]
@@ -71,10 +71,50 @@ impl BootFiles {
     }
 }
 
-struct Capture {
+/// The kernel, initrd and command line of a build, captured into spool files.
+pub(crate) struct KernelCapture {
     split: KernelInitrd<File, File>,
     kernel: Spool,
     initrd: Spool,
+}
+
+impl KernelCapture {
+    /// A capture in `target`'s directory, the initrd written with `options`.
+    pub(crate) fn new(target: &Target, options: InitrdOptions) -> Result<Self, FormatError> {
+        std::fs::create_dir_all(&target.dir).map_err(write_err(&target.dir))?;
+        let spool = || Spool::create(&target.dir).map_err(write_err(&target.dir));
+        let (kernel, initrd) = (spool()?, spool()?);
+        let reopen = |t: &Spool| t.reopen().map_err(write_err(t.path()));
+        Ok(KernelCapture {
+            split: KernelInitrd::new(reopen(&kernel)?, reopen(&initrd)?, options),
+            kernel,
+            initrd,
+        })
+    }
+
+    /// The kernel, the initrd and the command line. The spool files are read back by this
+    /// process only: they are not synced.
+    pub(crate) fn finish(self, target: &Target) -> Result<(Spool, Spool, String), FormatError> {
+        let initrd_path = target.path("-initrd.img");
+        let (_, _, cmdline) = self.split.finish().map_err(write_err(&initrd_path))?;
+        Ok((self.kernel, self.initrd, cmdline))
+    }
+}
+
+impl Sink for KernelCapture {
+    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
+        self.split.add(entry, data)
+    }
+    fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
+        self.split.begin_segment(key)
+    }
+    fn end_segment(&mut self) -> io::Result<()> {
+        self.split.end_segment()
+    }
+}
+
+struct Capture {
+    capture: KernelCapture,
     formats: Vec<Format>,
     kernel_initrd: bool,
     target: Target,
@@ -87,14 +127,8 @@ pub(crate) fn writer(
     kernel_initrd: bool,
     target: &Target,
 ) -> Result<Box<dyn FormatWriter>, FormatError> {
-    std::fs::create_dir_all(&target.dir).map_err(write_err(&target.dir))?;
-    let spool = || Spool::create(&target.dir).map_err(write_err(&target.dir));
-    let (kernel, initrd) = (spool()?, spool()?);
-    let reopen = |t: &Spool| t.reopen().map_err(write_err(t.path()));
     Ok(Box::new(Capture {
-        split: KernelInitrd::new(reopen(&kernel)?, reopen(&initrd)?, target.initrd_options()),
-        kernel,
-        initrd,
+        capture: KernelCapture::new(target, target.initrd_options())?,
         formats: formats.to_vec(),
         kernel_initrd,
         target: target.clone(),
@@ -103,31 +137,27 @@ pub(crate) fn writer(
 
 impl Sink for Capture {
     fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
-        self.split.add(entry, data)
+        self.capture.add(entry, data)
     }
     fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
-        self.split.begin_segment(key)
+        self.capture.begin_segment(key)
     }
     fn end_segment(&mut self) -> io::Result<()> {
-        self.split.end_segment()
+        self.capture.end_segment()
     }
 }
 
 impl FormatWriter for Capture {
     fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, FormatError> {
         let Capture {
-            split,
-            kernel,
-            initrd,
+            capture,
             formats,
             kernel_initrd,
             target,
         } = *self;
-        let initrd_path = target.path("-initrd.img");
-        let (k, i, cmdline) = split.finish().map_err(write_err(&initrd_path))?;
-        k.sync_all().map_err(write_err(kernel.path()))?;
-        i.sync_all().map_err(write_err(initrd.path()))?;
-        let id = content_id(&[&kernel, &initrd], &cmdline).map_err(write_err(&initrd_path))?;
+        let (kernel, initrd, cmdline) = capture.finish(&target)?;
+        let id = content_id(&[kernel.path(), initrd.path()], &cmdline)
+            .map_err(write_err(&target.path("-initrd.img")))?;
         let boot = BootFiles {
             kernel,
             initrd,
@@ -153,12 +183,10 @@ impl FormatWriter for Capture {
 }
 
 /// A digest of `files` and `cmdline`.
-pub(crate) fn content_id(files: &[&Spool], cmdline: &str) -> io::Result<[u8; 32]> {
+pub(crate) fn content_id(files: &[&Path], cmdline: &str) -> io::Result<[u8; 32]> {
     let mut h = Sha256::new();
     for f in files {
-        let mut r = f.reopen()?;
-        r.seek(SeekFrom::Start(0))?;
-        io::copy(&mut r, &mut h)?;
+        io::copy(&mut File::open(f)?, &mut h)?;
         h.update(b"\0");
     }
     h.update(cmdline.as_bytes());

@@ -4,13 +4,13 @@
 //! kiln-init) also into a small initrd. kiln-init, started from that initrd, finds the root
 //! device named by `kiln.root=` on the command line, mounts it and goes on from there.
 
-use super::boot_media::{BootFiles, RootImage, content_id, copy_file, write_kernel_files};
+use super::boot_media::{BootFiles, KernelCapture, RootImage, content_id, write_kernel_files};
 use super::packager::Packager;
 use crate::erofs::ErofsSink;
 use crate::format::{Format, FormatError, FormatWriter, RootFs, Target, write_err};
 use crate::iso9660::IsoSink;
 use crate::squashfs::{SquashfsOptions, SquashfsSink};
-use crate::{AtomicOutput, InitrdOptions, KernelInitrd, Spool};
+use crate::{InitrdOptions, Spool};
 use kiln_fs::{Entry, Origin, Segment, Sink, Tee};
 use std::fs::File;
 use std::io::{self, Read};
@@ -40,7 +40,7 @@ enum Part {
     Squashfs(Box<SquashfsSink<File>>),
     Erofs(Box<ErofsSink<File>>),
     Iso(Box<IsoSink<File>>),
-    Initrd(Box<KernelInitrd<File, File>>),
+    Initrd(Box<KernelCapture>),
 }
 
 impl Sink for Part {
@@ -74,8 +74,6 @@ struct RootSplit {
     tee: Tee<Part>,
     /// The root file systems, in the order of the first parts of `tee`.
     roots: Vec<(RootFs, Spool)>,
-    kernel: Spool,
-    initrd: Spool,
     /// Whether the entries now coming belong to the kernel or an init image.
     boot_origin: bool,
     /// `kernel+squashfs` / `kernel+erofs` asked for.
@@ -134,19 +132,12 @@ pub(crate) fn writer(
                 .map_err(write_err(&target.dir))?;
         }
     }
-    let (kernel, initrd) = (spool()?, spool()?);
     // No segment cache: this initrd holds only part of each segment's entries.
     let options = InitrdOptions::new(target.compression);
-    parts.push(Part::Initrd(Box::new(KernelInitrd::new(
-        reopen(&kernel)?,
-        reopen(&initrd)?,
-        options,
-    ))));
+    parts.push(Part::Initrd(Box::new(KernelCapture::new(target, options)?)));
     Ok(Box::new(RootSplit {
         tee: Tee::new(parts),
         roots,
-        kernel,
-        initrd,
         boot_origin: false,
         whole_disk: whole_disk.to_vec(),
         media: media.to_vec(),
@@ -197,60 +188,54 @@ impl FormatWriter for RootSplit {
         let RootSplit {
             tee,
             roots,
-            kernel,
-            initrd,
             whole_disk,
             media,
             target,
             ..
         } = *self;
         let initrd_path = target.path("-initrd.img");
-        let mut cmdline = String::new();
+        // The root images are complete once their writers finish; the spool files are read
+        // back by this process only, so they are not synced.
+        let mut captured = None;
         for part in tee.into_inner() {
             let name = |fs: RootFs| target.path(&format!("-{}.img", fs.name()));
             match part {
-                Part::Squashfs(s) => {
-                    let path = name(RootFs::Squashfs);
-                    s.finish()
-                        .and_then(|f| f.sync_all())
-                        .map_err(write_err(&path))?;
-                }
-                Part::Erofs(s) => {
-                    let path = name(RootFs::Erofs);
-                    s.finish()
-                        .and_then(|f| f.sync_all())
-                        .map_err(write_err(&path))?;
-                }
-                Part::Iso(s) => {
-                    let path = name(RootFs::Iso9660);
-                    s.finish()
-                        .and_then(|f| f.sync_all())
-                        .map_err(write_err(&path))?;
-                }
-                Part::Initrd(s) => {
-                    let (k, i, c) = s.finish().map_err(write_err(&initrd_path))?;
-                    k.sync_all().map_err(write_err(kernel.path()))?;
-                    i.sync_all().map_err(write_err(initrd.path()))?;
-                    cmdline = c;
-                }
+                Part::Squashfs(s) => drop(s.finish().map_err(write_err(&name(RootFs::Squashfs)))?),
+                Part::Erofs(s) => drop(s.finish().map_err(write_err(&name(RootFs::Erofs)))?),
+                Part::Iso(s) => drop(s.finish().map_err(write_err(&name(RootFs::Iso9660)))?),
+                Part::Initrd(s) => captured = Some(s.finish(&target)?),
             }
         }
+        let (kernel, initrd, cmdline) = captured.ok_or_else(|| FormatError::Write {
+            path: initrd_path.clone(),
+            source: io::Error::other("the kernel and initrd were not captured"),
+        })?;
+        let mut roots = roots;
         let mut written = Vec::new();
+        // A whole-disk format's root image is its output: renamed into place, not copied.
+        let mut committed: Vec<(RootFs, PathBuf)> = Vec::new();
         for f in &whole_disk {
             let Some(fs) = f.root_image() else { continue };
-            let root = root_file(&roots, fs)?;
             let line = root_cmdline(&cmdline, whole_disk_root(fs), fs);
             written.extend(write_kernel_files(&target, &kernel, &initrd, &line)?);
             let path = target.path(f.suffix());
-            let mut out = AtomicOutput::create(&path).map_err(write_err(&path))?;
-            copy_file(root.as_file(), &mut out).map_err(write_err(&path))?;
-            written.push(out.commit().map_err(write_err(&path))?);
+            let spool = take_root(&mut roots, fs)?;
+            let path = spool.commit(&path).map_err(write_err(&path))?;
+            committed.push((fs, path.clone()));
+            written.push(path);
         }
         if !media.is_empty() {
             let fs = target.root;
-            let root = root_file(&roots, fs)?;
-            let id =
-                content_id(&[&kernel, &initrd, root], &cmdline).map_err(write_err(&initrd_path))?;
+            let root = match committed.iter().find(|(k, _)| *k == fs) {
+                Some((_, path)) => path.clone(),
+                None => roots
+                    .iter()
+                    .find(|(k, _)| *k == fs)
+                    .map(|(_, spool)| spool.path().to_path_buf())
+                    .ok_or_else(|| no_root(fs))?,
+            };
+            let id = content_id(&[kernel.path(), initrd.path(), &root], &cmdline)
+                .map_err(write_err(&initrd_path))?;
             let label = format!("kiln-root-{}", hex8(&id));
             let boot = BootFiles {
                 kernel,
@@ -258,7 +243,7 @@ impl FormatWriter for RootSplit {
                 cmdline,
                 id,
                 root: Some(RootImage {
-                    file: root.path().to_path_buf(),
+                    file: root,
                     label,
                     fs,
                 }),
@@ -272,15 +257,20 @@ impl FormatWriter for RootSplit {
     }
 }
 
-fn root_file(roots: &[(RootFs, Spool)], fs: RootFs) -> Result<&Spool, FormatError> {
-    roots
+/// The spool of the root image `fs`, taken out of `roots`.
+fn take_root(roots: &mut Vec<(RootFs, Spool)>, fs: RootFs) -> Result<Spool, FormatError> {
+    let i = roots
         .iter()
-        .find(|(k, _)| *k == fs)
-        .map(|(_, t)| t)
-        .ok_or_else(|| FormatError::Write {
-            path: PathBuf::from(format!("-{}.img", fs.name())),
-            source: io::Error::other("no such root image was written"),
-        })
+        .position(|(k, _)| *k == fs)
+        .ok_or_else(|| no_root(fs))?;
+    Ok(roots.remove(i).1)
+}
+
+fn no_root(fs: RootFs) -> FormatError {
+    FormatError::Write {
+        path: PathBuf::from(format!("-{}.img", fs.name())),
+        source: io::Error::other("no such root image was written"),
+    }
 }
 
 /// The command line with the switches that make kiln-init mount the root from `device`.
