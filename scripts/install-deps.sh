@@ -17,8 +17,9 @@
 #     mksquashfs and mkfs.erofs, which the root image benchmark compares kiln's writers with)
 #   systemd-boot-efi: the EFI stub the UKI writer's unit tests read (builds take it from kiln's
 #     bootloader package instead)
+#   python3-venv: the Python environment of independent checkers from PyPI (below)
 set -euo pipefail
-pkgs=(docker-registry skopeo file cpio zstd lz4 gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools genisoimage man-db docker.io openssl ovmf xorriso gdisk fdisk dosfstools mtools squashfs-tools erofs-utils systemd-boot-efi)
+pkgs=(docker-registry skopeo file cpio zstd lz4 gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools genisoimage man-db docker.io openssl ovmf xorriso gdisk fdisk dosfstools mtools squashfs-tools erofs-utils systemd-boot-efi python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -39,3 +40,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   rm -f "$log"
 fi
 command -v cargo >/dev/null || { echo "kiln needs a Rust toolchain (cargo) on PATH" >&2; exit 1; }
+
+# Independent checkers from PyPI, in a virtual environment kept outside the repository (the tests
+# find it there, or at KILN_TEST_PYTHON): cryptography verifies kiln's signatures, spdx-tools'
+# pyspdxtools and cyclonedx-python-lib validate its SBOMs.
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/kiln/python"
+py_pkgs=(cryptography spdx-tools "cyclonedx-python-lib[json-validation]")
+if ! "$venv/bin/python3" -c 'import cryptography, spdx_tools, cyclonedx' 2>/dev/null; then
+  echo "installing Python checkers into $venv: ${py_pkgs[*]}"
+  log=$(mktemp "${TMPDIR:-/tmp}/kiln-install-python.XXXXXX.log")
+  if ! { /usr/bin/python3 -m venv "$venv" && "$venv/bin/pip" install -q "${py_pkgs[@]}"; } >"$log" 2>&1 </dev/null; then
+    echo "error: could not install ${py_pkgs[*]} from PyPI; the end of the log ($log):" >&2
+    tail -n 20 "$log" | sed 's/^/  | /' >&2
+    exit 1
+  fi
+  rm -f "$log"
+fi

@@ -144,15 +144,12 @@ pub struct BuildArgs {
     /// some loaders want
     #[arg(long)]
     decompress_kernel: bool,
-    /// Write no SBOM (kiln writes none yet: LinuxKit's flag, accepted)
-    #[arg(long)]
-    no_sbom: bool,
-    /// The SBOM's path in the root filesystem (LinuxKit's; kiln writes no SBOM yet)
-    #[arg(long, value_name = "PATH", hide = true)]
-    sbom_output: Option<String>,
-    /// Use the current time in the SBOM (LinuxKit's; kiln writes no SBOM yet)
-    #[arg(long, hide = true)]
-    sbom_current_time: bool,
+    #[command(flatten)]
+    sbom: crate::sbom::SbomArgs,
+    #[command(flatten)]
+    policy: crate::policy::PolicyArgs,
+    #[command(flatten)]
+    provenance: crate::provenance::ProvenanceArgs,
     /// Initrd compression (one the kernel was built to read)
     #[arg(
         long,
@@ -181,10 +178,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     if args.input_tar.is_some() && args.pull {
         anyhow::bail!("--input-tar and --pull contradict each other: give one");
     }
-    if args.sbom_output.is_some() || args.sbom_current_time {
-        tracing::info!("kiln writes no SBOM yet: --sbom-output and --sbom-current-time do nothing");
-    }
-    let _ = args.no_sbom;
+    args.sbom.check();
     let mut set = load_manifests(&args.files)?;
     if args.dry_run {
         print!("{}", kiln_manifest::to_yaml(&set.manifest));
@@ -212,6 +206,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     };
     // Packages built (or found) and images pulled are reported as they happen.
     resolve_images(&store, &mut set.manifest, &resolve)?;
+    if crate::policy::enforce(&store, &set, &args.policy)? {
+        return Ok(());
+    }
     let name = match &args.name {
         Some(n) => n.clone(),
         None => default_name(&args.files),
@@ -251,9 +248,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         root: args.root,
         ..Target::new(&args.dir, name, args.compress, epoch.unwrap_or(0))
     };
-    for path in write_outputs(&set, &store, &opts, &formats, &target)? {
+    let outputs = write_outputs(&set, &store, &opts, &formats, &target)?;
+    crate::provenance::record_build(&args.provenance, &outputs)?;
+    for path in &outputs {
         if progress::mode() == progress::Mode::Json {
-            written(&path)?;
+            written(path)?;
         }
         println!("{}", path.display());
     }

@@ -9,9 +9,13 @@ mod image;
 #[cfg(test)]
 mod linuxkit_command_lines;
 mod pkg;
+mod policy;
 mod progress;
+mod provenance;
 mod run;
+mod sbom;
 mod serve;
+mod trust;
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use std::path::PathBuf;
@@ -157,6 +161,13 @@ enum Command {
     /// Make user-data (metadata) ISO images
     #[command(subcommand)]
     Metadata(serve::MetadataCommand),
+    /// Make and manage signing keys (cosign's formats)
+    #[command(subcommand)]
+    Key(trust::KeyCommand),
+    /// Sign an image (a cosign-compatible signature, kept in the store and pushed)
+    Sign(trust::SignArgs),
+    /// Verify an image's signature (and its provenance)
+    Verify(trust::VerifyArgs),
 }
 
 /// `kiln version` (LinuxKit's flags).
@@ -224,6 +235,9 @@ fn main() -> ExitCode {
         Command::Completion(args) => completion::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Metadata(cmd) => serve::run_metadata(cmd),
+        Command::Key(cmd) => trust::run_key(cmd),
+        Command::Sign(args) => trust::run_sign(args),
+        Command::Verify(args) => trust::run_verify(args),
         Command::Version(args) => {
             print_version(&args);
             Ok(())

@@ -426,6 +426,41 @@ pub fn tools_present(tools: &[&str]) -> bool {
     false
 }
 
+/// The Python of the independent checkers from PyPI (cryptography, spdx-tools,
+/// cyclonedx-python-lib) that scripts/install-deps.sh puts in a virtual environment:
+/// KILN_TEST_PYTHON, else `$XDG_CACHE_HOME/kiln/python` (`~/.cache/kiln/python`). `None`, with
+/// the reason printed, when it is missing outside CI; in CI a missing one fails the test.
+#[allow(dead_code)]
+pub fn checker_python() -> Option<PathBuf> {
+    let python = match std::env::var_os("KILN_TEST_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_default()
+            .join("kiln/python/bin/python3"),
+    };
+    let ok = Command::new(&python)
+        .args(["-c", "import cryptography, spdx_tools, cyclonedx"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(python);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "CI needs the Python checkers at {}: run scripts/install-deps.sh",
+            python.display()
+        );
+    }
+    eprintln!(
+        "skipping: no Python checkers at {} (scripts/install-deps.sh installs them)",
+        python.display()
+    );
+    None
+}
+
 /// Debian's docker-registry (distribution v2.8) on 127.0.0.1, killed when dropped.
 pub struct Registry {
     child: std::process::Child,

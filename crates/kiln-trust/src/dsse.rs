@@ -1,0 +1,1 @@
+//! DSSE envelopes (in-toto's Dead Simple Signing Envelope): sign and verify a payload.

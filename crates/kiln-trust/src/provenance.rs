@@ -1,0 +1,1 @@
+//! SLSA v1 provenance as in-toto statements.
