@@ -62,6 +62,9 @@ pub struct Options {
     pub input_tar: Option<PathBuf>,
     /// Write the kernel decompressed (LinuxKit's `--decompress-kernel`).
     pub decompress_kernel: bool,
+    /// The SBOM to write into the root filesystem (none: no SBOM, LinuxKit's `--no-sbom`).
+    /// [`assemble`] returns the document it wrote.
+    pub sbom: Option<kiln_sbom::Settings>,
 }
 
 impl Default for Options {
@@ -73,6 +76,7 @@ impl Default for Options {
             dockerfile: false,
             input_tar: None,
             decompress_kernel: false,
+            sbom: None,
         }
     }
 }
@@ -84,6 +88,17 @@ struct Emitter<'a> {
     origin: Option<Origin>,
     /// The earlier tar to reuse entries of.
     input: Option<InputTar>,
+    /// The SBOM being gathered, when one is asked for.
+    sbom: Option<SbomState>,
+    /// The package files of the image being sent: entries under the prefix (the image's root)
+    /// that [`kiln_sbom::Capture::wants`] are kept as they pass.
+    capture: Option<(String, kiln_sbom::Capture)>,
+}
+
+/// The SBOM of the build as assembly gathers it.
+struct SbomState {
+    settings: kiln_sbom::Settings,
+    doc: kiln_sbom::Sbom,
 }
 
 impl Emitter<'_> {
@@ -95,7 +110,94 @@ impl Emitter<'_> {
         if let Some(e) = self.epoch {
             entry.mtime = entry.mtime.min(e);
         }
+        if entry.kind == Kind::File
+            && let Some((prefix, capture)) = &mut self.capture
+            && let Some(rel) = entry.path.strip_prefix(prefix.as_str())
+            && kiln_sbom::Capture::wants(rel)
+            && capture.accepts(rel, entry.size)
+        {
+            // A package database: kept on its way to the sink (it is small, and bounded).
+            let mut buf = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
+            data.take(entry.size)
+                .read_to_end(&mut buf)
+                .map_err(AssembleError::Output)?;
+            self.sink
+                .add(&entry, &mut buf.as_slice())
+                .map_err(AssembleError::Output)?;
+            capture.add(rel, buf);
+            return Ok(());
+        }
         self.sink.add(&entry, data).map_err(AssembleError::Output)
+    }
+
+    /// Start capturing the package files of the image whose root is `prefix`.
+    fn start_capture(&mut self, prefix: &str) {
+        if self.sbom.is_some() {
+            self.capture = Some((prefix.to_string(), kiln_sbom::Capture::default()));
+        }
+    }
+
+    /// Record `img` (at the current origin's location) in the SBOM with what its package files
+    /// say: from the capture when its entries were sent (`sent`), else from the findings kept
+    /// when they last were, else (nothing kept) from its layers, read once more for this.
+    fn finish_capture(
+        &mut self,
+        store: &Store,
+        img: &kiln_oci::Image,
+        sent: bool,
+    ) -> Result<(), AssembleError> {
+        let capture = self.capture.take();
+        let Some(state) = &self.sbom else {
+            return Ok(());
+        };
+        let cache = state.settings.cache_dir.clone();
+        let findings = match capture {
+            Some((_, c)) if sent => {
+                let f = c.finish();
+                if let Some(dir) = &cache {
+                    keep_findings(dir, img, &f);
+                }
+                f
+            }
+            _ => match cache.as_deref().and_then(|dir| kept_findings(dir, img)) {
+                Some(f) => f,
+                None => {
+                    let f = recapture(store, img)?;
+                    if let Some(dir) = &cache {
+                        keep_findings(dir, img, &f);
+                    }
+                    f
+                }
+            },
+        };
+        self.record(store, img, findings);
+        Ok(())
+    }
+
+    /// Record `img`, used at the current origin's location, in the SBOM with `findings`.
+    fn record(&mut self, store: &Store, img: &kiln_oci::Image, findings: kiln_sbom::Findings) {
+        let Some(state) = &mut self.sbom else {
+            return;
+        };
+        let location = self
+            .origin
+            .as_ref()
+            .map(|o| o.location.clone())
+            .unwrap_or_default();
+        let digest = img.digest.to_string();
+        let known = state
+            .doc
+            .images
+            .iter()
+            .any(|i| i.reference == img.reference && i.digest == digest);
+        let attached = if known {
+            Vec::new()
+        } else {
+            attached_packages(store, img)
+        };
+        state
+            .doc
+            .add(&img.reference, &digest, &location, findings, attached);
     }
 
     fn dir(&mut self, path: &str, mode: u32) -> Result<(), AssembleError> {
@@ -228,13 +330,14 @@ impl Images<'_> {
     }
 }
 
-/// Assemble the root filesystem of `set` from `store` into `sink`.
+/// Assemble the root filesystem of `set` from `store` into `sink`. Returns the SBOM document
+/// written into it, when `opts.sbom` asks for one.
 pub fn assemble(
     set: &ManifestSet,
     store: &Store,
     opts: &Options,
     sink: &mut dyn Sink,
-) -> Result<(), AssembleError> {
+) -> Result<Option<Vec<u8>>, AssembleError> {
     let m = &set.manifest;
     let mut images = Images {
         store,
@@ -250,6 +353,11 @@ pub fn assemble(
         epoch: opts.source_date_epoch,
         origin: None,
         input,
+        sbom: opts.sbom.as_ref().map(|settings| SbomState {
+            settings: settings.clone(),
+            doc: kiln_sbom::Sbom::new(settings.name.clone()),
+        }),
+        capture: None,
     };
 
     let mut ids: HashMap<String, u32> = HashMap::new();
@@ -265,6 +373,8 @@ pub fn assemble(
         let kernel = images.get(set, &m.kernel.image, "kernel", 0, "image")?;
         out.set_origin(Some(image_origin(&kernel, "kernel".into())))?;
         kernel_files(store, &kernel, set, opts.decompress_kernel, &mut out)?;
+        // The kernel image contributes files, not a file system: its packages are not read.
+        out.record(store, &kernel, kiln_sbom::Findings::default());
     }
     for (i, r) in m.init.iter().enumerate() {
         let img = images.get(set, r, "init", i, "")?;
@@ -334,7 +444,120 @@ pub fn assemble(
             b"\nFROM scratch\n\nCOPY . ./\n\nENTRYPOINT [\"/bin/rc.init\"]\n",
         )?;
     }
-    Ok(())
+    // The SBOM last, as LinuxKit writes its own.
+    let Some(state) = out.sbom.take() else {
+        return Ok(None);
+    };
+    let path = sbom_path(&state.settings.path)?;
+    let doc = kiln_sbom::render(&state.doc, state.settings.format, state.settings.created);
+    out.file(&path, 0o644, &doc)?;
+    Ok(Some(doc))
+}
+
+/// The SBOM's path in the root filesystem, checked: relative, inside the root, not a directory.
+fn sbom_path(raw: &str) -> Result<String, AssembleError> {
+    let refuse = |why: &str| AssembleError::SbomPath {
+        path: raw.to_string(),
+        why: why.to_string(),
+    };
+    if raw.ends_with('/') {
+        return Err(refuse("names a directory"));
+    }
+    match normalize(raw) {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(refuse("is empty")),
+        Err(why) => Err(refuse(&why)),
+    }
+}
+
+/// Where the findings of `img` are kept in `dir`: they depend on its layers alone.
+fn findings_file(dir: &std::path::Path, img: &kiln_oci::Image) -> PathBuf {
+    let key = format!(
+        "kiln-sbom findings {}\nlayers {}",
+        kiln_sbom::Findings::VERSION,
+        layer_digests(img)
+    );
+    let digest = kiln_oci::Digest::of(key.as_bytes()).to_string();
+    dir.join(format!("{}.json", digest.trim_start_matches("sha256:")))
+}
+
+/// The findings kept for `img`, if intact.
+fn kept_findings(dir: &std::path::Path, img: &kiln_oci::Image) -> Option<kiln_sbom::Findings> {
+    let file = std::fs::File::open(findings_file(dir, img)).ok()?;
+    let mut data = Vec::new();
+    file.take(kiln_sbom::MAX_IMAGE_BYTES)
+        .read_to_end(&mut data)
+        .ok()?;
+    kiln_sbom::Findings::from_bytes(&data)
+}
+
+/// Keep the findings of `img` for later builds (best effort: written whole or not at all).
+fn keep_findings(dir: &std::path::Path, img: &kiln_oci::Image, findings: &kiln_sbom::Findings) {
+    use std::io::Write as _;
+    let dest = findings_file(dir, img);
+    if dest.exists() {
+        return;
+    }
+    let kept = std::fs::create_dir_all(dir)
+        .and_then(|()| tempfile::NamedTempFile::new_in(dir))
+        .and_then(|mut tmp| {
+            tmp.write_all(&findings.to_bytes())?;
+            tmp.persist(&dest).map_err(|e| e.error)?;
+            Ok(())
+        });
+    if let Err(e) = kept {
+        tracing::debug!(
+            "cannot keep the SBOM findings of {} in {}: {e}",
+            img.reference,
+            dir.display()
+        );
+    }
+}
+
+/// The findings of `img` read from its layers (when its entries were not sent and nothing was
+/// kept for it).
+fn recapture(store: &Store, img: &kiln_oci::Image) -> Result<kiln_sbom::Findings, AssembleError> {
+    let mut capture = kiln_sbom::Capture::default();
+    Flattener::new(&ImageLayers::new(store, img)).run::<AssembleError>(&mut |entry, data| {
+        if entry.kind == Kind::File
+            && kiln_sbom::Capture::wants(&entry.path)
+            && capture.accepts(&entry.path, entry.size)
+        {
+            let mut buf = Vec::new();
+            data.take(entry.size)
+                .read_to_end(&mut buf)
+                .map_err(AssembleError::Output)?;
+            capture.add(&entry.path, buf);
+        }
+        Ok(())
+    })?;
+    Ok(capture.finish())
+}
+
+/// The packages of the SBOMs the publisher of `img` attached to it, as far as the store holds
+/// them. One that cannot be read is left out with a warning: it is the publisher's, and the
+/// build's own findings do not depend on it.
+fn attached_packages(store: &Store, img: &kiln_oci::Image) -> Vec<kiln_sbom::parse::Package> {
+    let Ok(reference) = img.reference.parse::<Reference>() else {
+        return Vec::new();
+    };
+    let statements = match store.attached_sboms(&reference, &img.digest) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("{}: cannot read its attached SBOM: {e}", img.reference);
+            return Vec::new();
+        }
+    };
+    let mut packages = Vec::new();
+    for s in statements {
+        match kiln_sbom::attached::packages(&s) {
+            Ok(p) => packages.extend(p),
+            Err(e) => tracing::warn!("{}: its attached SBOM is left out: {e}", img.reference),
+        }
+    }
+    packages.sort();
+    packages.dedup();
+    packages
 }
 
 /// The origin of the entries of `img` at `location`.
@@ -451,7 +674,9 @@ fn image_tar(
         layer_digests(img)
     );
     let segment = kiln_oci::Digest::of(out.segment_key(&key).as_bytes()).to_string();
-    if out.begin_segment(&key)? {
+    let sent = out.begin_segment(&key)?;
+    if sent {
+        out.start_capture(prefix);
         let outer = out.origin.clone();
         let origin = outer.clone().map(|o| Origin {
             segment: Some(segment),
@@ -467,7 +692,8 @@ fn image_tar(
         }
         out.set_origin(outer)?;
     }
-    out.end_segment()
+    out.end_segment()?;
+    out.finish_capture(store, img, sent)
 }
 
 /// The layer digests of `img`, in order: what its flattened content depends on.
@@ -555,6 +781,7 @@ fn container(
     );
     let (root, found_elsewhere) = match extracted.get(&img.reference) {
         Some(r) => {
+            out.record(store, img, kiln_sbom::Findings::default());
             out.prefix_dirs(&format!("{prefix}/"))?;
             (r.clone(), true)
         }

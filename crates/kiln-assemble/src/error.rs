@@ -70,6 +70,16 @@ pub enum AssembleError {
         #[source]
         source: std::io::Error,
     },
+    /// The SBOM's path in the root filesystem is not one.
+    #[error(
+        "the SBOM path `{path}` {why}; give a relative path inside the root filesystem, as sbom.spdx.json"
+    )]
+    SbomPath {
+        /// The path.
+        path: String,
+        /// Why.
+        why: String,
+    },
     /// Writing the output failed.
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),

@@ -30,4 +30,4 @@ pub use bootloader::{BOOTLOADER_DIR, bootloader};
 pub use build::{Options, RESOLV_SYMLINK, assemble};
 pub use bundle::{export_filesystem, unpack_bundle};
 pub use error::AssembleError;
-pub use outputs::write_outputs;
+pub use outputs::{sbom_beside, write_outputs};

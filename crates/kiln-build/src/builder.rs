@@ -74,6 +74,7 @@ pub fn build(store: &Store, opts: &BuildOptions) -> Result<Built, BuildError> {
         cached: AtomicUsize::new(0),
         cache_hits: Mutex::new(HashSet::new()),
         logs,
+        images: Mutex::new(Default::default()),
     };
     for wave in engine.plan.waves.clone() {
         let results: Vec<Result<(usize, State), BuildError>> = std::thread::scope(|s| {
@@ -123,6 +124,13 @@ pub fn build(store: &Store, opts: &BuildOptions) -> Result<Built, BuildError> {
         config,
         executed: engine.executed.load(Ordering::Relaxed),
         cached: engine.cached.load(Ordering::Relaxed),
+        images: engine
+            .images
+            .lock()
+            .map_err(|_| poisoned())?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     })
 }
 

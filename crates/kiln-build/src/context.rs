@@ -235,6 +235,21 @@ pub fn expand_sources(
 /// A digest of the files under `path` (names, types, modes, owners, sizes, contents, link
 /// targets; not modification times), skipping what `skip` says: the cache key of a COPY source.
 pub fn hash_tree(path: &Path, skip: &dyn Fn(&Path) -> bool) -> std::io::Result<String> {
+    hash_tree_with(path, skip, true)
+}
+
+/// As [`hash_tree`] without owners: what a package's files give its image when the build
+/// context is copied (owned by root), so that the tag does not depend on which user checked
+/// the files out or built them.
+pub fn hash_files(path: &Path, skip: &dyn Fn(&Path) -> bool) -> std::io::Result<String> {
+    hash_tree_with(path, skip, false)
+}
+
+fn hash_tree_with(
+    path: &Path,
+    skip: &dyn Fn(&Path) -> bool,
+    owners: bool,
+) -> std::io::Result<String> {
     let mut h = Sha256::new();
     let walk = walkdir::WalkDir::new(path)
         .sort_by_file_name()
@@ -252,7 +267,11 @@ pub fn hash_tree(path: &Path, skip: &dyn Fn(&Path) -> bool) -> std::io::Result<S
         let rel = entry.path().strip_prefix(path).unwrap_or(entry.path());
         h.update(rel.to_string_lossy().as_bytes());
         h.update([0]);
-        h.update(format!("{:o} {} {}\0", meta.mode(), meta.uid(), meta.gid()));
+        if owners {
+            h.update(format!("{:o} {} {}\0", meta.mode(), meta.uid(), meta.gid()));
+        } else {
+            h.update(format!("{:o}\0", meta.mode()));
+        }
         if meta.file_type().is_symlink() {
             h.update(fs::read_link(entry.path())?.to_string_lossy().as_bytes());
         } else if meta.is_file() {

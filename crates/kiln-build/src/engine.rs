@@ -45,6 +45,8 @@ pub(crate) struct Engine {
     pub(crate) cache_hits: Mutex<HashSet<(usize, usize)>>,
     /// This build's directory of RUN step logs.
     pub(crate) logs: PathBuf,
+    /// The images read, by name as written: the manifest digest used.
+    pub(crate) images: Mutex<std::collections::BTreeMap<String, Digest>>,
 }
 
 /// The error of a build thread that failed without saying why.
@@ -167,6 +169,9 @@ impl Engine {
                 .parse()
                 .map_err(|_| self.err(line, format!("image {r}: bad diff id {d:?}")))?;
             layers.push((d, l.clone()));
+        }
+        if let Ok(mut images) = self.images.lock() {
+            images.insert(name.to_string(), img.digest.clone());
         }
         Ok((img.digest, layers, config))
     }

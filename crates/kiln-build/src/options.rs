@@ -192,6 +192,9 @@ pub struct Built {
     pub executed: usize,
     /// Steps that changed the file system and came from the cache.
     pub cached: usize,
+    /// The images the build read (FROM, COPY --from, RUN --mount from): each name as
+    /// written, with the digest of the manifest used, sorted by name.
+    pub images: Vec<(String, Digest)>,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! `@lkt:pkg:PATH` is replaced by the image name of the package at PATH.
 
 use crate::builder::build;
-use crate::context::hash_tree;
+use crate::context::hash_files;
 use crate::error::{BuildError, io_err};
 use crate::events::Event;
 use crate::options::{BuildOptions, Built};
@@ -18,7 +18,6 @@ use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The label LinuxKit reads a package's runtime settings from.
 pub const CONFIG_LABEL: &str = "org.mobyproject.config";
@@ -115,7 +114,8 @@ impl Package {
             (None, HashSource::Git) => {
                 let extra: Vec<PathBuf> = extra_source_dirs(dir, &spec).collect();
                 let untracked = |p: &Path| {
-                    hash_tree(p, &|p| p.file_name().is_some_and(|n| n == ".git")).map_err(io_err(p))
+                    hash_files(p, &|p| p.file_name().is_some_and(|n| n == ".git"))
+                        .map_err(io_err(p))
                 };
                 match git_hash(dir, &extra, tags, &untracked)? {
                     Some(h) => h,
@@ -166,7 +166,7 @@ fn content_tag(dir: &Path, spec: &BuildYml, depth: usize) -> Result<String, Buil
     dirs.extend(extra_source_dirs(dir, spec));
     for d in &dirs {
         let sum =
-            hash_tree(d, &|p| p.file_name().is_some_and(|n| n == ".git")).map_err(io_err(d))?;
+            hash_files(d, &|p| p.file_name().is_some_and(|n| n == ".git")).map_err(io_err(d))?;
         h.update(sum.as_bytes());
     }
     // A package built FROM another changes when that one does.
@@ -193,8 +193,11 @@ fn content_tag(dir: &Path, spec: &BuildYml, depth: usize) -> Result<String, Buil
         }
     }
     let mut tag = hex::encode(h.finalize())[..40].to_string();
-    if dirs.iter().any(|d| git_dirty(d)) {
-        tag.push_str("-dirty");
+    for d in &dirs {
+        if git_dirty(d)? {
+            tag.push_str("-dirty");
+            break;
+        }
     }
     Ok(tag)
 }
@@ -207,15 +210,38 @@ fn extra_source_dirs<'a>(dir: &'a Path, spec: &'a BuildYml) -> impl Iterator<Ite
     })
 }
 
-fn git_dirty(dir: &Path) -> bool {
-    Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["status", "--porcelain", "--untracked-files=all", "--", "."])
+/// Whether git reports uncommitted changes in `dir`: false outside a work tree or without
+/// git, an error when git refuses to look (a repository another user owns), since the tag
+/// would then depend on who builds.
+fn git_dirty(dir: &Path) -> Result<bool, BuildError> {
+    // An extra source may be a file: asked about from its directory.
+    let (cwd, pathspec) = match (dir.is_file(), dir.parent(), dir.file_name()) {
+        (true, Some(parent), Some(name)) => (parent, name.to_os_string()),
+        _ => (dir, ".".into()),
+    };
+    let out = match crate::pkg_tag::git_command(cwd)
+        .args(["status", "--porcelain", "--untracked-files=all", "--"])
+        .arg(pathspec)
         .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .is_some_and(|o| !o.stdout.is_empty())
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    if out.status.success() {
+        return Ok(!out.stdout.is_empty());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if crate::pkg_tag::not_a_repository(&stderr) {
+        return Ok(false);
+    }
+    Err(BuildError::Package {
+        file: dir.join("build.yml"),
+        message: format!(
+            "git cannot tell whether the package has uncommitted changes: {}",
+            stderr.split_whitespace().collect::<Vec<_>>().join(" ")
+        ),
+    })
 }
 
 /// Options for building packages.
@@ -272,6 +298,34 @@ pub struct PkgResult {
     pub reference: String,
     /// The build, or `None` when the image was already in the store.
     pub built: Option<Built>,
+    /// What the build read, for its provenance (`None` when it was not built).
+    pub inputs: Option<PkgInputs>,
+}
+
+/// What a package's build read, for its provenance.
+#[derive(Debug, Clone)]
+pub struct PkgInputs {
+    /// The package's description file (`build.yml`) and its SHA-256, hex.
+    pub build_yml: (String, String),
+    /// The Dockerfile, relative to the package, and its SHA-256, hex.
+    pub dockerfile: (String, String),
+    /// The digest of the build context's files (names, types, modes, contents; as the
+    /// content tag reads them), hex.
+    pub context: String,
+    /// The build arguments the build was given, in order.
+    pub build_args: Vec<(String, String)>,
+    /// The architecture built for.
+    pub arch: String,
+    /// Whether RUN steps had the network.
+    pub network: bool,
+}
+
+/// The SHA-256 of the file `path`, hex.
+fn file_sha256(path: &Path) -> Result<String, BuildError> {
+    let mut f = fs::File::open(path).map_err(io_err(path))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(io_err(path))?;
+    Ok(hex::encode(h.finalize()))
 }
 
 /// Build the packages in `dirs`, a package named by `@lkt:pkg:` in another's build arguments
@@ -334,6 +388,7 @@ pub fn build_packages(
                 dir,
                 reference,
                 built: None,
+                inputs: None,
             });
             continue;
         }
@@ -360,7 +415,7 @@ pub fn build_packages(
                 ),
             });
         }
-        b.dockerfile = b.context.join(dockerfile);
+        b.dockerfile = b.context.join(&dockerfile);
         b.tags = vec![r];
         b.no_cache |= opts
             .disable_cache
@@ -393,6 +448,19 @@ pub fn build_packages(
         }
         b.labels
             .insert("org.opencontainers.image.revision".into(), pkg.tag.clone());
+        let build_yml = dir.join(&opts.build_yml);
+        let inputs = PkgInputs {
+            build_yml: (opts.build_yml.clone(), file_sha256(&build_yml)?),
+            dockerfile: (
+                dockerfile.to_string_lossy().into_owned(),
+                file_sha256(&b.dockerfile)?,
+            ),
+            context: hash_files(&b.context, &|p| p.file_name().is_some_and(|n| n == ".git"))
+                .map_err(io_err(&b.context))?,
+            build_args: b.build_args.clone(),
+            arch: arch.clone(),
+            network: b.network == kiln_runtime::Network::Host,
+        };
         let built = build(store, &b)?;
         report(
             opts,
@@ -409,6 +477,7 @@ pub fn build_packages(
             dir,
             reference,
             built: Some(built),
+            inputs: Some(inputs),
         });
     }
     Ok(results)
@@ -474,11 +543,26 @@ fn stage_context(dir: &Path, extra: &[String]) -> Result<Option<tempfile::TempDi
         }
         let target = tmp.path().join(&dst);
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(io_err(parent))?;
+            create_dirs(tmp.path(), parent)?;
         }
         crate::fsops::copy_tree(&dir.join(src), &target, attrs, &none)?;
     }
     Ok(Some(tmp))
+}
+
+/// Create the missing directories from `root` down to `dir` as 0755, whatever the umask: COPY
+/// takes them into the image with their modes.
+fn create_dirs(root: &Path, dir: &Path) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut p = root.to_path_buf();
+    for c in dir.strip_prefix(root).unwrap_or(dir).components() {
+        p.push(c);
+        if !p.is_dir() {
+            fs::create_dir(&p).map_err(io_err(&p))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).map_err(io_err(&p))?;
+        }
+    }
+    Ok(())
 }
 
 /// Depth-first: the packages `dir` depends on (through `@lkt:pkg:`), then `dir`, each loaded

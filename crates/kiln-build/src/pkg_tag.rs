@@ -93,7 +93,7 @@ pub fn git_hash(
     untracked: &dyn Fn(&Path) -> Result<String, BuildError>,
 ) -> Result<Option<String>, BuildError> {
     let pkg = absolute(dir)?;
-    let Some(git) = Git::at(&pkg) else {
+    let Some(git) = Git::at(&pkg)? else {
         return Ok(None);
     };
     let hash_path = match &opts.hash_path {
@@ -118,7 +118,7 @@ pub fn git_hash(
         } else {
             src.clone()
         };
-        let tracked = Git::at(&dir).and_then(|g| g.tree_hash(&src, &opts.commit).ok());
+        let tracked = Git::at(&dir)?.and_then(|g| g.tree_hash(&src, &opts.commit).ok());
         match tracked {
             Some(h) => sources.push_str(&h),
             // Outside git, or not committed (a build output, say): LinuxKit refuses such a
@@ -140,6 +140,22 @@ pub fn git_hash(
     Ok(Some(hash))
 }
 
+/// `git -C dir`, with messages in English whatever the locale (kiln reads them).
+pub(crate) fn git_command(dir: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C")
+        .arg(dir)
+        .env("LC_ALL", "C")
+        .env_remove("LANGUAGE");
+    cmd
+}
+
+/// Whether git's error output says the directory is in no repository (rather than that git
+/// refused to look at one, or failed).
+pub(crate) fn not_a_repository(stderr: &str) -> bool {
+    stderr.contains("not a git repository")
+}
+
 fn absolute(p: &Path) -> Result<PathBuf, BuildError> {
     std::path::absolute(p).map_err(io_err(p))
 }
@@ -150,22 +166,33 @@ struct Git {
 }
 
 impl Git {
-    /// `dir`'s work tree, if it is in one.
-    fn at(dir: &Path) -> Option<Git> {
+    /// `dir`'s work tree, if it is in one; `None` outside a work tree or without git. Git
+    /// refusing to look (a repository another user owns that is not a `safe.directory`) is an
+    /// error: hashing the files instead would give the package another tag for another user.
+    fn at(dir: &Path) -> Result<Option<Git>, BuildError> {
         let git = Git {
             dir: dir.to_path_buf(),
         };
-        let out = git.run(&["rev-parse", "--is-inside-work-tree"]).ok()?;
-        (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "true")
-            .then_some(git)
+        let out = match git.run(&["rev-parse", "--is-inside-work-tree"]) {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(git.error(format!("running git: {e}"))),
+        };
+        if out.status.success() {
+            return Ok((String::from_utf8_lossy(&out.stdout).trim() == "true").then_some(git));
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if not_a_repository(&stderr) {
+            return Ok(None);
+        }
+        Err(git.error(format!(
+            "git cannot tell the package's tag: {}",
+            stderr.split_whitespace().collect::<Vec<_>>().join(" ")
+        )))
     }
 
     fn run(&self, args: &[&str]) -> std::io::Result<Output> {
-        Command::new("git")
-            .arg("-C")
-            .arg(&self.dir)
-            .args(args)
-            .output()
+        git_command(&self.dir).args(args).output()
     }
 
     /// Standard output of a git command that must succeed.

@@ -102,8 +102,17 @@ pub fn unpack(reader: impl Read, dest: &Path, layer: &str) -> Result<(), UnpackE
 }
 
 /// Write one entry of a flattened image (paths already normalised and checked) under `root`.
+/// A directory's time is its entry's: what is written into it afterwards leaves it as it was.
 pub fn write_entry(root: &Path, entry: &Entry, data: &mut dyn Read) -> Result<(), UnpackError> {
+    use std::os::unix::fs::MetadataExt as _;
     let target = root.join(&entry.path);
+    // Adding the entry changes its directory's time: put back afterwards.
+    let parent = target
+        .parent()
+        .filter(|p| *p != root)
+        .and_then(|p| Some((p, fs::symlink_metadata(p).ok()?)))
+        .filter(|(_, m)| m.is_dir())
+        .map(|(p, m)| (p, m.mtime(), m.mtime_nsec()));
     create(entry, &target, root, data).map_err(|e| match e {
         Create::Bad(m) => UnpackError::Refused {
             layer: "flattened image".into(),
@@ -114,6 +123,9 @@ pub fn write_entry(root: &Path, entry: &Entry, data: &mut dyn Read) -> Result<()
     })?;
     if entry.kind == Kind::Dir {
         set_mtime(&target, entry.mtime).map_err(io_err(&target))?;
+    }
+    if let Some((dir, secs, nanos)) = parent {
+        set_time(dir, secs, nanos).map_err(io_err(dir))?;
     }
     Ok(())
 }
@@ -235,7 +247,13 @@ fn create(entry: &Entry, target: &Path, root: &Path, data: &mut dyn Read) -> Res
 
 /// Set a path's modification time without following a final symlink.
 pub fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
-    let t = nix::sys::time::TimeSpec::new(i64::try_from(mtime).unwrap_or(i64::MAX), 0);
+    set_time(path, i64::try_from(mtime).unwrap_or(i64::MAX), 0)
+}
+
+/// Set a path's access and modification times (seconds and nanoseconds) without following a
+/// final symlink.
+fn set_time(path: &Path, secs: i64, nanos: i64) -> io::Result<()> {
+    let t = nix::sys::time::TimeSpec::new(secs, nanos);
     nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
         path,
@@ -319,6 +337,27 @@ mod tests {
         assert_eq!(
             xattr::get(dir.path().join("etc"), OPAQUE_XATTR).expect("xattr"),
             Some(b"y".to_vec())
+        );
+    }
+
+    #[test]
+    fn written_entries_keep_their_directories_times() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        write_entry(root, &Entry::dir("etc", 0o755, 1000), &mut io::empty()).expect("dir");
+        write_entry(root, &Entry::dir("etc/sub", 0o700, 2000), &mut io::empty()).expect("dir");
+        write_entry(
+            root,
+            &Entry::file("etc/sub/f", 0o644, 2, 5),
+            &mut &b"hi"[..],
+        )
+        .expect("file");
+        write_entry(root, &Entry::file("etc/g", 0o644, 0, 7), &mut io::empty()).expect("file");
+        let mtime = |p: &str| fs::symlink_metadata(root.join(p)).expect("meta").mtime();
+        assert_eq!(
+            (mtime("etc"), mtime("etc/sub"), mtime("etc/sub/f")),
+            (1000, 2000, 5)
         );
     }
 

@@ -28,7 +28,7 @@ pub mod paths;
 mod schema;
 
 pub use error::{Diagnostic, ManifestError};
-pub use load::{CONTAINER_SECTIONS, ManifestSet, parse_document, parse_label};
+pub use load::{CONTAINER_SECTIONS, ManifestSet, TrustSection, parse_document, parse_label};
 pub use schema::*;
 
 /// The image label holding an image's default container settings (LinuxKit's convention),

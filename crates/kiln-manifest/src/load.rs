@@ -3,7 +3,7 @@
 use crate::error::{Diagnostic, ManifestError};
 use crate::limits::{self, MAX_DOCUMENT_BYTES};
 use crate::locate::{Locations, Position};
-use crate::schema::{File, Id, Image, Manifest};
+use crate::schema::{File, Id, Image, Manifest, Trust};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -26,6 +26,20 @@ pub struct ManifestSet {
     files: Vec<(String, Locations)>,
     origins: HashMap<(&'static str, usize), Origin>,
     kernel_origin: Option<usize>,
+    /// Each file's `trust:` section, with the index of its file.
+    trusts: Vec<(usize, Trust)>,
+}
+
+/// One file's `trust:` section, as [`ManifestSet::trust_sections`] gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct TrustSection<'a> {
+    /// Its position among the set's trust sections (for [`ManifestSet::trust_diagnostic`]).
+    pub index: usize,
+    /// The name of the file it is in, as given to [`ManifestSet::add`] (a path for files read
+    /// by [`ManifestSet::load`]): the paths of `keys` are relative to its directory.
+    pub file: &'a str,
+    /// The section.
+    pub trust: &'a Trust,
 }
 
 fn static_section(section: &str) -> &'static str {
@@ -105,10 +119,57 @@ impl ManifestSet {
         base.services.extend(m.services);
         base.files.extend(m.files);
         base.volumes.extend(m.volumes);
-        if m.trust.is_some() {
-            base.trust = m.trust;
+        if let Some(t) = m.trust {
+            let merged = base.trust.get_or_insert_with(Trust::default);
+            for (into, from) in [
+                (&mut merged.image, &t.image),
+                (&mut merged.org, &t.org),
+                (&mut merged.keys, &t.keys),
+            ] {
+                if let Some(from) = from {
+                    into.get_or_insert_with(Vec::new)
+                        .extend(from.iter().cloned());
+                }
+            }
+            self.trusts.push((file, t));
         }
         Ok(())
+    }
+
+    /// Every file's `trust:` section, in the order the files were added. Each keeps its own
+    /// `keys`, relative to its own file.
+    pub fn trust_sections(&self) -> Vec<TrustSection<'_>> {
+        self.trusts
+            .iter()
+            .enumerate()
+            .map(|(index, (file, trust))| TrustSection {
+                index,
+                file: self
+                    .files
+                    .get(*file)
+                    .map_or("<manifest>", |(n, _)| n.as_str()),
+                trust,
+            })
+            .collect()
+    }
+
+    /// A diagnostic pointing at `field` (`image[0]`, `keys[1]`, or empty for the section) of
+    /// the trust section `index` of [`ManifestSet::trust_sections`].
+    pub fn trust_diagnostic(&self, index: usize, field: &str, message: String) -> Diagnostic {
+        let file = self.trusts.get(index).map_or(0, |(f, _)| *f);
+        let path = join_field("trust", field);
+        let (name, pos) = match self.files.get(file) {
+            Some((name, locs)) => (name.clone(), locs.find(&path)),
+            None => ("<manifest>".to_string(), None),
+        };
+        Diagnostic {
+            file: name,
+            line: pos.map(|p| p.line),
+            column: pos.map(|p| p.column),
+            path,
+            message,
+            help: None,
+        }
     }
 
     /// A diagnostic pointing at `field` (dotted, may be empty) of entry `index` of `section` in
@@ -230,7 +291,60 @@ impl ManifestSet {
             self.check_id("files", i, "uid", f.uid.as_ref())?;
             self.check_id("files", i, "gid", f.gid.as_ref())?;
         }
+        self.check_trust()?;
         self.check_file_conflicts()
+    }
+
+    /// Every `trust:` entry is a plain non-empty string, and `keys` comes with something to
+    /// apply to (what the entries mean is `kiln-trust`'s to check).
+    fn check_trust(&self) -> Result<(), ManifestError> {
+        for (index, (_, t)) in self.trusts.iter().enumerate() {
+            let err = |field: String, message: String, help: &str| -> ManifestError {
+                let mut d = self.trust_diagnostic(index, &field, message);
+                d.help = Some(help.to_string());
+                d.into()
+            };
+            for (key, list) in [("image", &t.image), ("org", &t.org), ("keys", &t.keys)] {
+                for (i, v) in list.iter().flatten().enumerate() {
+                    if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                        return Err(err(
+                            format!("{key}[{i}]"),
+                            format!(
+                                "`{}` is not a valid entry",
+                                shorten(v, SHOWN_CHARS).escape_debug()
+                            ),
+                            match key {
+                                "image" => {
+                                    "give an image name such as `registry.example.com/tool` or `linuxkit/kernel:6.6`"
+                                }
+                                "org" => {
+                                    "give an organisation such as `linuxkit` or `registry.example.com/team`"
+                                }
+                                _ => {
+                                    "give the path of a public key file (PEM), relative to this manifest"
+                                }
+                            },
+                        ));
+                    }
+                }
+            }
+            if t.keys.is_some() && t.is_empty() {
+                return Err(err(
+                    "keys".into(),
+                    "`keys` applies to nothing: this trust section names no image and no org"
+                        .into(),
+                    "list the images (`image:`) or organisations (`org:`) that must be signed with these keys",
+                ));
+            }
+            if t.keys.as_ref().is_some_and(Vec::is_empty) {
+                return Err(err(
+                    "keys".into(),
+                    "`keys` is empty".into(),
+                    "give at least one public key file, or remove `keys` to take the keys from the policy file",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// No two `files` entries share a path, and none lies beneath an entry that is not a
@@ -756,6 +870,71 @@ mod tests {
         assert_eq!(
             m.onboot.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
             vec!["a", "b"]
+        );
+    }
+
+    #[test]
+    fn trust_sections_are_kept_per_file_and_merged() {
+        let set = load(&[
+            (
+                "a/one.yml",
+                "trust:\n  org: [linuxkit]\n  keys: [k/one.pub]\n",
+            ),
+            (
+                "b/two.yml",
+                "trust:\n  image:\n    - registry.example.com/tool\n",
+            ),
+            ("c.yml", "init: [x]\n"),
+        ])
+        .expect("valid");
+        let sections = set.trust_sections();
+        assert_eq!(sections.len(), 2);
+        assert_eq!(sections[0].file, "a/one.yml");
+        assert_eq!(
+            sections[0].trust.keys.as_deref(),
+            Some(&["k/one.pub".to_string()][..])
+        );
+        assert_eq!(sections[1].file, "b/two.yml");
+        assert!(sections[1].trust.keys.is_none());
+        let merged = set.manifest.trust.clone().expect("merged");
+        assert_eq!(merged.org.as_deref(), Some(&["linuxkit".to_string()][..]));
+        assert_eq!(
+            merged.image.as_deref(),
+            Some(&["registry.example.com/tool".to_string()][..])
+        );
+        let d = set.trust_diagnostic(1, "image[0]", "refused".into());
+        assert_eq!(
+            (d.file.as_str(), d.line, d.column),
+            ("b/two.yml", Some(3), Some(7))
+        );
+        // Not written back by --dry-run.
+        assert!(!crate::to_yaml(&set.manifest).contains("trust"));
+    }
+
+    #[test]
+    fn trust_errors_are_located() {
+        let e = err(&[("m.yml", "trust:\n  org: [a]\n  key: [k.pub]\n")]);
+        assert!(
+            e.starts_with("m.yml:3:3: trust.key: unknown key `key`"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean `keys`?"), "{e}");
+        let e = err(&[("m.yml", "trust:\n  keys: [k.pub]\n")]);
+        assert!(
+            e.starts_with("m.yml:2:9: trust.keys: `keys` applies to nothing"),
+            "{e}"
+        );
+        let e = err(&[("m.yml", "trust:\n  image: [a]\n  keys: []\n")]);
+        assert!(
+            e.starts_with("m.yml:3:9: trust.keys: `keys` is empty"),
+            "{e}"
+        );
+        let e = err(&[("m.yml", "trust:\n  image:\n    - ok\n    - \"bad name\"\n")]);
+        assert!(e.starts_with("m.yml:4:7: trust.image[1]: "), "{e}");
+        let e = err(&[("m.yml", "trust:\n  image: alpine\n")]);
+        assert!(
+            e.starts_with("m.yml:2:10: trust.image: invalid type"),
+            "{e}"
         );
     }
 

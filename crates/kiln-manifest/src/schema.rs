@@ -32,7 +32,8 @@ pub struct Manifest {
     /// Named volumes that containers can bind.
     #[serde(default)]
     pub volumes: Vec<Volume>,
-    /// Image trust settings: accepted for compatibility, not used.
+    /// Images that must be signed, and by which keys (see [`Trust`]). Merged, the lists of
+    /// every file's section, in order.
     #[serde(default, skip_serializing)]
     pub trust: Option<Trust>,
 }
@@ -77,16 +78,33 @@ impl Kernel {
     }
 }
 
-/// `trust:` (LinuxKit's old content-trust section): parsed and ignored.
+/// `trust:`: images that must be signed. LinuxKit's `image` and `org` lists (which LinuxKit
+/// once checked with Docker Content Trust and later ignored), and kiln's `keys`: the public keys
+/// (cosign PEM files, paths relative to the manifest file) their signatures must verify with.
+/// Each file's section is kept on its own ([`crate::ManifestSet::trust_sections`]); `kiln-trust`
+/// turns them into policy rules.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trust {
-    /// Images to verify.
+    /// Images (repositories, or images by tag or digest) whose images must be signed.
     #[serde(default)]
     pub image: Option<Vec<String>>,
-    /// Organisations to verify.
+    /// Organisations (Docker Hub namespaces, or `registry/namespace`, or whole registries)
+    /// whose images must be signed.
     #[serde(default)]
     pub org: Option<Vec<String>>,
+    /// A kiln extension: public key files, relative to the manifest file, one of which must
+    /// have signed each image `image` and `org` cover. Without it, the policy file's rule for
+    /// the image must be `signedBy`.
+    #[serde(default)]
+    pub keys: Option<Vec<String>>,
+}
+
+impl Trust {
+    /// True when the section names no image and no organisation.
+    pub fn is_empty(&self) -> bool {
+        self.image.as_ref().is_none_or(Vec::is_empty) && self.org.as_ref().is_none_or(Vec::is_empty)
+    }
 }
 
 /// A uid or gid: a number, or the name of a container of the manifest.

@@ -16,6 +16,7 @@
 //! ```
 
 pub mod archive;
+pub mod attestation;
 mod digest;
 pub mod docker_engine;
 mod reference;

@@ -398,6 +398,22 @@ pub fn remote_digest(
     r: &Reference,
     opts: &RegistryOptions,
 ) -> Result<Option<Digest>, RegistryError> {
+    Ok(remote_manifest(r, opts)?.map(|(_, digest)| digest))
+}
+
+/// The manifest or index the registry holds under `r`'s name (at most [`MAX_JSON_BLOB`] bytes,
+/// checked against `r`'s digest when it has one) and its digest, or `None` when it holds no
+/// such name (or `r`'s repository). Nothing is stored.
+pub fn remote_manifest(
+    r: &Reference,
+    opts: &RegistryOptions,
+) -> Result<Option<(Vec<u8>, Digest)>, RegistryError> {
+    let expected: Option<Digest> = r
+        .digest
+        .as_ref()
+        .map(|d| d.parse())
+        .transpose()
+        .map_err(StoreError::from)?;
     let t = target(r, opts);
     let remote = |e: TransferError| RegistryError::Remote {
         registry: t.host.clone(),
@@ -409,12 +425,19 @@ pub fn remote_digest(
     let url = session.url("manifests", &r.target());
     let looked_up = runtime()?.block_on(async {
         retry(&format!("manifest of {r}"), || {
-            session.get_json(&url, &ACCEPT, MAX_JSON_BLOB, None, None, "manifest")
+            session.get_json(
+                &url,
+                &ACCEPT,
+                MAX_JSON_BLOB,
+                expected.as_ref(),
+                None,
+                "manifest",
+            )
         })
         .await
     });
     match looked_up {
-        Ok((_, digest)) => Ok(Some(digest)),
+        Ok((data, digest)) => Ok(Some((data, digest))),
         Err(TransferError::Status { status: 404, .. }) => Ok(None),
         Err(e) => Err(remote(e)),
     }
@@ -532,6 +555,13 @@ async fn pull_async(
         .map_err(|why| remote("pull blob", invalid(&config_what, why)))?;
     drop(config_data);
 
+    // The publisher's SBOM attached to the chosen manifest, if any: best effort.
+    if let Some((_, chosen)) = &platform
+        && let Err(e) = fetch_attached_sboms(store, session, &image, &top, chosen).await
+    {
+        tracing::warn!("{image}: cannot fetch the SBOM attached to it: {e}; building without it");
+    }
+
     // Then the manifests, then the name.
     if let Some((data, digest)) = &platform {
         store.put_bytes(data, Some(digest), &format!("manifest of {r}"))?;
@@ -544,6 +574,51 @@ async fn pull_async(
         digest: top_stored,
         bytes,
     })
+}
+
+/// Fetch the attestation manifest an index holds for its platform manifest `chosen`, and its
+/// SPDX statement layers, into the store (see [`crate::attestation`]).
+async fn fetch_attached_sboms(
+    store: &Store,
+    session: &Session,
+    image: &str,
+    top: &[u8],
+    chosen: &Digest,
+) -> Result<(), TransferError> {
+    use crate::attestation::{attestation_for, spdx_layers};
+    let Ok(index) = serde_json::from_slice::<Index>(top) else {
+        return Ok(());
+    };
+    let Some(att) = attestation_for(&index, &chosen.to_string()) else {
+        return Ok(());
+    };
+    let expected: Digest = att
+        .digest
+        .parse()
+        .map_err(|e: crate::DigestError| invalid("attestation manifest", e.to_string()))?;
+    let what = format!("attestation manifest {}", att.digest);
+    let url = session.url("manifests", &att.digest);
+    let (data, digest) = retry(&format!("{what} of {image}"), || {
+        session.get_json(
+            &url,
+            &ACCEPT,
+            MAX_JSON_BLOB,
+            Some(&expected),
+            Some(att.size),
+            &what,
+        )
+    })
+    .await?;
+    let manifest: Manifest =
+        serde_json::from_slice(&data).map_err(|e| invalid(&what, e.to_string()))?;
+    for layer in spdx_layers(&manifest) {
+        let what = format!("SBOM {}", layer.digest);
+        fetch_blob(store, session, image, layer, &what, None).await?;
+    }
+    store
+        .put_bytes(&data, Some(&digest), &what)
+        .map_err(store_error)?;
+    Ok(())
 }
 
 fn store_error(e: StoreError) -> TransferError {
@@ -621,6 +696,43 @@ async fn fetch_blob(
             .map_err(store_error)
     })
     .await
+}
+
+/// Fetch `blobs` of `r`'s repository into the store (in parallel), each stopped at its
+/// descriptor's size and verified against its digest; blobs the store holds are not fetched
+/// again. Returns the bytes downloaded. The caller names what references them (holding
+/// [`Store::write_guard`] meanwhile).
+pub fn fetch_blobs(
+    store: &Store,
+    r: &Reference,
+    blobs: &[Descriptor],
+    opts: &RegistryOptions,
+) -> Result<u64, RegistryError> {
+    let t = target(r, opts);
+    let image = r.to_string();
+    let remote = |operation, e: TransferError| RegistryError::Remote {
+        registry: t.host.clone(),
+        operation,
+        image: image.clone(),
+        message: e.to_string(),
+    };
+    let session = opts.session(&t, r).map_err(|e| remote("connect", e))?;
+    let session = &session;
+    let fetched = runtime()?.block_on(
+        futures_util::stream::iter(blobs.iter().map(|b| {
+            let image = image.as_str();
+            let remote = &remote;
+            async move {
+                let what = format!("blob {}", b.digest);
+                fetch_blob(store, session, image, b, &what, None)
+                    .await
+                    .map_err(|e| remote("pull blob", e))
+            }
+        }))
+        .buffer_unordered(opts.parallel.max(1))
+        .try_collect::<Vec<u64>>(),
+    )?;
+    Ok(fetched.iter().sum())
 }
 
 /// Push the store's image `r` to the registry it names.

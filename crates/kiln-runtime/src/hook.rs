@@ -172,6 +172,9 @@ pub(crate) fn enter(p: &Prepared) -> io::Result<()> {
     for (i, (path, value)) in p.sysctls.iter().enumerate() {
         at(p, Step::Sysctl, i, write_file(path, value))?;
     }
+    // runc's umask: what the container creates (and the mount points made for it) does not
+    // depend on the umask of whoever started it.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     rootfs::setup_root(p)?;
     if p.unshare.contains(CloneFlags::CLONE_NEWUTS) {
         let name = OsStr::from_bytes(p.hostname.to_bytes());

@@ -178,12 +178,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     if args.input_tar.is_some() && args.pull {
         anyhow::bail!("--input-tar and --pull contradict each other: give one");
     }
-    args.sbom.check();
+    args.sbom.check()?;
     let mut set = load_manifests(&args.files)?;
     if args.dry_run {
         print!("{}", kiln_manifest::to_yaml(&set.manifest));
         return Ok(());
     }
+    let policy = crate::policy::load(&args.policy, &set)?;
+    let provenance_key = args.provenance.signing_key()?;
     let store = images().store()?;
     let packages = PkgOptions::new(crate::image::base_options(images())?);
     // `@pkg:` paths are relative to the first manifest read from a file.
@@ -206,7 +208,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     };
     // Packages built (or found) and images pulled are reported as they happen.
     resolve_images(&store, &mut set.manifest, &resolve)?;
-    if crate::policy::enforce(&store, &set, &args.policy)? {
+    if crate::policy::enforce(&store, &set, &policy, &args.policy, &packages.base.registry)? {
         return Ok(());
     }
     let name = match &args.name {
@@ -221,6 +223,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         dockerfile: false,
         input_tar: args.input_tar.clone(),
         decompress_kernel: args.decompress_kernel,
+        sbom: args.sbom.settings(&name, epoch, store.root())?,
     };
     let bootloader = if formats.iter().any(|f| f.is_boot_media()) {
         let reference = args.bootloader.clone().unwrap_or_else(default_bootloader);
@@ -248,8 +251,23 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         root: args.root,
         ..Target::new(&args.dir, name, args.compress, epoch.unwrap_or(0))
     };
-    let outputs = write_outputs(&set, &store, &opts, &formats, &target)?;
-    crate::provenance::record_build(&args.provenance, &outputs)?;
+    let mut outputs = write_outputs(&set, &store, &opts, &formats, &target)?;
+    let record = crate::provenance::BuildRecord {
+        files: &args.files,
+        set: &set,
+        store: &store,
+        formats: &formats,
+        target: &target,
+        arch: &images().arch,
+        epoch,
+    };
+    let provenance = crate::provenance::record_build(
+        &args.provenance,
+        provenance_key.as_ref(),
+        &record,
+        &outputs,
+    )?;
+    outputs.extend(provenance);
     for path in &outputs {
         if progress::mode() == progress::Mode::Json {
             written(path)?;

@@ -132,6 +132,14 @@ struct PkgBuildArgs {
     /// --security=insecure` steps run unsandboxed
     #[arg(long = "allow", value_enum)]
     allow: Vec<Entitlement>,
+    /// Sign the images (cosign-compatible signatures, kept in the store and pushed with
+    /// --push) and their provenance with --key
+    #[arg(long, requires = "key")]
+    sign: bool,
+    /// The private key (cosign's format; its password from COSIGN_PASSWORD or the terminal)
+    /// that signs the provenance, and with --sign the images
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
     /// With --push: push a multi-platform index too (kiln pushes what it built; accepted)
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     manifest: Option<bool>,
@@ -400,6 +408,17 @@ fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> 
     opts.pull = a.pull;
     opts.dockerfile = a.dockerfile.clone();
     opts.build_args = read_build_arg_files(&a.build_arg_files)?;
+    let key = if a.dry_run {
+        None
+    } else {
+        a.key
+            .as_deref()
+            .map(|k| {
+                crate::trust::load_signing_key(k).with_context(|| format!("--key {}", k.display()))
+            })
+            .transpose()?
+    };
+    let signer = key.as_ref().map(|k| k as &dyn kiln_trust::Signer);
     if a.dry_run || a.nobuild {
         for d in &a.dirs {
             let p = Package::load_from(d, &opts.build_yml, &opts.tags)?;
@@ -407,6 +426,9 @@ fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> 
             if a.dry_run {
                 println!("would build {name}");
             } else {
+                if let Some(signer) = signer {
+                    crate::provenance::sign_stored(&store, &name, signer)?;
+                }
                 push_one(
                     &store,
                     &opts.base.registry,
@@ -414,12 +436,19 @@ fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> 
                     a.release.as_deref(),
                     &p.tag,
                 )?;
+                push_trust(
+                    &store,
+                    &opts.base.registry,
+                    &name,
+                    a.sign.then_some(signer).flatten(),
+                )?;
                 println!("{name}");
             }
         }
         return Ok(());
     }
     let results = build_packages(&store, &a.dirs, &opts)?;
+    crate::provenance::record_packages(&store, &results, signer, opts.base.source_date_epoch)?;
     if let Some(engine) = &engine {
         load_into_engine(engine, &store, &results)?;
     }
@@ -433,6 +462,14 @@ fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> 
                 a.release.as_deref(),
                 tag,
             )?;
+            push_trust(
+                &store,
+                &opts.base.registry,
+                &r.reference,
+                a.sign.then_some(signer).flatten(),
+            )?;
+        } else if let Some(signer) = signer.filter(|_| a.sign) {
+            sign_one(&store, &r.reference, signer)?;
         }
         println!("{}", r.reference);
     }
@@ -463,6 +500,40 @@ fn load_into_engine(
         engine.socket().display(),
         loaded.bytes
     );
+    Ok(())
+}
+
+/// Sign the image `name` of the store with `key`; the signature is kept in the store.
+fn sign_one(
+    store: &kiln_oci::Store,
+    name: &str,
+    key: &dyn kiln_trust::Signer,
+) -> anyhow::Result<(Reference, kiln_oci::Digest)> {
+    let reference: Reference = name.parse()?;
+    let desc = store
+        .lookup(&reference)?
+        .with_context(|| format!("{name} is not in the store: build it first"))?;
+    let digest: kiln_oci::Digest = desc.digest.parse()?;
+    kiln_trust::signature::sign_image(store, &reference, &digest, key)
+        .with_context(|| format!("signing {}@{digest}", reference.name()))?;
+    tracing::info!("signed {}@{digest}", reference.name());
+    Ok((reference, digest))
+}
+
+/// After `name` was pushed: with `sign`, sign it and push the signature; push its provenance
+/// when the store holds a signed one.
+fn push_trust(
+    store: &kiln_oci::Store,
+    ropts: &kiln_oci::registry::RegistryOptions,
+    name: &str,
+    sign: Option<&dyn kiln_trust::Signer>,
+) -> anyhow::Result<()> {
+    if let Some(key) = sign {
+        let (reference, digest) = sign_one(store, name, key)?;
+        kiln_trust::signature::push_signatures(store, &reference, &digest, ropts)
+            .with_context(|| format!("pushing the signature of {}@{digest}", reference.name()))?;
+    }
+    crate::provenance::push(store, name, ropts)?;
     Ok(())
 }
 

@@ -7,9 +7,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The kiln binary under test.
+/// The kiln binary under test: this build's, or the one KILN_TEST_BIN names (to run a suite
+/// against another kiln, an older one say, and compare).
 pub fn kiln() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
+    match std::env::var_os("KILN_TEST_BIN") {
+        Some(bin) => Command::new(bin),
+        None => Command::new(env!("CARGO_BIN_EXE_kiln")),
+    }
 }
 
 /// ../shared/conformance/linuxkit, or None (with a message) when it is absent.

@@ -1,0 +1,286 @@
+//! The SBOM of one build, independent of its format: the images and what they hold.
+
+use crate::capture::Findings;
+use crate::parse::{Ecosystem, OsRelease, Package};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+
+/// One image of the build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageRecord {
+    /// Its reference, normalised (`docker.io/kiln/redis:TAG`).
+    pub reference: String,
+    /// The digest of its platform manifest.
+    pub digest: String,
+    /// Where the manifest uses it: `kernel`, `init[0]`, `services[1]`, ...
+    pub locations: Vec<String>,
+    /// What its package databases and os-release say.
+    pub findings: Findings,
+    /// The packages of the SBOMs its publisher attached.
+    pub attached: Vec<Package>,
+}
+
+/// The SBOM of a build: its images, in the order the manifest first uses them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Sbom {
+    /// The build's name (the outputs' base name).
+    pub name: String,
+    /// The images.
+    pub images: Vec<ImageRecord>,
+}
+
+/// A package of the document: found in one or more images.
+pub(crate) struct Entry {
+    pub package: Package,
+    /// Whether it came only from attached SBOMs.
+    pub attached_only: bool,
+    /// The images it was attached by (their references), when it was.
+    pub attached_by: Vec<String>,
+}
+
+/// The packages of all images, deduplicated, with each image's package keys.
+pub(crate) struct Table {
+    /// Packages by key.
+    pub packages: BTreeMap<String, Entry>,
+    /// Operating systems by key.
+    pub systems: BTreeMap<String, OsRelease>,
+    /// Per image (same order as [`Sbom::images`]): its OS key and package keys.
+    pub per_image: Vec<(Option<String>, Vec<String>)>,
+}
+
+/// The key two records of the same package share.
+fn key(p: &Package) -> String {
+    match &p.purl {
+        Some(purl) => crate::purl::identity(purl),
+        None => format!(
+            "{:?}/{}@{}/{}",
+            p.ecosystem,
+            p.name,
+            p.version,
+            p.arch.as_deref().unwrap_or("")
+        ),
+    }
+}
+
+fn os_key(os: &OsRelease) -> String {
+    format!("os/{}@{}", os.id, os.version_id.as_deref().unwrap_or(""))
+}
+
+impl Sbom {
+    /// An SBOM of the build `name`, with no images yet.
+    pub fn new(name: impl Into<String>) -> Self {
+        Sbom {
+            name: name.into(),
+            images: Vec::new(),
+        }
+    }
+
+    /// Record that the image `reference` (manifest `digest`) is used at `location`, holding
+    /// `findings` and the `attached` packages. An image used at several locations is listed once.
+    pub fn add(
+        &mut self,
+        reference: &str,
+        digest: &str,
+        location: &str,
+        findings: Findings,
+        attached: Vec<Package>,
+    ) {
+        if let Some(known) = self
+            .images
+            .iter_mut()
+            .find(|i| i.reference == reference && i.digest == digest)
+        {
+            if !known.locations.iter().any(|l| l == location) {
+                known.locations.push(location.to_string());
+            }
+            return;
+        }
+        self.images.push(ImageRecord {
+            reference: reference.to_string(),
+            digest: digest.to_string(),
+            locations: vec![location.to_string()],
+            findings,
+            attached,
+        });
+    }
+
+    /// The packages of all images, deduplicated by purl (without qualifiers) or by name,
+    /// version and architecture.
+    pub(crate) fn table(&self) -> Table {
+        let mut packages: BTreeMap<String, Entry> = BTreeMap::new();
+        let mut systems = BTreeMap::new();
+        let mut per_image = Vec::new();
+        for image in &self.images {
+            let os = image.findings.os.as_ref().map(|os| {
+                let k = os_key(os);
+                systems.entry(k.clone()).or_insert_with(|| os.clone());
+                k
+            });
+            let mut keys = Vec::new();
+            for p in &image.findings.packages {
+                let k = key(p);
+                match packages.get_mut(&k) {
+                    Some(e) if e.attached_only => {
+                        // Found in a database: that record wins, keeping an attached license.
+                        let license = e.package.license.take();
+                        e.package = p.clone();
+                        e.package.license = p.license.clone().or(license);
+                        e.attached_only = false;
+                    }
+                    Some(_) => {}
+                    None => {
+                        packages.insert(
+                            k.clone(),
+                            Entry {
+                                package: p.clone(),
+                                attached_only: false,
+                                attached_by: Vec::new(),
+                            },
+                        );
+                    }
+                }
+                keys.push(k);
+            }
+            for p in &image.attached {
+                let k = key(p);
+                let e = packages.entry(k.clone()).or_insert_with(|| Entry {
+                    package: p.clone(),
+                    attached_only: true,
+                    attached_by: Vec::new(),
+                });
+                if e.package.license.is_none() {
+                    e.package.license = p.license.clone();
+                }
+                if !e.attached_by.contains(&image.reference) {
+                    e.attached_by.push(image.reference.clone());
+                }
+                keys.push(k);
+            }
+            keys.sort();
+            keys.dedup();
+            per_image.push((os, keys));
+        }
+        Table {
+            packages,
+            systems,
+            per_image,
+        }
+    }
+
+    /// A hash of everything the document says but its creation time: the source of its
+    /// namespace (SPDX) or serial number (CycloneDX), so that the same build gives the same
+    /// document.
+    pub(crate) fn content_hash(&self, format: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"kiln sbom\n");
+        h.update(format.as_bytes());
+        h.update(b"\n");
+        h.update(serde_json::to_vec(self).unwrap_or_default());
+        h.finalize().into()
+    }
+}
+
+/// A UUID (version 5 layout, RFC 9562) made of the first 16 bytes of `hash`.
+pub(crate) fn uuid_of(hash: &[u8; 32]) -> String {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&hash[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `s` with every character outside `[A-Za-z0-9.-]` replaced by `-`, at most 48 characters:
+/// the readable part of an SPDX identifier.
+pub(crate) fn id_part(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect()
+}
+
+/// A short hash of `s`, to keep identifiers unique.
+pub(crate) fn short_hash(s: &str) -> String {
+    hex::encode(&Sha256::digest(s.as_bytes())[..6])
+}
+
+/// The license `raw` as a valid SPDX expression (canonicalised: `GPL-2.0+` becomes
+/// `GPL-2.0-or-later`, `/` becomes `OR`), or `None` when it is not one.
+pub(crate) fn spdx_expression(raw: &str) -> Option<String> {
+    let canonical = match spdx::Expression::canonicalize(raw) {
+        Ok(Some(c)) => c,
+        Ok(None) => raw.to_string(),
+        Err(_) => return None,
+    };
+    spdx::Expression::parse(&canonical).ok()?;
+    Some(canonical)
+}
+
+/// The ecosystem's name, as comments say it.
+pub(crate) fn ecosystem_name(e: Ecosystem) -> &'static str {
+    match e {
+        Ecosystem::Deb => "dpkg database",
+        Ecosystem::Apk => "apk database",
+        Ecosystem::Attached => "attached SBOM",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_uuids() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        let u = uuid_of(&[0xff; 32]);
+        assert_eq!(u, "ffffffff-ffff-5fff-bfff-ffffffffffff");
+    }
+
+    #[test]
+    fn licenses() {
+        assert_eq!(spdx_expression("MIT").as_deref(), Some("MIT"));
+        assert_eq!(
+            spdx_expression("GPL-2.0-or-later AND MIT").as_deref(),
+            Some("GPL-2.0-or-later AND MIT")
+        );
+        assert_eq!(spdx_expression("custom:weird license"), None);
+    }
+}
