@@ -94,6 +94,11 @@ pub struct Settings {
     pub cache_dir: Option<std::path::PathBuf>,
 }
 
+/// Where a store keeps the findings of images between builds (see [`Settings::cache_dir`]).
+pub fn findings_dir(store_root: &std::path::Path) -> std::path::PathBuf {
+    store_root.join("sbom-findings")
+}
+
 /// The document of `sbom` in `format`, created at `created` (seconds since the epoch).
 pub fn render(sbom: &Sbom, format: Format, created: u64) -> Vec<u8> {
     let tool = "kiln";

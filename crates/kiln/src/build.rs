@@ -208,7 +208,31 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     };
     // Packages built (or found) and images pulled are reported as they happen.
     resolve_images(&store, &mut set.manifest, &resolve)?;
-    if crate::policy::enforce(&store, &set, &policy, &args.policy, &packages.base.registry)? {
+    let bootloader_image = if formats.iter().any(|f| f.is_boot_media()) {
+        let reference = args.bootloader.clone().unwrap_or_else(default_bootloader);
+        let image =
+            kiln_build::resolve::resolve_image(&store, &reference, "--bootloader", &resolve)
+                .with_context(|| {
+                    format!(
+                        "the boot loader image {reference}: build it with `kiln pkg build \
+                     pkg/bootloader` or give --bootloader IMAGE"
+                    )
+                })?;
+        Some(image)
+    } else {
+        None
+    };
+    let checked = crate::policy::Checked {
+        set: &set,
+        bootloader: bootloader_image.as_ref(),
+    };
+    if crate::policy::enforce(
+        &store,
+        &checked,
+        &policy,
+        &args.policy,
+        &packages.base.registry,
+    )? {
         return Ok(());
     }
     let name = match &args.name {
@@ -225,23 +249,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         decompress_kernel: args.decompress_kernel,
         sbom: args.sbom.settings(&name, epoch, store.root())?,
     };
-    let bootloader = if formats.iter().any(|f| f.is_boot_media()) {
-        let reference = args.bootloader.clone().unwrap_or_else(default_bootloader);
-        let image =
-            kiln_build::resolve::resolve_image(&store, &reference, "--bootloader", &resolve)
-                .with_context(|| {
-                    format!(
-                        "the boot loader image {reference}: build it with `kiln pkg build \
-                     pkg/bootloader` or give --bootloader IMAGE"
-                    )
-                })?;
-        Some(std::sync::Arc::new(kiln_assemble::bootloader(
+    let bootloader = match &bootloader_image {
+        Some(image) => Some(std::sync::Arc::new(kiln_assemble::bootloader(
             &store,
-            &image,
+            image,
             &images().arch,
-        )?))
-    } else {
-        None
+        )?)),
+        None => None,
     };
     let target = Target {
         tar_output: args.output.clone(),

@@ -18,7 +18,7 @@ pub enum CacheCommand {
         json: bool,
     },
     /// Show the space the store takes: per image (unique and shared), unreferenced blobs,
-    /// layer indexes, the build cache and initrd segments
+    /// layer indexes, the build cache, initrd segments and SBOM findings
     Du {
         /// Print JSON (every field, see docs/store.md)
         #[arg(long)]
@@ -37,7 +37,7 @@ pub enum CacheCommand {
     /// week
     Clean {
         /// Also drop the build cache (cached steps and unpacked layers of `kiln image build`)
-        /// and every cached initrd segment
+        /// and every cached initrd segment and SBOM finding
         #[arg(long)]
         build_cache: bool,
         /// First remove the names of images their registry holds with the same digest, then
@@ -336,6 +336,7 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
                     "initrd segments",
                     kiln_format::segment_cache_dir(store.root()),
                 ),
+                ("SBOM findings", kiln_sbom::findings_dir(store.root())),
             ];
             let du = usage::disk_usage(&store, &areas)?;
             warn_problems(&du.images);
@@ -380,6 +381,16 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
             if build_cache {
                 let bytes = kiln_build::clear_build_cache(&store)?;
                 println!("removed the build cache, {bytes} bytes");
+                // What the SBOM read from images' package databases: derived, read again
+                // from the layers when missing.
+                let findings = kiln_sbom::findings_dir(store.root());
+                match std::fs::remove_dir_all(&findings) {
+                    Ok(()) => println!("removed the SBOM findings"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("removing {}", findings.display()));
+                    }
+                }
             } else {
                 let dirs = kiln_build::remove_stale_scratch(&store);
                 println!("removed {dirs} scratch directories of killed builds");

@@ -28,6 +28,15 @@ pub struct PolicyArgs {
     print_policy: bool,
 }
 
+/// What a build uses: the images of its resolved manifest, and the boot loader image when
+/// it writes boot media.
+pub struct Checked<'a> {
+    /// The resolved manifest.
+    pub set: &'a ManifestSet,
+    /// The `--bootloader` image (its name in the store), when one is used.
+    pub bootloader: Option<&'a Reference>,
+}
+
 /// One image of the manifest, resolved: where the manifest names it, its name, and the digests
 /// its name resolved to in the store (the digest the name points at, then the platform
 /// manifest's when that is another: a signature of either is accepted).
@@ -43,7 +52,7 @@ struct Resolved {
 /// are kept in the store for offline builds.
 pub fn enforce(
     store: &Store,
-    set: &ManifestSet,
+    checked: &Checked<'_>,
     policy: &Policy,
     args: &PolicyArgs,
     registry: &RegistryOptions,
@@ -51,7 +60,7 @@ pub fn enforce(
     if !args.print_policy && policy.accepts_anything() {
         return Ok(false);
     }
-    let images = resolve(store, set, &registry.arch)?;
+    let images = resolve(store, checked, &registry.arch)?;
     if args.print_policy {
         print!("{}", listing(policy, &images));
         return Ok(true);
@@ -101,7 +110,7 @@ pub fn enforce(
         return Ok(false);
     }
     let mut msg = format!(
-        "the image policy refuses {} of the manifest's {} images",
+        "the image policy refuses {} of the build's {} images",
         refused.len(),
         images.len()
     );
@@ -148,13 +157,21 @@ pub fn load(args: &PolicyArgs, set: &ManifestSet) -> anyhow::Result<Policy> {
 
 /// Every image of the manifest with the digests its name resolves to in the store, each name
 /// once, with every place the manifest names it.
-fn resolve(store: &Store, set: &ManifestSet, arch: &str) -> anyhow::Result<Vec<Resolved>> {
-    let mut out: Vec<Resolved> = Vec::new();
+fn resolve(store: &Store, checked: &Checked<'_>, arch: &str) -> anyhow::Result<Vec<Resolved>> {
+    let set = checked.set;
+    let mut named: Vec<(String, Reference)> = Vec::new();
     for (name, key) in set.manifest.image_references() {
         let location = locate(set, &key);
         let reference: Reference = name
             .parse()
             .with_context(|| format!("{location}: the image {name}"))?;
+        named.push((location, reference));
+    }
+    if let Some(r) = checked.bootloader {
+        named.push(("--bootloader".to_string(), r.clone()));
+    }
+    let mut out: Vec<Resolved> = Vec::new();
+    for (location, reference) in named {
         if let Some(seen) = out.iter_mut().find(|r| r.reference == reference) {
             seen.locations.push(location);
             continue;

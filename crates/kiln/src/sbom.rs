@@ -64,7 +64,7 @@ impl SbomArgs {
                 .unwrap_or_else(|| format.default_path()),
             created,
             name: name.to_string(),
-            cache_dir: Some(store_root.join("sbom-findings")),
+            cache_dir: Some(kiln_sbom::findings_dir(store_root)),
         }))
     }
 }

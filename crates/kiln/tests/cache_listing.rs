@@ -201,7 +201,8 @@ fn listings_add_up_to_the_store() {
             "layer indexes",
             "partial downloads",
             "build cache",
-            "initrd segments"
+            "initrd segments",
+            "SBOM findings"
         ]
     );
     let mut others = 0;

@@ -194,10 +194,7 @@ fn signed_by_policy_accepts_signed_images_and_refuses_the_rest() {
         !out.status.success(),
         "an unsigned image was accepted:\n{err}"
     );
-    assert!(
-        err.contains("refuses 3 of the manifest's 4 images"),
-        "{err}"
-    );
+    assert!(err.contains("refuses 3 of the build's 4 images"), "{err}");
     for (image, at) in [
         (&unsigned, "bad.yml:5:12 onboot[0].image"),
         (&other_key, "bad.yml:8:12 services[0].image"),
@@ -440,5 +437,61 @@ fn print_policy_shows_the_rule_of_each_image_and_stops() {
     assert!(
         text.starts_with(&format!("policy: {}", policy.display())),
         "{text}"
+    );
+}
+
+/// The boot loader image of boot media is checked like the manifest's images: a build of an
+/// ISO with an unsigned `--bootloader` under a signedBy policy stops, naming it, before it
+/// reads anything from it; `--print-policy` lists it.
+#[test]
+fn boot_loader_image_of_boot_media_is_checked_too() {
+    let Some(s) = Setup::new() else { return };
+    let signed = s.push("app:1");
+    s.sign(&signed, "a");
+    let loader = s.push("loader:1");
+    let policy = s.write(
+        "policy.json",
+        &format!(
+            r#"{{"default": [{{"type": "reject"}}],
+ "transports": {{"docker": {{"{}": [{{"type": "signedBy", "keyPath": "a.pub"}}]}}}}}}"#,
+            s.repo
+        ),
+    );
+    let m = s.write("boot.yml", &init_manifest(&[&signed]));
+    let iso = |extra: &[&str]| {
+        kiln()
+            .args(["build", "--format", "iso-bios", "--dir"])
+            .arg(s.path("iso-out"))
+            .arg("--cache")
+            .arg(s.path("store"))
+            .args(["--bootloader", &loader, "--policy"])
+            .arg(&policy)
+            .args(extra)
+            .arg(&m)
+            .output()
+            .expect("kiln build")
+    };
+    let listed = iso(&["--print-policy"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let text = stdout(&listed);
+    assert!(text.contains(&format!("\n{loader}\n")), "{text}");
+    assert!(text.contains("named at  --bootloader"), "{text}");
+    let refused = iso(&[]);
+    assert!(
+        !refused.status.success(),
+        "an unsigned boot loader image was used"
+    );
+    let err = stderr(&refused);
+    assert!(
+        err.contains(&loader) && err.contains("--bootloader"),
+        "{err}"
+    );
+    assert!(err.contains("refuses 1 of the build's 2 images"), "{err}");
+    assert!(
+        !s.path("iso-out").exists()
+            || std::fs::read_dir(s.path("iso-out"))
+                .expect("dir")
+                .next()
+                .is_none()
     );
 }
