@@ -5,8 +5,9 @@
 //! `nobody` (through `setpriv`) with its own store (the same images, imported from an archive),
 //! umask 077, the time zone Pacific/Kiritimati (UTC+14), a Turkish locale, another host name (a
 //! UTS namespace) and one core (`taskset -c 0`). Every file the builds write is compared, names
-//! and bytes, so whatever kiln writes beside its outputs is covered too. Both builds leave
-//! SOURCE_DATE_EPOCH unset (kiln's default), and the main build is made once more with it set.
+//! and bytes, so whatever kiln writes beside its outputs is covered too: the SBOMs (SPDX and
+//! CycloneDX) and the provenance, signed with one key. Both builds leave SOURCE_DATE_EPOCH
+//! unset (kiln's default), and the main build is made once more with it set.
 
 mod common;
 
@@ -38,6 +39,8 @@ struct Build {
     root: &'static str,
     compress: &'static str,
     formats: &'static str,
+    /// The SBOM's format.
+    sbom: &'static str,
 }
 
 const BUILDS: &[Build] = &[
@@ -47,26 +50,33 @@ const BUILDS: &[Build] = &[
         compress: "gzip",
         formats: "kernel+initrd,tar,tar-kernel-initrd,docker,uki,iso-bios,iso-efi,\
                   iso-efi-initrd,raw-bios,raw-efi,qcow2-bios,qcow2-efi,vhd,vmdk,gcp,aws",
+        sbom: "spdx",
     },
     Build {
         name: "squashfs",
         root: "squashfs",
         compress: "zstd",
         formats: "kernel+squashfs,raw-efi,qcow2-efi,raw-bios",
+        sbom: "cyclonedx",
     },
     Build {
         name: "erofs",
         root: "erofs",
         compress: "lz4",
         formats: "kernel+erofs,raw-efi",
+        sbom: "spdx",
     },
     Build {
         name: "cd",
         root: "ram",
         compress: "none",
         formats: "kernel+iso,dynamic-vhd",
+        sbom: "cyclonedx",
     },
 ];
+
+/// The password of the key the provenance is signed with.
+const KEY_PASSWORD: &str = "kiln-test";
 
 /// The user of the second environment.
 const NOBODY: u32 = 65534;
@@ -130,6 +140,7 @@ impl Env {
         if let Some(e) = epoch {
             cmd.env("SOURCE_DATE_EPOCH", e);
         }
+        cmd.env("COSIGN_PASSWORD", KEY_PASSWORD);
         cmd
     }
 
@@ -146,6 +157,9 @@ impl Env {
             self.store.to_str().expect("utf-8 path"),
             out.to_str().expect("utf-8 path"),
         );
+        // Each environment's copy of the signing key.
+        let key = self.dir.join("signing.key");
+        let key = key.to_str().expect("utf-8 path");
         let started = std::time::Instant::now();
         run_ok(&mut self.kiln(
             &[
@@ -158,6 +172,10 @@ impl Env {
                 b.root,
                 "--compress",
                 b.compress,
+                "--sbom-format",
+                b.sbom,
+                "--key",
+                key,
                 "-f",
                 b.formats,
                 "--bootloader",
@@ -398,6 +416,18 @@ fn redis_os_is_byte_identical_in_two_environments() {
         format!("[safe]\n\tdirectory = {}\n", top.display()),
     )
     .expect("gitconfig");
+    // One signing key for the provenance, a copy in each environment.
+    let keys = root.join("keys");
+    std::fs::create_dir_all(&keys).expect("mkdir");
+    run_ok(
+        kiln()
+            .args(["key", "generate", "--output-key-prefix"])
+            .arg(keys.join("k"))
+            .env("COSIGN_PASSWORD", KEY_PASSWORD),
+    );
+    for d in [&a_dir, &b_dir] {
+        std::fs::copy(keys.join("k.key"), d.join("signing.key")).expect("copy the key");
+    }
     // The images, handed to nobody's own store through an archive.
     let archive = b_dir.join("images.tar");
     run_ok(
@@ -484,6 +514,25 @@ fn redis_os_is_byte_identical_in_two_environments() {
     );
     let written = files(&a_dir.join("out")).len() + files(&a_dir.join("out-epoch")).len();
     eprintln!("{written} files compared");
+    // The provenance compared is a signed one, and both SBOM formats were written.
+    let provenance: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(a_dir.join("out/redis-os.provenance.json")).expect("the provenance"),
+    )
+    .expect("json");
+    assert!(
+        provenance["signatures"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "unsigned provenance: {provenance}"
+    );
+    let names = files(&a_dir.join("out"));
+    for format in ["spdx", "cdx"] {
+        assert!(
+            names.keys().any(|n| n.contains(&format!("sbom.{format}"))),
+            "no {format} SBOM among {:?}",
+            names.keys()
+        );
+    }
     // Every format was written.
     let out = files(&a_dir.join("out"));
     for format in kiln_format::Format::ALL {
