@@ -8,6 +8,7 @@ use kiln_fs::Flattener;
 use kiln_oci::{ImageLayers, Reference, Store};
 use std::collections::HashMap;
 use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 /// Unpack `name` for `arch` into `dir` (which must not exist or be empty).
@@ -29,7 +30,10 @@ pub fn unpack_bundle(
         ));
     }
     let rootfs = dir.join("rootfs");
+    // The container's `/` and its configuration are the same whatever the umask: a 0700 root
+    // would lock out every user but root in the container.
     fs::create_dir_all(&rootfs)
+        .and_then(|()| fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755)))
         .map_err(|e| bundle_err(format!("cannot create {}: {e}", rootfs.display())))?;
     Flattener::new(&ImageLayers::new(store, &image)).run(&mut |entry, data| {
         kiln_fs::unpack::write_entry(&rootfs, entry, data).map_err(AssembleError::from)
@@ -58,6 +62,7 @@ pub fn unpack_bundle(
         .map_err(|(field, msg)| bundle_err(format!("{field}: {msg}")))?;
     let path = dir.join("config.json");
     fs::write(&path, oci_config::to_go_json(&b.config))
+        .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o644)))
         .map_err(|e| bundle_err(format!("cannot write {}: {e}", path.display())))?;
     Ok(())
 }

@@ -204,7 +204,15 @@ impl Engine {
         history: &str,
         action: &mut dyn FnMut(&Path) -> Result<(), BuildError>,
     ) -> Result<(), BuildError> {
-        let key = chain(&st.key, material);
+        // The layer's bytes depend on its file times (clamped to SOURCE_DATE_EPOCH) and its
+        // compression too: a result made under other settings is not this step's.
+        let key = chain(
+            &st.key,
+            &format!(
+                "{material}\nlayer epoch {:?} compression {:?}",
+                self.opts.source_date_epoch, self.opts.compression
+            ),
+        );
         if !self.opts.no_cache
             && let Some(hit) = self.ws.cache_get(&key)
         {

@@ -72,6 +72,9 @@ pub struct Package {
     pub spec: BuildYml,
     /// The content tag.
     pub tag: String,
+    /// The time of the last commit of the package's directory, when its tag is a git hash of
+    /// committed files (not `-dirty-`): its images' default SOURCE_DATE_EPOCH.
+    pub committed: Option<u64>,
 }
 
 impl Package {
@@ -108,6 +111,7 @@ impl Package {
                 message: format!("config: {d}"),
             })?;
         }
+        let mut committed = None;
         let hash = match (&tags.hash, tags.source) {
             (Some(h), _) => h.clone(),
             (None, HashSource::Content) => content_tag(dir, &spec, 0)?,
@@ -118,7 +122,12 @@ impl Package {
                         .map_err(io_err(p))
                 };
                 match git_hash(dir, &extra, tags, &untracked)? {
-                    Some(h) => h,
+                    Some(h) => {
+                        if !h.contains("-dirty-") {
+                            committed = crate::pkg_tag::commit_time(dir)?;
+                        }
+                        h
+                    }
                     None => content_tag(dir, &spec, 0)?,
                 }
             }
@@ -136,6 +145,7 @@ impl Package {
             dir: dir.to_path_buf(),
             spec,
             tag,
+            committed,
         })
     }
 
@@ -393,6 +403,11 @@ pub fn build_packages(
             continue;
         }
         let mut b = opts.base.clone();
+        // Without SOURCE_DATE_EPOCH, a committed package is dated by its last commit, so that
+        // its image (created time, file times clamped to it) is the same on every machine.
+        if b.source_date_epoch.is_none() {
+            b.source_date_epoch = pkg.committed;
+        }
         // extra-sources SRC:DST are copied into the build context at DST, as LinuxKit does.
         let staged = stage_context(&dir, pkg.spec.extra_sources.as_deref().unwrap_or(&[]))?;
         b.context = staged

@@ -141,6 +141,25 @@ pub fn git_hash(
 }
 
 /// `git -C dir`, with messages in English whatever the locale (kiln reads them).
+/// The time (seconds since the epoch) of the last commit that changed the package in `dir`, or
+/// `None` when it is not in a git work tree. The default SOURCE_DATE_EPOCH of a package whose
+/// files are committed: its image is then the same wherever and whenever it is built.
+pub fn commit_time(dir: &Path) -> Result<Option<u64>, BuildError> {
+    let pkg = absolute(dir)?;
+    let Some(git) = Git::at(&pkg)? else {
+        return Ok(None);
+    };
+    let path_arg = pkg.to_string_lossy();
+    let out = git.stdout(&["log", "-1", "--format=%ct", "HEAD", "--", &path_arg])?;
+    let out = out.trim();
+    if out.is_empty() {
+        return Ok(None);
+    }
+    out.parse()
+        .map(Some)
+        .map_err(|_| git.error(format!("unexpected git log output {out:?}")))
+}
+
 pub(crate) fn git_command(dir: &Path) -> Command {
     let mut cmd = Command::new("git");
     cmd.arg("-C")
