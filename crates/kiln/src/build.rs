@@ -207,7 +207,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         docker: docker.as_ref(),
     };
     // Packages built (or found) and images pulled are reported as they happen.
-    resolve_images(&store, &mut set.manifest, &resolve)?;
+    let packages_built = resolve_images(&store, &mut set.manifest, &resolve)?;
+    // `@pkg:` packages built on the way carry their provenance in the store, as `kiln pkg
+    // build` leaves it (unsigned: `kiln pkg build --sign` signs it).
+    args.provenance
+        .record_packages(&store, &packages_built, crate::image::epoch()?)?;
     let bootloader_image = if formats.iter().any(|f| f.is_boot_media()) {
         let reference = args.bootloader.clone().unwrap_or_else(default_bootloader);
         let image =
@@ -247,7 +251,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         dockerfile: false,
         input_tar: args.input_tar.clone(),
         decompress_kernel: args.decompress_kernel,
-        sbom: args.sbom.settings(&name, epoch, store.root())?,
+        // The system is not named after its outputs or manifest files: the same manifest gives
+        // the same root filesystem whatever --name, -o or the file it was read from.
+        sbom: args.sbom.settings("system", epoch, store.root())?,
     };
     let bootloader = match &bootloader_image {
         Some(image) => Some(std::sync::Arc::new(kiln_assemble::bootloader(

@@ -35,6 +35,20 @@ pub struct ProvenanceArgs {
 }
 
 impl ProvenanceArgs {
+    /// Keep the provenance of the packages a `kiln build` built for its `@pkg:` images in the
+    /// store (nothing with `--no-provenance`).
+    pub fn record_packages(
+        &self,
+        store: &Store,
+        results: &[PkgResult],
+        epoch: Option<u64>,
+    ) -> anyhow::Result<()> {
+        if self.no_provenance {
+            return Ok(());
+        }
+        record_packages(store, results, None, epoch)
+    }
+
     /// The `--key` to sign the provenance with, read (and its password asked for) before the
     /// build starts rather than after its outputs are written.
     pub fn signing_key(&self) -> anyhow::Result<Option<kiln_trust::keys::PrivateKey>> {
