@@ -151,21 +151,10 @@ const ATTR_ARCHIVE: u8 = 0x20;
 fn dos_time(unix: u64) -> (u16, u16) {
     const MIN: u64 = 315_532_800; // 1980-01-01T00:00:00Z
     const MAX: u64 = 4_354_819_198; // 2107-12-31T23:59:58Z
-    let t = unix.clamp(MIN, MAX);
-    let days = t / 86_400;
-    let secs = t % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm), all positive here.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    let date = ((year - 1980) << 9) | (month << 5) | day;
-    let time = ((secs / 3600) << 11) | ((secs / 60 % 60) << 5) | (secs % 60 / 2);
+    let c = kiln_fs::time::civil(unix.clamp(MIN, MAX));
+    let year = u64::try_from(c.year).unwrap_or(1980);
+    let date = ((year - 1980) << 9) | (u64::from(c.month) << 5) | u64::from(c.day);
+    let time = (u64::from(c.hour) << 11) | (u64::from(c.minute) << 5) | (u64::from(c.second) / 2);
     // The clamp bounds year - 1980 to 127, so both fit 16 bits.
     (date as u16, time as u16)
 }

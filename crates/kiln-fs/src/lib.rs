@@ -9,7 +9,7 @@
 //! layer's index (its headers, which flattening reads before the entries) can be kept by the
 //! source of layers, so that a layer is read once ([`layer_index`]). Files that mark the work of a
 //! live writer are created already locked ([`locked`]). [`Tee`] feeds one stream to several
-//! sinks.
+//! sinks, and [`time`] turns seconds since the epoch into the dates formats write.
 //!
 //! It knows nothing of registries, stores, manifests or output formats.
 //!
@@ -26,6 +26,7 @@ pub mod layer_index;
 pub mod layers;
 pub mod locked;
 mod tee;
+pub mod time;
 pub mod unpack;
 
 #[cfg(test)]

@@ -19,27 +19,15 @@ pub fn both32(v: u32) -> [u8; 8] {
 }
 
 /// Civil date and time (UTC) of `secs` since the epoch: (year, month, day, hour, min, sec).
-#[allow(clippy::cast_possible_truncation)] // calendar fields are bounded (days < 32, hours < 24, ...)
 pub fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Days since 1970-01-01 to a proleptic Gregorian date (eras of 400 years).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let c = kiln_fs::time::civil(secs);
     (
-        year,
-        month,
-        day,
-        (rem / 3600) as u32,
-        (rem / 60 % 60) as u32,
-        (rem % 60) as u32,
+        i64::from(c.year),
+        u32::from(c.month),
+        u32::from(c.day),
+        u32::from(c.hour),
+        u32::from(c.minute),
+        u32::from(c.second),
     )
 }
 
