@@ -59,6 +59,18 @@ pub enum RegistryError {
     Runtime(#[source] std::io::Error),
 }
 
+impl RegistryError {
+    /// The registry at `host` failed or refused `operation` on `image`.
+    fn remote(host: &str, image: &str, operation: &'static str, e: &TransferError) -> Self {
+        RegistryError::Remote {
+            registry: host.to_string(),
+            operation,
+            image: image.to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// A progress callback: image, blob digest, bytes so far, blob size.
 pub type ProgressFn = dyn Fn(&str, &str, u64, u64) + Send + Sync;
 
@@ -460,12 +472,8 @@ async fn pull_async(
     let _guard = store.write_guard()?;
     let t = target(r, opts);
     let image = r.to_string();
-    let remote = |operation, e: TransferError| RegistryError::Remote {
-        registry: t.host.clone(),
-        operation,
-        image: image.clone(),
-        message: e.to_string(),
-    };
+    let remote =
+        |operation, e: TransferError| RegistryError::remote(&t.host, &image, operation, &e);
     let session = opts.session(&t, r).map_err(|e| remote("connect", e))?;
     let session = &session;
 
@@ -710,12 +718,8 @@ pub fn fetch_blobs(
 ) -> Result<u64, RegistryError> {
     let t = target(r, opts);
     let image = r.to_string();
-    let remote = |operation, e: TransferError| RegistryError::Remote {
-        registry: t.host.clone(),
-        operation,
-        image: image.clone(),
-        message: e.to_string(),
-    };
+    let remote =
+        |operation, e: TransferError| RegistryError::remote(&t.host, &image, operation, &e);
     let session = opts.session(&t, r).map_err(|e| remote("connect", e))?;
     let session = &session;
     let fetched = runtime()?.block_on(
