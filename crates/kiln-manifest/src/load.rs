@@ -158,18 +158,7 @@ impl ManifestSet {
     pub fn trust_diagnostic(&self, index: usize, field: &str, message: String) -> Diagnostic {
         let file = self.trusts.get(index).map_or(0, |(f, _)| *f);
         let path = join_field("trust", field);
-        let (name, pos) = match self.files.get(file) {
-            Some((name, locs)) => (name.clone(), locs.find(&path)),
-            None => ("<manifest>".to_string(), None),
-        };
-        Diagnostic {
-            file: name,
-            line: pos.map(|p| p.line),
-            column: pos.map(|p| p.column),
-            path,
-            message,
-            help: None,
-        }
+        self.located(file, path, message)
     }
 
     /// A diagnostic pointing at `field` (dotted, may be empty) of entry `index` of `section` in
@@ -190,6 +179,11 @@ impl ManifestSet {
             ),
             (_, None) => (0, join_field(&format!("{section}[{index}]"), field)),
         };
+        self.located(file, path, message)
+    }
+
+    /// A diagnostic at the key `path` of manifest file number `file`.
+    fn located(&self, file: usize, path: String, message: String) -> Diagnostic {
         let (name, pos) = match self.files.get(file) {
             Some((name, locs)) => (name.clone(), locs.find(&path)),
             None => ("<manifest>".to_string(), None),

@@ -109,6 +109,21 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The scope an image name gives: its repository, or one image by tag or by digest.
+    pub fn of_reference(r: &Reference) -> Scope {
+        match (&r.tag, &r.digest) {
+            (_, Some(digest)) => Scope::Digest {
+                repository: r.name(),
+                digest: digest.clone(),
+            },
+            (Some(tag), None) => Scope::Tag {
+                repository: r.name(),
+                tag: tag.clone(),
+            },
+            (None, None) => Scope::Repository(r.name()),
+        }
+    }
+
     /// Whether the scope covers `image`, whose name resolved to `digests` (the digest its name
     /// points at, then the platform manifest's if different).
     pub fn covers(&self, image: &Reference, digests: &[Digest]) -> bool {

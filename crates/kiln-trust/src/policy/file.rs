@@ -544,22 +544,13 @@ pub fn parse_scope(s: &str) -> Result<Scope, (String, String)> {
             format!("scopes name the registry: write `{r}`"),
         ));
     }
-    Ok(match (r.tag.clone(), r.digest.clone()) {
-        (_, Some(digest)) => {
-            if digest.parse::<Digest>().is_err() {
-                return Err(bad("the digest is not sha256: and 64 hex digits"));
-            }
-            Scope::Digest {
-                repository: r.name(),
-                digest,
-            }
-        }
-        (Some(tag), None) => Scope::Tag {
-            repository: r.name(),
-            tag,
-        },
-        (None, None) => Scope::Repository(r.name()),
-    })
+    if r.digest
+        .as_deref()
+        .is_some_and(|d| d.parse::<Digest>().is_err())
+    {
+        return Err(bad("the digest is not sha256: and 64 hex digits"));
+    }
+    Ok(Scope::of_reference(&r))
 }
 
 fn host_ok(h: &str) -> bool {

@@ -93,17 +93,7 @@ fn image_scope(entry: &str) -> ScopeResult {
             "give a repository (`linuxkit/kernel`, `registry.example.com/tool`) or an image by tag or digest".to_string(),
         )
     })?;
-    Ok(match (r.tag.clone(), r.digest.clone()) {
-        (_, Some(digest)) => Scope::Digest {
-            repository: r.name(),
-            digest,
-        },
-        (Some(tag), None) => Scope::Tag {
-            repository: r.name(),
-            tag,
-        },
-        (None, None) => Scope::Repository(r.name()),
-    })
+    Ok(Scope::of_reference(&r))
 }
 
 /// An `org:` entry: `linuxkit` is Docker Hub's `docker.io/linuxkit`, `registry.example.com/team`
