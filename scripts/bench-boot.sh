@@ -15,16 +15,7 @@
 # `-icount shift=0` (one guest instruction per nanosecond of guest time): a deterministic clock,
 # repeatable to about a millisecond, that shows where the time goes.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh >/dev/null
-cargo build --release -q -p kiln
-bash scripts/build-init.sh >/dev/null
-kiln=$PWD/target/release/kiln
-export KILN_CACHE=${KILN_CACHE:-$HOME/.cache/kiln-bench}
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-if ! $kiln cache ls | grep -q debian:bookworm; then
-  $kiln image import "$(bash scripts/base-image.sh)" debian:bookworm >/dev/null
-fi
+source "$(dirname "$0")/bench-env.sh"
 runs=${RUNS:-7}
 codecs=${CODECS:-gzip lz4 none}
 if [ -n "${ICOUNT:-}" ]; then

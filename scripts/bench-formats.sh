@@ -5,16 +5,7 @@
 # assembly pass) against kernel+initrd alone, in the same run. Figures, not assertions; they go
 # to BENCHMARKS.md. ROUNDS (default 3) runs of each, interleaved; medians.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh >/dev/null
-cargo build --release -q -p kiln
-bash scripts/build-init.sh >/dev/null
-kiln=$PWD/target/release/kiln
-export KILN_CACHE=${KILN_CACHE:-$HOME/.cache/kiln-bench}
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-if ! $kiln cache ls | grep -q debian:bookworm; then
-  $kiln image import "$(bash scripts/base-image.sh)" debian:bookworm >/dev/null
-fi
+source "$(dirname "$0")/bench-env.sh"
 rounds=${ROUNDS:-3}
 export SOURCE_DATE_EPOCH=1700000000
 bootloader=$($kiln pkg build -q pkg/bootloader | tail -n 1)
