@@ -413,6 +413,11 @@ pub fn remote_digest(
     Ok(remote_manifest(r, opts)?.map(|(_, digest)| digest))
 }
 
+/// The digest `r` pins (`name@sha256:…`), if any.
+fn pinned_digest(r: &Reference) -> Result<Option<Digest>, StoreError> {
+    Ok(r.digest.as_deref().map(str::parse).transpose()?)
+}
+
 /// The manifest or index the registry holds under `r`'s name (at most [`MAX_JSON_BLOB`] bytes,
 /// checked against `r`'s digest when it has one) and its digest, or `None` when it holds no
 /// such name (or `r`'s repository). Nothing is stored.
@@ -420,19 +425,10 @@ pub fn remote_manifest(
     r: &Reference,
     opts: &RegistryOptions,
 ) -> Result<Option<(Vec<u8>, Digest)>, RegistryError> {
-    let expected: Option<Digest> = r
-        .digest
-        .as_ref()
-        .map(|d| d.parse())
-        .transpose()
-        .map_err(StoreError::from)?;
+    let expected: Option<Digest> = pinned_digest(r)?;
     let t = target(r, opts);
-    let remote = |e: TransferError| RegistryError::Remote {
-        registry: t.host.clone(),
-        operation: "look up",
-        image: r.to_string(),
-        message: e.to_string(),
-    };
+    let image = r.to_string();
+    let remote = |e: TransferError| RegistryError::remote(&t.host, &image, "look up", &e);
     let session = opts.session(&t, r).map_err(remote)?;
     let url = session.url("manifests", &r.target());
     let looked_up = runtime()?.block_on(async {
@@ -478,12 +474,7 @@ async fn pull_async(
     let session = &session;
 
     // The manifest (or index) the reference names.
-    let top_digest: Option<Digest> = r
-        .digest
-        .as_ref()
-        .map(|d| d.parse())
-        .transpose()
-        .map_err(StoreError::from)?;
+    let top_digest: Option<Digest> = pinned_digest(r)?;
     let url = session.url("manifests", &r.target());
     let (top, top_actual) = retry(&format!("manifest of {r}"), || {
         session.get_json(
