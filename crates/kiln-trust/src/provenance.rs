@@ -318,23 +318,14 @@ pub fn pkg_statement(b: &PkgBuild, builder: Builder, epoch: Option<u64>) -> Stat
         ResourceDescriptor::named("context", b.context_sha256.clone()),
     ];
     deps.extend(image_dependencies(&b.images));
-    Statement {
-        kind: STATEMENT_TYPE.into(),
-        subject: vec![ResourceDescriptor::named(b.image.clone(), b.digest.hex())],
-        predicate_type: SLSA_PREDICATE_TYPE.into(),
-        predicate: Provenance {
-            build_definition: BuildDefinition {
-                build_type: pkg_build_type(),
-                external_parameters: external,
-                internal_parameters: None,
-                resolved_dependencies: deps,
-            },
-            run_details: RunDetails {
-                builder,
-                metadata: BuildMetadata::from_epoch(epoch),
-            },
-        },
-    }
+    slsa_statement(
+        vec![ResourceDescriptor::named(b.image.clone(), b.digest.hex())],
+        pkg_build_type(),
+        external,
+        deps,
+        builder,
+        epoch,
+    )
 }
 
 /// The provenance of one `kiln build`.
@@ -362,13 +353,26 @@ pub fn build_statement(b: &ImageBuild, builder: Builder, epoch: Option<u64>) -> 
         .map(|o| ResourceDescriptor::named(o.name.clone(), o.sha256.clone()))
         .collect();
     subject.sort_by(|a, b| a.name.cmp(&b.name));
+    slsa_statement(subject, image_build_type(), external, deps, builder, epoch)
+}
+
+/// An in-toto statement of SLSA v1 provenance: `subject` built as `build_type` with
+/// `external` parameters from `deps` by `builder`, dated by `epoch`.
+fn slsa_statement(
+    subject: Vec<ResourceDescriptor>,
+    build_type: String,
+    external: serde_json::Value,
+    deps: Vec<ResourceDescriptor>,
+    builder: Builder,
+    epoch: Option<u64>,
+) -> Statement {
     Statement {
         kind: STATEMENT_TYPE.into(),
         subject,
         predicate_type: SLSA_PREDICATE_TYPE.into(),
         predicate: Provenance {
             build_definition: BuildDefinition {
-                build_type: image_build_type(),
+                build_type,
                 external_parameters: external,
                 internal_parameters: None,
                 resolved_dependencies: deps,

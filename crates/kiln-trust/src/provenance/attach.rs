@@ -91,14 +91,7 @@ pub fn read(
     };
     let d: Digest = desc.digest.parse().map_err(StoreError::from)?;
     let data = store.read_json_blob(&d, &r.to_string())?;
-    let manifest: Manifest = serde_json::from_slice(&data)
-        .map_err(|e| invalid(format!("not an image manifest: {e}")))?;
-    if manifest.layers.len() > MAX_LAYERS {
-        return Err(invalid(format!(
-            "{} layers, more than the {MAX_LAYERS} kiln reads",
-            manifest.layers.len()
-        )));
-    }
+    let manifest = parse_manifest(&data).map_err(invalid)?;
     let mut out = Vec::new();
     for layer in &manifest.layers {
         if layer.media_type != ENVELOPE_MEDIA_TYPE {
@@ -205,6 +198,20 @@ pub fn push(
     )?)
 }
 
+/// An attestation artifact's manifest, of at most [`MAX_LAYERS`] layers; the error says why
+/// it is not one.
+fn parse_manifest(data: &[u8]) -> Result<Manifest, String> {
+    let manifest: Manifest =
+        serde_json::from_slice(data).map_err(|e| format!("not an image manifest: {e}"))?;
+    if manifest.layers.len() > MAX_LAYERS {
+        return Err(format!(
+            "{} layers, more than the {MAX_LAYERS} kiln reads",
+            manifest.layers.len()
+        ));
+    }
+    Ok(manifest)
+}
+
 /// Fetch the `.att` artifact of `image` at `digest` from its registry into the store (it
 /// replaces what the store held under that name); `false` when the registry has none.
 pub fn fetch(
@@ -227,14 +234,7 @@ pub fn fetch(
             "media type `{media}` is not an image manifest"
         )));
     }
-    let manifest: Manifest = serde_json::from_slice(&data)
-        .map_err(|e| invalid(format!("not an image manifest: {e}")))?;
-    if manifest.layers.len() > MAX_LAYERS {
-        return Err(invalid(format!(
-            "{} layers, more than the {MAX_LAYERS} kiln reads",
-            manifest.layers.len()
-        )));
-    }
+    let manifest = parse_manifest(&data).map_err(invalid)?;
     if let Some(big) = manifest
         .layers
         .iter()
