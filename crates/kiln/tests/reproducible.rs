@@ -458,6 +458,7 @@ fn redis_os_is_byte_identical_in_two_environments() {
     let archive = archive.to_str().expect("utf-8 path").to_string();
     let store = b.store.to_str().expect("utf-8 path").to_string();
     run_ok(&mut b.kiln(&["cache", "import", "--cache", &store, &archive], None));
+    std::fs::remove_file(&archive).expect("remove the image archive");
 
     // The environments differ as promised.
     let probe =
@@ -477,18 +478,50 @@ fn redis_os_is_byte_identical_in_two_environments() {
         eprintln!("note: this machine has one core: the core count cannot differ");
     }
 
+    // Each build's outputs are compared as soon as both environments wrote them, then removed:
+    // twenty formats twice over would otherwise hold gigabytes at once.
     let mut problems = Vec::new();
     let mut times = Vec::new();
+    let mut written = BTreeMap::new();
+    let mut compare_and_clear = |label: &str, out: &str| {
+        let (oa, ob) = (a_dir.join(out), b_dir.join(out));
+        problems.extend(
+            compare(&oa, &ob)
+                .into_iter()
+                .map(|p| format!("{label}: {p}")),
+        );
+        for (name, path) in files(&oa) {
+            // Every provenance compared is a signed one.
+            if name.ends_with(".provenance.json") {
+                let provenance: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&path).expect("the provenance"))
+                        .expect("json");
+                assert!(
+                    provenance["signatures"]
+                        .as_array()
+                        .is_some_and(|s| !s.is_empty()),
+                    "{name}: unsigned provenance: {provenance}"
+                );
+            }
+            written.insert(format!("{out}/{name}"), ());
+        }
+        for dir in [&oa, &ob] {
+            for e in std::fs::read_dir(dir).expect("read the output directory") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    std::fs::remove_dir_all(&p).expect("remove an output");
+                } else {
+                    std::fs::remove_file(&p).expect("remove an output");
+                }
+            }
+        }
+    };
     for build in BUILDS {
         let ta = a.build(build, &bootloader, &a_dir.join("out"), None);
         let tb = b.build(build, &bootloader, &b_dir.join("out"), None);
         times.push(format!("{} {ta:.1}s/{tb:.1}s", build.name));
+        compare_and_clear("SOURCE_DATE_EPOCH unset", "out");
     }
-    problems.extend(
-        compare(&a_dir.join("out"), &b_dir.join("out"))
-            .into_iter()
-            .map(|p| format!("SOURCE_DATE_EPOCH unset: {p}")),
-    );
     // The main build again with SOURCE_DATE_EPOCH.
     let ta = a.build(
         &BUILDS[0],
@@ -503,51 +536,40 @@ fn redis_os_is_byte_identical_in_two_environments() {
         Some("1700000000"),
     );
     times.push(format!("{} (epoch) {ta:.1}s/{tb:.1}s", BUILDS[0].name));
-    problems.extend(
-        compare(&a_dir.join("out-epoch"), &b_dir.join("out-epoch"))
-            .into_iter()
-            .map(|p| format!("SOURCE_DATE_EPOCH=1700000000: {p}")),
-    );
+    compare_and_clear("SOURCE_DATE_EPOCH=1700000000", "out-epoch");
     eprintln!(
         "build times (first/second environment): {}",
         times.join(", ")
     );
-    let written = files(&a_dir.join("out")).len() + files(&a_dir.join("out-epoch")).len();
-    eprintln!("{written} files compared");
-    // The provenance compared is a signed one, and both SBOM formats were written.
-    let provenance: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(a_dir.join("out/redis-os.provenance.json")).expect("the provenance"),
-    )
-    .expect("json");
-    assert!(
-        provenance["signatures"]
-            .as_array()
-            .is_some_and(|s| !s.is_empty()),
-        "unsigned provenance: {provenance}"
-    );
-    let names = files(&a_dir.join("out"));
+    eprintln!("{} files compared", written.len());
+    // Both SBOM formats were written.
     for format in ["spdx", "cdx"] {
         assert!(
-            names.keys().any(|n| n.contains(&format!("sbom.{format}"))),
+            written
+                .keys()
+                .any(|n| n.contains(&format!("sbom.{format}"))),
             "no {format} SBOM among {:?}",
-            names.keys()
+            written.keys()
         );
     }
     // Every format was written.
-    let out = files(&a_dir.join("out"));
     for format in kiln_format::Format::ALL {
         let build = BUILDS
             .iter()
             .find(|b| b.formats.split(',').any(|f| f == format.name()))
             .unwrap_or_else(|| panic!("no build writes {format}"));
-        let file = format!("{}{}", build.name, format.suffix());
-        assert!(out.contains_key(&file), "{format}: {file} was not written");
+        let file = format!("out/{}{}", build.name, format.suffix());
+        assert!(
+            written.contains_key(&file),
+            "{format}: {file} was not written"
+        );
     }
     assert!(
         problems.is_empty(),
         "the outputs differ between the environments:\n{}",
         problems.join("\n")
     );
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Path → type, mode, owner, time and content digest of everything under `root`.
@@ -717,6 +739,7 @@ fn an_image_build_is_byte_identical_in_two_environments() {
         "a RUN step's directory: {:?}",
         la.get("made/sub")
     );
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// A package in a repository another user owns, which git refuses to read for that user (not
