@@ -18,14 +18,25 @@
 #   systemd-boot-efi: the EFI stub the UKI writer's unit tests read (builds take it from kiln's
 #     bootloader package instead)
 #   python3-venv: the Python environment of independent checkers from PyPI (below)
+#   qemu-user-static, binfmt-support: RUN steps of arm64 images on this x86_64 host
+#   qemu-system-arm, qemu-efi-aarch64: booting arm64 systems (-M virt, -M raspi3b; UEFI)
+#   gcc-aarch64-linux-gnu, rustc-web, cargo-web, libstd-rust-web-dev:arm64: kiln-init for arm64,
+#     cross-compiled with Debian's toolchain (the `web` Rust is the one with an arm64 std)
+#   uidmap: newuidmap and newgidmap, which map a user's subordinate ids for rootless builds
 set -euo pipefail
-pkgs=(docker-registry skopeo file cpio zstd lz4 gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools genisoimage man-db docker.io openssl ovmf xorriso gdisk fdisk dosfstools mtools squashfs-tools erofs-utils systemd-boot-efi python3-venv)
+pkgs=(docker-registry skopeo file cpio zstd lz4 gzip tar python3 time bc debootstrap qemu-system-x86 qemu-utils runc git redis-tools genisoimage man-db docker.io openssl ovmf xorriso gdisk fdisk dosfstools mtools squashfs-tools erofs-utils systemd-boot-efi python3-venv
+  qemu-user-static binfmt-support qemu-system-arm qemu-efi-aarch64 gcc-aarch64-linux-gnu rustc-web
+  cargo-web libstd-rust-web-dev:arm64 uidmap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# arm64 packages (the Rust standard library for the cross build) come from the same archive.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  $SUDO dpkg --add-architecture arm64
+fi
 if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   log=$(mktemp "${TMPDIR:-/tmp}/kiln-install-deps.XXXXXX.log")
   echo "installing with apt-get: ${missing[*]} (its output: $log)"
   if ! {
@@ -38,6 +49,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
   rm -f "$log"
+fi
+# arm64 binaries run through qemu-user: binfmt_misc is mounted and the handler enabled after
+# every boot (Debian registers it with the F flag, so it works inside containers and chroots).
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+  $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  $SUDO update-binfmts --enable qemu-aarch64
 fi
 command -v cargo >/dev/null || { echo "kiln needs a Rust toolchain (cargo) on PATH" >&2; exit 1; }
 

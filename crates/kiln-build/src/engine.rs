@@ -126,13 +126,18 @@ impl Engine {
         let store = &self.ws.store;
         let img = match store.resolve(&r, arch) {
             Ok(img) => img,
-            Err(_) => {
+            Err(in_store) => {
                 let mut ropts = self.opts.registry.clone();
                 ropts.arch = arch.to_string();
+                // The store may hold the name for other platforms only: say so.
+                let held = match &in_store {
+                    kiln_oci::StoreError::NoPlatform { .. } => format!(" ({in_store})"),
+                    _ => String::new(),
+                };
                 let pulled = registry::pull(store, &r, &ropts).map_err(|e| {
                     self.err(
                         line,
-                        format!("image {r} is not in the store and could not be pulled: {e}; import it with `kiln image import` or `kiln cache import`"),
+                        format!("image {r} for linux/{arch} is not in the store{held} and could not be pulled: {e}; import it with `kiln image import` (--arch {arch}) or `kiln cache import`"),
                     )
                 })?;
                 self.progress(Event::ImagePulled {

@@ -70,7 +70,9 @@ pub fn import(
     let layers = vec![(layer.diff_id, layer.descriptor)];
     config.finish(&layers, &image::timestamp(opts.source_date_epoch));
     let (digest, desc) = image::write(store, &config, &layers)?;
-    store.tag(name, desc.clone())?;
+    // Another platform the name has stays: importing an arm64 tree under the name of an amd64
+    // image makes the name a multi-platform index.
+    store.tag_platform(name, desc.clone(), &opts.arch)?;
     Ok((digest, desc))
 }
 

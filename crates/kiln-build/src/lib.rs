@@ -13,6 +13,7 @@
 //!   -> image::write (config + manifest) -> store tag
 //! ```
 
+mod binfmt;
 mod builder;
 pub mod context;
 pub mod diff;

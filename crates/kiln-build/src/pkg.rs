@@ -279,6 +279,11 @@ pub struct PkgOptions {
     pub dockerfile: Option<PathBuf>,
     /// Build arguments added to (and replacing those of the same name in) build.yml's.
     pub build_args: Vec<(String, String)>,
+    /// The architectures to build (Go's names). `None`: each package's `arches` from its
+    /// build.yml, or `base.arch` when it lists none.
+    pub platforms: Option<Vec<String>>,
+    /// Architectures not to build (LinuxKit's `--skip-platforms`).
+    pub skip_platforms: Vec<String>,
 }
 
 impl PkgOptions {
@@ -295,7 +300,41 @@ impl PkgOptions {
             disable_cache: None,
             dockerfile: None,
             build_args: Vec::new(),
+            platforms: None,
+            skip_platforms: Vec::new(),
         }
+    }
+
+    /// The architectures to build `pkg` for, checked against the ones it lists.
+    fn arches_of(&self, pkg: &Package) -> Result<Vec<String>, BuildError> {
+        let norm = |a: &String| kiln_oci::spec::normalize_arch(a).to_string();
+        let listed: Option<Vec<String>> = pkg
+            .spec
+            .arches
+            .as_ref()
+            .map(|v| v.iter().map(norm).collect());
+        let wanted: Vec<String> = match (&self.platforms, &listed) {
+            (Some(p), _) => p.iter().map(norm).collect(),
+            (None, Some(l)) => l.clone(),
+            (None, None) => vec![norm(&self.base.arch)],
+        };
+        let skipped: Vec<String> = self.skip_platforms.iter().map(norm).collect();
+        let mut arches = Vec::new();
+        for arch in wanted {
+            if skipped.contains(&arch) || arches.contains(&arch) {
+                continue;
+            }
+            if let Some(l) = &listed
+                && !l.contains(&arch)
+            {
+                return Err(BuildError::Package {
+                    file: pkg.dir.join("build.yml"),
+                    message: format!("the package builds for {} only, not {arch}", l.join(", ")),
+                });
+            }
+            arches.push(arch);
+        }
+        Ok(arches)
     }
 }
 
@@ -359,152 +398,165 @@ pub fn build_packages(
             message: format!("image name {reference:?}: {e}"),
         })?;
         refs.insert(canonical, reference.clone());
-        let arch = kiln_oci::spec::normalize_arch(&opts.base.arch).to_string();
-        if let Some(arches) = &pkg.spec.arches
-            && !arches
-                .iter()
-                .any(|a| kiln_oci::spec::normalize_arch(a) == arch)
-        {
-            return Err(BuildError::Package {
-                file: dir.join("build.yml"),
-                message: format!(
-                    "the package builds for {} only, not {arch}",
-                    arches.join(", ")
-                ),
-            });
+        for arch in opts.arches_of(&pkg)? {
+            results.push(build_for_arch(
+                store, opts, &pkg, &reference, &r, &refs, &arch,
+            )?);
         }
-        let found = if opts.force {
-            None
-        } else {
-            store
-                .resolve(&r, &arch)
-                .ok()
-                .map(|img| img.digest.to_string())
-                .or_else(|| pulled(store, &r, opts))
-        };
-        if let Some(digest) = found {
-            report(
-                opts,
-                Event::PackageBuilt {
-                    dir: dir.clone(),
-                    reference: reference.clone(),
-                    digest,
-                    built: false,
-                    steps_run: 0,
-                    steps_cached: 0,
-                },
-            );
-            results.push(PkgResult {
-                dir,
-                reference,
-                built: None,
-                inputs: None,
-            });
-            continue;
-        }
-        let mut b = opts.base.clone();
-        // Without SOURCE_DATE_EPOCH, a committed package is dated by its last commit, so that
-        // its image (created time, file times clamped to it) is the same on every machine.
-        if b.source_date_epoch.is_none() {
-            b.source_date_epoch = pkg.committed;
-        }
-        // extra-sources SRC:DST are copied into the build context at DST, as LinuxKit does.
-        let staged = stage_context(&dir, pkg.spec.extra_sources.as_deref().unwrap_or(&[]))?;
-        b.context = staged
-            .as_ref()
-            .map_or_else(|| dir.clone(), |t| t.path().to_path_buf());
-        let dockerfile = match &opts.dockerfile {
-            Some(d) => d.clone(),
-            None => PathBuf::from(pkg.spec.dockerfile.as_deref().unwrap_or("Dockerfile")),
-        };
-        if dockerfile.is_absolute()
-            || dockerfile
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
-            return Err(BuildError::Package {
-                file: dir.join(&opts.build_yml),
-                message: format!(
-                    "dockerfile {}: give a path inside the package directory",
-                    dockerfile.display()
-                ),
-            });
-        }
-        b.dockerfile = b.context.join(&dockerfile);
-        b.tags = vec![r];
-        b.no_cache |= opts
-            .disable_cache
-            .unwrap_or(pkg.spec.disable_cache.unwrap_or(false));
-        b.network = if opts.network.unwrap_or(pkg.spec.network.unwrap_or(false)) {
-            kiln_runtime::Network::Host
-        } else {
-            kiln_runtime::Network::None
-        };
-        for arg in pkg.spec.build_args.iter().flatten() {
-            let (k, v) = arg.split_once('=').unwrap_or((arg, ""));
-            let v = match v.strip_prefix("@lkt:pkg:") {
-                Some(path) => {
-                    let p = fs::canonicalize(dir.join(path)).map_err(io_err(dir.join(path)))?;
-                    refs.get(&p).cloned().ok_or_else(|| BuildError::Package {
-                        file: dir.join("build.yml"),
-                        message: format!("buildArgs {k}: package {path} was not built"),
-                    })?
-                }
-                None => v.to_string(),
-            };
-            b.build_args.push((k.to_string(), v));
-        }
-        for (k, v) in &opts.build_args {
-            b.build_args.retain(|(name, _)| name != k);
-            b.build_args.push((k.clone(), v.clone()));
-        }
-        if let Some(label) = pkg.label() {
-            b.labels.insert(CONFIG_LABEL.into(), label);
-        }
-        b.labels
-            .insert("org.opencontainers.image.revision".into(), pkg.tag.clone());
-        let build_yml = dir.join(&opts.build_yml);
-        let inputs = PkgInputs {
-            build_yml: (opts.build_yml.clone(), file_sha256(&build_yml)?),
-            dockerfile: (
-                dockerfile.to_string_lossy().into_owned(),
-                file_sha256(&b.dockerfile)?,
-            ),
-            context: hash_files(&b.context, &|p| p.file_name().is_some_and(|n| n == ".git"))
-                .map_err(io_err(&b.context))?,
-            build_args: b.build_args.clone(),
-            arch: arch.clone(),
-            network: b.network == kiln_runtime::Network::Host,
-        };
-        let built = build(store, &b)?;
+    }
+    Ok(results)
+}
+
+/// Build package `pkg`, named `reference` (`r`), for `arch`, unless the store (or, with
+/// `--pull`, its registry) has it; the name keeps the other platforms it has. `refs`: the
+/// names of the packages built before, for `@lkt:pkg:` build arguments.
+fn build_for_arch(
+    store: &Store,
+    opts: &PkgOptions,
+    pkg: &Package,
+    reference: &str,
+    r: &Reference,
+    refs: &BTreeMap<PathBuf, String>,
+    arch: &str,
+) -> Result<PkgResult, BuildError> {
+    let dir = pkg.dir.clone();
+    let reference = reference.to_string();
+    let arch = arch.to_string();
+    let found = if opts.force {
+        None
+    } else {
+        store
+            .resolve(r, &arch)
+            .ok()
+            .map(|img| img.digest.to_string())
+            .or_else(|| pulled(store, r, opts, &arch))
+    };
+    if let Some(digest) = found {
         report(
             opts,
             Event::PackageBuilt {
                 dir: dir.clone(),
                 reference: reference.clone(),
-                digest: built.manifest.to_string(),
-                built: true,
-                steps_run: built.executed,
-                steps_cached: built.cached,
+                digest,
+                built: false,
+                steps_run: 0,
+                steps_cached: 0,
             },
         );
-        results.push(PkgResult {
+        return Ok(PkgResult {
             dir,
             reference,
-            built: Some(built),
-            inputs: Some(inputs),
+            built: None,
+            inputs: None,
         });
     }
-    Ok(results)
+    let mut b = opts.base.clone();
+    // Without SOURCE_DATE_EPOCH, a committed package is dated by its last commit, so that
+    // its image (created time, file times clamped to it) is the same on every machine.
+    if b.source_date_epoch.is_none() {
+        b.source_date_epoch = pkg.committed;
+    }
+    // extra-sources SRC:DST are copied into the build context at DST, as LinuxKit does.
+    let staged = stage_context(&dir, pkg.spec.extra_sources.as_deref().unwrap_or(&[]))?;
+    b.context = staged
+        .as_ref()
+        .map_or_else(|| dir.clone(), |t| t.path().to_path_buf());
+    let dockerfile = match &opts.dockerfile {
+        Some(d) => d.clone(),
+        None => PathBuf::from(pkg.spec.dockerfile.as_deref().unwrap_or("Dockerfile")),
+    };
+    if dockerfile.is_absolute()
+        || dockerfile
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(BuildError::Package {
+            file: dir.join(&opts.build_yml),
+            message: format!(
+                "dockerfile {}: give a path inside the package directory",
+                dockerfile.display()
+            ),
+        });
+    }
+    b.dockerfile = b.context.join(&dockerfile);
+    // Named below, keeping the platforms the name has.
+    b.tags = Vec::new();
+    b.arch = arch.clone();
+    b.registry.arch = arch.clone();
+    b.no_cache |= opts
+        .disable_cache
+        .unwrap_or(pkg.spec.disable_cache.unwrap_or(false));
+    b.network = if opts.network.unwrap_or(pkg.spec.network.unwrap_or(false)) {
+        kiln_runtime::Network::Host
+    } else {
+        kiln_runtime::Network::None
+    };
+    for arg in pkg.spec.build_args.iter().flatten() {
+        let (k, v) = arg.split_once('=').unwrap_or((arg, ""));
+        let v = match v.strip_prefix("@lkt:pkg:") {
+            Some(path) => {
+                let p = fs::canonicalize(dir.join(path)).map_err(io_err(dir.join(path)))?;
+                refs.get(&p).cloned().ok_or_else(|| BuildError::Package {
+                    file: dir.join("build.yml"),
+                    message: format!("buildArgs {k}: package {path} was not built"),
+                })?
+            }
+            None => v.to_string(),
+        };
+        b.build_args.push((k.to_string(), v));
+    }
+    for (k, v) in &opts.build_args {
+        b.build_args.retain(|(name, _)| name != k);
+        b.build_args.push((k.clone(), v.clone()));
+    }
+    if let Some(label) = pkg.label() {
+        b.labels.insert(CONFIG_LABEL.into(), label);
+    }
+    b.labels
+        .insert("org.opencontainers.image.revision".into(), pkg.tag.clone());
+    let build_yml = dir.join(&opts.build_yml);
+    let inputs = PkgInputs {
+        build_yml: (opts.build_yml.clone(), file_sha256(&build_yml)?),
+        dockerfile: (
+            dockerfile.to_string_lossy().into_owned(),
+            file_sha256(&b.dockerfile)?,
+        ),
+        context: hash_files(&b.context, &|p| p.file_name().is_some_and(|n| n == ".git"))
+            .map_err(io_err(&b.context))?,
+        build_args: b.build_args.clone(),
+        arch: arch.clone(),
+        network: b.network == kiln_runtime::Network::Host,
+    };
+    let built = build(store, &b)?;
+    store.tag_platform(r, built.descriptor.clone(), &arch)?;
+    report(
+        opts,
+        Event::PackageBuilt {
+            dir: dir.clone(),
+            reference: reference.clone(),
+            digest: built.manifest.to_string(),
+            built: true,
+            steps_run: built.executed,
+            steps_cached: built.cached,
+        },
+    );
+    Ok(PkgResult {
+        dir,
+        reference,
+        built: Some(built),
+        inputs: Some(inputs),
+    })
 }
 
 /// With `opts.pull`, the digest of `r` after pulling it from its registry, or `None` when it
 /// cannot be pulled (it is then built).
-fn pulled(store: &Store, r: &Reference, opts: &PkgOptions) -> Option<String> {
+fn pulled(store: &Store, r: &Reference, opts: &PkgOptions, arch: &str) -> Option<String> {
     if !opts.pull {
         return None;
     }
-    match kiln_oci::registry::pull(store, r, &opts.base.registry) {
+    let mut registry = opts.base.registry.clone();
+    registry.arch = arch.to_string();
+    match kiln_oci::registry::pull(store, r, &registry) {
         Ok(p) => Some(p.digest.to_string()),
         Err(e) => {
             tracing::info!("{r} is not pulled, it is built: {e}");

@@ -71,6 +71,13 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
         "docker-default"
     };
     let mounts = mounts::plan(e, st, ins.line, &cmd.mounts, &cwd)?;
+    let arch = st
+        .config
+        .0
+        .get("architecture")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let mut material = format!(
         "RUN {:?} env={:?} user={user} cwd={cwd} net={network:?} sandbox={sandbox_name}",
         args, env
@@ -90,6 +97,14 @@ fn run(e: &Engine, st: &mut State, ins: &Instruction, cmd: &Run) -> Result<(), B
         .clone()
         .map(|f| (f, e.stage_label(st.stage), line));
     e.fs_step(st, ins, &material, &history, &mut |root| {
+        // Checked only when the step runs: a cached step needs no emulator.
+        if !arch.is_empty() {
+            crate::binfmt::check(&arch).map_err(|message| BuildError::Dockerfile {
+                file: file.clone(),
+                line,
+                message,
+            })?;
+        }
         let (uid, gid, groups) = if user.is_empty() {
             (0, 0, Vec::new())
         } else {

@@ -184,7 +184,7 @@ fn import_layout(
             .into());
         }
         if !spec::is_index(&desc.media_type) {
-            store.resolve_descriptor(&reference.to_string(), &clean, "amd64")?;
+            store.complete_image(&reference.to_string(), &clean)?;
         }
         store.tag(&reference, clean)?;
         names.push(reference.canonical().to_string());

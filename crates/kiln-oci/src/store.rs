@@ -423,6 +423,99 @@ impl Store {
         self.write_index(&index)
     }
 
+    /// Name the manifest `manifest` (of linux/`arch`) as `name`, keeping the other platforms
+    /// the name already has: when it points to an image of another architecture, or to an
+    /// index, it then points to an index of all of them (sorted by architecture, so that the
+    /// same platforms give the same index). The manifest of the same architecture is replaced.
+    pub fn tag_platform(
+        &self,
+        name: &Reference,
+        manifest: Descriptor,
+        arch: &str,
+    ) -> Result<Descriptor, StoreError> {
+        let arch = spec::normalize_arch(arch).to_string();
+        let mut entries = self.platform_entries(name)?;
+        entries.retain(|(a, _)| *a != arch);
+        if entries.is_empty() {
+            self.tag(name, manifest.clone())?;
+            return Ok(manifest);
+        }
+        let mut manifest = manifest;
+        manifest.annotations.clear();
+        entries.push((arch, manifest));
+        let desc = self.put_platform_index(&name.to_string(), entries)?;
+        self.tag(name, desc.clone())?;
+        Ok(desc)
+    }
+
+    /// An index of `entries` (architecture, manifest), written to the store; its descriptor.
+    pub fn put_platform_index(
+        &self,
+        image: &str,
+        mut entries: Vec<(String, Descriptor)>,
+    ) -> Result<Descriptor, StoreError> {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let index = Index {
+            manifests: entries
+                .into_iter()
+                .map(|(arch, mut d)| {
+                    d.platform = Some(spec::Platform {
+                        architecture: arch,
+                        os: "linux".into(),
+                        variant: None,
+                    });
+                    d
+                })
+                .collect(),
+            ..Index::default()
+        };
+        let data = serde_json::to_vec(&index).map_err(|source| StoreError::Json {
+            what: format!("index of {image}"),
+            source,
+        })?;
+        let digest = self.put_bytes(&data, None, &format!("index of {image}"))?;
+        Ok(Descriptor::new(
+            spec::MEDIA_OCI_INDEX,
+            digest,
+            data.len() as u64,
+        ))
+    }
+
+    /// The platforms `name` has now, each with its manifest: the entries of its index, or its
+    /// one manifest with the architecture its config names; none when it is not in the store.
+    fn platform_entries(&self, name: &Reference) -> Result<Vec<(String, Descriptor)>, StoreError> {
+        let Some(mut desc) = self.lookup(name)? else {
+            return Ok(Vec::new());
+        };
+        desc.annotations.clear();
+        let digest: Digest = desc.digest.parse()?;
+        let image = name.to_string();
+        let data = self.read_json_blob(&digest, &image)?;
+        if spec::is_index(&media_type_of(&data)) {
+            let index: Index =
+                serde_json::from_slice(&data).map_err(|source| StoreError::Json {
+                    what: format!("index of {image}"),
+                    source,
+                })?;
+            return Ok(index
+                .manifests
+                .into_iter()
+                .filter_map(|d| {
+                    let p = d.platform.as_ref()?;
+                    let arch = spec::normalize_arch(&p.architecture).to_string();
+                    (p.os == "linux").then_some((arch, d))
+                })
+                .collect());
+        }
+        let manifest: Manifest = self.parse_blob(&digest, &format!("manifest of {image}"))?;
+        let config_digest: Digest = manifest.config.digest.parse()?;
+        let config: ImageConfig = self.parse_blob(&config_digest, &format!("config of {image}"))?;
+        Ok(vec![(
+            spec::normalize_arch(&config.architecture).to_string(),
+            desc,
+        )])
+    }
+
     /// Remove the name; returns whether it existed. Blobs stay until `gc`.
     pub fn untag(&self, name: &Reference) -> Result<bool, StoreError> {
         let name = name.canonical().to_string();
@@ -490,7 +583,24 @@ impl Store {
         desc: &Descriptor,
         arch: &str,
     ) -> Result<Image, StoreError> {
-        let arch = spec::normalize_arch(arch);
+        self.resolve_for(image, desc, Some(arch))
+    }
+
+    /// The image a manifest descriptor names, whatever its architecture, once its config and
+    /// layers are checked to be in the store.
+    pub fn complete_image(&self, image: &str, desc: &Descriptor) -> Result<Image, StoreError> {
+        self.resolve_for(image, desc, None)
+    }
+
+    /// [`Self::resolve_descriptor`]; with `arch` `None` a manifest of any architecture is
+    /// taken (and an index gives this machine's platform).
+    fn resolve_for(
+        &self,
+        image: &str,
+        desc: &Descriptor,
+        arch: Option<&str>,
+    ) -> Result<Image, StoreError> {
+        let arch = arch.map(spec::normalize_arch);
         let mut digest: Digest = desc.digest.parse()?;
         let missing = |d: &Digest| StoreError::MissingBlob {
             image: image.into(),
@@ -506,6 +616,7 @@ impl Store {
                     what: format!("index of {image}"),
                     source,
                 })?;
+            let arch = arch.unwrap_or(std::env::consts::ARCH);
             let chosen = select_platform(&index, arch).ok_or_else(|| StoreError::NoPlatform {
                 image: image.into(),
                 arch: arch.into(),
@@ -522,6 +633,18 @@ impl Store {
             return Err(missing(&config_digest));
         }
         let config: ImageConfig = self.parse_blob(&config_digest, &format!("config of {image}"))?;
+        // A single-platform image of another architecture is not silently used: an arm64 build
+        // must not run on the amd64 base image that happens to carry the name.
+        if let Some(arch) = arch
+            && !config.architecture.is_empty()
+            && spec::normalize_arch(&config.architecture) != arch
+        {
+            return Err(StoreError::NoPlatform {
+                image: image.into(),
+                arch: arch.into(),
+                available: format!("linux/{}", config.architecture),
+            });
+        }
         for layer in &manifest.layers {
             let d: Digest = layer.digest.parse()?;
             if !self.has_blob(&d) {

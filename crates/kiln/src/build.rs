@@ -187,7 +187,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let policy = crate::policy::load(&args.policy, &set)?;
     let provenance_key = args.provenance.signing_key()?;
     let store = images().store()?;
-    let packages = PkgOptions::new(crate::image::base_options(images())?);
+    let mut packages = PkgOptions::new(crate::image::base_options(images())?);
+    // `@pkg:` packages are built for the system's architecture only.
+    packages.platforms = Some(vec![packages.base.arch.clone()]);
     // `@pkg:` paths are relative to the first manifest read from a file.
     let base_dir = args
         .files
@@ -245,7 +247,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     };
     let epoch = crate::image::epoch()?;
     let opts = Options {
-        arch: images().arch.clone(),
+        arch: images().arch().to_string(),
         source_date_epoch: epoch,
         base_dir: PathBuf::from("."),
         dockerfile: false,
@@ -259,7 +261,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         Some(image) => Some(std::sync::Arc::new(kiln_assemble::bootloader(
             &store,
             image,
-            &images().arch,
+            images().arch(),
         )?)),
         None => None,
     };
@@ -278,7 +280,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         store: &store,
         formats: &formats,
         target: &target,
-        arch: &images().arch,
+        arch: images().arch(),
         epoch,
     };
     let provenance = crate::provenance::record_build(

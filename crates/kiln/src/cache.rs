@@ -151,7 +151,7 @@ pub fn registry_options(o: &ImageOpts) -> anyhow::Result<RegistryOptions> {
         ca_certs,
         credentials: Vec::new(),
         insecure: o.insecure.clone(),
-        arch: o.arch.clone(),
+        arch: o.arch().to_string(),
         parallel: 4,
         progress: crate::progress::pull_bars(),
         limits: transfer_limits()?,
@@ -548,7 +548,7 @@ fn export(
     let mut refs = parse(names)?;
     let arch = match &platform {
         Some(p) => p.rsplit('/').next().unwrap_or(p).to_string(),
-        None => images().arch.clone(),
+        None => images().arch().to_string(),
     };
     if let Some(n) = &name {
         if refs.len() != 1 {

@@ -166,7 +166,7 @@ fn default_dockerfile(context: &std::path::Path) -> PathBuf {
 
 pub(crate) fn base_options(images: &ImageOpts) -> anyhow::Result<BuildOptions> {
     let mut b = BuildOptions::new(".", "Dockerfile");
-    b.arch = kiln_oci::spec::normalize_arch(&images.arch).to_string();
+    b.arch = kiln_oci::spec::normalize_arch(images.arch()).to_string();
     b.registry = registry_options(images)?;
     b.source_date_epoch = epoch()?;
     b.progress = Some(crate::progress::reporter());
@@ -230,7 +230,7 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
                 .image
                 .parse()
                 .with_context(|| format!("image name {}", u.image))?;
-            kiln_assemble::unpack_bundle(&store, &r, &images().arch, &u.dir)
+            kiln_assemble::unpack_bundle(&store, &r, images().arch(), &u.dir)
                 .with_context(|| format!("unpacking {r} into {}", u.dir.display()))?;
             eprintln!("unpacked {r} into {}", u.dir.display());
         }
@@ -252,7 +252,7 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
                 None => None,
             };
             let opts = ImportOptions {
-                arch: kiln_oci::spec::normalize_arch(&images().arch).to_string(),
+                arch: kiln_oci::spec::normalize_arch(images().arch()).to_string(),
                 env,
                 cmd,
                 source_date_epoch: epoch()?,

@@ -29,9 +29,10 @@ pub struct ImageOpts {
     /// LINUXKIT_CACHE or ~/.linuxkit/cache]
     #[arg(long, global = true, value_name = "DIR")]
     cache: Option<PathBuf>,
-    /// Architecture of the images to use
-    #[arg(long, default_value = std::env::consts::ARCH, global = true)]
-    arch: String,
+    /// Architecture of the images to use and of the systems and packages to build (amd64,
+    /// arm64) [default: this machine's]
+    #[arg(long, global = true)]
+    arch: Option<String>,
     /// Registry mirror, as REGISTRY=URL (for example docker.io=http://127.0.0.1:5000), or a
     /// URL for every registry no other mirror names; repeatable. Also read from KILN_MIRROR
     /// (LINUXKIT_MIRROR run as `linuxkit`), space- or comma-separated
@@ -47,6 +48,16 @@ pub struct ImageOpts {
 }
 
 impl ImageOpts {
+    /// The architecture to use: `--arch`, else this machine's.
+    pub fn arch(&self) -> &str {
+        self.arch.as_deref().unwrap_or(std::env::consts::ARCH)
+    }
+
+    /// Whether `--arch` was given.
+    pub fn arch_given(&self) -> bool {
+        self.arch.is_some()
+    }
+
     fn store(&self) -> anyhow::Result<kiln_oci::Store> {
         let root = self
             .cache
@@ -62,7 +73,7 @@ static IMAGES: OnceLock<ImageOpts> = OnceLock::new();
 pub fn images() -> &'static ImageOpts {
     IMAGES.get_or_init(|| ImageOpts {
         cache: None,
-        arch: std::env::consts::ARCH.into(),
+        arch: None,
         mirrors: Vec::new(),
         insecure: Vec::new(),
         cert_files: Vec::new(),

@@ -116,7 +116,8 @@ struct PkgBuildArgs {
     /// File of build arguments, one NAME=VALUE a line, added to build.yml's; repeatable
     #[arg(long = "build-arg-file", value_name = "PATH")]
     build_arg_files: Vec<PathBuf>,
-    /// Platforms to build, as linux/ARCH, comma-separated [default: --arch]
+    /// Platforms to build, as linux/ARCH, comma-separated [default: --arch when given, else
+    /// the `arches` of each package's build.yml, else this machine's]
     #[arg(long, value_delimiter = ',')]
     platforms: Vec<String>,
     /// Platforms not to build, as linux/ARCH, comma-separated
@@ -325,25 +326,17 @@ fn read_build_arg_files(files: &[PathBuf]) -> anyhow::Result<Vec<(String, String
     Ok(args)
 }
 
-/// The architectures to build: `--platforms` less `--skip-platforms`, else `--arch`. kiln
-/// builds one architecture per run (the global `--arch`).
-fn platform_arch(a: &PkgBuildArgs) -> anyhow::Result<Option<String>> {
+/// The architectures to build, when the command line names them: `--platforms`, else an
+/// explicit `--arch`; `None` leaves each package's `arches` (or this machine's) in force.
+fn platforms(a: &PkgBuildArgs) -> Option<Vec<String>> {
     let arch_of =
         |p: &str| kiln_oci::spec::normalize_arch(p.rsplit('/').next().unwrap_or(p)).to_string();
-    let host = kiln_oci::spec::normalize_arch(&images().arch).to_string();
-    let skipped: Vec<String> = a.skip_platforms.iter().map(|p| arch_of(p)).collect();
-    if a.platforms.is_empty() {
-        return Ok((!skipped.contains(&host)).then_some(host));
+    if !a.platforms.is_empty() {
+        return Some(a.platforms.iter().map(|p| arch_of(p)).collect());
     }
-    let wanted: Vec<String> = a.platforms.iter().map(|p| arch_of(p)).collect();
-    match wanted.as_slice() {
-        [one] => Ok(Some(one.clone())),
-        _ => bail!(
-            "--platforms {}: kiln builds one platform per run; run it once per platform \
-             (--platforms linux/ARCH)",
-            a.platforms.join(",")
-        ),
-    }
+    images()
+        .arch_given()
+        .then(|| vec![arch_of(images().arch())])
 }
 
 pub fn run(args: PkgArgs) -> anyhow::Result<()> {
@@ -393,13 +386,14 @@ fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> 
     if (a.release.is_some() || a.nobuild) && !push {
         bail!("--release and --nobuild go with --push");
     }
-    let Some(arch) = platform_arch(&a)? else {
-        eprintln!("skipping every package: --skip-platforms leaves no platform to build");
-        return Ok(());
-    };
     let store = images().store()?;
     let mut opts = common.options()?;
-    opts.base.arch = arch;
+    opts.platforms = platforms(&a);
+    opts.skip_platforms = a
+        .skip_platforms
+        .iter()
+        .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+        .collect();
     opts.base.no_cache = a.no_cache;
     opts.base.compression = a.compression.into();
     opts.base.allow_insecure = a.allow.contains(&Entitlement::SecurityInsecure);
@@ -452,7 +446,9 @@ fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> 
     if let Some(engine) = &engine {
         load_into_engine(engine, &store, &results)?;
     }
-    for r in &results {
+    // A package built for several platforms has one result each, and one name.
+    let mut seen = std::collections::BTreeSet::new();
+    for r in results.iter().filter(|r| seen.insert(r.reference.clone())) {
         if push {
             let tag = r.reference.rsplit_once(':').map_or("", |(_, t)| t);
             push_one(
@@ -482,8 +478,10 @@ fn load_into_engine(
     store: &kiln_oci::Store,
     results: &[kiln_build::pkg::PkgResult],
 ) -> anyhow::Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
     let refs = results
         .iter()
+        .filter(|r| seen.insert(r.reference.clone()))
         .map(|r| {
             r.reference
                 .parse::<Reference>()

@@ -266,7 +266,7 @@ fn accel_value(flag: Option<&str>) -> String {
 /// Run a `kiln run` command; `run qemu` boots a guest of the global `--arch` (LinuxKit's
 /// `run qemu --arch` means the same).
 pub fn run(cmd: RunCommand) -> anyhow::Result<ExitCode> {
-    run_for_arch(cmd, Some(&crate::images().arch))
+    run_for_arch(cmd, Some(crate::images().arch()))
 }
 
 /// Run a `kiln run` command; `run qemu` boots a guest of `arch` (qemu's, Rust's or Go's name;

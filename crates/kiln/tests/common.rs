@@ -538,3 +538,31 @@ pub fn digest_of(cache: &Path, name: &str) -> String {
         .expect("digest")
         .to_string()
 }
+
+/// The shared store with the Debian base image for arm64 as well: `debian:bookworm` then names
+/// both platforms (the arm64 tree is made by `scripts/base-image.sh arm64`, through qemu-user).
+pub fn shared_store_arm64() -> PathBuf {
+    static ARM64: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let cache = shared_store();
+    let _one_at_a_time = ARM64.lock().unwrap_or_else(|e| e.into_inner());
+    let listing = run_ok(kiln().args(["cache", "ls", "--cache"]).arg(&cache));
+    let has_arm64 = listing
+        .lines()
+        .any(|l| l.contains("debian:bookworm") && l.contains("linux/arm64"));
+    if !has_arm64 {
+        let out = run_ok(
+            Command::new("bash")
+                .arg(repo_root().join("scripts/base-image.sh"))
+                .arg("arm64"),
+        );
+        run_ok(
+            kiln()
+                .args(["--arch", "arm64", "image", "import"])
+                .arg(out.trim())
+                .arg("debian:bookworm")
+                .arg("--cache")
+                .arg(&cache),
+        );
+    }
+    cache
+}
