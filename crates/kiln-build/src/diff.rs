@@ -6,7 +6,7 @@
 use crate::error::{BuildError, io_err};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use kiln_fs::unpack::OPAQUE_XATTR;
+use kiln_fs::unpack::opaque_xattr;
 use kiln_oci::spec::Descriptor;
 use kiln_oci::{Digest, HashingWriter, Store};
 use std::collections::HashMap;
@@ -42,13 +42,15 @@ pub fn prune_copied_up(upper: &Path, lowers: &[std::path::PathBuf]) -> Result<()
         if let Ok(names) = xattr::list(path) {
             for name in names {
                 let n = name.to_string_lossy();
-                if n.starts_with("trusted.overlay.") && n != OPAQUE_XATTR {
+                // trusted.* as root, user.* in a user namespace (`userxattr`).
+                let overlay = n.starts_with("trusted.overlay.") || n.starts_with("user.overlay.");
+                if overlay && n != opaque_xattr() {
                     let _ = xattr::remove(path, &name);
                 }
             }
         }
         if !item.file_type().is_dir()
-            || xattr::get(path, OPAQUE_XATTR).ok().flatten().is_some()
+            || xattr::get(path, opaque_xattr()).ok().flatten().is_some()
             || fs::read_dir(path).map_err(io_err(path))?.next().is_some()
         {
             continue;
@@ -155,7 +157,7 @@ fn write(
             tar.append_data(&mut header, format!("{rel}/"), io::empty())
                 .map_err(w)?;
             if overlay_format
-                && xattr::get(path, OPAQUE_XATTR).ok().flatten().as_deref() == Some(b"y")
+                && xattr::get(path, opaque_xattr()).ok().flatten().as_deref() == Some(b"y")
             {
                 let mut h = tar::Header::new_gnu();
                 h.set_entry_type(tar::EntryType::Regular);
@@ -338,7 +340,10 @@ fn write_xattrs<W: Write>(tar: &mut tar::Builder<W>, path: &Path) -> io::Result<
     let mut records = Vec::new();
     for name in names {
         let name = name.to_string_lossy().to_string();
-        if !(name.starts_with("security.") || name.starts_with("user.")) {
+        // user.overlay.*: overlayfs' own, in a user namespace.
+        if !(name.starts_with("security.") || name.starts_with("user."))
+            || name.starts_with("user.overlay.")
+        {
             continue;
         }
         if let Ok(Some(value)) = xattr::get(path, &name) {

@@ -1,7 +1,9 @@
 //! Overlay mounts of a stage's layers: the unpacked layer directories as read-only lower
 //! directories and a fresh upper directory that collects the step's changes. After the step the
 //! upper directory *is* the new layer, in overlayfs' format (whiteouts as 0/0 character devices,
-//! opaque directories marked with the `trusted.overlay.opaque` attribute).
+//! opaque directories marked with the `trusted.overlay.opaque` attribute, or
+//! `user.overlay.opaque` in a user namespace: a rootless build mounts with `userxattr` there,
+//! where `trusted.*` attributes cannot be set).
 
 use crate::error::{BuildError, io_err};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -62,6 +64,9 @@ impl Overlay {
             lowerdirs.push(mk("e2")?.display().to_string());
         }
         let mut options = format!("lowerdir={}", lowerdirs.join(":"));
+        if kiln_fs::unpack::in_user_namespace() {
+            options.insert_str(0, "userxattr,");
+        }
         let upper = if writable {
             let upper = mk("u")?;
             let work = mk("w")?;

@@ -311,11 +311,21 @@ fn limit_processes(container: &mut Container, pids_limit: u64) {
             kiln_runtime::ProcessLimit::Rlimit(limit) => {
                 static WARNED: std::sync::Once = std::sync::Once::new();
                 WARNED.call_once(|| {
-                    tracing::warn!(
-                        "no writable pids cgroup controller (cgroup v2 or v1): RUN steps are \
-                         limited by RLIMIT_NPROC to {} processes of their user on the whole host",
-                        limit.soft
-                    );
+                    if kiln_fs::unpack::in_user_namespace() {
+                        // Rootless: the host's cgroups are never the user's to write; expected.
+                        tracing::info!(
+                            "rootless build: RUN steps run without a cgroup of their own, \
+                             limited by RLIMIT_NPROC to {} processes of this user",
+                            limit.soft
+                        );
+                    } else {
+                        tracing::warn!(
+                            "no writable pids cgroup controller (cgroup v2 or v1): RUN steps \
+                             are limited by RLIMIT_NPROC to {} processes of their user on the \
+                             whole host",
+                            limit.soft
+                        );
+                    }
                 });
                 container.rlimits.push(limit);
             }

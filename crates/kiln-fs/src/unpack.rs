@@ -1,6 +1,7 @@
 //! Unpacking a layer tar into a directory in overlayfs' format, so that it can serve as a
 //! lower directory: `.wh.NAME` becomes a 0/0 character device, `.wh..wh..opq` the
-//! `trusted.overlay.opaque` attribute on its directory. Hostile members are refused: paths that
+//! `trusted.overlay.opaque` attribute on its directory (`user.overlay.opaque` in a user
+//! namespace, for a rootless build's overlays). Hostile members are refused: paths that
 //! climb out, entries beneath a symlink or a non-directory, hard links to paths that are not in
 //! the layer.
 
@@ -45,6 +46,29 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 /// The attribute overlayfs reads to treat a directory as opaque.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The same, for overlayfs mounted with `userxattr` (in a user namespace, where `trusted.*`
+/// attributes cannot be set).
+pub const USER_OPAQUE_XATTR: &str = "user.overlay.opaque";
+
+/// The opaque attribute for the overlays this process mounts: [`USER_OPAQUE_XATTR`] in a user
+/// namespace (see [`in_user_namespace`]), else [`OPAQUE_XATTR`].
+pub fn opaque_xattr() -> &'static str {
+    if in_user_namespace() {
+        USER_OPAQUE_XATTR
+    } else {
+        OPAQUE_XATTR
+    }
+}
+
+/// Whether this process is in a user namespace other than the initial one (its uid map is not
+/// the identity over every id), as a rootless build is.
+pub fn in_user_namespace() -> bool {
+    static IN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IN.get_or_init(|| {
+        fs::read_to_string("/proc/self/uid_map")
+            .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+    })
+}
 
 /// Unpack the (uncompressed) layer `reader` into the empty directory `dest`. `layer` names the
 /// layer in errors.
@@ -73,7 +97,7 @@ pub fn unpack(reader: impl Read, dest: &Path, layer: &str) -> Result<(), UnpackE
             None => dest.to_path_buf(),
         };
         if base == OPAQUE {
-            xattr::set(&parent_dir, OPAQUE_XATTR, b"y").map_err(io_err(&parent_dir))?;
+            xattr::set(&parent_dir, opaque_xattr(), b"y").map_err(io_err(&parent_dir))?;
             continue;
         }
         if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX) {
@@ -231,7 +255,18 @@ fn create(entry: &Entry, target: &Path, root: &Path, data: &mut dyn Read) -> Res
     }
     let id =
         |n: u64| u32::try_from(n).map_err(|_| Create::Bad(format!("owner {n} is out of range")));
-    lchown(target, Some(id(entry.uid)?), Some(id(entry.gid)?))?;
+    let (uid, gid) = (id(entry.uid)?, id(entry.gid)?);
+    match lchown(target, Some(uid), Some(gid)) {
+        // An id the user namespace of a rootless build does not map.
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput && in_user_namespace() => {
+            return Err(Create::Bad(format!(
+                "owner {uid}:{gid} is outside the ids of this rootless build's user namespace \
+                 (the user, then the subordinate ranges in /etc/subuid and /etc/subgid): give \
+                 the user a larger range, or build as root"
+            )));
+        }
+        r => r?,
+    }
     if !matches!(entry.kind, Kind::Symlink(_)) {
         fs::set_permissions(target, fs::Permissions::from_mode(entry.mode))?;
     }

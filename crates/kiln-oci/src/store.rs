@@ -600,7 +600,8 @@ impl Store {
         desc: &Descriptor,
         arch: Option<&str>,
     ) -> Result<Image, StoreError> {
-        let arch = arch.map(spec::normalize_arch);
+        // An empty architecture asks for none in particular.
+        let arch = arch.filter(|a| !a.is_empty()).map(spec::normalize_arch);
         let mut digest: Digest = desc.digest.parse()?;
         let missing = |d: &Digest| StoreError::MissingBlob {
             image: image.into(),

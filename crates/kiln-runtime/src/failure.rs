@@ -181,6 +181,21 @@ pub(crate) fn start_error(c: &Container, report: &OwnedFd, source: io::Error) ->
     let command = c.command_line();
     match read(report) {
         Some((Step::Exec, _)) => RuntimeError::Exec { command, source },
+        Some((step @ (Step::Uid | Step::Gid | Step::Groups), i))
+            if source.raw_os_error() == Some(libc::EINVAL)
+                && crate::userns::in_user_namespace() =>
+        {
+            RuntimeError::Start {
+                command,
+                step: format!(
+                    "{}, an id this rootless build's user namespace does not map (it maps the \
+                     user and the subordinate ranges in /etc/subuid and /etc/subgid: give the \
+                     user a larger range)",
+                    describe(c, step, i)
+                ),
+                source,
+            }
+        }
         Some((step, i)) => RuntimeError::Start {
             command,
             step: describe(c, step, i),

@@ -18,7 +18,9 @@
 //! namespace; the intermediate process only waits and passes on the exit status. With
 //! [`Options::die_with_parent`] it also dies with its parent, taking the container, its PID
 //! namespace and its cgroup along. [`private_mount_namespace`] keeps what a whole process (a
-//! build) mounts off the host. All `unsafe` code is in the private `sys` module.
+//! build) mounts off the host. [`userns`] starts a program (kiln itself, for a rootless
+//! build) in a user namespace mapped from the user's subordinate ids, where this runtime runs
+//! containers too. All `unsafe` code is in the private `sys` module.
 //!
 //! ```no_run
 //! use kiln_runtime::lifecycle::{Created, Options};
@@ -48,6 +50,7 @@ pub mod seccomp;
 pub mod security;
 mod spawn;
 mod sys;
+pub mod userns;
 
 pub use cgroup::{Cgroup, Hierarchy, ProcessLimit, process_limit};
 pub use container::{Container, Device, Mount, Namespace, Network, NsKind, STANDARD_MOUNTPOINTS};

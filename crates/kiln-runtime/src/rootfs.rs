@@ -117,8 +117,14 @@ pub(crate) fn setup_root(p: &Prepared) -> io::Result<()> {
         )?;
     }
     if p.readonly_root {
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
-        let r = mount(NONE, p.rootfs.as_c_str(), NONE, flags, NONE).map_err(errno);
+        // The root's own mount (the bind of the root onto itself), opened by its path.
+        let r = open(
+            p.rootfs.as_c_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)
+        .and_then(|fd| remount_readonly_fd(fd.as_fd(), MsFlags::MS_REC));
         at(p, Step::ReadonlyRoot, 0, r)?;
     }
     at(p, Step::PivotRoot, 0, enter_root(p))
@@ -203,8 +209,7 @@ fn oci_mount(p: &Prepared, root: BorrowedFd<'_>, m: &PreparedMount) -> io::Resul
     }
     // Resolved again each time: the new mount, not what it covers.
     if m.readonly_bind {
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        mount_at(root, target, NONE, NONE, flags, NONE)?;
+        remount_readonly(root, target, MsFlags::empty())?;
     }
     if !m.propagation.is_empty() {
         mount_at(root, target, NONE, NONE, m.propagation, NONE)?;
@@ -216,10 +221,27 @@ fn oci_mount(p: &Prepared, root: BorrowedFd<'_>, m: &PreparedMount) -> io::Resul
 fn standard_mounts(p: &Prepared, root: BorrowedFd<'_>) -> io::Result<()> {
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = inside(p, &p.proc_dir)?;
-    mount_at(root, proc_dir, Some(c"proc"), Some(c"proc"), nodev, NONE)?;
+    let fresh = mount_at(root, proc_dir, Some(c"proc"), Some(c"proc"), nodev, NONE);
+    if refused(&fresh) {
+        // In a user namespace, where the host's /proc has parts covered (a container's):
+        // the host's, as rootless runtimes do.
+        let rbind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        mount_at(root, proc_dir, Some(c"/proc"), NONE, rbind, NONE)?;
+    } else {
+        fresh?;
+    }
     let sys_dir = inside(p, &p.sys_dir)?;
     let ro = nodev | MsFlags::MS_RDONLY;
-    mount_at(root, sys_dir, Some(c"sysfs"), Some(c"sysfs"), ro, NONE)?;
+    let fresh = mount_at(root, sys_dir, Some(c"sysfs"), Some(c"sysfs"), ro, NONE);
+    if refused(&fresh) {
+        // In a user namespace sysfs needs a network namespace of its own; with the host's
+        // network, the host's /sys, read-only.
+        let rbind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        mount_at(root, sys_dir, Some(c"/sys"), NONE, rbind, NONE)?;
+        remount_readonly(root, sys_dir, MsFlags::empty())?;
+    } else {
+        fresh?;
+    }
     let dev_dir = inside(p, &p.dev_dir)?;
     let tmpfs = Some(c"tmpfs");
     mount_at(
@@ -366,8 +388,41 @@ fn readonly_path(p: &Prepared, root: BorrowedFd<'_>, path: &CStr) -> io::Result<
     let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
     mount(Some(at.as_cstr()), at.as_cstr(), NONE, flags, NONE).map_err(errno)?;
     // Resolved again: the bind just made.
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
-    mount_at(root, target, NONE, NONE, flags, NONE)
+    remount_readonly(root, target, MsFlags::MS_REC)
+}
+
+/// Whether a mount failed because the kernel refuses it here (EPERM: a user namespace).
+fn refused(r: &io::Result<()>) -> bool {
+    matches!(r, Err(e) if e.raw_os_error() == Some(libc::EPERM))
+}
+
+/// Make the mount at `target` (a path in the container, resolved inside the root) read-only,
+/// keeping its other flags: in a user namespace the kernel refuses a remount that would clear
+/// the flags it locked (nosuid, nodev, noexec, atime) on mounts that came from the host.
+fn remount_readonly(root: BorrowedFd<'_>, target: &[u8], extra: MsFlags) -> io::Result<()> {
+    let fd = resolve::open(root, target, OFlag::O_PATH)?;
+    remount_readonly_fd(fd.as_fd(), extra)
+}
+
+/// [`remount_readonly`] of the mount `fd` (an `O_PATH` descriptor) is on.
+fn remount_readonly_fd(fd: BorrowedFd<'_>, extra: MsFlags) -> io::Result<()> {
+    let kept = nix::sys::statvfs::fstatvfs(fd).map_or(MsFlags::empty(), |st| {
+        use nix::sys::statvfs::FsFlags;
+        [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ]
+        .into_iter()
+        .filter(|(f, _)| st.flags().contains(*f))
+        .fold(MsFlags::empty(), |acc, (_, m)| acc | m)
+    });
+    let path = ProcFd::new(fd);
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept | extra;
+    mount(NONE, path.as_cstr(), NONE, flags, NONE).map_err(errno)
 }
 
 /// Hide a path: an empty read-only tmpfs over a directory, /dev/null over anything else.

@@ -252,3 +252,62 @@ pub(crate) fn read_link(link: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> io
     }
     Ok(n)
 }
+
+/// Make the child `cmd` starts enter a new user namespace before it executes the program: it
+/// closes its copy of `go_write` (the parent's end of the gate), unshares the namespace,
+/// writes its pid and the result (0, or the errno) to `ready` (4 + 4 bytes, native order),
+/// then waits for a byte on `go` (the parent writes the maps meanwhile) and asks for SIGTERM
+/// when the parent's thread ends (giving up if the parent is gone already). EOF on `go`
+/// abandons the start.
+pub(crate) fn enter_user_namespace_before_exec(
+    cmd: &mut Command,
+    ready: std::os::fd::OwnedFd,
+    go: std::os::fd::OwnedFd,
+    go_write: std::os::fd::RawFd,
+) {
+    let parent = nix::unistd::getpid();
+    let hook = move || -> io::Result<()> {
+        let _ = nix::unistd::close(go_write);
+        let failed = match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER) {
+            Ok(()) => 0,
+            Err(e) => e as i32,
+        };
+        let mut message = [0u8; 8];
+        message[..4].copy_from_slice(&nix::unistd::getpid().as_raw().to_ne_bytes());
+        message[4..].copy_from_slice(&failed.to_ne_bytes());
+        nix::unistd::write(&ready, &message).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+        if failed != 0 {
+            return Err(io::Error::from_raw_os_error(failed));
+        }
+        let mut byte = [0u8; 1];
+        loop {
+            match nix::unistd::read(&go, &mut byte) {
+                Ok(1) => break,
+                Err(nix::Error::EINTR) => continue,
+                // The parent gave up (the maps could not be written).
+                Ok(_) => return Err(io::Error::from_raw_os_error(libc::ECANCELED)),
+                Err(e) => return Err(io::Error::from_raw_os_error(e as i32)),
+            }
+        }
+        // After the unshare, which may clear it; a parent that died before it took effect is
+        // not waited for.
+        check(set_parent_death_sigterm())?;
+        if nix::unistd::getppid() != parent {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(())
+    };
+    // SAFETY: `pre_exec` requires the closure to be safe to run in a forked child of a possibly
+    // multi-threaded process: async-signal-safe only. It makes single system calls (close,
+    // unshare, getpid, write, read, prctl, getppid) on descriptors it owns and on arrays on its own
+    // stack frame; an error is made from a raw errno, which does not allocate.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
+/// prctl(PR_SET_PDEATHSIG, SIGTERM) for [`enter_user_namespace_before_exec`].
+fn set_parent_death_sigterm() -> libc::c_int {
+    // SAFETY: prctl(2) with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) }
+}

@@ -368,6 +368,11 @@ pub fn run(cmd: CacheCommand) -> anyhow::Result<()> {
             build_cache,
             published_only,
         } => {
+            // A rootless build's cache holds files of the user's subordinate ids: as that user,
+            // removing it takes the same user namespace the build ran in.
+            if build_cache {
+                crate::rootless::run_as_root_of_a_user_namespace()?;
+            }
             if published_only {
                 let ropts = registry_options(images())?;
                 for entry in store.list()? {

@@ -180,6 +180,7 @@ pub(crate) fn base_options(images: &ImageOpts) -> anyhow::Result<BuildOptions> {
 pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
         ImageCommand::Build(a) => {
+            crate::rootless::run_as_root_of_a_user_namespace()?;
             let store = images().store()?;
             let mut b = base_options(images())?;
             b.dockerfile = a

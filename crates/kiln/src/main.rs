@@ -12,6 +12,7 @@ mod pkg;
 mod policy;
 mod progress;
 mod provenance;
+mod rootless;
 mod run;
 mod sbom;
 mod serve;

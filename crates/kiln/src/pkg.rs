@@ -366,6 +366,7 @@ pub fn run(args: PkgArgs) -> anyhow::Result<()> {
 }
 
 fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> {
+    crate::rootless::run_as_root_of_a_user_namespace()?;
     let push = push || a.push;
     // --docker: the engine is named (DOCKER_HOST checked) before anything is built.
     let engine = a
