@@ -1,6 +1,6 @@
-//! Records the git commit kiln is built from (for `kiln version`) and the tag of the bootloader
-//! package of that commit (the default `--bootloader` image), when it is built in a git work
-//! tree; nothing otherwise.
+//! Records the git commit kiln is built from (for `kiln version`) and the tags of the bootloader
+//! and rpi3-firmware packages of that commit (the default `--bootloader` and `--firmware`
+//! images), when it is built in a git work tree; nothing otherwise.
 
 use std::process::Command;
 
@@ -21,6 +21,9 @@ fn main() {
     // The tag `kiln pkg build pkg/bootloader` gives the package of this commit: its tree hash.
     if let Some(tree) = git(&["rev-parse", "HEAD:pkg/bootloader"]) {
         println!("cargo:rustc-env=KILN_BOOTLOADER_TAG={tree}");
+    }
+    if let Some(tree) = git(&["rev-parse", "HEAD:pkg/rpi3-firmware"]) {
+        println!("cargo:rustc-env=KILN_RPI3_FIRMWARE_TAG={tree}");
     }
     // Rebuilt when HEAD moves: HEAD itself, the branch it names, and packed refs.
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {

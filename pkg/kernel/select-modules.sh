@@ -1,9 +1,12 @@
 #!/bin/sh
-# select-modules.sh SRC LIST OUT: from the unpacked kernel package SRC, write OUT/kernel,
-# OUT/System.map and OUT/kernel.tar holding the modules named in LIST and everything they depend
-# on, with modules.dep and friends made by depmod for exactly that set.
+# select-modules.sh SRC ARCH OUT: from the unpacked kernel package SRC, write OUT/kernel,
+# OUT/System.map and OUT/kernel.tar holding the modules named in modules.list and
+# modules.ARCH.list (beside this script) and everything they depend on, with modules.dep and
+# friends made by depmod for exactly that set, and the device trees dtbs.ARCH.list names
+# (when there is one) under boot/dtb/.
 set -eu
-src=$1 list=$2 out=$3
+src=$1 arch=$2 out=$3
+here=$(dirname "$0")
 version=$(ls "$src/lib/modules")
 full="$src/lib/modules/$version"
 stage=/tmp/stage
@@ -11,7 +14,9 @@ mkdir -p "$out" "$stage/lib/modules/$version"
 cp "$src/boot/vmlinuz-$version" "$out/kernel"
 cp "$src/boot/System.map-$version" "$out/System.map"
 depmod -b "$src" "$version"
-wanted=$(grep -v '^#' "$list" | tr -s ' \n' '\n' | sed '/^$/d')
+lists="$here/modules.list"
+if [ -e "$here/modules.$arch.list" ]; then lists="$lists $here/modules.$arch.list"; fi
+wanted=$(cat $lists | grep -v '^#' | tr -s ' \n' '\n' | sed '/^$/d')
 for m in $wanted; do
   deps=$(modprobe -d "$src" -S "$version" --show-depends "$m") || {
     echo "module $m is not in kernel $version" >&2; exit 1; }
@@ -29,5 +34,22 @@ while read -r m; do
   if [ -e "$stage/lib/modules/$version/$m" ]; then echo "$m"; fi
 done < "$full/modules.order" > "$stage/lib/modules/$version/modules.order"
 depmod -b "$stage" "$version"
-tar --sort=name --numeric-owner --owner=0 --group=0 --mtime=@0 -C "$stage" -cf "$out/kernel.tar" lib
-echo "kernel $version: $(tar -tf "$out/kernel.tar" | grep -c '\.ko$') modules" >&2
+# Device trees (arm64), from /usr/lib/linux-image-VERSION/VENDOR/NAME.dtb to boot/dtb/VENDOR/.
+top=lib
+if [ -e "$here/dtbs.$arch.list" ]; then
+  dtbs="$src/usr/lib/linux-image-$version"
+  for pattern in $(grep -v '^#' "$here/dtbs.$arch.list"); do
+    found=
+    for f in "$dtbs"/$pattern; do
+      [ -e "$f" ] || continue
+      found=1
+      rel=${f#"$dtbs/"}
+      mkdir -p "$stage/boot/dtb/$(dirname "$rel")"
+      cp "$f" "$stage/boot/dtb/$rel"
+    done
+    [ -n "$found" ] || { echo "no device tree $pattern in kernel $version" >&2; exit 1; }
+  done
+  top="boot lib"
+fi
+tar --sort=name --numeric-owner --owner=0 --group=0 --mtime=@0 -C "$stage" -cf "$out/kernel.tar" $top
+echo "kernel $version ($arch): $(tar -tf "$out/kernel.tar" | grep -c '\.ko$') modules, $(tar -tf "$out/kernel.tar" | grep -c '\.dtb$') device trees" >&2

@@ -2,7 +2,7 @@
 //! the store for the boot media formats.
 
 use crate::AssembleError;
-use kiln_format::Bootloader;
+use kiln_format::{Arch, Bootloader};
 use kiln_fs::layers::Flattener;
 use kiln_fs::{Kind, Sink};
 use kiln_oci::{ImageLayers, Reference, Store};
@@ -15,16 +15,26 @@ pub const BOOTLOADER_DIR: &str = "boot-files/";
 /// times this: the image is small, and anything else is not kiln's bootloader image.
 const FILE_MAX: u64 = 16 << 20;
 
-/// The files under [`BOOTLOADER_DIR`] in the image `name` for `arch`, by their path below it.
+/// The files under [`BOOTLOADER_DIR`] in the image `name` for `arch` (an OCI architecture,
+/// `amd64` or `arm64`), by their path below it; the boot media are written for `arch`.
 pub fn bootloader(
     store: &Store,
     name: &Reference,
     arch: &str,
 ) -> Result<Bootloader, AssembleError> {
+    let machine = Arch::from_oci(arch).ok_or_else(|| {
+        AssembleError::Output(io::Error::other(format!(
+            "kiln writes boot media (ISOs, disks, UKIs) for amd64 and arm64, not {arch}: build \
+             kernel+initrd or tar for {arch}"
+        )))
+    })?;
     let image = store.resolve(name, arch)?;
     let mut files = Collector {
         image: name.to_string(),
-        found: Bootloader::default(),
+        found: Bootloader {
+            arch: machine,
+            ..Bootloader::default()
+        },
         total: 0,
     };
     Flattener::new(&ImageLayers::new(store, &image))

@@ -55,11 +55,15 @@ pub enum Format {
     /// As [`Format::KernelSquashfs`] with the root as an ISO 9660 image, `NAME.iso`, which
     /// kiln-init mounts from the first CD-ROM drive.
     KernelIso,
+    /// `NAME.tar`: what goes on a Raspberry Pi 3's SD card (its boot partition): the Pi's
+    /// firmware from [`Target::firmware`], config.txt, cmdline.txt, the arm64 kernel, the
+    /// initrd and the device trees.
+    Rpi3,
 }
 
 impl Format {
     /// Every format, in the order `--help` lists them.
-    pub const ALL: [Format; 20] = [
+    pub const ALL: [Format; 21] = [
         Format::KernelInitrd,
         Format::Tar,
         Format::TarKernelInitrd,
@@ -80,6 +84,7 @@ impl Format {
         Format::KernelSquashfs,
         Format::KernelErofs,
         Format::KernelIso,
+        Format::Rpi3,
     ];
 
     /// The format's name on the command line and in manifests (LinuxKit's names).
@@ -105,6 +110,7 @@ impl Format {
             Format::KernelSquashfs => "kernel+squashfs",
             Format::KernelErofs => "kernel+erofs",
             Format::KernelIso => "kernel+iso",
+            Format::Rpi3 => "rpi3",
         }
     }
 
@@ -130,6 +136,7 @@ impl Format {
             Format::KernelSquashfs => "-squashfs.img",
             Format::KernelErofs => "-erofs.img",
             Format::KernelIso => ".iso",
+            Format::Rpi3 => ".tar",
         }
     }
 
@@ -164,6 +171,7 @@ impl Format {
             Format::KernelIso => {
                 "NAME-kernel, NAME-initrd.img, NAME-cmdline and the root as NAME.iso (a CD-ROM)"
             }
+            Format::Rpi3 => "NAME.tar, a Raspberry Pi 3's SD card boot partition (arm64)",
         }
     }
 
@@ -185,6 +193,7 @@ impl Format {
                 | Format::KernelSquashfs
                 | Format::KernelErofs
                 | Format::KernelIso
+                | Format::Rpi3
         )
     }
 
@@ -277,6 +286,8 @@ pub struct Target {
     pub disk_size: u64,
     /// The boot loader files the boot media formats need (from kiln's bootloader package).
     pub bootloader: Option<std::sync::Arc<crate::Bootloader>>,
+    /// The Raspberry Pi firmware the rpi3 format needs (from kiln's rpi3-firmware package).
+    pub firmware: Option<std::sync::Arc<crate::Firmware>>,
     /// Where the boot media formats put the root filesystem: in the initrd (RAM), or in a
     /// read-only image on a partition of the disk, with an initrd holding only kiln-init and
     /// the kernel's modules.
@@ -300,6 +311,7 @@ impl Target {
             segment_cache: None,
             disk_size: 1024 << 20,
             bootloader: None,
+            firmware: None,
             root: RootFs::Ram,
         }
     }
@@ -348,6 +360,43 @@ pub enum FormatError {
         format: Format,
         /// The missing file.
         file: String,
+    },
+    /// A format that boots through a PC BIOS, asked for an architecture without one.
+    #[error(
+        "format {format} boots through a PC BIOS, which {arch} machines do not have: use {instead}, which boot{s} under UEFI",
+        s = if .instead.contains(" or ") { "" } else { "s" }
+    )]
+    NoBios {
+        /// The format.
+        format: Format,
+        /// The system's architecture.
+        arch: crate::Arch,
+        /// The formats to use instead.
+        instead: &'static str,
+    },
+    /// The rpi3 format needs the Raspberry Pi firmware.
+    #[error(
+        "format {0} needs the Raspberry Pi firmware: build it with `kiln --arch arm64 pkg build pkg/rpi3-firmware` and pass the image with --firmware IMAGE"
+    )]
+    NoFirmware(Format),
+    /// The firmware image lacks a file a format needs.
+    #[error(
+        "format {format}: the firmware image has no {file}; build it from kiln's pkg/rpi3-firmware"
+    )]
+    FirmwareFile {
+        /// The format.
+        format: Format,
+        /// The missing file.
+        file: String,
+    },
+    /// What a format is made of does not fit it (the kernel of another architecture, a missing
+    /// device tree, ...).
+    #[error("format {format}: {why}")]
+    Content {
+        /// The format.
+        format: Format,
+        /// What is wrong and what to do.
+        why: String,
     },
     /// A format cannot carry its root as an image yet.
     #[error(

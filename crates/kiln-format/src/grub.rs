@@ -1,6 +1,7 @@
-//! GRUB on BIOS boot media: the bytes a disk or ISO writer places so that GRUB's images from
-//! kiln's bootloader package (`pkg/bootloader`) boot under a PC BIOS, and the `grub.cfg` that
-//! boots kiln's kernel and initrd.
+//! GRUB on boot media: the bytes a disk or ISO writer places so that GRUB's images from kiln's
+//! bootloader package (`pkg/bootloader`) boot under a PC BIOS, where each of the package's files
+//! is, and the `grub.cfg` that boots kiln's kernel and initrd (on BIOS, and under UEFI on amd64
+//! and arm64).
 //!
 //! Pure functions over byte slices: they patch what `grub-bios-setup` and `xorriso` patch when
 //! they install the same images, and write no file. The layouts they serve:
@@ -17,8 +18,13 @@
 //!   the blocks ([`crate::iso9660::BiosBoot::grub`], [`crate::iso9660::HybridMbr::grub`]).
 //!   GRUB reads `/boot/grub/grub.cfg` from the ISO 9660 file system.
 //!
+//! - **UEFI** (`iso-efi-initrd`): GRUB's EFI image for the architecture
+//!   ([`crate::Arch::grub_efi`]) starts from the firmware's removable-media path and finds the
+//!   device holding `/boot/grub/grub.cfg`. arm64 has no BIOS, so only this layout exists there.
+//!
 //! Offsets come from GRUB 2.06's `boot.S`, `diskboot.S` and `util/setup.c`.
 
+use crate::Arch;
 use std::fmt::Write as _;
 
 /// The size of a disk sector as BIOS and GRUB count: 512 bytes.
@@ -32,6 +38,8 @@ pub const EMBED_LBA: u64 = 1;
 pub const MAX_CORE_SECTORS: u64 = (0x78000 - 0x9000) / SECTOR_SIZE as u64;
 
 /// Where kiln's bootloader package keeps each file, relative to its `/boot-files` directory.
+/// The package for amd64 has the BIOS images and the x86-64 EFI files, the one for arm64 the
+/// arm64 EFI files only; [`crate::Arch`] picks a format's files by architecture.
 pub mod files {
     /// GRUB's MBR boot code for BIOS disks ([`super::bios_disk_boot_area`]).
     pub const BOOT_IMG: &str = "grub/i386-pc/boot.img";
@@ -41,10 +49,14 @@ pub mod files {
     pub const ELTORITO_IMG: &str = "grub/i386-pc/eltorito.img";
     /// GRUB's MBR boot code for hybrid ISOs.
     pub const BOOT_HYBRID_IMG: &str = "grub/i386-pc/boot_hybrid.img";
-    /// GRUB for UEFI: it makes the device holding `/boot/grub/grub.cfg` its root.
+    /// GRUB for UEFI on x86-64: it makes the device holding `/boot/grub/grub.cfg` its root.
     pub const GRUB_EFI: &str = "grub/x86_64-efi/BOOTX64.EFI";
-    /// The systemd-boot EFI stub, for Unified Kernel Images.
+    /// GRUB for UEFI on arm64 (`grub-mkimage -O arm64-efi`), made as [`GRUB_EFI`] is.
+    pub const GRUB_EFI_ARM64: &str = "grub/arm64-efi/BOOTAA64.EFI";
+    /// The systemd-boot EFI stub for x86-64, for Unified Kernel Images.
     pub const EFI_STUB: &str = "systemd-boot/linuxx64.efi.stub";
+    /// The systemd-boot EFI stub for arm64, for Unified Kernel Images.
+    pub const EFI_STUB_ARM64: &str = "systemd-boot/linuxaa64.efi.stub";
 }
 
 // boot.img (GRUB's boot.S, include/grub/i386/pc/boot.h).
@@ -225,9 +237,12 @@ pub fn bios_disk_boot_area(
     })
 }
 
-/// The `grub.cfg` that boots `kernel` with `initrd` and `cmdline` at once, with GRUB's output
-/// on the first serial port (115200 baud) as well as the screen, and its own progress lines
-/// (`kiln: loading ...`). Paths are absolute on GRUB's root device (`/boot/kernel`).
+/// The `grub.cfg` that boots `kernel` with `initrd` and `cmdline` at once on `arch`, with its
+/// own progress lines (`kiln: loading ...`). Paths are absolute on GRUB's root device
+/// (`/boot/kernel`). On amd64 GRUB's output goes to the first serial port (115200 baud) as well
+/// as the screen; on arm64 to the firmware's console (UEFI's, which arm64 firmware puts on the
+/// serial port: GRUB has no driver of its own for arm64 UARTs). GRUB's `linux` command loads
+/// the kernel of either: an x86 bzImage, or an arm64 `Image` through its EFI stub.
 ///
 /// GRUB hands the kernel its arguments re-quoted: it wraps an argument holding a space in
 /// double quotes and puts a backslash before `\`, `'` and `"`. So the command line is split
@@ -235,17 +250,25 @@ pub fn bios_disk_boot_area(
 /// removed, and each argument is one single-quoted GRUB word: the kernel gets the same
 /// parameters. Command lines GRUB would alter (`\`, `'`, other double quotes, control
 /// characters) are refused.
-pub fn grub_cfg(kernel: &str, initrd: &str, cmdline: &str) -> Result<String, GrubError> {
+pub fn grub_cfg(
+    arch: Arch,
+    kernel: &str,
+    initrd: &str,
+    cmdline: &str,
+) -> Result<String, GrubError> {
     for path in [kernel, initrd] {
         check_path(path)?;
     }
     let args = kernel_args(cmdline)?;
-    let mut cfg = String::from(
-        "# Written by kiln: boot at once, with output on the serial console too.\n\
-         serial --unit=0 --speed=115200\n\
-         terminal_input serial console\n\
-         terminal_output serial console\n",
-    );
+    let mut cfg = String::from(match arch {
+        Arch::Amd64 => {
+            "# Written by kiln: boot at once, with output on the serial console too.\n\
+             serial --unit=0 --speed=115200\n\
+             terminal_input serial console\n\
+             terminal_output serial console\n"
+        }
+        Arch::Arm64 => "# Written by kiln: boot at once, with output on the firmware's console.\n",
+    });
     let _ = writeln!(cfg, "echo 'kiln: loading {kernel}'");
     cfg.push_str("linux '");
     cfg.push_str(kernel);
@@ -493,8 +516,13 @@ mod tests {
 
     #[test]
     fn grub_cfg_boots_with_serial_console() {
-        let cfg = grub_cfg("/boot/kernel", "/boot/initrd.img", "console=ttyS0 quiet")
-            .expect("plain command line");
+        let cfg = grub_cfg(
+            Arch::Amd64,
+            "/boot/kernel",
+            "/boot/initrd.img",
+            "console=ttyS0 quiet",
+        )
+        .expect("plain command line");
         assert!(cfg.contains("serial --unit=0 --speed=115200\n"));
         assert!(cfg.contains("terminal_output serial console\n"));
         assert!(cfg.contains("\nlinux '/boot/kernel' 'console=ttyS0' 'quiet'\n"));
@@ -503,8 +531,29 @@ mod tests {
     }
 
     #[test]
+    fn grub_cfg_on_arm64_uses_the_firmware_console() {
+        let cfg = grub_cfg(
+            Arch::Arm64,
+            "/boot/kernel",
+            "/boot/initrd.img",
+            "console=ttyAMA0",
+        )
+        .expect("plain command line");
+        // GRUB's `--unit` ports are PC UARTs, which arm64-efi has none of: the firmware's
+        // console carries its output.
+        assert!(!cfg.contains("serial"), "{cfg}");
+        assert!(
+            cfg.contains("\nlinux '/boot/kernel' 'console=ttyAMA0'\n"),
+            "{cfg}"
+        );
+        assert!(cfg.contains("\ninitrd '/boot/initrd.img'\n"));
+        assert!(cfg.ends_with("boot\n"));
+    }
+
+    #[test]
     fn grub_cfg_quotes_the_command_line() {
-        let cfg = grub_cfg("/k", "/i", r#"a="b c"  "d=e f" g=$x;h "#).expect("quotable");
+        let cfg =
+            grub_cfg(Arch::Amd64, "/k", "/i", r#"a="b c"  "d=e f" g=$x;h "#).expect("quotable");
         assert!(
             cfg.contains("linux '/k' 'a=b c' 'd=e f' 'g=$x;h'\n"),
             "{cfg}"
@@ -518,16 +567,19 @@ mod tests {
             "a=\nb",
         ] {
             assert!(
-                matches!(grub_cfg("/k", "/i", bad), Err(GrubError::Cmdline { .. })),
+                matches!(
+                    grub_cfg(Arch::Arm64, "/k", "/i", bad),
+                    Err(GrubError::Cmdline { .. })
+                ),
                 "{bad}"
             );
         }
         assert!(matches!(
-            grub_cfg("boot/k", "/i", ""),
+            grub_cfg(Arch::Amd64, "boot/k", "/i", ""),
             Err(GrubError::Path { .. })
         ));
         assert!(matches!(
-            grub_cfg("/k", "/i'", ""),
+            grub_cfg(Arch::Amd64, "/k", "/i'", ""),
             Err(GrubError::Path { .. })
         ));
     }

@@ -10,8 +10,9 @@
 //! GPT ([`partition`]), Unified Kernel Images ([`uki`]), GRUB's placement on BIOS media
 //! ([`grub`]), ISO 9660 with El Torito and Rock Ridge ([`iso9660`]), qcow2, VHD and VMDK
 //! ([`vdisk`]), squashfs ([`squashfs`]) and erofs ([`erofs`]); boot loader binaries come
-//! from kiln's bootloader package ([`Bootloader`]). It does not assemble anything; it
-//! consumes a [`kiln_fs::Sink`] stream.
+//! from kiln's bootloader package ([`Bootloader`]), for the machine's architecture ([`Arch`]:
+//! amd64 or arm64), and the Raspberry Pi's firmware from kiln's rpi3-firmware package
+//! ([`Firmware`]). It does not assemble anything; it consumes a [`kiln_fs::Sink`] stream.
 //!
 //! Adding a format is one [`Format`] variant and its module under `formats/` (a writer of its
 //! own, or a packaging of the boot media's capture in `formats/packager.rs`).
@@ -25,6 +26,7 @@
 //! # Ok::<(), kiln_format::FormatError>(())
 //! ```
 
+mod arch;
 mod atomic;
 mod cpio;
 pub mod erofs;
@@ -46,10 +48,12 @@ mod test_tools;
 pub mod uki;
 pub mod vdisk;
 
+pub use arch::Arch;
 pub use atomic::{AtomicOutput, Spool, remove_own_partials, remove_stale_partials};
 pub use cpio::CpioSink;
 pub use format::{Format, FormatError, FormatWriter, RootFs, Target};
 pub use formats::boot_media::Bootloader;
+pub use formats::rpi3::Firmware;
 pub use initrd::{
     CleanStats, InitrdOptions, InitrdStats, InitrdWriter, clean_segment_cache, segment_cache_dir,
 };

@@ -42,6 +42,11 @@ pub fn writer(formats: &[Format], target: &Target) -> Result<Box<dyn FormatWrite
     {
         return Err(FormatError::NoBootloader(f));
     }
+    if let Some(bootloader) = &target.bootloader {
+        for &f in &media {
+            formats::boot_media::check_arch(f, bootloader.arch)?;
+        }
+    }
     let whole_disk: Vec<Format> = asked
         .iter()
         .copied()
@@ -63,6 +68,7 @@ pub fn writer(formats: &[Format], target: &Target) -> Result<Box<dyn FormatWrite
             Format::Tar => writers.push(formats::tar::writer(target, ".tar", true)?),
             Format::Docker => writers.push(formats::tar::writer(target, "-docker.tar", false)?),
             Format::TarKernelInitrd => writers.push(formats::tar_kernel_initrd::writer(target)?),
+            Format::Rpi3 => writers.push(formats::rpi3::writer(target)?),
             _ => {}
         }
     }

@@ -186,6 +186,14 @@ pub const LINUX_ROOT_X86_64: Guid = Guid::from_fields(
     0x4DB1,
     [0x96, 0xE7, 0xFB, 0xCA, 0xF9, 0x84, 0xB7, 0x09],
 );
+/// Partition type: Linux root (64-bit ARM, aarch64) of the Discoverable Partitions
+/// Specification (B921B045-1DF0-41C3-AF44-4C6F280D3FAE).
+pub const LINUX_ROOT_ARM64: Guid = Guid::from_fields(
+    0xB921_B045,
+    0x1DF0,
+    0x41C3,
+    [0xAF, 0x44, 0x4C, 0x6F, 0x28, 0x0D, 0x3F, 0xAE],
+);
 /// Partition type: BIOS boot partition, where GRUB puts its core image on a GPT disk
 /// (21686148-6449-6E6F-744E-656564454649).
 pub const BIOS_BOOT: Guid = Guid::from_fields(

@@ -1,6 +1,7 @@
-//! Unified Kernel Images: the systemd-boot EFI stub (`linuxx64.efi.stub` of Debian's
-//! `systemd-boot-efi`) with the kernel, initrd, command line and os-release appended as PE
-//! sections, one file any UEFI firmware boots.
+//! Unified Kernel Images: the systemd-boot EFI stub (`linuxx64.efi.stub` or, for arm64,
+//! `linuxaa64.efi.stub` of Debian's `systemd-boot-efi`) with the kernel, initrd, command line
+//! and os-release appended as PE sections, one file any UEFI firmware of the stub's
+//! architecture boots ([`pe_machine`] says which that is).
 //!
 //! [`write_uki`] parses the stub's PE32+ headers, checks it (PE magic, PE32+, unsigned, room
 //! for the new section headers), appends `.osrel`, `.cmdline`, optionally `.uname`, `.initrd`
@@ -87,7 +88,7 @@ pub struct UkiSections {
     /// `.initrd`: initrds, concatenated in this order (the kernel reads concatenated cpio
     /// archives, compressed or not). May be empty.
     pub initrd: Vec<Source>,
-    /// `.linux`: the kernel (an x86 bzImage with its EFI stub).
+    /// `.linux`: the kernel with its EFI stub (an x86 bzImage, an arm64 `Image`).
     pub linux: Source,
 }
 
@@ -115,6 +116,32 @@ pub struct UkiLayout {
     pub size: u64,
     /// The PE CheckSum stored.
     pub checksum: u32,
+}
+
+/// The machine type of the PE image whose first bytes are `b` (0x8664 for x86-64, 0xaa64 for
+/// arm64); `None` when `b` does not start with PE headers.
+pub fn pe_machine(b: &[u8]) -> Option<u16> {
+    if b.get(..2) != Some(b"MZ") {
+        return None;
+    }
+    let pe = usize::try_from(u32_at(b, 0x3c)?).ok()?;
+    if b.get(pe..pe.checked_add(4)?) != Some(b"PE\0\0") {
+        return None;
+    }
+    u16_at(b, pe + 4)
+}
+
+/// Whether `b`, the bytes at offset `at` after the section table of a PE image for `machine`,
+/// hold nothing: zeros or, in an arm64 image, the AArch64 NOPs (`d503201f`) with which the
+/// assembler pads the hand-written headers of gnu-efi's arm64 programs (systemd's
+/// `linuxaa64.efi.stub`, whose code starts at the next page).
+fn unused_header_space(machine: u16, b: &[u8], at: usize) -> bool {
+    const AARCH64_NOP: [u8; 4] = 0xd503_201f_u32.to_le_bytes();
+    b.iter().all(|&x| x == 0)
+        || (machine == 0xaa64
+            && at.is_multiple_of(4)
+            && b.len().is_multiple_of(4)
+            && b.chunks(4).all(|w| w == AARCH64_NOP))
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -175,7 +202,8 @@ impl Pe {
         let magic = u16_at(b, opt).ok_or("truncated optional header")?;
         if magic != 0x20b {
             return Err(format!(
-                "optional header magic {magic:#x}: not PE32+ (0x20b); use the x86-64 stub"
+                "optional header magic {magic:#x}: not PE32+ (0x20b); use systemd's stub for \
+                 the system's architecture"
             ));
         }
         if opt_size < 112 {
@@ -428,11 +456,13 @@ pub fn write_uki<W: Write + Seek>(
     if need > size_of_headers as usize || need > first_data {
         return Err(bad(format!(
             "no room for {} more section headers (headers end at {table_end:#x}, \
-             SizeOfHeaders is {size_of_headers:#x}): use systemd's linuxx64.efi.stub",
+             SizeOfHeaders is {size_of_headers:#x}): use systemd's stub \
+             (linuxx64.efi.stub, linuxaa64.efi.stub)",
             add.len()
         )));
     }
-    if image[table_end..need].iter().any(|&b| b != 0) {
+    let machine = u16_at(&image, pe.coff).unwrap_or(0);
+    if !unused_header_space(machine, &image[table_end..need], table_end) {
         return Err(bad("the space after the section table is not empty".into()));
     }
 
@@ -464,6 +494,8 @@ pub fn write_uki<W: Write + Seek>(
         let too_large = |v: u64| u32::try_from(v).map_err(|_| UkiError::TooLarge(v));
         let header = pe.section_table + (pe.sections + i) * SECTION_HEADER;
         let h = &mut image[header..header + SECTION_HEADER];
+        // Over zeros or padding: every field the header does not set is zero.
+        h.fill(0);
         h[..name.len()].copy_from_slice(name.as_bytes());
         put_u32(h, 8, too_large(vsize)?);
         put_u32(h, 12, too_large(va)?);
@@ -570,7 +602,7 @@ fn write_body(
 
 #[cfg(test)]
 #[allow(clippy::cast_possible_truncation)] // test images are small
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::path::PathBuf;
     use std::process::Command;
@@ -598,7 +630,7 @@ mod tests {
     }
 
     /// A minimal PE32+ image (with `magic`): one .text section whose data is at 0x400.
-    fn tiny_pe(magic: u16, size_of_headers: u32) -> Vec<u8> {
+    pub(crate) fn tiny_pe(magic: u16, size_of_headers: u32) -> Vec<u8> {
         let mut b = vec![0u8; 0x600];
         b[..2].copy_from_slice(b"MZ");
         put_u32(&mut b, 0x3c, 0x80);
@@ -716,6 +748,53 @@ mod tests {
         uki[0x84 + 20 + 240..0x84 + 20 + 246].copy_from_slice(b".linux");
         assert!(err(uki).contains("already has a .linux section"));
         assert!(err(tiny_pe(0x20b, 0x400)[..0x100].to_vec()).contains("truncated"));
+    }
+
+    /// A minimal EFI stub for `machine` that [`write_uki`] takes.
+    pub(crate) fn tiny_stub(machine: u16) -> Vec<u8> {
+        let mut b = tiny_pe(0x20b, 0x400);
+        put_u16(&mut b, 0x84, machine);
+        b
+    }
+
+    #[test]
+    fn arm64_stubs_padded_with_nops_take_the_new_headers() {
+        // gnu-efi's arm64 header: the section table, then NOPs up to the code.
+        let nops = |machine: u16| {
+            let mut b = tiny_stub(machine);
+            let table_end = 0x84 + 20 + 240 + SECTION_HEADER;
+            for w in b[table_end..0x400].chunks_mut(4) {
+                w.copy_from_slice(&0xd503_201f_u32.to_le_bytes());
+            }
+            b
+        };
+        let s = sections(Source::Bytes(vec![0x90; 100]));
+        let (uki, _) = build(&Source::Bytes(nops(0xaa64)), &s).expect("arm64 stub");
+        let pe = Pe::parse(&uki).expect("parse output");
+        assert_eq!(pe.section(&uki, 5).name, ".linux");
+        let header = pe.section_table + 5 * SECTION_HEADER;
+        assert_eq!(&uki[header..header + 8], b".linux\0\0", "padding cleared");
+        assert!(
+            uki[header + 24..header + 36].iter().all(|&b| b == 0),
+            "relocations, line numbers: none"
+        );
+        assert_eq!(pe_machine(&uki), Some(0xaa64));
+        // Not padding on x86-64: something the stub keeps there.
+        let err = build(&Source::Bytes(nops(0x8664)), &s).expect_err("x86-64 stub");
+        assert!(err.to_string().contains("not empty"), "{err}");
+    }
+
+    #[test]
+    fn machine_of_a_pe_image() {
+        let mut pe = tiny_pe(0x20b, 0x400);
+        assert_eq!(pe_machine(&pe), Some(0x8664));
+        put_u16(&mut pe, 0x84, 0xaa64);
+        assert_eq!(pe_machine(&pe), Some(0xaa64));
+        assert_eq!(pe_machine(&pe[..0x85]), None, "truncated");
+        assert_eq!(pe_machine(b"MZ"), None);
+        put_u32(&mut pe, 0x3c, u32::MAX);
+        assert_eq!(pe_machine(&pe), None, "e_lfanew beyond the file");
+        assert_eq!(pe_machine(b"\x7fELF"), None);
     }
 
     #[test]

@@ -125,12 +125,31 @@ pub fn unpack_gcp(tarball: &Path, dir: &Path) -> Result<PathBuf, VmError> {
     Err(input(tarball, "no disk.raw in this image tarball"))
 }
 
-/// The FAT directory UEFI firmware reads a UKI from: `dir/EFI/BOOT/BOOTX64.EFI` (a copy).
+/// The FAT directory UEFI firmware reads a UKI from: `dir/EFI/BOOT/BOOTX64.EFI` (a copy), or
+/// `BOOTAA64.EFI` when the UKI is an arm64 EFI program (PE machine 0xaa64).
 pub(crate) fn uki_directory(uki: &Path, dir: &Path) -> Result<PathBuf, VmError> {
+    // The PE headers: "MZ", the offset of "PE\0\0" at 0x3c, the machine type after it.
+    let mut head = Vec::new();
+    fs::File::open(uki)
+        .and_then(|f| f.take(4096).read_to_end(&mut head))
+        .map_err(io_at(uki))?;
+    let u32_at = |at: usize| {
+        head.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let machine = u32_at(0x3c)
+        .and_then(|pe| usize::try_from(pe).ok())
+        .filter(|&pe| head.starts_with(b"MZ") && head.get(pe..pe + 4) == Some(b"PE\0\0"))
+        .and_then(|pe| head.get(pe + 4..pe + 6))
+        .map(|m| u16::from_le_bytes([m[0], m[1]]));
+    let name = match machine {
+        Some(0xaa64) => "BOOTAA64.EFI",
+        _ => "BOOTX64.EFI",
+    };
     let root = dir.join("uki-esp");
     let boot = root.join("EFI/BOOT");
     fs::create_dir_all(&boot).map_err(io_at(&boot))?;
-    let target = boot.join("BOOTX64.EFI");
+    let target = boot.join(name);
     fs::copy(uki, &target).map_err(io_at(&target))?;
     Ok(root)
 }

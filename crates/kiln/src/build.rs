@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// LinuxKit's formats kiln does not write yet: accepted by the parser, refused with a message
 /// when a build asks for them.
-const NOT_YET: &[&str] = &["rpi3"];
+const NOT_YET: &[&str] = &[];
 
 /// An output format as `--format` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +135,11 @@ pub struct BuildArgs {
     /// this kiln's pkg/bootloader]
     #[arg(long, value_name = "IMAGE", env = "KILN_BOOTLOADER")]
     bootloader: Option<String>,
+    /// The Raspberry Pi firmware image the rpi3 format takes it from (kiln's
+    /// pkg/rpi3-firmware package; `@pkg:DIR` builds it) [default: kiln/rpi3-firmware at the tag
+    /// of this kiln's pkg/rpi3-firmware]
+    #[arg(long, value_name = "IMAGE", env = "KILN_FIRMWARE")]
+    firmware: Option<String>,
     /// Where the disk formats put the root filesystem: in the initrd, in RAM (ram, as LinuxKit),
     /// or in a read-only squashfs or erofs partition that kiln-init mounts, for systems larger
     /// than the machine's memory (a kiln extension; the disk formats)
@@ -175,6 +180,9 @@ pub struct BuildArgs {
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let formats = formats(&args)?;
+    if formats.contains(&Format::Rpi3) {
+        kiln_assemble::check_rpi3_arch(images().arch())?;
+    }
     if args.input_tar.is_some() && args.pull {
         anyhow::bail!("--input-tar and --pull contradict each other: give one");
     }
@@ -228,6 +236,19 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let firmware_image = if formats.contains(&Format::Rpi3) {
+        let reference = args.firmware.clone().unwrap_or_else(default_firmware);
+        let image = kiln_build::resolve::resolve_image(&store, &reference, "--firmware", &resolve)
+            .with_context(|| {
+                format!(
+                    "the Raspberry Pi firmware image {reference}: build it with `kiln --arch \
+                     arm64 pkg build pkg/rpi3-firmware` or give --firmware IMAGE"
+                )
+            })?;
+        Some(image)
+    } else {
+        None
+    };
     let checked = crate::policy::Checked {
         set: &set,
         bootloader: bootloader_image.as_ref(),
@@ -265,11 +286,20 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         )?)),
         None => None,
     };
+    let firmware = match &firmware_image {
+        Some(image) => Some(std::sync::Arc::new(kiln_assemble::firmware(
+            &store,
+            image,
+            images().arch(),
+        )?)),
+        None => None,
+    };
     let target = Target {
         tar_output: args.output.clone(),
         segment_cache: Some(kiln_format::segment_cache_dir(store.root())),
         disk_size: args.size << 20,
         bootloader,
+        firmware,
         root: args.root,
         ..Target::new(&args.dir, name, args.compress, epoch.unwrap_or(0))
     };
@@ -304,6 +334,14 @@ fn default_bootloader() -> String {
     format!(
         "kiln/bootloader:{}",
         option_env!("KILN_BOOTLOADER_TAG").unwrap_or("latest")
+    )
+}
+
+/// The firmware image when `--firmware` is not given: kiln's package of this version.
+fn default_firmware() -> String {
+    format!(
+        "kiln/rpi3-firmware:{}",
+        option_env!("KILN_RPI3_FIRMWARE_TAG").unwrap_or("latest")
     )
 }
 

@@ -552,8 +552,11 @@ fn redis_os_is_byte_identical_in_two_environments() {
             written.keys()
         );
     }
-    // Every format was written.
-    for format in kiln_format::Format::ALL {
+    // Every format was written (but rpi3, an arm64 format: tests/rpi3.rs builds it twice).
+    for format in kiln_format::Format::ALL
+        .into_iter()
+        .filter(|f| *f != kiln_format::Format::Rpi3)
+    {
         let build = BUILDS
             .iter()
             .find(|b| b.formats.split(',').any(|f| f == format.name()))

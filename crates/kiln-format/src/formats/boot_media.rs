@@ -3,7 +3,7 @@
 //! of kiln's bootloader package.
 
 use crate::format::{Format, FormatError, FormatWriter, Target, write_err};
-use crate::{AtomicOutput, InitrdOptions, KernelInitrd, Spool};
+use crate::{Arch, AtomicOutput, InitrdOptions, KernelInitrd, Spool};
 use kiln_fs::{Entry, Segment, Sink};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -11,11 +11,15 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-/// Boot loader files by their path in kiln's bootloader package (`grub/boot.img`, ...).
+/// Boot loader files by their path in kiln's bootloader package (`grub/boot.img`, ...), for
+/// machines of one architecture.
 #[derive(Debug, Default, Clone)]
 pub struct Bootloader {
     /// The files.
     pub files: BTreeMap<String, Vec<u8>>,
+    /// The architecture of the machines the files boot, and of the system: the boot media are
+    /// written for it (its firmware, file names, console).
+    pub arch: Arch,
 }
 
 impl Bootloader {
@@ -29,6 +33,27 @@ impl Bootloader {
                 file: name.to_string(),
             })
     }
+}
+
+/// Whether `format` can be written for machines of `arch`: the formats that boot only
+/// through a PC BIOS cannot for an architecture without one (arm64), and the error says what
+/// to use instead.
+pub(crate) fn check_arch(format: Format, arch: Arch) -> Result<(), FormatError> {
+    if arch.has_bios() {
+        return Ok(());
+    }
+    let instead = match format {
+        Format::IsoBios => "iso-efi or iso-efi-initrd",
+        Format::Qcow2Bios => "qcow2-efi",
+        Format::RawBios | Format::Aws | Format::Gcp => "raw-efi",
+        Format::Vhd | Format::DynamicVhd | Format::Vmdk => "raw-efi or qcow2-efi",
+        _ => return Ok(()),
+    };
+    Err(FormatError::NoBios {
+        format,
+        arch,
+        instead,
+    })
 }
 
 /// A read-only root file system image for a partition of the disk.
@@ -221,4 +246,55 @@ pub(crate) fn copy_file(from: &File, out: &mut AtomicOutput) -> io::Result<()> {
     r.seek(SeekFrom::Start(0))?;
     io::copy(&mut r, out)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bios_formats_are_refused_on_arm64_with_what_to_use() {
+        for f in Format::ALL {
+            assert!(check_arch(f, Arch::Amd64).is_ok(), "{f}");
+        }
+        let uefi = [
+            Format::Uki,
+            Format::IsoEfi,
+            Format::IsoEfiInitrd,
+            Format::RawEfi,
+            Format::Qcow2Efi,
+        ];
+        for f in uefi {
+            assert!(check_arch(f, Arch::Arm64).is_ok(), "{f}");
+        }
+        let refused: Vec<Format> = Format::ALL
+            .into_iter()
+            .filter(|f| check_arch(*f, Arch::Arm64).is_err())
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                Format::IsoBios,
+                Format::RawBios,
+                Format::Qcow2Bios,
+                Format::Vhd,
+                Format::DynamicVhd,
+                Format::Vmdk,
+                Format::Gcp,
+                Format::Aws
+            ]
+        );
+        let err = check_arch(Format::IsoBios, Arch::Arm64).expect_err("BIOS only");
+        assert_eq!(
+            err.to_string(),
+            "format iso-bios boots through a PC BIOS, which arm64 machines do not have: use \
+             iso-efi or iso-efi-initrd, which boot under UEFI"
+        );
+        let err = check_arch(Format::RawBios, Arch::Arm64).expect_err("BIOS only");
+        assert!(
+            err.to_string()
+                .ends_with("use raw-efi, which boots under UEFI"),
+            "{err}"
+        );
+    }
 }

@@ -3,6 +3,11 @@
 //! (MBR, GRUB embedded after it, a FAT boot partition holding the kernel, the initrd and
 //! grub.cfg), their qcow2, VHD, VMDK, GCE and AWS forms, and the ISOs. Intermediate images
 //! (the UKI, each raw disk) are made once per build, however many formats use them.
+//!
+//! The boot loader's architecture ([`crate::Bootloader::arch`]) picks the EFI files and the
+//! name firmware starts (`EFI/BOOT/BOOTX64.EFI`, `EFI/BOOT/BOOTAA64.EFI`), GRUB's console, the
+//! root partition's type and, on arm64, a serial console for the kernel; the BIOS formats exist
+//! on amd64 only.
 
 use super::boot_media::{BootFiles, copy_file};
 use crate::fat::{self, Source};
@@ -12,7 +17,7 @@ use crate::iso9660::{BiosBoot, EfiBoot, FileSource, HybridMbr, IsoBuilder};
 use crate::partition::{self, Gpt, GptPartition, Guid, Mbr, MbrPartition, Place, TableKind};
 use crate::uki::{self, UkiSections};
 use crate::vdisk::{self, DiskContainer, DiskIds};
-use crate::{AtomicOutput, Spool};
+use crate::{Arch, AtomicOutput, Spool};
 use std::cell::OnceCell;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -25,8 +30,6 @@ const OS_RELEASE: &str = "NAME=kiln\nID=kiln\nPRETTY_NAME=\"kiln system\"\n";
 const KERNEL: &str = "boot/kernel";
 const INITRD: &str = "boot/initrd.img";
 const GRUB_CFG: &str = "boot/grub/grub.cfg";
-/// Where UEFI firmware looks for the boot loader on removable media.
-const EFI_BOOT: &str = "EFI/BOOT/BOOTX64.EFI";
 /// MBR partition type of a FAT16 partition addressed by LBA.
 const MBR_FAT16_LBA: u8 = 0x0e;
 
@@ -81,7 +84,8 @@ impl<'a> Packager<'a> {
             | Format::Docker
             | Format::KernelSquashfs
             | Format::KernelErofs
-            | Format::KernelIso => {
+            | Format::KernelIso
+            | Format::Rpi3 => {
                 return Err(media_err(format, &dest, "not a boot media format"));
             }
         }
@@ -100,22 +104,58 @@ impl<'a> Packager<'a> {
             .file(format, name)
     }
 
+    /// The architecture the boot media are for: the boot loader's.
+    fn arch(&self) -> Arch {
+        self.target
+            .bootloader
+            .as_deref()
+            .map(|b| b.arch)
+            .unwrap_or_default()
+    }
+
+    /// The EFI program `name` of the boot loader, which must be built for the architecture.
+    fn efi_program(&self, format: Format, name: &str) -> Result<&'a [u8], FormatError> {
+        let program = self.bootloader_file(format, name)?;
+        let arch = self.arch();
+        match uki::pe_machine(program) {
+            Some(m) if m == arch.pe_machine() => Ok(program),
+            found => {
+                let what = match found {
+                    Some(m) => format!("an EFI program for PE machine {m:#06x}"),
+                    None => "not an EFI program".to_string(),
+                };
+                Err(media_err(
+                    format,
+                    &self.dest(format),
+                    format!(
+                        "the boot loader's {name} is {what}, not one for {arch} ({:#06x}): \
+                         use kiln's bootloader package built for {arch} \
+                         (`kiln --arch {arch} pkg build pkg/bootloader`)",
+                        arch.pe_machine()
+                    ),
+                ))
+            }
+        }
+    }
+
     fn spool(&self) -> Result<Spool, FormatError> {
         Spool::create(&self.target.dir).map_err(write_err(&self.target.dir))
     }
 
-    /// The kernel command line of a disk with the partition table `table`: the build's, plus
-    /// the switches that make kiln-init mount the root partition when the root is on one (by
-    /// its GPT name, or on an MBR disk by the disk signature and partition number).
+    /// The kernel command line of a disk with the partition table `table`: the build's (with
+    /// the architecture's console when it names none: [`Arch::boot_cmdline`]), plus the
+    /// switches that make kiln-init mount the root partition when the root is on one (by its
+    /// GPT name, or on an MBR disk by the disk signature and partition number).
     fn cmdline(&self, table: TableKind) -> String {
+        let cmdline = self.arch().boot_cmdline(&self.boot.cmdline);
         let Some(root) = &self.boot.root else {
-            return self.boot.cmdline.clone();
+            return cmdline;
         };
         let device = match table {
             TableKind::Gpt => format!("PARTLABEL={}", root.label),
             TableKind::Mbr => format!("PARTUUID={:08x}-02", self.mbr_signature()),
         };
-        super::root_split::root_cmdline(&self.boot.cmdline, &device, root.fs)
+        super::root_split::root_cmdline(&cmdline, &device, root.fs)
     }
 
     fn mbr_signature(&self) -> u32 {
@@ -134,7 +174,7 @@ impl<'a> Packager<'a> {
         if let Some(u) = self.uki.get() {
             return Ok(u);
         }
-        let stub = self.bootloader_file(format, grub::files::EFI_STUB)?;
+        let stub = self.efi_program(format, self.arch().efi_stub())?;
         let mut tmp = self.spool()?;
         let sections = UkiSections {
             osrel: Source::Bytes(OS_RELEASE.as_bytes().to_vec()),
@@ -149,13 +189,13 @@ impl<'a> Packager<'a> {
     }
 
     /// The UEFI disk: a GPT whose one partition, the EFI system partition, fills the disk and
-    /// holds the UKI as `EFI/BOOT/BOOTX64.EFI`.
+    /// holds the UKI as `EFI/BOOT/BOOTX64.EFI` (`BOOTAA64.EFI` on arm64).
     fn efi_disk(&self, format: Format) -> Result<&Spool, FormatError> {
         if let Some(d) = self.efi_disk.get() {
             return Ok(d);
         }
         let uki = self.uki(format)?.path().to_path_buf();
-        let files = vec![(EFI_BOOT.to_string(), Source::File(uki))];
+        let files = vec![(self.arch().efi_boot_path().to_string(), Source::File(uki))];
         let seed = self.boot.id;
         let disk_size = self.target.disk_size;
         let Some(root) = &self.boot.root else {
@@ -188,7 +228,7 @@ impl<'a> Packager<'a> {
                 ),
                 GptPartition::new(
                     &root.label,
-                    partition::LINUX_ROOT_X86_64,
+                    self.arch().root_partition_type(),
                     Guid::derive(&seed, "root"),
                     places[1],
                 ),
@@ -208,6 +248,7 @@ impl<'a> Packager<'a> {
             return Ok(d);
         }
         let dest = self.dest(format);
+        super::boot_media::check_arch(format, self.arch())?;
         let boot_img = self.bootloader_file(format, grub::files::BOOT_IMG)?;
         let core_img = self.bootloader_file(format, grub::files::CORE_IMG)?;
         let files = self.boot_tree(format)?;
@@ -256,6 +297,7 @@ impl<'a> Packager<'a> {
     /// The kernel, initrd and grub.cfg, as the BIOS media and `iso-efi-initrd` hold them.
     fn boot_tree(&self, format: Format) -> Result<Vec<(String, Source)>, FormatError> {
         let cfg = grub::grub_cfg(
+            self.arch(),
             &format!("/{KERNEL}"),
             &format!("/{INITRD}"),
             &self.cmdline(TableKind::Mbr),
@@ -390,8 +432,10 @@ impl<'a> Packager<'a> {
         let dest = self.dest(format);
         let err = |e: crate::iso9660::IsoError| media_err(format, &dest, e);
         let mut iso = IsoBuilder::new("KILN", self.target.mtime).map_err(err)?;
+        let efi_boot = self.arch().efi_boot_path().to_string();
         let esp_files = match format {
             Format::IsoBios => {
+                super::boot_media::check_arch(format, self.arch())?;
                 self.add_boot_tree(&mut iso, format)?;
                 let eltorito = "boot/grub/i386-pc/eltorito.img";
                 let image = self.bootloader_file(format, grub::files::ELTORITO_IMG)?;
@@ -404,15 +448,12 @@ impl<'a> Packager<'a> {
             }
             Format::IsoEfi => {
                 let uki = self.uki(format)?.path().to_path_buf();
-                Some(vec![(EFI_BOOT.to_string(), Source::File(uki))])
+                Some(vec![(efi_boot, Source::File(uki))])
             }
             _ => {
                 self.add_boot_tree(&mut iso, format)?;
-                let grub_efi = self.bootloader_file(format, grub::files::GRUB_EFI)?;
-                Some(vec![(
-                    EFI_BOOT.to_string(),
-                    Source::Bytes(grub_efi.to_vec()),
-                )])
+                let grub_efi = self.efi_program(format, self.arch().grub_efi())?;
+                Some(vec![(efi_boot, Source::Bytes(grub_efi.to_vec()))])
             }
         };
         // Kept until the ISO is written: it is read from its file then.
@@ -424,7 +465,7 @@ impl<'a> Packager<'a> {
                 .map_err(err)?;
             iso.set_efi_boot(EfiBoot::new("boot/efi.img"));
             // Hybrid too: UEFI firmware finds the ESP through the MBR when it boots the ISO
-            // as a disk.
+            // as a disk. The MBR's boot code is zeros (no BIOS code), on arm64 as on amd64.
             iso.set_hybrid(HybridMbr {
                 boot_code: vec![0; partition::BOOT_CODE_LEN],
                 grub2_patch: false,
@@ -530,4 +571,165 @@ fn gcp_tarball(raw: &File, mtime: u64, out: &mut AtomicOutput) -> io::Result<()>
     )?;
     tar.into_inner()?.finish()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Bootloader;
+    use crate::uki::tests::tiny_stub;
+    use std::sync::Arc;
+
+    const KERNEL_BYTES: &[u8] = b"an arm64 Image";
+
+    /// Boot files of a system whose command line is `quiet`.
+    fn boot(dir: &Path) -> BootFiles {
+        let spool = |content: &[u8]| {
+            let mut s = Spool::create(dir).expect("spool");
+            s.as_file_mut().write_all(content).expect("write");
+            s
+        };
+        BootFiles {
+            kernel: spool(KERNEL_BYTES),
+            initrd: spool(b"an initrd"),
+            cmdline: "quiet".into(),
+            root: None,
+            id: [7; 32],
+        }
+    }
+
+    fn target(dir: &Path, arch: Arch, files: &[(&str, Vec<u8>)]) -> Target {
+        let bootloader = Bootloader {
+            files: files
+                .iter()
+                .map(|(n, b)| ((*n).to_string(), b.clone()))
+                .collect(),
+            arch,
+        };
+        Target {
+            disk_size: 64 << 20,
+            bootloader: Some(Arc::new(bootloader)),
+            ..Target::new(dir, "sys", crate::Compression::Gzip, 1_700_000_000)
+        }
+    }
+
+    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|w| w == needle)
+    }
+
+    #[test]
+    fn arm64_media_take_the_arm64_files_and_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let boot = boot(dir.path());
+        let grub_efi = tiny_stub(0xaa64);
+        let target = target(
+            dir.path(),
+            Arch::Arm64,
+            &[
+                (grub::files::EFI_STUB_ARM64, tiny_stub(0xaa64)),
+                (grub::files::GRUB_EFI_ARM64, grub_efi.clone()),
+            ],
+        );
+        let packager = Packager::new(&boot, &target);
+
+        let uki = std::fs::read(packager.write(Format::Uki).expect("uki")).expect("read");
+        assert_eq!(uki::pe_machine(&uki), Some(0xaa64));
+        assert!(
+            find(&uki, b"quiet console=ttyAMA0").is_some(),
+            "console added"
+        );
+
+        // The ESP's root directory entry for EFI/BOOT/BOOTAA64.EFI: its 8.3 name.
+        let disk = std::fs::read(packager.write(Format::RawEfi).expect("raw-efi")).expect("read");
+        assert!(find(&disk, b"BOOTAA64EFI").is_some());
+        assert!(find(&disk, b"BOOTX64 EFI").is_none());
+
+        let iso = std::fs::read(packager.write(Format::IsoEfiInitrd).expect("iso")).expect("read");
+        let cfg = "# Written by kiln: boot at once, with output on the firmware's console.\n";
+        assert!(find(&iso, cfg.as_bytes()).is_some());
+        assert!(find(&iso, b"linux '/boot/kernel' 'quiet' 'console=ttyAMA0'\n").is_some());
+        assert!(find(&iso, &grub_efi).is_some(), "GRUB for arm64 on the ESP");
+        assert!(find(&iso, KERNEL_BYTES).is_some());
+    }
+
+    #[test]
+    fn an_arm64_root_partition_has_the_arm64_root_type() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut boot = boot(dir.path());
+        let image = dir.path().join("root.img");
+        std::fs::write(&image, vec![0x5a; 4096]).expect("root image");
+        boot.root = Some(super::super::boot_media::RootImage {
+            file: image,
+            label: "kiln-root-test".into(),
+            fs: crate::RootFs::Squashfs,
+        });
+        let target = target(
+            dir.path(),
+            Arch::Arm64,
+            &[(grub::files::EFI_STUB_ARM64, tiny_stub(0xaa64))],
+        );
+        let packager = Packager::new(&boot, &target);
+        let disk = std::fs::read(packager.write(Format::RawEfi).expect("raw-efi")).expect("read");
+        // The GPT's entries (from LBA 2) name the arm64 root type, not x86-64's.
+        let entries = &disk[1024..1024 + 128 * 4];
+        assert!(find(entries, &partition::LINUX_ROOT_ARM64.0).is_some());
+        assert!(find(entries, &partition::LINUX_ROOT_X86_64.0).is_none());
+        assert!(
+            find(
+                &disk,
+                b"quiet console=ttyAMA0 kiln.root=PARTLABEL=kiln-root-test"
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn amd64_media_keep_their_names_and_command_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let boot = boot(dir.path());
+        let target = target(
+            dir.path(),
+            Arch::Amd64,
+            &[(grub::files::EFI_STUB, tiny_stub(0x8664))],
+        );
+        let packager = Packager::new(&boot, &target);
+        let disk = std::fs::read(packager.write(Format::RawEfi).expect("raw-efi")).expect("read");
+        assert!(find(&disk, b"BOOTX64 EFI").is_some());
+        assert!(find(&disk, b"quiet").is_some());
+        assert!(
+            find(&disk, b"console=").is_none(),
+            "no console added on amd64"
+        );
+    }
+
+    #[test]
+    fn efi_programs_of_another_architecture_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let boot = boot(dir.path());
+        // An amd64 stub under the arm64 name, as a mislabelled image would have it.
+        let target = target(
+            dir.path(),
+            Arch::Arm64,
+            &[(grub::files::EFI_STUB_ARM64, tiny_stub(0x8664))],
+        );
+        let packager = Packager::new(&boot, &target);
+        let err = packager.write(Format::Uki).expect_err("wrong machine");
+        let text = err.to_string();
+        assert!(text.contains("PE machine 0x8664"), "{text}");
+        assert!(text.contains("not one for arm64 (0xaa64)"), "{text}");
+        assert!(
+            text.contains("kiln --arch arm64 pkg build pkg/bootloader"),
+            "{text}"
+        );
+        // A missing file is named.
+        let err = packager.write(Format::IsoEfiInitrd).expect_err("no GRUB");
+        assert!(
+            err.to_string().contains(grub::files::GRUB_EFI_ARM64),
+            "{err}"
+        );
+        // And BIOS media are refused, whatever the package holds.
+        let err = packager.write(Format::RawBios).expect_err("no BIOS");
+        assert!(matches!(err, FormatError::NoBios { .. }), "{err}");
+        assert!(!target.path(Format::RawBios.suffix()).exists());
+    }
 }
