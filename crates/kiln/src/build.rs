@@ -252,6 +252,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let checked = crate::policy::Checked {
         set: &set,
         bootloader: bootloader_image.as_ref(),
+        firmware: firmware_image.as_ref(),
     };
     if crate::policy::enforce(
         &store,

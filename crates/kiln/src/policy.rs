@@ -28,13 +28,15 @@ pub struct PolicyArgs {
     print_policy: bool,
 }
 
-/// What a build uses: the images of its resolved manifest, and the boot loader image when
-/// it writes boot media.
+/// What a build uses: the images of its resolved manifest, the boot loader image when it
+/// writes boot media, and the firmware image when it writes an rpi3 card.
 pub struct Checked<'a> {
     /// The resolved manifest.
     pub set: &'a ManifestSet,
     /// The `--bootloader` image (its name in the store), when one is used.
     pub bootloader: Option<&'a Reference>,
+    /// The `--firmware` image (its name in the store), when one is used.
+    pub firmware: Option<&'a Reference>,
 }
 
 /// One image of the manifest, resolved: where the manifest names it, its name, and the digests
@@ -169,6 +171,9 @@ fn resolve(store: &Store, checked: &Checked<'_>, arch: &str) -> anyhow::Result<V
     }
     if let Some(r) = checked.bootloader {
         named.push(("--bootloader".to_string(), r.clone()));
+    }
+    if let Some(r) = checked.firmware {
+        named.push(("--firmware".to_string(), r.clone()));
     }
     let mut out: Vec<Resolved> = Vec::new();
     for (location, reference) in named {
