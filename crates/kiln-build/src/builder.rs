@@ -75,6 +75,11 @@ pub fn build(store: &Store, opts: &BuildOptions) -> Result<Built, BuildError> {
         cache_hits: Mutex::new(HashSet::new()),
         logs,
         images: Mutex::new(Default::default()),
+        remote: crate::remote_cache::RemoteCache::new(
+            &opts.cache_from,
+            &opts.cache_to,
+            &opts.registry,
+        ),
     };
     for wave in engine.plan.waves.clone() {
         let results: Vec<Result<(usize, State), BuildError>> = std::thread::scope(|s| {
@@ -118,6 +123,7 @@ pub fn build(store: &Store, opts: &BuildOptions) -> Result<Built, BuildError> {
     for tag in &opts.tags {
         store.tag(tag, descriptor.clone())?;
     }
+    engine.remote.export(&engine.ws)?;
     Ok(Built {
         manifest,
         descriptor,

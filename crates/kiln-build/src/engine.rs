@@ -47,6 +47,8 @@ pub(crate) struct Engine {
     pub(crate) logs: PathBuf,
     /// The images read, by name as written: the manifest digest used.
     pub(crate) images: Mutex<std::collections::BTreeMap<String, Digest>>,
+    /// The registry caches of `--cache-from` and `--cache-to`.
+    pub(crate) remote: crate::remote_cache::RemoteCache,
 }
 
 /// The error of a build thread that failed without saying why.
@@ -219,8 +221,12 @@ impl Engine {
             ),
         );
         if !self.opts.no_cache
-            && let Some(hit) = self.ws.cache_get(&key)
+            && let Some(hit) = self
+                .ws
+                .cache_get(&key)
+                .or_else(|| self.remote.lookup(&self.ws, &key))
         {
+            self.remote.record(&key, hit.layer.clone());
             self.cached.fetch_add(1, Ordering::Relaxed);
             self.cache_hits
                 .lock()
@@ -270,6 +276,13 @@ impl Engine {
             pruned.elapsed()
         );
         self.ws.cache_put(&key, layer.as_ref())?;
+        self.remote.record(
+            &key,
+            layer.as_ref().map(|l| crate::workspace::CachedLayer {
+                diff_id: l.diff_id.to_string(),
+                descriptor: l.descriptor.clone(),
+            }),
+        );
         self.executed.fetch_add(1, Ordering::Relaxed);
         st.config.add_history(history, layer.is_none());
         if let Some(l) = layer {

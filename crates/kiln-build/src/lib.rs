@@ -29,6 +29,7 @@ mod overlay;
 pub mod pkg;
 pub mod pkg_tag;
 pub mod plan;
+pub mod remote_cache;
 pub mod resolve;
 mod scratch;
 pub mod shell_lex;

@@ -57,6 +57,12 @@ pub struct BuildOptions {
     /// Secrets RUN steps may mount (`--secret id=ID,src=PATH`), by id. Their values are read
     /// when a step mounts them and never enter a layer, the image config or the step cache.
     pub secrets: BTreeMap<String, SecretSource>,
+    /// Registry refs whose exported step-cache entries a step that misses the local cache may
+    /// use (`--cache-from`), in order; see [`crate::remote_cache`].
+    pub cache_from: Vec<Reference>,
+    /// Registry refs the step-cache entries this build used or created are exported to
+    /// (`--cache-to`), merged with what they hold.
+    pub cache_to: Vec<Reference>,
 }
 
 /// Where a build secret's value comes from.
@@ -175,6 +181,8 @@ impl BuildOptions {
             allow_insecure: false,
             pids_limit: DEFAULT_PIDS_LIMIT,
             secrets: BTreeMap::new(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 }
