@@ -1,6 +1,7 @@
-//! The ACPI power button (what `system_powerdown` in qemu's monitor, or a hypervisor's "shut
-//! down", presses): its input device is read through evdev, and a press powers the system off
-//! as SIGTERM to init does.
+//! The power button (what `system_powerdown` in qemu's monitor, or a hypervisor's "shut down",
+//! presses): ACPI's "Power Button" on x86 and under UEFI, a gpio-keys device on arm64's `virt`
+//! machine without firmware. Every input device that can send KEY_POWER is read through evdev,
+//! and a press powers the system off as SIGTERM to init does.
 
 use crate::modules::Modules;
 use nix::sys::signal::{Signal, kill};
@@ -17,7 +18,9 @@ const EVENT_SIZE: usize = 24;
 /// Load the button and evdev drivers and watch every power-button input device.
 pub fn watch(modules: Option<&mut Modules>) {
     if let Some(m) = modules {
-        for name in ["button", "evdev"] {
+        // `button` is ACPI's, `gpio_keys` arm64 virt's (absent modules are no error: the
+        // driver may be built in, or the machine has no such button).
+        for name in ["button", "gpio_keys", "evdev"] {
             let _ = m.load(name);
         }
     }
@@ -26,7 +29,8 @@ pub fn watch(modules: Option<&mut Modules>) {
     }
 }
 
-/// The /dev/input/eventN nodes whose device calls itself a power button.
+/// The /dev/input/eventN nodes whose device can send KEY_POWER (its key capability bitmap has
+/// the bit), or calls itself a power button.
 fn power_buttons() -> Vec<PathBuf> {
     let mut found = Vec::new();
     for entry in fs::read_dir("/sys/class/input")
@@ -38,12 +42,30 @@ fn power_buttons() -> Vec<PathBuf> {
         if !name.starts_with("event") {
             continue;
         }
-        let label = fs::read_to_string(entry.path().join("device/name")).unwrap_or_default();
-        if label.trim() == "Power Button" {
+        let device = entry.path().join("device");
+        let label = fs::read_to_string(device.join("name")).unwrap_or_default();
+        let keys = fs::read_to_string(device.join("capabilities/key")).unwrap_or_default();
+        if label.trim() == "Power Button" || has_key(&keys, KEY_POWER) {
             found.push(PathBuf::from("/dev/input").join(name));
         }
     }
     found
+}
+
+/// Whether the key capability bitmap `bitmap`, as sysfs writes it (hexadecimal words, the most
+/// significant first, separated by spaces; each word a `long`), has bit `key`.
+fn has_key(bitmap: &str, key: u16) -> bool {
+    let bits = usize::BITS as usize;
+    let words: Vec<&str> = bitmap.split_whitespace().collect();
+    let (index, bit) = (usize::from(key) / bits, usize::from(key) % bits);
+    let Some(word) = words
+        .len()
+        .checked_sub(index + 1)
+        .and_then(|i| words.get(i))
+    else {
+        return false;
+    };
+    usize::from_str_radix(word, 16).is_ok_and(|w| w & (1 << bit) != 0)
 }
 
 fn read_presses(dev: PathBuf) {
@@ -59,5 +81,27 @@ fn read_presses(dev: PathBuf) {
             println!("kiln-init: power button pressed");
             let _ = kill(Pid::from_raw(1), Signal::SIGTERM);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_power_key_is_found_in_a_capability_bitmap() {
+        // qemu virt's gpio-keys and ACPI's power button: KEY_POWER (116) alone, in the second
+        // 64-bit word.
+        assert!(has_key("10000000000000 0", KEY_POWER));
+        // A keyboard without a power key, and one with it among others.
+        assert!(!has_key("ffefffffffffffff fffffffffffffffe", KEY_POWER));
+        assert!(has_key(
+            "fffffffffffffffe ffffffffffffffff fffffffffffffffe",
+            KEY_POWER + 64
+        ));
+        // Empty, short or malformed bitmaps have no key.
+        assert!(!has_key("", KEY_POWER));
+        assert!(!has_key("0", KEY_POWER));
+        assert!(!has_key("zz 0", KEY_POWER));
     }
 }

@@ -51,8 +51,15 @@ const OVMF_PATHS: &[&str] = &[
     "/usr/share/edk2/ovmf/OVMF.fd",
 ];
 
-/// The UEFI firmware: `given`, else the first installed of the usual OVMF paths.
-pub fn uefi_firmware(given: Option<&Path>) -> Result<PathBuf, VmError> {
+/// The UEFI firmware images of arm64 guests (`-M virt`), one file as `-bios` takes it.
+const AAVMF_PATHS: &[&str] = &[
+    "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd",
+    "/usr/share/edk2/aarch64/QEMU_EFI.fd",
+];
+
+/// The UEFI firmware for a guest of qemu architecture `arch`: `given` (`--fw`), else OVMF
+/// (x86_64) or EDK II's arm64 build (aarch64) where Debian and others install them.
+pub fn uefi_firmware(given: Option<&Path>, arch: &str) -> Result<PathBuf, VmError> {
     if let Some(p) = given {
         return if p.is_file() {
             Ok(p.to_path_buf())
@@ -60,14 +67,21 @@ pub fn uefi_firmware(given: Option<&Path>) -> Result<PathBuf, VmError> {
             Err(input(p, "--fw: no such firmware file"))
         };
     }
-    OVMF_PATHS
+    let (paths, package) = match arch {
+        "aarch64" => (AAVMF_PATHS, "qemu-efi-aarch64"),
+        _ => (OVMF_PATHS, "ovmf"),
+    };
+    paths
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
         .ok_or_else(|| {
             input(
-                Path::new(OVMF_PATHS[0]),
-                "no UEFI firmware found: install OVMF (Debian: apt-get install ovmf) or give --fw PATH",
+                Path::new(paths[0]),
+                format!(
+                    "no UEFI firmware for {arch} found: install it (Debian: apt-get install \
+                     {package}) or give --fw PATH"
+                ),
             )
         })
 }

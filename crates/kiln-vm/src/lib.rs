@@ -521,6 +521,14 @@ impl Qemu {
                     cmdline = format!("{screen}console={console} {cmdline}")
                         .trim()
                         .to_string();
+                } else if !cmdline.split_whitespace().any(|w| {
+                    w.strip_prefix("console=")
+                        .is_some_and(|c| c.starts_with(console))
+                }) {
+                    // The same manifest boots on another machine: x86's console=ttyS0 does not
+                    // exist on arm64's virt, whose serial port is ttyAMA0. The last console
+                    // named is the one the guest's programs write to.
+                    cmdline = format!("{cmdline} console={console}");
                 }
                 if !cmdline.split_whitespace().any(|w| w.starts_with("panic=")) {
                     cmdline.push_str(" panic=-1");
@@ -1060,6 +1068,15 @@ mod tests {
             args.contains("-M virt -accel tcg -cpu cortex-a57")
                 && args.contains("console=ttyAMA0")
                 && args.contains("-device qemu-xhci"),
+            "{args}"
+        );
+        // An x86 manifest's console is kept, and arm64's serial port added after it.
+        if let Boot::Kernel { cmdline, .. } = &mut q.boot {
+            *cmdline = "console=ttyS0 quiet".into();
+        }
+        let args = q.args().join(" ");
+        assert!(
+            args.contains("-append console=ttyS0 quiet console=ttyAMA0 panic=-1"),
             "{args}"
         );
         let missing = Qemu::from_name(&dir.path().join("nothing")).expect_err("missing");

@@ -304,7 +304,7 @@ pub fn run_for_arch(cmd: RunCommand, arch: Option<&str>) -> anyhow::Result<ExitC
         None => {}
     }
     if uefi {
-        q.firmware = Firmware::Uefi(kiln_vm::boot::uefi_firmware(a.fw.as_deref())?);
+        q.firmware = Firmware::Uefi(kiln_vm::boot::uefi_firmware(a.fw.as_deref(), arch)?);
     } else if a.fw.is_some() {
         tracing::warn!("--fw is used with --uefi only; ignored");
     }
