@@ -1,9 +1,9 @@
 //! One manifest, two machines: examples/hello.yml, the manifest the x86_64 tests boot, built
 //! with `--arch arm64` (every package built for arm64 on this x86_64 machine) boots under
 //! qemu-system-aarch64 (`-M virt`, TCG) to its greeting and powers off cleanly, as
-//! kernel+initrd (no firmware: the power-off is PSCI's) and as a UEFI disk (EDK II's arm64
-//! firmware). A system that stays up is shut down by qemu's power button, which `virt` without
-//! firmware delivers as a gpio-keys KEY_POWER event.
+//! kernel+initrd (no firmware: the power-off is PSCI's) and as a UEFI disk, ISO and UKI (EDK
+//! II's arm64 firmware). A system that stays up is shut down by qemu's power button, which
+//! `virt` without firmware delivers as a gpio-keys KEY_POWER event.
 
 mod common;
 use common::*;
@@ -74,7 +74,13 @@ fn hello_boots_on_arm64_from_the_same_manifest() {
     let cache = arm64_store();
     let dir = tempfile::tempdir().expect("tempdir");
     let hello = repo_root().join("examples/hello.yml");
-    build_arm64(&cache, dir.path(), "kernel+initrd,raw-efi", "hello", &hello);
+    build_arm64(
+        &cache,
+        dir.path(),
+        "kernel+initrd,raw-efi,iso-efi,uki",
+        "hello",
+        &hello,
+    );
     let kernel = run_ok(
         Command::new("file")
             .arg("-b")
@@ -90,6 +96,10 @@ fn hello_boots_on_arm64_from_the_same_manifest() {
         "not booted by UEFI firmware:\n{uefi}"
     );
     assert_greets_and_powers_off("raw-efi under UEFI", &uefi);
+    for (file, what) in [("hello-efi.iso", "iso-efi"), ("hello.efi", "uki")] {
+        let console = boot(&dir.path().join(file), &[]);
+        assert_greets_and_powers_off(what, &console);
+    }
 }
 
 #[test]

@@ -165,3 +165,79 @@ fn a_base_image_of_another_architecture_is_not_used() {
         "the error names neither platform:\n{err}"
     );
 }
+
+/// Every package under pkg/ builds for arm64 on this machine, and its image is an arm64 one:
+/// its config says so, and its programs are arm64 programs.
+#[test]
+fn every_package_builds_for_arm64() {
+    if !is_root() || !tools_present(&["file", "debootstrap", "aarch64-linux-gnu-gcc"]) {
+        return;
+    }
+    let cache = shared_store_arm64();
+    build_init();
+    let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir(repo_root().join("pkg"))
+        .expect("pkg/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.join("build.yml").is_file())
+        .collect();
+    dirs.sort();
+    let out = run_ok(
+        kiln()
+            .args(["--arch", "arm64", "pkg", "build", "--cache"])
+            .arg(&cache)
+            .args(&dirs),
+    );
+    let names: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(names.len(), dirs.len(), "{out}");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Programs to look at in some of the images (the others hold data, scripts or firmware).
+    let programs = [
+        ("kiln/busybox:", "bin/busybox"),
+        ("kiln/getty:", "bin/busybox"),
+        ("kiln/init:", "init"),
+        ("kiln/redis:", "usr/bin/redis-server"),
+        ("kiln/format:", "sbin/mke2fs"),
+    ];
+    for name in &names {
+        let dir = tmp.path().join(name.replace(['/', ':'], "_"));
+        run_ok(
+            kiln()
+                .args(["--arch", "arm64", "image", "unpack", "--cache"])
+                .arg(&cache)
+                .arg(name)
+                .arg(&dir),
+        );
+        let config: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join("config.json")).expect("the bundle's config"),
+        )
+        .expect("json");
+        assert!(config.is_object(), "{name}: {config}");
+        if let Some((_, program)) = programs.iter().find(|(p, _)| name.starts_with(p)) {
+            let file = run_ok(
+                Command::new("file")
+                    .arg("-b")
+                    .arg(dir.join("rootfs").join(program)),
+            );
+            assert!(file.contains("ARM aarch64"), "{name}: {program}: {file}");
+        }
+    }
+    // The kernel is an arm64 Image.
+    let kernel = names
+        .iter()
+        .find(|n| n.starts_with("kiln/kernel:"))
+        .expect("the kernel package");
+    let dir = tmp.path().join("kernel");
+    run_ok(
+        kiln()
+            .args(["--arch", "arm64", "image", "unpack", "--cache"])
+            .arg(&cache)
+            .arg(kernel)
+            .arg(&dir),
+    );
+    let file = run_ok(
+        Command::new("file")
+            .arg("-b")
+            .arg(dir.join("rootfs/kernel")),
+    );
+    assert!(file.contains("ARM64"), "the kernel: {file}");
+}
