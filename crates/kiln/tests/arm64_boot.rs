@@ -140,7 +140,10 @@ fn the_power_button_shuts_an_arm64_system_down() {
     );
     let console = || std::fs::read_to_string(state.join("console.log")).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(180);
-    while !console().contains("up and waiting") {
+    // The button is watched once the modules of the devices present are loaded.
+    let ready =
+        |c: &str| c.contains("up and waiting") && c.contains("modules for the devices present");
+    while !ready(&console()) {
         if Instant::now() > deadline {
             let _ = kiln()
                 .args(["run", "stop", "--timeout", "5"])
