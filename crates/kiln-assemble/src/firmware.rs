@@ -2,19 +2,14 @@
 //! its image in the store for the rpi3 format.
 
 use crate::AssembleError;
+use crate::image_files::files_under;
 use kiln_format::{Arch, Firmware};
-use kiln_fs::layers::Flattener;
-use kiln_fs::{Kind, Sink};
-use kiln_oci::{ImageLayers, Reference, Store};
-use std::io::{self, Read};
+use kiln_oci::{Reference, Store};
+use std::io;
 
 /// The directory of the image whose files go on the SD card (LinuxKit's mkimage-rpi3 image keeps
 /// them there too).
 pub const FIRMWARE_DIR: &str = "boot/";
-
-/// No firmware file is larger than this, and all of them together no larger than four times
-/// this: the firmware is a few megabytes, and anything else is not kiln's firmware image.
-const FILE_MAX: u64 = 16 << 20;
 
 /// Whether kiln writes the rpi3 format for systems of `arch` (an OCI architecture): arm64 only,
 /// the Raspberry Pi 3 in 64-bit mode.
@@ -33,50 +28,22 @@ pub fn check_rpi3_arch(arch: &str) -> Result<(), AssembleError> {
 pub fn firmware(store: &Store, name: &Reference, arch: &str) -> Result<Firmware, AssembleError> {
     check_rpi3_arch(arch)?;
     let image = store.resolve(name, arch)?;
-    let mut files = Collector {
-        image: name.to_string(),
-        found: Firmware::default(),
-        total: 0,
+    let found = Firmware {
+        files: files_under(
+            store,
+            &name.to_string(),
+            &image,
+            FIRMWARE_DIR,
+            "the firmware files",
+        )?,
     };
-    Flattener::new(&ImageLayers::new(store, &image))
-        .run(&mut |entry, data| files.add(entry, data).map_err(AssembleError::Output))?;
-    if files.found.files.is_empty() {
+    if found.files.is_empty() {
         return Err(AssembleError::Output(io::Error::other(format!(
             "image {name} has no files under /{FIRMWARE_DIR}: it is not kiln's Raspberry Pi \
              firmware image; build it with `kiln --arch arm64 pkg build pkg/rpi3-firmware`"
         ))));
     }
-    Ok(files.found)
-}
-
-struct Collector {
-    image: String,
-    found: Firmware,
-    total: u64,
-}
-
-impl Sink for Collector {
-    fn add(&mut self, entry: &kiln_fs::Entry, data: &mut dyn Read) -> io::Result<()> {
-        let Some(rel) = entry.path.strip_prefix(FIRMWARE_DIR) else {
-            return Ok(());
-        };
-        if entry.kind != Kind::File {
-            return Ok(());
-        }
-        self.total += entry.size;
-        if entry.size > FILE_MAX || self.total > 4 * FILE_MAX {
-            return Err(io::Error::other(format!(
-                "image {}: /{} makes the firmware files larger than kiln reads ({} MiB)",
-                self.image,
-                entry.path,
-                FILE_MAX >> 20
-            )));
-        }
-        let mut buf = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
-        data.take(entry.size).read_to_end(&mut buf)?;
-        self.found.files.insert(rel.to_string(), buf);
-        Ok(())
-    }
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -94,37 +61,5 @@ mod tests {
             "{err}"
         );
         assert!(check_rpi3_arch("x86_64").is_err());
-    }
-
-    #[test]
-    fn only_regular_files_under_boot_are_taken_and_sizes_are_bounded() {
-        let mut c = Collector {
-            image: "kiln/rpi3-firmware:x".into(),
-            found: Firmware::default(),
-            total: 0,
-        };
-        c.add(
-            &kiln_fs::Entry::file("boot/start.elf", 0o644, 3, 0),
-            &mut &b"elf"[..],
-        )
-        .expect("file");
-        c.add(
-            &kiln_fs::Entry::file("VERSIONS", 0o644, 2, 0),
-            &mut &b"v\n"[..],
-        )
-        .expect("outside");
-        c.add(
-            &kiln_fs::Entry::dir("boot/overlays", 0o755, 0),
-            &mut io::empty(),
-        )
-        .expect("dir");
-        assert_eq!(c.found.files.keys().collect::<Vec<_>>(), ["start.elf"]);
-        let err = c
-            .add(
-                &kiln_fs::Entry::file("boot/huge", 0o644, FILE_MAX + 1, 0),
-                &mut io::empty(),
-            )
-            .expect_err("too large");
-        assert!(err.to_string().contains("larger than kiln reads"), "{err}");
     }
 }

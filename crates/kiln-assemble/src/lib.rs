@@ -22,6 +22,7 @@ mod build;
 mod bundle;
 mod error;
 mod firmware;
+mod image_files;
 mod input_tar;
 pub mod metadata;
 pub mod oci_config;

@@ -566,3 +566,23 @@ pub fn shared_store_arm64() -> PathBuf {
     }
     cache
 }
+
+/// The busybox package built into the shared store, exported (`kiln cache export`) to
+/// `archive` for tests that give it to stores of their own; returns its name.
+pub fn busybox_archive(archive: &Path) -> String {
+    let cache = shared_store();
+    let busybox = build_packages(&cache, &["busybox"])
+        .last()
+        .expect("the busybox image")
+        .trim()
+        .to_string();
+    run_ok(
+        kiln()
+            .args(["cache", "export", "--cache"])
+            .arg(&cache)
+            .arg("-o")
+            .arg(archive)
+            .arg(&busybox),
+    );
+    busybox
+}

@@ -158,24 +158,11 @@ fn a_second_machine_reuses_steps_through_the_registry_and_refuses_tampered_entri
     let data = reg.dir.path().join("data");
     let cache_ref = format!("{}/kiln-test/build-cache:main", reg.addr);
 
-    let shared = shared_store();
-    let busybox = build_packages(&shared, &["busybox"])
-        .last()
-        .expect("the busybox image")
-        .trim()
-        .to_string();
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("registry-cache");
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("mkdir");
     let archive = root.join("busybox.tar");
-    run_ok(
-        kiln()
-            .args(["cache", "export", "--cache"])
-            .arg(&shared)
-            .arg("-o")
-            .arg(&archive)
-            .arg(&busybox),
-    );
+    let busybox = busybox_archive(&archive);
     let ctx = root.join("ctx");
     std::fs::create_dir_all(&ctx).expect("mkdir");
     std::fs::write(

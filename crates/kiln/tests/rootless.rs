@@ -186,12 +186,6 @@ fn a_rootless_build_gives_the_image_a_root_build_gives() {
         ensure_range("/etc/subgid", USER);
         ids
     };
-    let cache = shared_store();
-    let busybox = build_packages(&cache, &["busybox"])
-        .last()
-        .expect("the busybox image")
-        .trim()
-        .to_string();
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rootless");
     let _ = std::fs::remove_dir_all(&root);
     let ctx = root.join("ctx");
@@ -203,14 +197,7 @@ fn a_rootless_build_gives_the_image_a_root_build_gives() {
     let kiln_bin = root.join("kiln");
     std::fs::copy(kiln().get_program(), &kiln_bin).expect("copy kiln");
     let archive = root.join("busybox.tar");
-    run_ok(
-        kiln()
-            .args(["cache", "export", "--cache"])
-            .arg(&cache)
-            .arg("-o")
-            .arg(&archive)
-            .arg(&busybox),
-    );
+    let busybox = busybox_archive(&archive);
     // The user's own directory: its home and its store.
     let own = root.join("user");
     let home = own.join("home");
