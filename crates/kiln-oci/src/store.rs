@@ -365,11 +365,7 @@ impl Store {
         d: &Digest,
         what: &str,
     ) -> Result<T, StoreError> {
-        let data = self.read_json_blob(d, what)?;
-        serde_json::from_slice(&data).map_err(|source| StoreError::Json {
-            what: what.into(),
-            source,
-        })
+        parse_json(&self.read_json_blob(d, what)?, what)
     }
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<(), StoreError> {
@@ -491,12 +487,7 @@ impl Store {
         let digest: Digest = desc.digest.parse()?;
         let image = name.to_string();
         let data = self.read_json_blob(&digest, &image)?;
-        if spec::is_index(&media_type_of(&data)) {
-            let index: Index =
-                serde_json::from_slice(&data).map_err(|source| StoreError::Json {
-                    what: format!("index of {image}"),
-                    source,
-                })?;
+        if let Some(index) = index_of(&data, &image)? {
             return Ok(index
                 .manifests
                 .into_iter()
@@ -507,7 +498,7 @@ impl Store {
                 })
                 .collect());
         }
-        let manifest: Manifest = self.parse_blob(&digest, &format!("manifest of {image}"))?;
+        let manifest: Manifest = parse_json(&data, &format!("manifest of {image}"))?;
         let config_digest: Digest = manifest.config.digest.parse()?;
         let config: ImageConfig = self.parse_blob(&config_digest, &format!("config of {image}"))?;
         Ok(vec![(
@@ -611,12 +602,7 @@ impl Store {
             return Err(missing(&digest));
         }
         let data = self.read_json_blob(&digest, image)?;
-        if spec::is_index(&media_type_of(&data)) {
-            let index: Index =
-                serde_json::from_slice(&data).map_err(|source| StoreError::Json {
-                    what: format!("index of {image}"),
-                    source,
-                })?;
+        if let Some(index) = index_of(&data, image)? {
             let arch = arch.unwrap_or(std::env::consts::ARCH);
             let chosen = select_platform(&index, arch).ok_or_else(|| StoreError::NoPlatform {
                 image: image.into(),
@@ -734,6 +720,22 @@ impl Store {
         }
         Ok(stats)
     }
+}
+
+/// A JSON document read from the store, parsed; errors name it as `what`.
+fn parse_json<T: serde::de::DeserializeOwned>(data: &[u8], what: &str) -> Result<T, StoreError> {
+    serde_json::from_slice(data).map_err(|source| StoreError::Json {
+        what: what.into(),
+        source,
+    })
+}
+
+/// The index `data` is, parsed, or `None` when it is a manifest (`image` names it in errors).
+fn index_of(data: &[u8], image: &str) -> Result<Option<Index>, StoreError> {
+    if !spec::is_index(&media_type_of(data)) {
+        return Ok(None);
+    }
+    parse_json(data, &format!("index of {image}")).map(Some)
 }
 
 /// Pick the manifest for linux/`arch` from an index.
