@@ -83,6 +83,13 @@ pub struct BuildArgs {
     /// id=ID,env=VAR; repeatable. Never stored in the image or the build cache
     #[arg(long = "secret", value_name = "id=ID,src=PATH")]
     secrets: Vec<String>,
+    #[command(flatten)]
+    registry_cache: RegistryCacheArgs,
+}
+
+/// `--cache-to` and `--cache-from`, of `image build` and `pkg build`.
+#[derive(Args, Debug)]
+pub struct RegistryCacheArgs {
     /// Export the step-cache entries of the build to this registry ref (REF or
     /// type=registry,ref=REF), merged with what it holds; repeatable
     #[arg(long = "cache-to", value_name = "REF")]
@@ -93,22 +100,20 @@ pub struct BuildArgs {
     cache_from: Vec<String>,
 }
 
-/// Add the `--cache-from` and `--cache-to` values to `opts`.
-pub(crate) fn add_cache_refs(
-    opts: &mut BuildOptions,
-    from: &[String],
-    to: &[String],
-) -> anyhow::Result<()> {
-    use kiln_build::remote_cache::parse_cache_ref;
-    for f in from {
-        opts.cache_from
-            .push(parse_cache_ref("--cache-from", f).map_err(anyhow::Error::msg)?);
+impl RegistryCacheArgs {
+    /// Add the `--cache-from` and `--cache-to` values to `opts`.
+    pub(crate) fn add_to(&self, opts: &mut BuildOptions) -> anyhow::Result<()> {
+        use kiln_build::remote_cache::parse_cache_ref;
+        for f in &self.cache_from {
+            opts.cache_from
+                .push(parse_cache_ref("--cache-from", f).map_err(anyhow::Error::msg)?);
+        }
+        for t in &self.cache_to {
+            opts.cache_to
+                .push(parse_cache_ref("--cache-to", t).map_err(anyhow::Error::msg)?);
+        }
+        Ok(())
     }
-    for t in to {
-        opts.cache_to
-            .push(parse_cache_ref("--cache-to", t).map_err(anyhow::Error::msg)?);
-    }
-    Ok(())
 }
 
 /// Add the `--secret` values `specs` to `opts`.
@@ -229,7 +234,7 @@ pub fn run_image(cmd: ImageCommand) -> anyhow::Result<()> {
                 b.build_args.push(pair(s, "--build-arg")?);
             }
             add_secrets(&mut b, &a.secrets)?;
-            add_cache_refs(&mut b, &a.cache_from, &a.cache_to)?;
+            a.registry_cache.add_to(&mut b)?;
             for s in &a.labels {
                 let (k, v) = pair(s, "--label")?;
                 b.labels.insert(k, v);

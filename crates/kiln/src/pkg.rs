@@ -159,14 +159,8 @@ struct PkgBuildArgs {
     /// id=ID,env=VAR; repeatable
     #[arg(long = "secret", value_name = "id=ID,src=PATH")]
     secrets: Vec<String>,
-    /// Export the step-cache entries of the build to this registry ref (REF or
-    /// type=registry,ref=REF), merged with what it holds; repeatable
-    #[arg(long = "cache-to", value_name = "REF")]
-    cache_to: Vec<String>,
-    /// Use the step-cache entries exported to this registry ref (REF or
-    /// type=registry,ref=REF) for steps the local cache misses; repeatable
-    #[arg(long = "cache-from", value_name = "REF")]
-    cache_from: Vec<String>,
+    #[command(flatten)]
+    registry_cache: crate::image::RegistryCacheArgs,
     #[command(flatten)]
     builder: BuilderFlags,
 }
@@ -407,7 +401,7 @@ fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> 
     opts.base.compression = a.compression.into();
     opts.base.allow_insecure = a.allow.contains(&Entitlement::SecurityInsecure);
     crate::image::add_secrets(&mut opts.base, &a.secrets)?;
-    crate::image::add_cache_refs(&mut opts.base, &a.cache_from, &a.cache_to)?;
+    a.registry_cache.add_to(&mut opts.base)?;
     opts.force = a.force;
     opts.pull = a.pull;
     opts.dockerfile = a.dockerfile.clone();
