@@ -446,6 +446,9 @@ fn build(common: &PkgCommon, a: PkgBuildArgs, push: bool) -> anyhow::Result<()> 
         return Ok(());
     }
     let results = build_packages(&store, &a.dirs, &opts)?;
+    if results.is_empty() && !a.dirs.is_empty() {
+        eprintln!("skipping every package: --skip-platforms leaves no platform to build");
+    }
     crate::provenance::record_packages(&store, &results, signer, opts.base.source_date_epoch)?;
     if let Some(engine) = &engine {
         load_into_engine(engine, &store, &results)?;
