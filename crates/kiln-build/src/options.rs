@@ -62,7 +62,7 @@ pub struct BuildOptions {
     pub cache_from: Vec<Reference>,
     /// Registry refs the step-cache entries this build used or created are exported to
     /// (`--cache-to`), merged with what they hold.
-    pub cache_to: Vec<Reference>,
+    pub cache_to: Vec<crate::remote_cache::CacheRef>,
 }
 
 /// Where a build secret's value comes from.

@@ -57,10 +57,23 @@ const LAYER_TYPES: [&str; 5] = [
     "application/vnd.docker.image.rootfs.diff.tar",
 ];
 
+/// One `--cache-to` or `--cache-from` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRef {
+    /// The registry ref.
+    pub reference: Reference,
+    /// BuildKit's `ignore-error=true`: an export that fails is reported and the build still
+    /// succeeds. Without it (BuildKit's default) a failed export fails the build. Imports never
+    /// fail a build: an unreadable `--cache-from` ref is reported and not used.
+    pub ignore_error: bool,
+}
+
 /// Parse a `--cache-to`/`--cache-from` value: a plain image reference, or BuildKit's
-/// `type=registry,ref=REF` (`mode=`, `ignore-error=`, `oci-mediatypes=`, `image-manifest=`
-/// and `compression=` are accepted and ignored: kiln exports every step the build used).
-pub fn parse_cache_ref(flag: &str, value: &str) -> Result<Reference, String> {
+/// `type=registry,ref=REF` with `ignore-error=` (`mode=`, `oci-mediatypes=`,
+/// `image-manifest=` and the compression keys are accepted and ignored: kiln exports every
+/// step the build used, in its own layout).
+pub fn parse_cache_ref(flag: &str, value: &str) -> Result<CacheRef, String> {
+    let mut ignore_error = false;
     let raw = if value.contains('=') {
         let mut reference = None;
         for field in value.split(',') {
@@ -77,7 +90,12 @@ pub fn parse_cache_ref(flag: &str, value: &str) -> Result<Reference, String> {
                     ));
                 }
                 "ref" => reference = Some(v.to_string()),
-                "mode" | "ignore-error" | "oci-mediatypes" | "image-manifest" | "compression"
+                "ignore-error" => {
+                    ignore_error = parse_bool(v).ok_or_else(|| {
+                        format!("{flag} {value}: ignore-error={v} is not true or false")
+                    })?;
+                }
+                "mode" | "oci-mediatypes" | "image-manifest" | "compression"
                 | "compression-level" | "force-compression" => {}
                 other => {
                     return Err(format!(
@@ -98,7 +116,19 @@ pub fn parse_cache_ref(flag: &str, value: &str) -> Result<Reference, String> {
             "{flag} {value}: an export needs a tag to update, not a digest; write REPOSITORY:TAG"
         ));
     }
-    Ok(r)
+    Ok(CacheRef {
+        reference: r,
+        ignore_error,
+    })
+}
+
+/// A boolean as BuildKit's options take it (Go's `strconv.ParseBool`).
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 /// One entry blob: a step's key and the layer it produced (`None` when it changed nothing).
@@ -289,7 +319,7 @@ struct Candidate {
 /// read, and the entries the build used.
 pub(crate) struct RemoteCache {
     from: Vec<Reference>,
-    to: Vec<Reference>,
+    to: Vec<CacheRef>,
     registry: RegistryOptions,
     /// The imported entries by key, read on the first miss.
     imported: Mutex<Option<HashMap<String, Vec<Candidate>>>>,
@@ -301,7 +331,7 @@ impl RemoteCache {
     /// The remote caches `cache_from` and `cache_to`, reached with `registry`.
     pub(crate) fn new(
         cache_from: &[Reference],
-        cache_to: &[Reference],
+        cache_to: &[CacheRef],
         registry: &RegistryOptions,
     ) -> RemoteCache {
         RemoteCache {
@@ -409,7 +439,8 @@ impl RemoteCache {
         map
     }
 
-    /// Export the entries the build used to every `--cache-to` ref.
+    /// Export the entries the build used to every `--cache-to` ref; a failed export fails the
+    /// build unless its ref says `ignore-error=true`.
     pub(crate) fn export(&self, ws: &Workspace) -> Result<(), BuildError> {
         if self.to.is_empty() {
             return Ok(());
@@ -419,8 +450,13 @@ impl RemoteCache {
             .lock()
             .map_err(|_| crate::engine::poisoned())?
             .clone();
-        for r in &self.to {
-            export_to(ws, r, &used, &self.registry)?;
+        for to in &self.to {
+            match export_to(ws, &to.reference, &used, &self.registry) {
+                Err(e) if to.ignore_error => {
+                    tracing::warn!("{e} (ignored: ignore-error=true)");
+                }
+                result => result?,
+            }
         }
         Ok(())
     }
@@ -653,13 +689,23 @@ mod tests {
             "type=registry,ref=127.0.0.1:5000/cache:main,mode=max",
         ] {
             let r = parse_cache_ref("--cache-to", v).expect(v);
-            assert_eq!(r.to_string(), "127.0.0.1:5000/cache:main");
+            assert_eq!(r.reference.to_string(), "127.0.0.1:5000/cache:main");
+            assert!(!r.ignore_error, "{v}");
+        }
+        for (v, ignore) in [("true", true), ("1", true), ("False", false)] {
+            let value = format!("type=registry,ref=127.0.0.1:5000/cache:main,ignore-error={v}");
+            let r = parse_cache_ref("--cache-to", &value).expect(v);
+            assert_eq!(r.ignore_error, ignore, "{v}");
         }
         for (bad, says) in [
             ("type=local,dest=x", "type=local is not supported"),
             ("type=registry", "no ref="),
             ("type=registry,ref=x,colour=red", "unknown key"),
             ("type=registry,refx", "is not KEY=VALUE"),
+            (
+                "type=registry,ref=x,ignore-error=yes",
+                "ignore-error=yes is not true or false",
+            ),
             ("UPPER/Case", "--cache-from"),
         ] {
             let e = parse_cache_ref("--cache-from", bad).expect_err(bad);

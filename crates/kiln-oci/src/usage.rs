@@ -497,7 +497,9 @@ fn walk_manifest(store: &Store, desc: &Descriptor, w: &mut Walk, depth: usize) -
             return Found::Present(None);
         }
     };
-    if let Some(c) = probe.created {
+    // Go's zero time is what cosign and kiln write into signature and attestation configs: no
+    // creation time at all, rather than one two thousand years ago.
+    if let Some(c) = probe.created.filter(|c| !c.starts_with("0001-01-01T00:00:00")) {
         let secs = parse_rfc3339(&c);
         let later = match &w.created {
             None => true,
@@ -810,6 +812,20 @@ mod tests {
                 file_size: m.size - 1
             }
         }));
+    }
+
+    #[test]
+    fn the_zero_time_of_signatures_is_no_creation_time() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(tmp.path()).expect("store");
+        let layer = put(&store, b"payload");
+        let (m, _) = manifest(&store, "", "0001-01-01T00:00:00Z", &[&layer]);
+        store
+            .tag(&"x:sha256-00.sig".parse().expect("ref"), m)
+            .expect("tag");
+        let images = list_images(&store).expect("list");
+        assert_eq!(images[0].created, None);
+        assert_eq!(images[0].created_unix, None);
     }
 
     #[test]

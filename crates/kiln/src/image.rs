@@ -91,7 +91,7 @@ pub struct BuildArgs {
 #[derive(Args, Debug)]
 pub struct RegistryCacheArgs {
     /// Export the step-cache entries of the build to this registry ref (REF or
-    /// type=registry,ref=REF), merged with what it holds; repeatable
+    /// type=registry,ref=REF[,ignore-error=true]), merged with what it holds; repeatable
     #[arg(long = "cache-to", value_name = "REF")]
     cache_to: Vec<String>,
     /// Use the step-cache entries exported to this registry ref (REF or
@@ -105,8 +105,11 @@ impl RegistryCacheArgs {
     pub(crate) fn add_to(&self, opts: &mut BuildOptions) -> anyhow::Result<()> {
         use kiln_build::remote_cache::parse_cache_ref;
         for f in &self.cache_from {
-            opts.cache_from
-                .push(parse_cache_ref("--cache-from", f).map_err(anyhow::Error::msg)?);
+            opts.cache_from.push(
+                parse_cache_ref("--cache-from", f)
+                    .map_err(anyhow::Error::msg)?
+                    .reference,
+            );
         }
         for t in &self.cache_to {
             opts.cache_to

@@ -286,5 +286,39 @@ fn a_second_machine_reuses_steps_through_the_registry_and_refuses_tampered_entri
         .collect();
     assert!(poisoned.is_empty(), "a poisoned blob entered the store");
     assert_store_consistent(&m3);
+
+    // An export that cannot reach its registry fails the build, as in BuildKit, unless the ref
+    // says ignore-error=true: then it is reported and the build succeeds.
+    let nowhere = "127.0.0.1:9/kiln-test/build-cache:main";
+    let out = kiln()
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args([
+            "image",
+            "build",
+            "-t",
+            "kiln-test/cached",
+            "--cache-to",
+            nowhere,
+        ])
+        .arg("--build-arg")
+        .arg(format!("BUSYBOX={busybox}"))
+        .arg("--cache")
+        .arg(&m3)
+        .arg(&ctx)
+        .output()
+        .expect("spawn kiln image build");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an unreachable --cache-to succeeded:\n{stderr}"
+    );
+    assert!(stderr.contains(nowhere), "the ref is not named:\n{stderr}");
+    let ignoring = format!("type=registry,ref={nowhere},ignore-error=true");
+    let (digest4, _, stderr4) = build(&m3, &ctx, &busybox, &["--cache-to", &ignoring]);
+    assert_eq!(digest4, digest1, "{stderr4}");
+    assert!(
+        stderr4.contains("ignore-error=true") && stderr4.contains(nowhere),
+        "the failed export is not reported:\n{stderr4}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
