@@ -5,8 +5,7 @@
 
 use crate::format::{Format, FormatError, FormatWriter, RootFs, Target};
 use crate::formats;
-use kiln_fs::{Entry, Origin, Segment, Sink, Tee};
-use std::io::{self, Read};
+use kiln_fs::Tee;
 use std::path::PathBuf;
 
 /// One writer for all of `formats` (each at most once; two that write the same file are an
@@ -96,20 +95,7 @@ pub fn writer(formats: &[Format], target: &Target) -> Result<Box<dyn FormatWrite
 /// Several writers behind one.
 struct All(Tee<Box<dyn FormatWriter>>);
 
-impl Sink for All {
-    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
-        self.0.add(entry, data)
-    }
-    fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
-        self.0.begin_segment(key)
-    }
-    fn end_segment(&mut self) -> io::Result<()> {
-        self.0.end_segment()
-    }
-    fn set_origin(&mut self, origin: Option<&Origin>) -> io::Result<()> {
-        self.0.set_origin(origin)
-    }
-}
+kiln_fs::forward_sink!(All => 0);
 
 impl FormatWriter for All {
     fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, FormatError> {

@@ -162,6 +162,32 @@ pub trait Sink {
     }
 }
 
+/// Implements [`Sink`] for a type by handing every call to one of its fields, itself a sink:
+/// `kiln_fs::forward_sink!(Writer => inner);` (a tuple struct names its field `0`).
+#[macro_export]
+macro_rules! forward_sink {
+    ($ty:ty => $field:tt) => {
+        impl $crate::Sink for $ty {
+            fn add(
+                &mut self,
+                entry: &$crate::Entry,
+                data: &mut dyn ::std::io::Read,
+            ) -> ::std::io::Result<()> {
+                $crate::Sink::add(&mut self.$field, entry, data)
+            }
+            fn begin_segment(&mut self, key: &str) -> ::std::io::Result<$crate::Segment> {
+                $crate::Sink::begin_segment(&mut self.$field, key)
+            }
+            fn end_segment(&mut self) -> ::std::io::Result<()> {
+                $crate::Sink::end_segment(&mut self.$field)
+            }
+            fn set_origin(&mut self, origin: Option<&$crate::Origin>) -> ::std::io::Result<()> {
+                $crate::Sink::set_origin(&mut self.$field, origin)
+            }
+        }
+    };
+}
+
 impl<S: Sink + ?Sized> Sink for &mut S {
     fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
         (**self).add(entry, data)

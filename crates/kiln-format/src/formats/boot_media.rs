@@ -4,11 +4,10 @@
 
 use crate::format::{Format, FormatError, FormatWriter, Target, write_err};
 use crate::{Arch, AtomicOutput, InitrdOptions, KernelInitrd, Spool};
-use kiln_fs::{Entry, Segment, Sink};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// Boot loader files by their path in kiln's bootloader package (`grub/boot.img`, ...), for
@@ -126,17 +125,7 @@ impl KernelCapture {
     }
 }
 
-impl Sink for KernelCapture {
-    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
-        self.split.add(entry, data)
-    }
-    fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
-        self.split.begin_segment(key)
-    }
-    fn end_segment(&mut self) -> io::Result<()> {
-        self.split.end_segment()
-    }
-}
+kiln_fs::forward_sink!(KernelCapture => split);
 
 struct Capture {
     capture: KernelCapture,
@@ -160,17 +149,7 @@ pub(crate) fn writer(
     }))
 }
 
-impl Sink for Capture {
-    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
-        self.capture.add(entry, data)
-    }
-    fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
-        self.capture.begin_segment(key)
-    }
-    fn end_segment(&mut self) -> io::Result<()> {
-        self.capture.end_segment()
-    }
-}
+kiln_fs::forward_sink!(Capture => capture);
 
 impl FormatWriter for Capture {
     fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, FormatError> {

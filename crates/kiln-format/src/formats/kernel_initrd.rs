@@ -2,8 +2,7 @@
 
 use crate::format::{FormatError, FormatWriter, Target, write_err};
 use crate::{AtomicOutput, KernelInitrd};
-use kiln_fs::{Entry, Segment, Sink};
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 struct Files {
@@ -32,19 +31,7 @@ pub(crate) fn writer(target: &Target) -> Result<Box<dyn FormatWriter>, FormatErr
     }))
 }
 
-impl Sink for Files {
-    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
-        self.split.add(entry, data)
-    }
-
-    fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
-        self.split.begin_segment(key)
-    }
-
-    fn end_segment(&mut self) -> io::Result<()> {
-        self.split.end_segment()
-    }
-}
+kiln_fs::forward_sink!(Files => split);
 
 impl FormatWriter for Files {
     fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, FormatError> {

@@ -3,7 +3,6 @@
 use super::boot_media::KernelCapture;
 use crate::AtomicOutput;
 use crate::format::{FormatError, FormatWriter, Target, write_err};
-use kiln_fs::{Entry, Segment, Sink};
 use std::io::{self, Read};
 use std::path::PathBuf;
 
@@ -19,19 +18,7 @@ pub(crate) fn writer(target: &Target) -> Result<Box<dyn FormatWriter>, FormatErr
     }))
 }
 
-impl Sink for KernelInitrdTar {
-    fn add(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
-        self.capture.add(entry, data)
-    }
-
-    fn begin_segment(&mut self, key: &str) -> io::Result<Segment> {
-        self.capture.begin_segment(key)
-    }
-
-    fn end_segment(&mut self) -> io::Result<()> {
-        self.capture.end_segment()
-    }
-}
+kiln_fs::forward_sink!(KernelInitrdTar => capture);
 
 impl FormatWriter for KernelInitrdTar {
     fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, FormatError> {
