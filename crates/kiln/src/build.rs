@@ -192,6 +192,19 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         print!("{}", kiln_manifest::to_yaml(&set.manifest));
         return Ok(());
     }
+    if builds_packages(&args, &set.manifest) {
+        // `@pkg:` packages run Dockerfile steps: when kiln is not root, the build goes on in a
+        // user namespace, as `kiln pkg build` does. That runs this command again, which reads
+        // its manifests again: one from standard input is gone by then.
+        if !kiln_runtime::userns::is_root() && args.files.iter().any(|f| f.as_os_str() == "-") {
+            anyhow::bail!(
+                "the manifest on standard input names `@pkg:` packages, which a build that is not \
+                 root builds in a user namespace after reading its manifests again: give the \
+                 manifest as a file, or run as root"
+            );
+        }
+        crate::rootless::run_as_root_of_a_user_namespace()?;
+    }
     let policy = crate::policy::load(&args.policy, &set)?;
     let provenance_key = args.provenance.signing_key()?;
     let store = images().store()?;
@@ -365,6 +378,16 @@ fn default_name(files: &[PathBuf]) -> String {
             .unwrap_or_else(|| "kiln".into()),
         None => "kiln".into(),
     }
+}
+
+/// Whether the build builds packages: the manifests, `--bootloader` or `--firmware` name one
+/// by `@pkg:DIR`.
+fn builds_packages(args: &BuildArgs, manifest: &kiln_manifest::Manifest) -> bool {
+    let pkg = |r: &str| r.starts_with(kiln_build::resolve::PKG_PREFIX);
+    manifest.image_references().iter().any(|(r, _)| pkg(r))
+        || [&args.bootloader, &args.firmware]
+            .iter()
+            .any(|o| o.as_deref().is_some_and(pkg))
 }
 
 fn is_url(p: &Path) -> bool {

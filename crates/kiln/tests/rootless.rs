@@ -1,8 +1,8 @@
 //! Rootless builds: `kiln image build` run by an unprivileged user (made here, with subordinate
 //! uid and gid ranges) builds in a user namespace and gives the image a root build gives: the
 //! same digest, and the same files with the same modes, owners and contents, among them the
-//! owners `COPY --chown`, `RUN chown` and `USER` give. A user without subordinate ids is told
-//! what to add. (The test itself runs as root: it makes the users.)
+//! owners `COPY --chown`, `RUN chown` and `USER` give; `kiln build` of a manifest naming an
+//! `@pkg:` package builds it rootless too. A user without subordinate ids is told what to add. (The test itself runs as root: it makes the users.)
 
 mod common;
 
@@ -316,6 +316,57 @@ fn a_rootless_build_gives_the_image_a_root_build_gives() {
         read("tmp/whoami").starts_with("uid=65534"),
         "{}",
         read("tmp/whoami")
+    );
+
+    // `kiln build` of a manifest naming an `@pkg:` package builds it rootless too, and writes
+    // outputs the user owns.
+    let pkg = own.join("pkg/marker");
+    std::fs::create_dir_all(&pkg).expect("mkdir");
+    std::fs::write(pkg.join("build.yml"), "org: kiln-test\nimage: marker\n").expect("build.yml");
+    std::fs::write(
+        pkg.join("Dockerfile"),
+        format!("FROM {busybox}\nRUN echo built by $(id -u) > /marker\n"),
+    )
+    .expect("Dockerfile");
+    std::fs::write(own.join("system.yml"), "init:\n  - \"@pkg:pkg/marker\"\n").expect("manifest");
+    run_ok(
+        Command::new("chown")
+            .arg("-R")
+            .arg(format!("{}:{}", ids.0, ids.1))
+            .arg(&own),
+    );
+    let system = own.join("system.tar");
+    run_ok(
+        as_user(ids, &home, &kiln_bin)
+            // The package is in no git repository of the user's (the one above belongs to
+            // another user, which git refuses to read): its tag is its content hash.
+            .env("GIT_CEILING_DIRECTORIES", &root)
+            .args(["-q", "build", "-f", "tar", "-o"])
+            .arg(&system)
+            .arg("--cache")
+            .arg(&user_store)
+            .arg(own.join("system.yml")),
+    );
+    assert_eq!(
+        std::fs::metadata(&system).expect("system.tar").uid(),
+        ids.0,
+        "the output is not the user's"
+    );
+    let mut archive = tar::Archive::new(std::fs::File::open(&system).expect("open"));
+    let marker = archive
+        .entries()
+        .expect("entries")
+        .flatten()
+        .find(|e| e.path().is_ok_and(|p| p == Path::new("marker")))
+        .map(|mut e| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut e, &mut text).expect("read");
+            text
+        });
+    assert_eq!(
+        marker.as_deref(),
+        Some("built by 0\n"),
+        "the package's file"
     );
 
     let _ = std::fs::remove_dir_all(&root);
