@@ -95,10 +95,21 @@ pub fn detect(path: &Path) -> Result<Option<(Boot, bool)>, VmError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut head = [0u8; 4];
-    let mut f = fs::File::open(path).map_err(io_at(path))?;
-    let read = f.read(&mut head).map_err(io_at(path))?;
-    let head = &head[..read];
+    let mut block = Vec::with_capacity(512);
+    fs::File::open(path)
+        .and_then(|f| f.take(512).read_to_end(&mut block))
+        .map_err(io_at(path))?;
+    // A tar (the `tar`, `rpi3`, `docker` and `kernel+initrd` tar outputs) is no disk: qemu would
+    // boot it as one and firmware would find nothing to start.
+    if block.get(257..262) == Some(b"ustar") && !name.ends_with(".iso") {
+        return Err(input(
+            path,
+            "a tar archive (the tar, rpi3 or docker format) is not something qemu boots: build \
+             the system with -f kernel+initrd, or a disk or ISO format (raw-bios, qcow2-efi, \
+             iso-efi, ...), and run that",
+        ));
+    }
+    let head = &block[..block.len().min(4)];
     let efi_name = name.contains("-efi.") || name.contains("-efi-initrd.");
     let disk = |format: &str| Boot::Disk {
         path: path.to_path_buf(),
@@ -200,6 +211,12 @@ mod tests {
             };
             assert_eq!((got.as_str(), efi), (*kind, *uefi), "{name}");
         }
+        let mut tar = vec![0u8; 512];
+        tar[257..263].copy_from_slice(b"ustar\0");
+        let card = dir.path().join("s-rpi3.tar");
+        fs::write(&card, &tar).expect("write");
+        let e = detect(&card).expect_err("a tar");
+        assert!(e.to_string().contains("kernel+initrd"), "{e}");
         let other = dir.path().join("notes.txt");
         fs::write(&other, b"text").expect("write");
         assert!(detect(&other).expect("read").is_none());
