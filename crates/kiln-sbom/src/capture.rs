@@ -1,13 +1,20 @@
-//! Capturing the package databases of one image while its entries stream by.
+//! Capturing the package databases of one image while its entries stream by, and the Debian
+//! copyright files that give its dpkg packages their licenses.
 
-use crate::parse::{self, OsRelease, Package};
+use crate::parse::{self, Ecosystem, OsRelease, Package};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The largest database or os-release file captured; a larger one is noted and skipped.
 pub const MAX_FILE_BYTES: u64 = 32 << 20;
-/// The most bytes captured from one image, all files together.
+/// The most bytes captured from one image, all databases and os-release files together.
 pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
+/// The largest Debian copyright file read; a larger one is skipped (and counted in a note).
+pub const MAX_COPYRIGHT_FILE_BYTES: u64 = 256 << 10;
+/// The most bytes of Debian copyright files read from one image, on a budget of their own:
+/// `usr/share/doc/` comes before `var/lib/dpkg/` in an image's entries, and the copyright
+/// files must never crowd out the database.
+pub const MAX_COPYRIGHT_IMAGE_BYTES: u64 = 16 << 20;
 /// The most `status.d/` files captured from one image.
 const MAX_STATUS_D: usize = 10_000;
 
@@ -16,6 +23,14 @@ const DPKG_STATUS_D: &str = "var/lib/dpkg/status.d/";
 const APK_INSTALLED: &str = "lib/apk/db/installed";
 const ETC_OS_RELEASE: &str = "etc/os-release";
 const USR_OS_RELEASE: &str = "usr/lib/os-release";
+const DOC_DIR: &str = "usr/share/doc/";
+const COPYRIGHT: &str = "/copyright";
+
+/// The package whose copyright file is at `path` (`usr/share/doc/NAME/copyright`), if it is one.
+fn copyright_of(path: &str) -> Option<&str> {
+    let name = path.strip_prefix(DOC_DIR)?.strip_suffix(COPYRIGHT)?;
+    (!name.is_empty() && !name.contains('/')).then_some(name)
+}
 
 /// The files of one image's file system that say what it holds, gathered from its flattened
 /// entries (so whiteouts are already applied): paths are relative to the image's root.
@@ -23,7 +38,14 @@ const USR_OS_RELEASE: &str = "usr/lib/os-release";
 pub struct Capture {
     files: BTreeMap<String, Vec<u8>>,
     bytes: u64,
+    status_d: usize,
     notes: Vec<String>,
+    /// The license of each package whose copyright file was read (`None`: it names none, or is
+    /// not in the machine-readable format), by package name.
+    licenses: BTreeMap<String, Option<String>>,
+    copyright_bytes: u64,
+    /// Copyright files not read, by reason: how many and the first one.
+    skipped: BTreeMap<String, (usize, String)>,
 }
 
 impl Capture {
@@ -32,20 +54,20 @@ impl Capture {
     pub fn wants(path: &str) -> bool {
         match path {
             DPKG_STATUS | APK_INSTALLED | ETC_OS_RELEASE | USR_OS_RELEASE => true,
-            _ => path.strip_prefix(DPKG_STATUS_D).is_some_and(|name| {
-                !name.is_empty() && !name.contains('/') && !name.ends_with(".md5sums")
-            }),
+            _ => {
+                path.strip_prefix(DPKG_STATUS_D).is_some_and(|name| {
+                    !name.is_empty() && !name.contains('/') && !name.ends_with(".md5sums")
+                }) || copyright_of(path).is_some()
+            }
         }
     }
 
     /// Whether a file of `size` bytes at `path` would be kept: the capture notes why not when
     /// it is too large, and the caller then need not read it.
     pub fn accepts(&mut self, path: &str, size: u64) -> bool {
-        let status_d = self
-            .files
-            .keys()
-            .filter(|k| k.starts_with(DPKG_STATUS_D))
-            .count();
+        if copyright_of(path).is_some() {
+            return self.accepts_copyright(path, size);
+        }
         let why = if size > MAX_FILE_BYTES {
             Some(format!("more than {} MiB", MAX_FILE_BYTES >> 20))
         } else if self.bytes.saturating_add(size) > MAX_IMAGE_BYTES {
@@ -53,7 +75,7 @@ impl Capture {
                 "the image's package files pass {} MiB",
                 MAX_IMAGE_BYTES >> 20
             ))
-        } else if path.starts_with(DPKG_STATUS_D) && status_d >= MAX_STATUS_D {
+        } else if path.starts_with(DPKG_STATUS_D) && self.status_d >= MAX_STATUS_D {
             Some(format!("more than {MAX_STATUS_D} files in status.d"))
         } else {
             None
@@ -68,11 +90,40 @@ impl Capture {
         }
     }
 
+    /// [`Capture::accepts`] for a copyright file: within its own limits, and counted (not
+    /// noted one by one) when not.
+    fn accepts_copyright(&mut self, path: &str, size: u64) -> bool {
+        let why = if size > MAX_COPYRIGHT_FILE_BYTES {
+            format!("more than {} KiB each", MAX_COPYRIGHT_FILE_BYTES >> 10)
+        } else if self.copyright_bytes.saturating_add(size) > MAX_COPYRIGHT_IMAGE_BYTES {
+            format!(
+                "the image's copyright files pass {} MiB",
+                MAX_COPYRIGHT_IMAGE_BYTES >> 20
+            )
+        } else {
+            return true;
+        };
+        let entry = self.skipped.entry(why).or_insert((0, path.to_string()));
+        entry.0 += 1;
+        false
+    }
+
     /// Keep the content of the file at `path` (one [`Capture::accepts`] accepted).
     pub fn add(&mut self, path: &str, data: Vec<u8>) {
+        if let Some(name) = copyright_of(path) {
+            // Read at once: only the licenses are kept.
+            self.copyright_bytes = self.copyright_bytes.saturating_add(data.len() as u64);
+            self.licenses.insert(
+                name.to_string(),
+                crate::debian_copyright::package_license(&data),
+            );
+            return;
+        }
         self.bytes = self.bytes.saturating_add(data.len() as u64);
-        if let Some(old) = self.files.insert(path.to_string(), data) {
-            self.bytes = self.bytes.saturating_sub(old.len() as u64);
+        match self.files.insert(path.to_string(), data) {
+            Some(old) => self.bytes = self.bytes.saturating_sub(old.len() as u64),
+            None if path.starts_with(DPKG_STATUS_D) => self.status_d += 1,
+            None => {}
         }
     }
 
@@ -93,13 +144,28 @@ impl Capture {
         }
         for p in &mut packages {
             p.purl = crate::purl::of(p, os.as_ref());
+            if p.ecosystem == Ecosystem::Deb && p.license.is_none() {
+                // `libc6:amd64` has the doc directory of `libc6`.
+                let name = p.name.split(':').next().unwrap_or_default();
+                p.license = self.licenses.get(name).cloned().flatten();
+            }
         }
         packages.sort();
         packages.dedup();
+        let mut notes = self.notes;
+        for (why, (count, first)) in self.skipped {
+            notes.push(match count {
+                1 => format!("/{first} not read: {why}"),
+                n => format!(
+                    "/{first} and {} more copyright files not read: {why}",
+                    n - 1
+                ),
+            });
+        }
         Findings {
             os,
             packages,
-            notes: self.notes,
+            notes,
         }
     }
 }
@@ -117,7 +183,7 @@ pub struct Findings {
 
 impl Findings {
     /// The version of the findings format and of the parsers: part of any cache key.
-    pub const VERSION: u32 = 1;
+    pub const VERSION: u32 = 2;
 
     /// The findings as bytes to cache.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -144,6 +210,110 @@ mod tests {
         assert!(Capture::wants("lib/apk/db/installed"));
         assert!(Capture::wants("usr/lib/os-release"));
         assert!(!Capture::wants("etc/passwd"));
+    }
+
+    #[test]
+    fn wants_copyright_files_at_their_depth_only() {
+        assert!(Capture::wants("usr/share/doc/libc6/copyright"));
+        assert!(Capture::wants("usr/share/doc/libstdc++6/copyright"));
+        assert!(!Capture::wants("usr/share/doc//copyright"));
+        assert!(!Capture::wants("usr/share/doc/copyright"));
+        assert!(!Capture::wants("usr/share/doc/a/b/copyright"));
+        assert!(!Capture::wants("usr/share/doc/libc6/copyright.gz"));
+        assert!(!Capture::wants("usr/share/doc/libc6/changelog.gz"));
+        assert!(!Capture::wants("usr/local/share/doc/libc6/copyright"));
+    }
+
+    const DEP5: &str = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: 2024 Someone\nLicense: GPL-2+ or Expat\n\nFiles: doc/*\nCopyright: none\nLicense: public-domain\n";
+
+    #[test]
+    fn dpkg_packages_take_the_licenses_of_their_copyright_files() {
+        let mut c = Capture::default();
+        // Entries arrive in path order: the documentation first.
+        for (path, data) in [
+            (
+                "usr/share/doc/libc6/copyright",
+                "This is the Debian prepackaged version of the GNU C Library.\n",
+            ),
+            ("usr/share/doc/multi/copyright", DEP5),
+            ("usr/share/doc/tool/copyright", DEP5),
+            (
+                "var/lib/dpkg/status",
+                "Package: libc6\nStatus: install ok installed\nVersion: 2.36\nArchitecture: amd64\n\nPackage: tool\nStatus: install ok installed\nVersion: 1\n\nPackage: nodoc\nStatus: install ok installed\nVersion: 1\n",
+            ),
+            (
+                "var/lib/dpkg/status.d/multi:amd64",
+                "Package: multi:amd64\nVersion: 3\n",
+            ),
+        ] {
+            assert!(
+                Capture::wants(path) && c.accepts(path, data.len() as u64),
+                "{path}"
+            );
+            c.add(path, data.as_bytes().to_vec());
+        }
+        let f = c.finish();
+        let license = |name: &str| {
+            f.packages
+                .iter()
+                .find(|p| p.name == name)
+                .unwrap_or_else(|| panic!("{name}"))
+                .license
+                .clone()
+        };
+        let expected = Some("(GPL-2.0-or-later OR MIT) AND public-domain".to_string());
+        assert_eq!(license("tool"), expected);
+        assert_eq!(license("multi:amd64"), expected);
+        assert_eq!(license("libc6"), None, "not in the machine-readable format");
+        assert_eq!(license("nodoc"), None);
+        assert!(f.notes.is_empty(), "{:?}", f.notes);
+    }
+
+    #[test]
+    fn copyright_files_have_budgets_of_their_own() {
+        let mut c = Capture::default();
+        // Too large a file: skipped, the database still read.
+        assert!(!c.accepts("usr/share/doc/big/copyright", MAX_COPYRIGHT_FILE_BYTES + 1));
+        assert!(c.accepts("usr/share/doc/fits/copyright", MAX_COPYRIGHT_FILE_BYTES));
+        // Copyright files up to their image budget...
+        let each = MAX_COPYRIGHT_FILE_BYTES;
+        let fit = MAX_COPYRIGHT_IMAGE_BYTES / each;
+        for i in 0..fit {
+            let path = format!("usr/share/doc/p{i}/copyright");
+            assert!(c.accepts(&path, each), "{path}");
+            c.add(&path, vec![b'x'; usize::try_from(each).expect("small")]);
+        }
+        // ... then none, thousands of them noted in one line.
+        for i in 0..5000 {
+            assert!(!c.accepts(&format!("usr/share/doc/q{i}/copyright"), 10));
+        }
+        // They took nothing from the databases' budget.
+        assert!(c.accepts("var/lib/dpkg/status", MAX_FILE_BYTES));
+        c.add("var/lib/dpkg/status", b"Package: p0\nVersion: 1\n".to_vec());
+        let f = c.finish();
+        assert_eq!(f.packages.len(), 1);
+        assert_eq!(
+            f.notes,
+            [
+                "/usr/share/doc/big/copyright not read: more than 256 KiB each",
+                "/usr/share/doc/q0/copyright and 4999 more copyright files not read: the image's copyright files pass 16 MiB",
+            ]
+        );
+    }
+
+    #[test]
+    fn status_d_files_are_counted_once() {
+        let mut c = Capture::default();
+        c.add(
+            "var/lib/dpkg/status.d/a",
+            b"Package: a\nVersion: 1\n".to_vec(),
+        );
+        c.add(
+            "var/lib/dpkg/status.d/a",
+            b"Package: a\nVersion: 2\n".to_vec(),
+        );
+        c.add("var/lib/dpkg/status", b"".to_vec());
+        assert_eq!(c.status_d, 1);
     }
 
     #[test]

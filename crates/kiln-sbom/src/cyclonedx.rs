@@ -1,6 +1,6 @@
 //! CycloneDX 1.6 JSON.
 
-use crate::document::{Sbom, ecosystem_name, short_hash, spdx_expression, uuid_of};
+use crate::document::{Sbom, declared, ecosystem_name, short_hash, uuid_of};
 use crate::parse::Package;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -96,15 +96,17 @@ fn component(kind: &'static str, bom_ref: String, name: String) -> Component {
     }
 }
 
+/// The package's license: an SPDX expression when it is made of SPDX identifiers only, else
+/// (CycloneDX has no definitions of `LicenseRef-`s) a license named by the package's text.
 fn licenses(p: &Package) -> Vec<License> {
-    match &p.license {
-        None => Vec::new(),
-        Some(raw) => match spdx_expression(raw) {
-            Some(expression) => vec![License::Expression { expression }],
-            None => vec![License::Named {
-                license: Named { name: raw.clone() },
-            }],
-        },
+    match (declared(p), &p.license) {
+        (Some(found), _) if found.refs.is_empty() => vec![License::Expression {
+            expression: found.expression,
+        }],
+        (Some(_), Some(raw)) => vec![License::Named {
+            license: Named { name: raw.clone() },
+        }],
+        _ => Vec::new(),
     }
 }
 

@@ -235,6 +235,115 @@ pub(crate) fn spdx_expression(raw: &str) -> Option<String> {
     Some(canonical)
 }
 
+/// A package's license as the documents write it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Declared {
+    /// A valid SPDX expression.
+    pub expression: String,
+    /// The `LicenseRef-`s the expression uses, each with the text it stands for: an SPDX
+    /// document defines them, and an expression with none is made of SPDX identifiers only.
+    pub refs: Vec<(String, String)>,
+}
+
+/// The license of `p` as the documents write it, `None` when it has none:
+///
+/// - a valid SPDX expression as it is (canonicalised, see [`spdx_expression`]; not for dpkg
+///   packages, whose Debian names the copyright parser already mapped where exact and which
+///   must not be guessed further, as canonicalising `GPL` to `GPL-2.0-only` would);
+/// - else the expression with each license that is not an SPDX identifier replaced by a
+///   `LicenseRef-` of its own (`GPL-2.0-or-later AND public-domain` becomes
+///   `GPL-2.0-or-later AND LicenseRef-public-domain-HASH`): licenses are the words between
+///   `AND`, `OR`, `WITH` and parentheses, and the words after `WITH` must be an SPDX
+///   exception;
+/// - else one `LicenseRef-` for the whole text.
+pub(crate) fn declared(p: &Package) -> Option<Declared> {
+    let raw = p.license.as_deref()?;
+    if p.ecosystem != Ecosystem::Deb
+        && let Some(found) = spdx_expression(raw).and_then(|e| by_terms(&e))
+    {
+        return Some(found);
+    }
+    if let Some(found) = by_terms(raw) {
+        return Some(found);
+    }
+    let id = license_ref(raw);
+    Some(Declared {
+        expression: id.clone(),
+        refs: vec![(id, raw.to_string())],
+    })
+}
+
+/// The `LicenseRef-` of a license known by the name `text` alone.
+fn license_ref(text: &str) -> String {
+    format!("LicenseRef-{}-{}", id_part(text), short_hash(text))
+}
+
+/// `raw` with every license that is no SPDX identifier made a `LicenseRef-`, when the result
+/// is a valid SPDX expression.
+fn by_terms(raw: &str) -> Option<Declared> {
+    let spaced = raw.replace('(', " ( ").replace(')', " ) ");
+    let mut out: Vec<String> = Vec::new();
+    let mut refs: Vec<(String, String)> = Vec::new();
+    let mut term: Vec<&str> = Vec::new();
+    let mut exception = false;
+    let mut flush = |term: &mut Vec<&str>, exception: bool, out: &mut Vec<String>| {
+        if term.is_empty() {
+            return Some(());
+        }
+        let text = term.join(" ");
+        term.clear();
+        if exception {
+            // SPDX 2.3 knows no references to exceptions outside its list.
+            let id = spdx::exception_id(&text)?;
+            (id.name == text && !id.is_deprecated()).then_some(())?;
+            out.push(text);
+        } else if is_license_id(&text) {
+            out.push(text);
+        } else {
+            let id = if is_license_ref(&text) {
+                text.clone()
+            } else {
+                license_ref(&text)
+            };
+            if !refs.iter().any(|(known, _)| *known == id) {
+                refs.push((id.clone(), text));
+            }
+            out.push(id);
+        }
+        Some(())
+    };
+    for word in spaced.split_whitespace() {
+        if matches!(word, "AND" | "OR" | "WITH" | "(" | ")") {
+            flush(&mut term, exception, &mut out)?;
+            exception = word == "WITH";
+            out.push(word.to_string());
+        } else {
+            term.push(word);
+        }
+    }
+    flush(&mut term, exception, &mut out)?;
+    let expression = out.join(" ").replace("( ", "(").replace(" )", ")");
+    spdx::Expression::parse(&expression).ok()?;
+    Some(Declared { expression, refs })
+}
+
+/// Whether `word` is a current SPDX license identifier. Not with SPDX's `+` (any later
+/// version): valid syntax, but the official SPDX tools know no such license (`MPL-2.0+`).
+fn is_license_id(word: &str) -> bool {
+    !word.ends_with('+')
+        && spdx::license_id(word).is_some_and(|id| id.name == word && !id.is_deprecated())
+}
+
+/// Whether `word` is a `LicenseRef-` the document can define itself.
+fn is_license_ref(word: &str) -> bool {
+    word.strip_prefix("LicenseRef-").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    })
+}
+
 /// The ecosystem's name, as comments say it.
 pub(crate) fn ecosystem_name(e: Ecosystem) -> &'static str {
     match e {
@@ -265,5 +374,101 @@ mod tests {
             Some("GPL-2.0-or-later AND MIT")
         );
         assert_eq!(spdx_expression("custom:weird license"), None);
+    }
+
+    fn package(ecosystem: Ecosystem, license: &str) -> Package {
+        Package {
+            ecosystem,
+            name: "p".into(),
+            version: "1".into(),
+            arch: None,
+            source: None,
+            license: Some(license.into()),
+            purl: None,
+        }
+    }
+
+    fn declared_as(ecosystem: Ecosystem, license: &str) -> Declared {
+        declared(&package(ecosystem, license)).expect("a license")
+    }
+
+    #[test]
+    fn spdx_expressions_are_kept_and_others_made_references() {
+        // SPDX identifiers only: no references.
+        let d = declared_as(
+            Ecosystem::Deb,
+            "(GPL-1.0-or-later OR Artistic-1.0-Perl) AND MIT",
+        );
+        assert_eq!(
+            d.expression,
+            "(GPL-1.0-or-later OR Artistic-1.0-Perl) AND MIT"
+        );
+        assert!(d.refs.is_empty());
+        let d = declared_as(Ecosystem::Deb, "GPL-2.0-or-later WITH Font-exception-2.0");
+        assert!(d.refs.is_empty(), "{d:?}");
+
+        // Each license of no SPDX identifier is a reference of its own.
+        let d = declared_as(
+            Ecosystem::Deb,
+            "BSD-3-Clause AND public-domain AND GPL-2+ with OpenSSL exception AND (MIT OR public-domain)",
+        );
+        let pd = license_ref("public-domain");
+        let ssl = license_ref("GPL-2+ with OpenSSL exception");
+        assert!(pd.starts_with("LicenseRef-public-domain-"), "{pd}");
+        assert_eq!(
+            d.expression,
+            format!("BSD-3-Clause AND {pd} AND {ssl} AND (MIT OR {pd})")
+        );
+        assert_eq!(
+            d.refs,
+            [
+                (pd, "public-domain".to_string()),
+                (ssl, "GPL-2+ with OpenSSL exception".to_string())
+            ]
+        );
+        assert!(spdx::Expression::parse(&d.expression).is_ok());
+
+        // A reference already is one; an exception outside SPDX's list, or broken grouping,
+        // make the whole text one reference.
+        let d = declared_as(Ecosystem::Apk, "MIT OR LicenseRef-mine");
+        assert_eq!(d.expression, "MIT OR LicenseRef-mine");
+        assert_eq!(
+            d.refs,
+            [("LicenseRef-mine".into(), "LicenseRef-mine".into())]
+        );
+        for whole in [
+            "GPL-2.0-only WITH OpenSSL-exception",
+            "(MIT",
+            "MIT AND",
+            "a b",
+        ] {
+            let d = declared_as(Ecosystem::Deb, whole);
+            assert_eq!(d.expression, license_ref(whole));
+            assert_eq!(d.refs, [(license_ref(whole), whole.to_string())]);
+        }
+    }
+
+    #[test]
+    fn debian_names_are_not_guessed_but_other_databases_are_canonicalised() {
+        // apk's `GPL-2.0+` and `gpl` are canonicalised as before...
+        assert_eq!(
+            declared_as(Ecosystem::Apk, "GPL-2.0+ OR mit").expression,
+            "GPL-2.0-or-later OR MIT"
+        );
+        // ... Debian's unversioned GPL is no GPL-2.0-only.
+        let d = declared_as(Ecosystem::Deb, "GPL AND MIT");
+        assert_eq!(d.expression, format!("{} AND MIT", license_ref("GPL")));
+        let d = declared_as(Ecosystem::Deb, "GPL-2.0+");
+        assert_eq!(d.expression, license_ref("GPL-2.0+"));
+        // `+` on other licenses is SPDX syntax the official tools refuse.
+        let d = declared_as(Ecosystem::Apk, "MPL-2.0+ AND MIT");
+        assert_eq!(d.expression, format!("{} AND MIT", license_ref("MPL-2.0+")));
+        assert_eq!(
+            declared(&Package {
+                license: None,
+                ..package(Ecosystem::Deb, "")
+            }),
+            None
+        );
     }
 }

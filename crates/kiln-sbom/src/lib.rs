@@ -2,11 +2,12 @@
 //! or CycloneDX 1.6 JSON, deterministically.
 //!
 //! This crate owns the parsers of the package databases (dpkg's `status` and `status.d/`,
-//! apk's `installed`, os-release: [`parse`]), the capture of those files from an image's
-//! entries ([`Capture`]), reading the SBOMs publishers attach to images ([`attached`]), and
-//! the two document formats. It does not read images or layers (kiln-assemble hands it the
-//! files as it streams each image, and kiln-oci the attached SBOMs) and does not decide where
-//! documents are written.
+//! apk's `installed`, os-release: [`parse`]) and of Debian's machine-readable copyright files,
+//! which give dpkg's packages their licenses ([`debian_copyright`]), the capture of those files
+//! from an image's entries ([`Capture`]), reading the SBOMs publishers attach to images
+//! ([`attached`]), and the two document formats. It does not read images or layers
+//! (kiln-assemble hands it the files as it streams each image, and kiln-oci the attached SBOMs)
+//! and does not decide where documents are written.
 //!
 //! The documents are deterministic: their namespace (SPDX) and serial number (CycloneDX) are
 //! derived from a hash of their content, and their creation time is given by the caller
@@ -26,12 +27,16 @@
 pub mod attached;
 mod capture;
 mod cyclonedx;
+pub mod debian_copyright;
 mod document;
 pub mod parse;
 pub mod purl;
 mod spdx_json;
 
-pub use capture::{Capture, Findings, MAX_FILE_BYTES, MAX_IMAGE_BYTES};
+pub use capture::{
+    Capture, Findings, MAX_COPYRIGHT_FILE_BYTES, MAX_COPYRIGHT_IMAGE_BYTES, MAX_FILE_BYTES,
+    MAX_IMAGE_BYTES,
+};
 pub use document::{ImageRecord, Sbom, rfc3339};
 
 /// The document format.
@@ -113,6 +118,8 @@ pub fn render(sbom: &Sbom, format: Format, created: u64) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::parse::{Ecosystem, Package};
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
 
     fn sample() -> Sbom {
         let mut c = Capture::default();
@@ -213,5 +220,142 @@ mod tests {
             "the serial number follows the content"
         );
         assert_eq!(serial(&a), serial(&render(&sample(), Format::CycloneDx, 9)));
+    }
+
+    /// An SBOM of one Debian image whose package `pkg` has the copyright file `copyright`, and
+    /// `plain` one in the format with a license of SPDX identifiers only.
+    fn debian(copyright: &[u8]) -> Sbom {
+        let mut c = Capture::default();
+        c.add("etc/os-release", b"ID=debian\nVERSION_ID=12\n".to_vec());
+        c.add("usr/share/doc/pkg/copyright", copyright.to_vec());
+        c.add(
+            "usr/share/doc/plain/copyright",
+            b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nLicense: GPL-2+ or Artistic, and Expat\n".to_vec(),
+        );
+        c.add(
+            "var/lib/dpkg/status",
+            b"Package: pkg\nStatus: install ok installed\nVersion: 1\n\nPackage: plain\nStatus: install ok installed\nVersion: 2\n".to_vec(),
+        );
+        let mut sbom = Sbom::new("demo");
+        sbom.add(
+            "docker.io/x/d:1",
+            "sha256:dd",
+            "init[0]",
+            c.finish(),
+            Vec::new(),
+        );
+        sbom
+    }
+
+    /// The SPDX document of `sbom` is valid as far as licenses go: every declared license a
+    /// strict SPDX expression whose `LicenseRef-`s the document defines. Returns the declared
+    /// licenses by package name.
+    fn spdx_licenses(sbom: &Sbom) -> std::collections::BTreeMap<String, String> {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&render(sbom, Format::Spdx, 0)).expect("json");
+        let defined: BTreeSet<&str> = doc["hasExtractedLicensingInfos"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|l| l["licenseId"].as_str()).collect())
+            .unwrap_or_default();
+        for l in doc["hasExtractedLicensingInfos"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                !l["extractedText"].as_str().unwrap_or_default().is_empty(),
+                "{l}"
+            );
+        }
+        let mut out = std::collections::BTreeMap::new();
+        for p in doc["packages"].as_array().expect("packages") {
+            let declared = p["licenseDeclared"].as_str().expect("licenseDeclared");
+            if declared != "NOASSERTION" {
+                let e = spdx::Expression::parse(declared)
+                    .unwrap_or_else(|err| panic!("{declared}: {err}"));
+                for r in e.requirements() {
+                    if let spdx::LicenseItem::Other(other) = &r.req.license {
+                        assert!(other.doc_ref.is_none(), "{declared}");
+                        let id = format!("LicenseRef-{}", other.lic_ref);
+                        assert!(defined.contains(id.as_str()), "{id} undefined in {doc:#}");
+                    }
+                }
+            }
+            out.insert(
+                p["name"].as_str().unwrap_or_default().to_string(),
+                declared.to_string(),
+            );
+        }
+        out
+    }
+
+    /// The CycloneDX licenses of `sbom`'s packages: an expression only of SPDX identifiers, or
+    /// a name.
+    fn cyclonedx_licenses(sbom: &Sbom) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&render(sbom, Format::CycloneDx, 0)).expect("json");
+        let mut out = std::collections::BTreeMap::new();
+        for c in doc["components"].as_array().expect("components") {
+            let Some(licenses) = c.get("licenses") else {
+                continue;
+            };
+            let licenses = licenses.as_array().expect("array");
+            assert_eq!(licenses.len(), 1, "{c}");
+            if let Some(e) = licenses[0]["expression"].as_str() {
+                let parsed = spdx::Expression::parse(e).expect("expression");
+                assert!(
+                    parsed.requirements().all(|r| r.req.license.id().is_some()),
+                    "{e}"
+                );
+            } else {
+                assert!(licenses[0]["license"]["name"].is_string(), "{c}");
+            }
+            out.insert(
+                c["name"].as_str().unwrap_or_default().to_string(),
+                licenses[0].clone(),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn debian_licenses_reach_both_formats() {
+        let sbom = debian(
+            b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nLicense: BSD-3-clause\n\nFiles: doc/*\nLicense: public-domain\n Nobody owns these.\n",
+        );
+        let spdx = spdx_licenses(&sbom);
+        assert_eq!(
+            spdx["plain"],
+            "(GPL-2.0-or-later OR Artistic-1.0-Perl) AND MIT"
+        );
+        assert!(
+            spdx["pkg"].starts_with("BSD-3-Clause AND LicenseRef-public-domain-"),
+            "{}",
+            spdx["pkg"]
+        );
+        let cdx = cyclonedx_licenses(&sbom);
+        assert_eq!(
+            cdx["plain"],
+            serde_json::json!({"expression": "(GPL-2.0-or-later OR Artistic-1.0-Perl) AND MIT"})
+        );
+        assert_eq!(
+            cdx["pkg"],
+            serde_json::json!({"license": {"name": "BSD-3-Clause AND public-domain"}})
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_copyright_file_gives_valid_documents(lines in proptest::collection::vec(
+            "(License|Files)?:? ?(GPL-2\\+|Expat|or|and|with|exception|Font|,|\\(|\\)|AND|WITH|LicenseRef-x|é|[A-Za-z0-9.+:-]{0,8}| ){0,6}",
+            0..24)) {
+            let mut file = String::from(
+                "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n",
+            );
+            file.push_str(&lines.join("\n"));
+            let sbom = debian(file.as_bytes());
+            spdx_licenses(&sbom);
+            cyclonedx_licenses(&sbom);
+        }
     }
 }

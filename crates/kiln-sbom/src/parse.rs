@@ -38,8 +38,11 @@ pub struct Package {
     pub arch: Option<String>,
     /// The source package it was built from, when the database names one other than itself.
     pub source: Option<String>,
-    /// Its license as the database states it (apk's `L:`, an attached SBOM's declared
-    /// license); dpkg's database has none.
+    /// Its license as the package states it: apk's `L:`, an attached SBOM's declared license,
+    /// or (dpkg's database has none) the licenses of its Debian copyright file
+    /// (`/usr/share/doc/NAME/copyright`, in copyright-format 1.0), combined with `AND`, names
+    /// with an exact SPDX identifier mapped to it and the others kept as Debian writes them
+    /// (see [`crate::debian_copyright`]).
     pub license: Option<String>,
     /// Its package URL: set for attached packages that carry one, derived from the
     /// os-release of the image for the others (see [`crate::purl`]).
@@ -62,7 +65,7 @@ pub struct OsRelease {
 }
 
 /// `value` cut to at most [`MAX_VALUE`] bytes, at a character boundary.
-fn bounded(value: &str) -> String {
+pub(crate) fn bounded(value: &str) -> String {
     if value.len() <= MAX_VALUE {
         return value.to_string();
     }
@@ -121,7 +124,7 @@ pub fn dpkg_status(data: &[u8]) -> Vec<Package> {
 
 /// The paragraphs of a deb822 file: `Key: value` fields, continuation lines (starting with a
 /// space or tab) ignored, paragraphs separated by blank lines.
-fn paragraphs(text: &str) -> Vec<Vec<(&str, &str)>> {
+pub(crate) fn paragraphs(text: &str) -> Vec<Vec<(&str, &str)>> {
     let mut all = Vec::new();
     let mut current: Vec<(&str, &str)> = Vec::new();
     for line in text.lines() {

@@ -1,6 +1,6 @@
 //! SPDX 2.3 JSON.
 
-use crate::document::{Sbom, ecosystem_name, id_part, short_hash, spdx_expression, uuid_of};
+use crate::document::{Sbom, declared, ecosystem_name, id_part, short_hash, uuid_of};
 use crate::parse::Package;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -114,24 +114,22 @@ fn contains(from: &str, to: &str) -> Relationship {
     }
 }
 
-/// The package's declared license as SPDX wants it: a valid expression, else a `LicenseRef-`
-/// defined in the document with the database's text.
-fn declared(p: &Package, extracted: &mut BTreeMap<String, ExtractedLicense>) -> String {
-    let Some(raw) = &p.license else {
+/// The package's declared license as SPDX wants it: a valid expression, each `LicenseRef-` it
+/// uses defined in the document with the text it stands for (see [`declared`]).
+fn declared_license(p: &Package, extracted: &mut BTreeMap<String, ExtractedLicense>) -> String {
+    let Some(found) = declared(p) else {
         return NOASSERTION.into();
     };
-    if let Some(expr) = spdx_expression(raw) {
-        return expr;
+    for (id, text) in found.refs {
+        extracted
+            .entry(id.clone())
+            .or_insert_with(|| ExtractedLicense {
+                license_id: id,
+                extracted_text: text.clone(),
+                name: text,
+            });
     }
-    let id = format!("LicenseRef-{}-{}", id_part(raw), short_hash(raw));
-    extracted
-        .entry(id.clone())
-        .or_insert_with(|| ExtractedLicense {
-            license_id: id.clone(),
-            extracted_text: raw.clone(),
-            name: raw.clone(),
-        });
-    id
+    found.expression
 }
 
 /// The SPDX 2.3 JSON document of `sbom`, created at `created` (`YYYY-MM-DDTHH:MM:SSZ`) by
@@ -212,7 +210,7 @@ pub fn render(sbom: &Sbom, created: String, tool: &str) -> Vec<u8> {
             Some(pkg.version.clone()),
             pkg.purl.clone(),
         );
-        p.license_declared = declared(pkg, &mut extracted);
+        p.license_declared = declared_license(pkg, &mut extracted);
         p.source_info = pkg
             .source
             .as_ref()

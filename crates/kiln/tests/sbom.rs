@@ -1,8 +1,9 @@
 //! The SBOM of `kiln build`: on by default, in the root filesystem of every output and beside
 //! the outputs, deterministic, valid for the official checkers (pyspdxtools for SPDX 2.3,
 //! cyclonedx-python-lib's strict validator for CycloneDX 1.6), listing the Debian packages of
-//! examples/redis-os.yml's images and merging the SBOM a publisher attached to an image, from
-//! an imported OCI layout and from a registry.
+//! examples/redis-os.yml's images (and the licenses of Debian packages' copyright files, on
+//! debian:bookworm's) and merging the SBOM a publisher attached to an image, from an imported
+//! OCI layout and from a registry.
 
 mod common;
 
@@ -233,6 +234,132 @@ fn redis_os_sbom_lists_its_debian_packages_everywhere_and_deterministically() {
         contains(&doc, image_id, &spdx_id(&doc, "redis-server")),
         "the redis image does not CONTAIN redis-server"
     );
+
+    // Licenses come from each package's Debian copyright file, which pkg/redis carries beside
+    // each dpkg record: redis-server's says BSD-3-clause (with BSD-2-clause and MIT parts).
+    assert_eq!(
+        declared(&doc, "redis-server"),
+        "BSD-3-Clause AND BSD-2-Clause AND MIT"
+    );
+    assert_eq!(
+        declared(&doc, "libssl3"),
+        "Apache-2.0 AND (Artistic-1.0-Perl OR GPL-1.0-or-later)"
+    );
+    // glibc's copyright file is not in the machine-readable format.
+    assert_eq!(declared(&doc, "libc6"), "NOASSERTION");
+}
+
+/// The licenseDeclared of the package named `name`.
+fn declared(doc: &serde_json::Value, name: &str) -> String {
+    doc["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no package {name}"))["licenseDeclared"]
+        .as_str()
+        .expect("licenseDeclared")
+        .to_string()
+}
+
+/// The extracted licensing info the SPDX document defines for `id`.
+fn extracted(doc: &serde_json::Value, id: &str) -> serde_json::Value {
+    doc["hasExtractedLicensingInfos"]
+        .as_array()
+        .expect("hasExtractedLicensingInfos")
+        .iter()
+        .find(|l| l["licenseId"] == id)
+        .unwrap_or_else(|| panic!("{id} is not defined"))
+        .clone()
+}
+
+#[test]
+fn debian_packages_carry_the_licenses_of_their_copyright_files() {
+    let Some(python) = checker_python() else {
+        return;
+    };
+    // debian:bookworm (debootstrap's minbase) keeps /usr/share/doc: ~90 real copyright files,
+    // most of them in the machine-readable format.
+    let cache = shared_store();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let manifest = tmp.path().join("debian.yml");
+    std::fs::write(
+        &manifest,
+        "onboot:\n  - name: base\n    image: debian:bookworm\n",
+    )
+    .expect("manifest");
+    let spdx_dir = tmp.path().join("spdx");
+    build(
+        &cache,
+        &manifest,
+        &spdx_dir,
+        &["-f", "tar", "--name", "deb"],
+        None,
+    );
+    let spdx_path = spdx_dir.join("deb-sbom.spdx.json");
+    assert_spdx_valid(&python, &spdx_path);
+    let doc = json(&std::fs::read(&spdx_path).expect("SBOM"));
+
+    // Exact SPDX identifiers where Debian's names have them.
+    assert_eq!(declared(&doc, "zlib1g"), "Zlib");
+    assert_eq!(
+        declared(&doc, "libzstd1"),
+        "(BSD-3-Clause OR GPL-2.0-only) AND Zlib AND MIT"
+    );
+    assert_eq!(
+        declared(&doc, "libcap2"),
+        "(BSD-3-Clause OR GPL-2.0-only) AND (BSD-3-Clause OR GPL-2.0-or-later)"
+    );
+    // A name with none is a LicenseRef of its own, defined with Debian's name.
+    let tzdata = declared(&doc, "tzdata");
+    assert!(tzdata.starts_with("LicenseRef-public-domain-"), "{tzdata}");
+    assert_eq!(extracted(&doc, &tzdata)["extractedText"], "public-domain");
+    // Not in the machine-readable format: no license.
+    assert_eq!(declared(&doc, "libc6"), "NOASSERTION");
+    let licensed = doc["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|p| {
+            p["externalRefs"][0]["referenceLocator"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("pkg:deb/"))
+        })
+        .filter(|p| p["licenseDeclared"] != "NOASSERTION")
+        .count();
+    eprintln!("{licensed} Debian packages with a license");
+    assert!(licensed >= 50, "{licensed} Debian packages with a license");
+
+    // CycloneDX: SPDX identifiers as an expression, anything else as a name.
+    let cdx_dir = tmp.path().join("cdx");
+    build(
+        &cache,
+        &manifest,
+        &cdx_dir,
+        &["-f", "tar", "--name", "deb", "--sbom-format", "cyclonedx"],
+        None,
+    );
+    let cdx_path = cdx_dir.join("deb-sbom.cdx.json");
+    assert_cyclonedx_valid(&python, &cdx_path);
+    let cdx = json(&std::fs::read(&cdx_path).expect("cdx"));
+    let licenses = |name: &str| {
+        cdx["components"]
+            .as_array()
+            .expect("components")
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no component {name}"))["licenses"]
+            .clone()
+    };
+    assert_eq!(
+        licenses("zlib1g"),
+        serde_json::json!([{"expression": "Zlib"}])
+    );
+    assert_eq!(
+        licenses("tzdata"),
+        serde_json::json!([{"license": {"name": "public-domain"}}])
+    );
+    assert_eq!(licenses("libc6"), serde_json::Value::Null);
 }
 
 #[test]
