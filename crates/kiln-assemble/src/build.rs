@@ -127,6 +127,12 @@ impl Emitter<'_> {
             capture.add(rel, buf);
             return Ok(());
         }
+        if let Kind::Symlink(target) = &entry.kind
+            && let Some((prefix, capture)) = &mut self.capture
+            && let Some(rel) = entry.path.strip_prefix(prefix.as_str())
+        {
+            capture.add_link(rel, target);
+        }
         self.sink.add(&entry, data).map_err(AssembleError::Output)
     }
 
@@ -528,6 +534,8 @@ fn recapture(store: &Store, img: &kiln_oci::Image) -> Result<kiln_sbom::Findings
                 .read_to_end(&mut buf)
                 .map_err(AssembleError::Output)?;
             capture.add(&entry.path, buf);
+        } else if let Kind::Symlink(target) = &entry.kind {
+            capture.add_link(&entry.path, target);
         }
         Ok(())
     })?;

@@ -32,6 +32,17 @@ fn copyright_of(path: &str) -> Option<&str> {
     (!name.is_empty() && !name.contains('/')).then_some(name)
 }
 
+/// The most symbolic links between doc directories followed for one package.
+const MAX_LINK_HOPS: usize = 8;
+/// The most doc-directory links kept for one image.
+const MAX_DOC_LINKS: usize = 100_000;
+
+/// The package whose doc directory is at `path` (`usr/share/doc/NAME`), if it is one.
+fn doc_dir_of(path: &str) -> Option<&str> {
+    let name = path.strip_prefix(DOC_DIR)?;
+    (!name.is_empty() && !name.contains('/')).then_some(name)
+}
+
 /// The files of one image's file system that say what it holds, gathered from its flattened
 /// entries (so whiteouts are already applied): paths are relative to the image's root.
 #[derive(Debug, Default)]
@@ -46,6 +57,9 @@ pub struct Capture {
     copyright_bytes: u64,
     /// Copyright files not read, by reason: how many and the first one.
     skipped: BTreeMap<String, (usize, String)>,
+    /// Doc directories that are symbolic links to another package's (Debian does this for the
+    /// binary packages of one source package): the package name to the one it shares with.
+    doc_links: BTreeMap<String, String>,
 }
 
 impl Capture {
@@ -108,6 +122,39 @@ impl Capture {
         false
     }
 
+    /// Note the symbolic link at `path` to `target`, when it is a package's doc directory
+    /// linked to another package's (`usr/share/doc/cpp-12 -> gcc-12-base`): the package then
+    /// has the license of the other's copyright file.
+    pub fn add_link(&mut self, path: &str, target: &str) {
+        let Some(name) = doc_dir_of(path) else {
+            return;
+        };
+        let target = target.trim_end_matches('/');
+        let other = target
+            .strip_prefix("/usr/share/doc/")
+            .or_else(|| target.strip_prefix("../doc/"))
+            .unwrap_or(target);
+        if other.is_empty() || other.contains('/') || other == "." || other == ".." {
+            return;
+        }
+        if self.doc_links.len() < MAX_DOC_LINKS || self.doc_links.contains_key(name) {
+            self.doc_links.insert(name.to_string(), other.to_string());
+        }
+    }
+
+    /// The license of the copyright file in `name`'s doc directory, through the links between
+    /// doc directories.
+    fn license_of(&self, name: &str) -> Option<String> {
+        let mut name = name;
+        for _ in 0..=MAX_LINK_HOPS {
+            if let Some(license) = self.licenses.get(name) {
+                return license.clone();
+            }
+            name = self.doc_links.get(name)?;
+        }
+        None
+    }
+
     /// Keep the content of the file at `path` (one [`Capture::accepts`] accepted).
     pub fn add(&mut self, path: &str, data: Vec<u8>) {
         if let Some(name) = copyright_of(path) {
@@ -147,7 +194,7 @@ impl Capture {
             if p.ecosystem == Ecosystem::Deb && p.license.is_none() {
                 // `libc6:amd64` has the doc directory of `libc6`.
                 let name = p.name.split(':').next().unwrap_or_default();
-                p.license = self.licenses.get(name).cloned().flatten();
+                p.license = self.license_of(name);
             }
         }
         packages.sort();
@@ -183,7 +230,7 @@ pub struct Findings {
 
 impl Findings {
     /// The version of the findings format and of the parsers: part of any cache key.
-    pub const VERSION: u32 = 2;
+    pub const VERSION: u32 = 3;
 
     /// The findings as bytes to cache.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -267,6 +314,45 @@ mod tests {
         assert_eq!(license("libc6"), None, "not in the machine-readable format");
         assert_eq!(license("nodoc"), None);
         assert!(f.notes.is_empty(), "{:?}", f.notes);
+    }
+
+    #[test]
+    fn doc_directories_linked_to_another_package_share_its_license() {
+        let mut c = Capture::default();
+        c.add_link("usr/share/doc/cpp-12", "gcc-12-base");
+        c.add_link("usr/share/doc/g++-12", "/usr/share/doc/gcc-12-base/");
+        c.add_link("usr/share/doc/g++", "cpp-12");
+        c.add_link("usr/share/doc/loop-a", "loop-b");
+        c.add_link("usr/share/doc/loop-b", "loop-a");
+        c.add_link("usr/share/doc/away", "../../../etc");
+        c.add_link("usr/share/doc/sub/dir", "gcc-12-base");
+        c.add(
+            "usr/share/doc/gcc-12-base/copyright",
+            DEP5.as_bytes().to_vec(),
+        );
+        let mut status = String::new();
+        for p in ["cpp-12", "g++-12", "g++", "loop-a", "away", "dir"] {
+            status.push_str(&format!(
+                "Package: {p}\nStatus: install ok installed\nVersion: 1\n\n"
+            ));
+        }
+        c.add("var/lib/dpkg/status", status.into_bytes());
+        let f = c.finish();
+        let license = |name: &str| {
+            f.packages
+                .iter()
+                .find(|p| p.name == name)
+                .unwrap_or_else(|| panic!("{name}"))
+                .license
+                .clone()
+        };
+        let expected = Some("(GPL-2.0-or-later OR MIT) AND public-domain".to_string());
+        assert_eq!(license("cpp-12"), expected);
+        assert_eq!(license("g++-12"), expected);
+        assert_eq!(license("g++"), expected, "a link to a link");
+        assert_eq!(license("loop-a"), None, "a cycle ends");
+        assert_eq!(license("away"), None, "a link out of the doc directory");
+        assert_eq!(license("dir"), None, "not a package's doc directory");
     }
 
     #[test]
