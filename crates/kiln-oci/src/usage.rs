@@ -499,7 +499,10 @@ fn walk_manifest(store: &Store, desc: &Descriptor, w: &mut Walk, depth: usize) -
     };
     // Go's zero time is what cosign and kiln write into signature and attestation configs: no
     // creation time at all, rather than one two thousand years ago.
-    if let Some(c) = probe.created.filter(|c| !c.starts_with("0001-01-01T00:00:00")) {
+    if let Some(c) = probe
+        .created
+        .filter(|c| !c.starts_with("0001-01-01T00:00:00"))
+    {
         let secs = parse_rfc3339(&c);
         let later = match &w.created {
             None => true,
