@@ -407,6 +407,30 @@ pub fn build_packages(
     Ok(results)
 }
 
+/// Whether [`build_packages`] of `dirs` would run a Dockerfile: some package, or one it names
+/// by `@lkt:pkg:`, is not in the store for an architecture it is built for (or `force` is set).
+/// A registry may still have it (`--pull`): that is not asked here.
+pub fn any_unbuilt(store: &Store, dirs: &[PathBuf], opts: &PkgOptions) -> Result<bool, BuildError> {
+    if opts.force {
+        return Ok(true);
+    }
+    let mut order: Vec<(PathBuf, Package)> = Vec::new();
+    for d in dirs {
+        visit(d, opts, &mut order, &mut Vec::new())?;
+    }
+    for (_, pkg) in &order {
+        let Ok(r) = pkg.reference(opts.org.as_deref()).parse::<Reference>() else {
+            return Ok(true);
+        };
+        for arch in opts.arches_of(pkg)? {
+            if store.resolve(&r, &arch).is_err() {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// Build package `pkg`, named `reference` (`r`), for `arch`, unless the store (or, with
 /// `--pull`, its registry) has it; the name keeps the other platforms it has. `refs`: the
 /// names of the packages built before, for `@lkt:pkg:` build arguments.

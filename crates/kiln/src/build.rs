@@ -192,21 +192,6 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         print!("{}", kiln_manifest::to_yaml(&set.manifest));
         return Ok(());
     }
-    if builds_packages(&args, &set.manifest) {
-        // `@pkg:` packages run Dockerfile steps: when kiln is not root, the build goes on in a
-        // user namespace, as `kiln pkg build` does. That runs this command again, which reads
-        // its manifests again: one from standard input is gone by then.
-        if !kiln_runtime::userns::is_root() && args.files.iter().any(|f| f.as_os_str() == "-") {
-            anyhow::bail!(
-                "the manifest on standard input names `@pkg:` packages, which a build that is not \
-                 root builds in a user namespace after reading its manifests again: give the \
-                 manifest as a file, or run as root"
-            );
-        }
-        crate::rootless::run_as_root_of_a_user_namespace()?;
-    }
-    let policy = crate::policy::load(&args.policy, &set)?;
-    let provenance_key = args.provenance.signing_key()?;
     let store = images().store()?;
     let mut packages = PkgOptions::new(crate::image::base_options(images())?);
     // `@pkg:` packages are built for the system's architecture only.
@@ -218,6 +203,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .find(|f| f.as_os_str() != "-" && !is_url(f))
         .and_then(|f| f.parent())
         .unwrap_or(Path::new(""));
+    if !kiln_runtime::userns::is_root() {
+        enter_user_namespace_to_build_packages(&args, &set.manifest, &store, &packages, base_dir)?;
+    }
+    let policy = crate::policy::load(&args.policy, &set)?;
+    let provenance_key = args.provenance.signing_key()?;
     let docker = if args.docker {
         Some(kiln_oci::docker_engine::DockerEngine::from_env()?)
     } else {
@@ -380,14 +370,39 @@ fn default_name(files: &[PathBuf]) -> String {
     }
 }
 
-/// Whether the build builds packages: the manifests, `--bootloader` or `--firmware` name one
-/// by `@pkg:DIR`.
-fn builds_packages(args: &BuildArgs, manifest: &kiln_manifest::Manifest) -> bool {
-    let pkg = |r: &str| r.starts_with(kiln_build::resolve::PKG_PREFIX);
-    manifest.image_references().iter().any(|(r, _)| pkg(r))
-        || [&args.bootloader, &args.firmware]
-            .iter()
-            .any(|o| o.as_deref().is_some_and(pkg))
+/// When `@pkg:` packages (in the manifests, `--bootloader` or `--firmware`) are not in the store
+/// yet, their Dockerfiles must run: a build that is not root goes on in a user namespace, as
+/// `kiln pkg build` does. That runs this command again, which reads its manifests again: one
+/// from standard input is gone by then, so that is refused. Packages the store has already
+/// need no namespace.
+fn enter_user_namespace_to_build_packages(
+    args: &BuildArgs,
+    manifest: &kiln_manifest::Manifest,
+    store: &kiln_oci::Store,
+    packages: &PkgOptions,
+    base_dir: &Path,
+) -> anyhow::Result<()> {
+    let named = manifest.image_references();
+    let dirs: Vec<PathBuf> = named
+        .iter()
+        .map(|(r, _)| *r)
+        .chain(args.bootloader.as_deref())
+        .chain(args.firmware.as_deref())
+        .filter_map(|r| r.strip_prefix(kiln_build::resolve::PKG_PREFIX))
+        .map(|path| base_dir.join(path))
+        .collect();
+    if dirs.is_empty() || !kiln_build::pkg::any_unbuilt(store, &dirs, packages)? {
+        return Ok(());
+    }
+    if args.files.iter().any(|f| f.as_os_str() == "-") {
+        anyhow::bail!(
+            "the manifest on standard input names `@pkg:` packages the store does not have: a \
+             build that is not root builds them in a user namespace, after reading its \
+             manifests again; give the manifest as a file, or build the packages first with \
+             `kiln pkg build`"
+        );
+    }
+    crate::rootless::run_as_root_of_a_user_namespace()
 }
 
 fn is_url(p: &Path) -> bool {
