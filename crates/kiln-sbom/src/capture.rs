@@ -300,20 +300,26 @@ mod tests {
             c.add(path, data.as_bytes().to_vec());
         }
         let f = c.finish();
-        let license = |name: &str| {
-            f.packages
-                .iter()
-                .find(|p| p.name == name)
-                .unwrap_or_else(|| panic!("{name}"))
-                .license
-                .clone()
-        };
-        let expected = Some("(GPL-2.0-or-later OR MIT) AND public-domain".to_string());
+        let license = |name: &str| license_of(&f, name);
+        let expected = Some(DEP5_LICENSE.to_string());
         assert_eq!(license("tool"), expected);
         assert_eq!(license("multi:amd64"), expected);
         assert_eq!(license("libc6"), None, "not in the machine-readable format");
         assert_eq!(license("nodoc"), None);
         assert!(f.notes.is_empty(), "{:?}", f.notes);
+    }
+
+    /// The license of [`DEP5`].
+    const DEP5_LICENSE: &str = "(GPL-2.0-or-later OR MIT) AND public-domain";
+
+    /// The license the findings give the package `name` (which must be listed).
+    fn license_of(f: &Findings, name: &str) -> Option<String> {
+        f.packages
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .license
+            .clone()
     }
 
     #[test]
@@ -338,15 +344,8 @@ mod tests {
         }
         c.add("var/lib/dpkg/status", status.into_bytes());
         let f = c.finish();
-        let license = |name: &str| {
-            f.packages
-                .iter()
-                .find(|p| p.name == name)
-                .unwrap_or_else(|| panic!("{name}"))
-                .license
-                .clone()
-        };
-        let expected = Some("(GPL-2.0-or-later OR MIT) AND public-domain".to_string());
+        let license = |name: &str| license_of(&f, name);
+        let expected = Some(DEP5_LICENSE.to_string());
         assert_eq!(license("cpp-12"), expected);
         assert_eq!(license("g++-12"), expected);
         assert_eq!(license("g++"), expected, "a link to a link");
