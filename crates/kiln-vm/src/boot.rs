@@ -153,28 +153,21 @@ pub fn unpack_gcp(tarball: &Path, dir: &Path) -> Result<PathBuf, VmError> {
 /// The FAT directory UEFI firmware reads a UKI from: `dir/EFI/BOOT/BOOTX64.EFI` (a copy), or
 /// `BOOTAA64.EFI` when the UKI is an arm64 EFI program (PE machine 0xaa64).
 pub(crate) fn uki_directory(uki: &Path, dir: &Path) -> Result<PathBuf, VmError> {
-    // The PE headers: "MZ", the offset of "PE\0\0" at 0x3c, the machine type after it.
     let mut head = Vec::new();
     fs::File::open(uki)
         .and_then(|f| f.take(4096).read_to_end(&mut head))
         .map_err(io_at(uki))?;
-    let u32_at = |at: usize| {
-        head.get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let machine = u32_at(0x3c)
-        .and_then(|pe| usize::try_from(pe).ok())
-        .filter(|&pe| head.starts_with(b"MZ") && head.get(pe..pe + 4) == Some(b"PE\0\0"))
-        .and_then(|pe| head.get(pe + 4..pe + 6))
-        .map(|m| u16::from_le_bytes([m[0], m[1]]));
-    let name = match machine {
-        Some(0xaa64) => "BOOTAA64.EFI",
-        _ => "BOOTX64.EFI",
+    let arm64 = kiln_format::Arch::Arm64;
+    let path = if kiln_format::uki::pe_machine(&head) == Some(arm64.pe_machine()) {
+        arm64.efi_boot_path()
+    } else {
+        kiln_format::Arch::Amd64.efi_boot_path()
     };
     let root = dir.join("uki-esp");
-    let boot = root.join("EFI/BOOT");
-    fs::create_dir_all(&boot).map_err(io_at(&boot))?;
-    let target = boot.join(name);
+    let target = root.join(path);
+    if let Some(boot) = target.parent() {
+        fs::create_dir_all(boot).map_err(io_at(boot))?;
+    }
     fs::copy(uki, &target).map_err(io_at(&target))?;
     Ok(root)
 }
