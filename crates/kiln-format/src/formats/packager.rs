@@ -55,6 +55,7 @@ impl<'a> Packager<'a> {
 
     /// Write `format`; returns its file.
     pub(crate) fn write(&self, format: Format) -> Result<PathBuf, FormatError> {
+        super::boot_media::check_arch(format, self.arch())?;
         let dest = self.target.path(format.suffix());
         let mut out = AtomicOutput::create(&dest).map_err(write_err(&dest))?;
         let io = |r: io::Result<()>| r.map_err(write_err(&dest));
@@ -248,7 +249,6 @@ impl<'a> Packager<'a> {
             return Ok(d);
         }
         let dest = self.dest(format);
-        super::boot_media::check_arch(format, self.arch())?;
         let boot_img = self.bootloader_file(format, grub::files::BOOT_IMG)?;
         let core_img = self.bootloader_file(format, grub::files::CORE_IMG)?;
         let files = self.boot_tree(format)?;
@@ -435,7 +435,6 @@ impl<'a> Packager<'a> {
         let efi_boot = self.arch().efi_boot_path().to_string();
         let esp_files = match format {
             Format::IsoBios => {
-                super::boot_media::check_arch(format, self.arch())?;
                 self.add_boot_tree(&mut iso, format)?;
                 let eltorito = "boot/grub/i386-pc/eltorito.img";
                 let image = self.bootloader_file(format, grub::files::ELTORITO_IMG)?;
