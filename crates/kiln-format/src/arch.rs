@@ -105,10 +105,7 @@ impl Arch {
         let Some(console) = self.default_console() else {
             return cmdline.to_string();
         };
-        let names_console = cmdline
-            .split_whitespace()
-            .any(|a| a.trim_start_matches('"').starts_with("console="));
-        if names_console {
+        if cmdline.split_whitespace().any(is_console_arg) {
             cmdline.to_string()
         } else {
             format!("{cmdline} console={console}")
@@ -116,6 +113,12 @@ impl Arch {
                 .to_string()
         }
     }
+}
+
+/// Whether the kernel command line argument `arg` names a console (`console=...`, quoted or
+/// not).
+pub(crate) fn is_console_arg(arg: &str) -> bool {
+    arg.trim_start_matches('"').starts_with("console=")
 }
 
 impl std::fmt::Display for Arch {

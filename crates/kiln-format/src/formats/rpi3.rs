@@ -78,7 +78,7 @@ enable_uart=1
 pub fn pi_cmdline(cmdline: &str) -> String {
     let kept: Vec<&str> = cmdline
         .split_whitespace()
-        .filter(|a| !a.trim_start_matches('"').starts_with("console="))
+        .filter(|a| !crate::arch::is_console_arg(a))
         .collect();
     let mut line = kept.join(" ");
     if !line.is_empty() {
@@ -215,6 +215,7 @@ impl FormatWriter for Rpi3 {
         }
         let kernel = Kernel::of(&kernel).map_err(write_err(kernel.path()))??;
         let dest = target.path(Format::Rpi3.suffix());
+        let line = format!("{}\n", pi_cmdline(&cmdline));
         let write = || -> io::Result<AtomicOutput> {
             let mut tar = tar::Builder::new(AtomicOutput::create(&dest)?);
             let mut members: BTreeMap<&str, Member<'_>> = BTreeMap::new();
@@ -225,8 +226,7 @@ impl FormatWriter for Rpi3 {
                 members.insert(name, Member::Bytes(data));
             }
             members.insert("config.txt", Member::Bytes(CONFIG_TXT.as_bytes()));
-            let line = format!("{}\n", pi_cmdline(&cmdline));
-            members.insert("cmdline.txt", Member::Owned(line.into_bytes()));
+            members.insert("cmdline.txt", Member::Bytes(line.as_bytes()));
             members.insert(KERNEL, kernel.member());
             members.insert(INITRD, Member::Spool(&initrd));
             for (name, member) in members {
@@ -238,15 +238,10 @@ impl FormatWriter for Rpi3 {
                         h.set_size(data.len() as u64);
                         tar.append_data(&mut h, name, data)?;
                     }
-                    Member::Owned(data) => {
-                        h.set_size(data.len() as u64);
-                        tar.append_data(&mut h, name, data.as_slice())?;
-                    }
                     Member::Spool(spool) => {
-                        // The capture wrote the spool through a handle of its own: this reads
-                        // it from the start.
+                        // The capture wrote the spool through a handle of its own: a handle of
+                        // this one's own reads it from the start.
                         let mut file = spool.reopen()?;
-                        file.seek(SeekFrom::Start(0))?;
                         h.set_size(file.metadata()?.len());
                         tar.append_data(&mut h, name, &mut file)?;
                     }
@@ -262,7 +257,6 @@ impl FormatWriter for Rpi3 {
 /// A member of the archive.
 enum Member<'a> {
     Bytes(&'a [u8]),
-    Owned(Vec<u8>),
     Spool(&'a Spool),
 }
 
