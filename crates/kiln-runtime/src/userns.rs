@@ -223,15 +223,9 @@ pub fn map_helpers() -> Result<(PathBuf, PathBuf), UsernsError> {
     Ok((uid, gid))
 }
 
-/// Whether the calling process is in a user namespace other than the initial one (its uid map
-/// is not the identity over every id), as a rootless build is.
-pub fn in_user_namespace() -> bool {
-    static IN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *IN.get_or_init(|| {
-        fs::read_to_string("/proc/self/uid_map")
-            .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
-    })
-}
+/// Whether the calling process is in a user namespace other than the initial one, as a
+/// rootless build is: the one answer the unpacker and the builder use too.
+pub use kiln_fs::unpack::in_user_namespace;
 
 /// Write `map` for the process `pid` with `helper` (newuidmap or newgidmap).
 fn write_map(
