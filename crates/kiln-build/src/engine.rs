@@ -278,10 +278,7 @@ impl Engine {
         self.ws.cache_put(&key, layer.as_ref())?;
         self.remote.record(
             &key,
-            layer.as_ref().map(|l| crate::workspace::CachedLayer {
-                diff_id: l.diff_id.to_string(),
-                descriptor: l.descriptor.clone(),
-            }),
+            layer.as_ref().map(crate::workspace::CachedLayer::from),
         );
         self.executed.fetch_add(1, Ordering::Relaxed);
         st.config.add_history(history, layer.is_none());

@@ -27,9 +27,7 @@ use kiln_oci::registry::{self, RegistryError, RegistryOptions};
 use kiln_oci::spec::{self, Descriptor};
 use kiln_oci::{Digest, Reference};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
 use std::sync::Mutex;
 
 /// The `artifactType` of a cache ref's index and manifests, and the media type of a manifest's
@@ -469,19 +467,11 @@ fn check_diff_id(
     diff_id: &Digest,
 ) -> Result<(), String> {
     let mut reader = store.open_layer(layer).map_err(|e| e.to_string())?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| format!("its layer {}: {e}", layer.digest))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    let actual = format!("sha256:{}", hex::encode(h.finalize()));
-    if actual != diff_id.to_string() {
+    let mut hashed = kiln_oci::HashingWriter::new(std::io::sink());
+    std::io::copy(&mut reader, &mut hashed)
+        .map_err(|e| format!("its layer {}: {e}", layer.digest))?;
+    let (_, actual, _) = hashed.finish();
+    if actual != *diff_id {
         return Err(format!(
             "its layer {} unpacks to {actual}, not the diff id {diff_id} it claims",
             layer.digest
@@ -490,38 +480,42 @@ fn check_diff_id(
     Ok(())
 }
 
+/// The manifest `child` of the cache index `r`, parsed; `None` when the registry lacks it.
+fn read_child(
+    r: &Reference,
+    child: &Descriptor,
+    opts: &RegistryOptions,
+) -> Result<Option<Top>, String> {
+    let mut pinned = r.clone();
+    pinned.digest = Some(child.digest.clone());
+    let Some((data, _)) = registry::remote_manifest(&pinned, opts).map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    parse_top(&data).map(Some)
+}
+
 /// The exports `r` holds (oldest first), each as its entries; none when it does not exist.
 fn read_ref(r: &Reference, opts: &RegistryOptions) -> Result<Vec<ManifestEntries>, String> {
     let Some((data, _)) = registry::remote_manifest(r, opts).map_err(|e| e.to_string())? else {
         tracing::info!("build cache {r} does not exist yet");
         return Ok(Vec::new());
     };
-    let top = parse_top(&data)?;
-    let Top::Index(children) = top else {
-        let Top::Manifest(m) = top else {
-            return Ok(Vec::new());
-        };
-        return Ok(vec![m]);
+    let children = match parse_top(&data)? {
+        Top::Manifest(m) => return Ok(vec![m]),
+        Top::Index(children) => children,
     };
     let mut out = Vec::new();
     for child in children {
-        let mut pinned = r.clone();
-        pinned.digest = Some(child.digest.clone());
-        let Some((data, _)) = registry::remote_manifest(&pinned, opts)
-            .map_err(|e| format!("manifest {}: {e}", child.digest))?
-        else {
-            tracing::warn!("build cache {r}: manifest {} is missing", child.digest);
-            continue;
-        };
-        match parse_top(&data) {
-            Ok(Top::Manifest(m)) => out.push(m),
-            Ok(Top::Index(_)) => {
+        match read_child(r, &child, opts).map_err(|e| format!("manifest {}: {e}", child.digest))? {
+            Some(Top::Manifest(m)) => out.push(m),
+            Some(Top::Index(_)) => {
                 return Err(format!(
                     "manifest {}: an index inside an index",
                     child.digest
                 ));
             }
-            Err(why) => return Err(format!("manifest {}: {why}", child.digest)),
+            None => tracing::warn!("build cache {r}: manifest {} is missing", child.digest),
         }
     }
     Ok(out)
@@ -616,13 +610,8 @@ fn export_to(
                 if child.digest == new_child.digest {
                     continue;
                 }
-                let mut pinned = r.clone();
-                pinned.digest = Some(child.digest.clone());
-                let covered = match registry::remote_manifest(&pinned, opts) {
-                    Ok(Some((data, _))) => match parse_top(&data) {
-                        Ok(Top::Manifest(m)) => m.iter().all(|(k, _)| keys.contains(k)),
-                        _ => true,
-                    },
+                let covered = match read_child(r, &child, opts) {
+                    Ok(Some(Top::Manifest(m))) => m.iter().all(|(k, _)| keys.contains(k)),
                     _ => true,
                 };
                 if !covered {

@@ -44,6 +44,15 @@ pub struct CachedLayer {
     pub descriptor: Descriptor,
 }
 
+impl From<&Layer> for CachedLayer {
+    fn from(l: &Layer) -> CachedLayer {
+        CachedLayer {
+            diff_id: l.diff_id.to_string(),
+            descriptor: l.descriptor.clone(),
+        }
+    }
+}
+
 /// The builder's working area of `store`: unpacked layers, the step cache, logs and scratch.
 pub fn build_cache_dir(store: &Store) -> PathBuf {
     store.root().join("build")
@@ -153,10 +162,7 @@ impl Workspace {
     /// Remember a step.
     pub fn cache_put(&self, key: &str, layer: Option<&Layer>) -> Result<(), BuildError> {
         let step = CachedStep {
-            layer: layer.map(|l| CachedLayer {
-                diff_id: l.diff_id.to_string(),
-                descriptor: l.descriptor.clone(),
-            }),
+            layer: layer.map(CachedLayer::from),
         };
         let path = self.root.join("cache").join(key);
         let mut tmp =
