@@ -52,4 +52,5 @@ if [ -e "$here/dtbs.$arch.list" ]; then
   top="boot lib"
 fi
 tar --sort=name --numeric-owner --owner=0 --group=0 --mtime=@0 -C "$stage" -cf "$out/kernel.tar" $top
-echo "kernel $version ($arch): $(tar -tf "$out/kernel.tar" | grep -c '\.ko$') modules, $(tar -tf "$out/kernel.tar" | grep -c '\.dtb$') device trees" >&2
+members=$(tar -tf "$out/kernel.tar")
+echo "kernel $version ($arch): $(echo "$members" | grep -c '\.ko$') modules, $(echo "$members" | grep -c '\.dtb$') device trees" >&2
