@@ -273,7 +273,10 @@ fn words(spec: &str) -> Vec<Word<'_>> {
     out
 }
 
-/// The first line of a `License` field as an expression (see [`to_spdx`]).
+/// The first line of a Debian `License` field (`GPL-2+ or Artistic`) as an expression
+/// (`GPL-2.0-or-later OR Artistic-1.0-Perl`): names mapped where the mapping is exact, others
+/// kept as written (with parentheses made brackets, so that the expression's own grouping stays
+/// unambiguous).
 fn spdx_of(spec: &str) -> Expr {
     let spec = crate::parse::bounded(spec.trim());
     let words = words(&spec);
@@ -283,14 +286,6 @@ fn spdx_of(spec: &str) -> Expr {
         // Not the syntax the format defines: one license, named by the whole line.
         _ => Expr::Term(unknown(&spec)),
     }
-}
-
-/// The first line of a Debian `License` field (`GPL-2+ or Artistic`) as an SPDX-style
-/// expression (`GPL-2.0-or-later OR Artistic-1.0-Perl`): names mapped where the mapping is
-/// exact, others kept as written (with parentheses made brackets, so that the expression's
-/// own grouping stays unambiguous).
-pub fn to_spdx(spec: &str) -> String {
-    spdx_of(spec).render()
 }
 
 /// How deeply parentheses may nest.
@@ -640,6 +635,11 @@ fn exception_to_spdx(keywords: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first line of a `License` field as SPDX-style text.
+    fn to_spdx(spec: &str) -> String {
+        spdx_of(spec).render()
+    }
     use crate::parse::MAX_VALUE;
     use proptest::prelude::*;
 
